@@ -1,0 +1,247 @@
+"""Run folders shared by the training scripts: config dataclass <-> argparse, config.json, atomic
+checkpoints and JSON-lines metrics.
+
+A run folder holds ``config.json`` (``{"kind": ..., "config": {...}}``), checkpoints written with
+:func:`atomic_save`, ``metrics.jsonl`` written with :class:`MetricsLog`, and figures.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import types
+import typing
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "add_dataclass_arguments",
+    "config_from_args",
+    "write_config",
+    "read_config",
+    "check_same_config",
+    "atomic_save",
+    "MetricsLog",
+    "read_metrics",
+]
+
+CONFIG_FILE = "config.json"
+
+
+def _field_kind(annotation) -> tuple[type, bool, bool]:
+    """Return ``(scalar_type, is_sequence, is_optional)`` for a dataclass field annotation."""
+    optional = False
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(annotation))
+        if len(args) != 1:
+            raise TypeError(f"unsupported config field type {annotation}")
+        annotation = args[0]
+        origin = typing.get_origin(annotation)
+    if origin in (list, tuple):
+        inner = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return (inner[0] if inner else str), True, optional
+    return annotation, False, optional
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls: type) -> argparse.ArgumentParser:
+    """Add one ``--field-name`` option per field of ``config_cls``, typed and defaulted from the dataclass.
+
+    bool fields become ``--flag/--no-flag``; ``list``/``tuple`` fields take one or more values; ``Optional[X]``
+    fields take an X and default to None. Each option's help shows its default.
+
+    Args:
+        parser: the parser to extend.
+        config_cls: a dataclass type.
+
+    Returns:
+        the same parser.
+    """
+    if not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"config_cls must be a dataclass, got {config_cls!r}")
+    hints = typing.get_type_hints(config_cls)
+    for field in dataclasses.fields(config_cls):
+        scalar, sequence, _ = _field_kind(hints[field.name])
+        default = field.default
+        if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        option = "--" + field.name.replace("_", "-")
+        required = default is dataclasses.MISSING
+        kwargs = {"dest": field.name, "help": f"(default: {default})" if not required else "(required)"}
+        if scalar is bool and not sequence:
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, **kwargs)
+            continue
+        kwargs["type"] = scalar
+        if sequence:
+            kwargs["nargs"] = "+"
+        if required:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = default
+        parser.add_argument(option, **kwargs)
+    return parser
+
+
+def config_from_args(config_cls: type, args: argparse.Namespace):
+    """Build a ``config_cls`` instance from parsed arguments (tuple fields get tuples back)."""
+    hints = typing.get_type_hints(config_cls)
+    values = {}
+    for field in dataclasses.fields(config_cls):
+        value = getattr(args, field.name)
+        if typing.get_origin(_strip_optional(hints[field.name])) is tuple and value is not None:
+            value = tuple(value)
+        values[field.name] = value
+    return config_cls(**values)
+
+
+def _strip_optional(annotation):
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        return non_none[0] if len(non_none) == 1 else annotation
+    return annotation
+
+
+def _as_dict(config) -> dict:
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    if isinstance(config, dict):
+        return dict(config)
+    raise TypeError(f"config must be a dataclass instance or a dict, got {type(config).__name__}")
+
+
+def _json_normalize(value):
+    """Round-trip through JSON so tuples compare equal to the lists read back from config.json."""
+    return json.loads(json.dumps(value))
+
+
+def write_config(run_dir: str | os.PathLike, config, kind: str) -> Path:
+    """Write ``run_dir/config.json`` as ``{"kind": kind, "config": {...}}`` (atomically; creates run_dir).
+
+    Args:
+        run_dir: the run folder.
+        config: a dataclass instance or a dict of JSON-serializable values.
+        kind: what produced the run, e.g. "vae", "vae-classifier", "gan".
+
+    Returns:
+        the path written.
+    """
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"kind must be a non-empty string, got {kind!r}")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CONFIG_FILE
+    text = json.dumps({"kind": kind, "config": _as_dict(config)}, indent=2, sort_keys=True)
+    _atomic_write(path, lambda handle: handle.write(text.encode() + b"\n"))
+    return path
+
+
+def read_config(run_dir: str | os.PathLike) -> tuple[str, dict]:
+    """Read ``run_dir/config.json``.
+
+    Returns:
+        ``(kind, config_dict)``.
+
+    Raises:
+        FileNotFoundError: when the run folder has no config.json.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {str(run_dir)!r} a run folder?")
+    payload = json.loads(path.read_text())
+    if not isinstance(payload, dict) or "kind" not in payload or "config" not in payload:
+        raise ValueError(f"{path} must hold {{'kind': ..., 'config': {{...}}}}")
+    return payload["kind"], payload["config"]
+
+
+def check_same_config(saved: dict, current, ignore=()) -> None:
+    """Refuse to continue a run with a different config.
+
+    Args:
+        saved: the config dict stored with the run.
+        current: the new config (dict or dataclass instance).
+        ignore: keys allowed to differ (e.g. "resume", "max_epochs").
+
+    Raises:
+        ValueError: naming every differing key as ``key: old -> new``.
+    """
+    saved = _json_normalize(_as_dict(saved))
+    current = _json_normalize(_as_dict(current))
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        if key in ignore:
+            continue
+        old, new = saved.get(key, "<missing>"), current.get(key, "<missing>")
+        if old != new:
+            differences.append(f"{key}: {old!r} -> {new!r}")
+    if differences:
+        raise ValueError(
+            "the config differs from the saved run's; use a new --out folder or the same settings. Differing keys: "
+            + "; ".join(differences)
+        )
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write to a temp file in ``path``'s folder, fsync, then ``os.replace`` onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save(obj)`` to a temp file next to ``path``, then rename: a crash never leaves a half-written file."""
+    _atomic_write(Path(path), lambda stream: torch.save(obj, stream))
+
+
+def _jsonable(value):
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan" / "inf": strict JSON has no literal for these
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _jsonable(value.item())
+    return value
+
+
+class MetricsLog:
+    """Append-only JSON-lines metrics file; each :meth:`write` adds one line and flushes."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict) -> None:
+        """Append ``record`` (a flat dict; tensors and numpy scalars become numbers) as one JSON line."""
+        if not isinstance(record, dict):
+            raise TypeError(f"record must be a dict, got {type(record).__name__}")
+        line = json.dumps(_jsonable(record), sort_keys=True)
+        with open(self.path, "a") as stream:
+            stream.write(line + "\n")
+            stream.flush()
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """Read every record of a JSON-lines metrics file (missing file: empty list)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
