@@ -1,0 +1,183 @@
+"""Building blocks of the 32x32 ResNet SNGAN: spectral-norm layers, conditional batch norm, residual blocks.
+
+Spectral normalization (Miyato et al. 2018) divides a weight by an estimate of its largest singular value,
+refined by one power iteration per training-mode forward pass (``torch.nn.utils.parametrizations``).
+Conditional batch norm (de Vries et al. 2017; Miyato & Koyama 2018) normalizes without affine parameters,
+then scales and shifts with per-class gains. Here the gains are a matrix product with class *probabilities*,
+so integer labels (one-hot) and soft labels (blends of classes, for interpolations) share one code path.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+__all__ = [
+    "label_probabilities",
+    "xavier_init",
+    "sn_conv2d",
+    "sn_linear",
+    "ConditionalBatchNorm2d",
+    "GeneratorBlock",
+    "DiscriminatorBlock",
+    "OptimizedDiscriminatorBlock",
+]
+
+RESIDUAL_INIT_GAIN = math.sqrt(2.0)
+"""Xavier gain of the 3x3 convs inside residual branches (ReLU before them), as in the SNGAN reference code."""
+SHORTCUT_INIT_GAIN = 1.0
+"""Xavier gain of the 1x1 shortcut convs and of the input/output layers (no nonlinearity in between)."""
+
+
+def label_probabilities(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Turn integer labels or soft labels into a (B, C) matrix of class probabilities.
+
+    Args:
+        labels: (B,) integer class indices, or (B, C) floating class probabilities (rows need not be one-hot).
+        num_classes: C.
+        dtype: floating dtype of the result.
+
+    Returns:
+        (B, C) float tensor: one-hot rows for integer labels, the soft labels themselves otherwise.
+    """
+    if labels.dim() == 1 and not labels.is_floating_point():
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"labels must lie in [0, {num_classes}), got min {labels.min()} max {labels.max()}")
+        return F.one_hot(labels, num_classes).to(dtype)
+    if labels.dim() == 2 and labels.is_floating_point():
+        if labels.shape[1] != num_classes:
+            raise ValueError(f"soft labels must have shape (B, {num_classes}), got {tuple(labels.shape)}")
+        return labels.to(dtype)
+    raise ValueError(
+        f"labels must be (B,) integer indices or (B, {num_classes}) float probabilities, "
+        f"got shape {tuple(labels.shape)} dtype {labels.dtype}"
+    )
+
+
+def xavier_init(module: nn.Module, gain: float) -> nn.Module:
+    """Xavier-uniform init of ``module.weight`` with ``gain``, zero bias; returns the module."""
+    nn.init.xavier_uniform_(module.weight, gain=gain)
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+    return module
+
+
+def sn_conv2d(in_channels: int, out_channels: int, kernel_size: int = 3, gain: float = RESIDUAL_INIT_GAIN) -> nn.Module:
+    """A stride-1, 'same'-padded Conv2d with spectral normalization on its weight.
+
+    Args:
+        in_channels, out_channels, kernel_size: as for ``nn.Conv2d`` (odd kernel sizes keep H, W).
+        gain: Xavier-uniform initialization gain.
+
+    Returns:
+        the parametrized ``nn.Conv2d``; its ``weight`` is the normalized weight ``W / sigma(W)``.
+    """
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+    return spectral_norm(xavier_init(conv, gain))
+
+
+def sn_linear(in_features: int, out_features: int, gain: float = SHORTCUT_INIT_GAIN, bias: bool = True) -> nn.Module:
+    """A Linear layer with spectral normalization on its weight (Xavier-uniform init with ``gain``)."""
+    return spectral_norm(xavier_init(nn.Linear(in_features, out_features, bias=bias), gain))
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose scale and shift depend on the class: ``gamma(y) * BN(x) + beta(y)``.
+
+    ``gamma(y) = p(y) @ gamma_table`` with ``p(y)`` the (B, C) class probabilities, so a soft label gives the
+    matching blend of the per-class gains.
+
+    Args:
+        num_features: channels of the input.
+        num_classes: C.
+    """
+
+    def __init__(self, num_features: int, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.batch_norm = nn.BatchNorm2d(num_features, affine=False)
+        self.gamma = nn.Parameter(torch.ones(num_classes, num_features))  # (C, F): identity at init
+        self.beta = nn.Parameter(torch.zeros(num_classes, num_features))  # (C, F)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, F, H, W); labels (B,) long or (B, C) float. Returns: (B, F, H, W)."""
+        probs = label_probabilities(labels, self.num_classes, self.gamma.dtype)  # (B, C)
+        gamma = (probs @ self.gamma)[:, :, None, None]  # (B, F, 1, 1)
+        beta = (probs @ self.beta)[:, :, None, None]
+        return gamma * self.batch_norm(x) + beta
+
+
+class GeneratorBlock(nn.Module):
+    """Pre-activation up-sampling residual block: CBN-ReLU-up-conv-CBN-ReLU-conv, plus up-1x1-conv shortcut.
+
+    Plain (not spectral-normalized) convolutions, as in the SNGAN generator.
+
+    Args:
+        in_channels, out_channels: channel counts.
+        num_classes: C for the conditional batch norms.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_classes: int):
+        super().__init__()
+        self.norm1 = ConditionalBatchNorm2d(in_channels, num_classes)
+        self.conv1 = xavier_init(nn.Conv2d(in_channels, out_channels, 3, padding=1), RESIDUAL_INIT_GAIN)
+        self.norm2 = ConditionalBatchNorm2d(out_channels, num_classes)
+        self.conv2 = xavier_init(nn.Conv2d(out_channels, out_channels, 3, padding=1), RESIDUAL_INIT_GAIN)
+        self.shortcut = xavier_init(nn.Conv2d(in_channels, out_channels, 1), SHORTCUT_INIT_GAIN)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, in, H, W); labels (B,) or (B, C). Returns: (B, out, 2H, 2W)."""
+        h = F.relu(self.norm1(x, labels))
+        h = self.conv1(F.interpolate(h, scale_factor=2, mode="nearest"))
+        h = self.conv2(F.relu(self.norm2(h, labels)))
+        return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class DiscriminatorBlock(nn.Module):
+    """Pre-activation residual block of the discriminator: ReLU-conv-ReLU-conv [-avgpool], spectral norm.
+
+    The shortcut is a 1x1 conv (then avgpool) when channels change or the block down-samples, else identity.
+
+    Args:
+        in_channels, out_channels: channel counts.
+        downsample: halve H and W with 2x2 average pooling.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, downsample: bool):
+        super().__init__()
+        self.downsample = downsample
+        self.conv1 = sn_conv2d(in_channels, out_channels)
+        self.conv2 = sn_conv2d(out_channels, out_channels)
+        needs_projection = downsample or in_channels != out_channels
+        self.shortcut = sn_conv2d(in_channels, out_channels, 1, SHORTCUT_INIT_GAIN) if needs_projection else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, in, H, W). Returns: (B, out, H/2, W/2) if downsample else (B, out, H, W)."""
+        h = self.conv2(F.relu(self.conv1(F.relu(x))))
+        skip = x if self.shortcut is None else self.shortcut(x)
+        if self.downsample:
+            h, skip = F.avg_pool2d(h, 2), F.avg_pool2d(skip, 2)
+        return h + skip
+
+
+class OptimizedDiscriminatorBlock(nn.Module):
+    """First discriminator block on raw images: conv-ReLU-conv-avgpool, shortcut avgpool-1x1-conv (no ReLU first).
+
+    Args:
+        in_channels: image channels.
+        out_channels: feature channels.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = sn_conv2d(in_channels, out_channels)
+        self.conv2 = sn_conv2d(out_channels, out_channels)
+        self.shortcut = sn_conv2d(in_channels, out_channels, 1, SHORTCUT_INIT_GAIN)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, in, H, W). Returns: (B, out, H/2, W/2)."""
+        h = F.avg_pool2d(self.conv2(F.relu(self.conv1(x))), 2)
+        return h + self.shortcut(F.avg_pool2d(x, 2))
