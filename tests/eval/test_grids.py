@@ -14,6 +14,8 @@ from eval import grids
 from eval.grids import class_interpolation_grid, class_sample_grid, lerp, save_image_grid, slerp
 from tests.eval.fakes import FakeSampler
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def _angles_between_steps(path):
     """(steps, d) -> (steps - 1,) angles between consecutive points, in float64."""

@@ -1,0 +1,354 @@
+"""Inception Score and FID of a conditional generator, through torch-fidelity (never re-implemented here).
+
+    python -m eval.fidelity --checkpoint RUN_DIR [--num-samples 5000] [--reference cifar10-train|PATH.npz]
+        [--inception-weights PATH] [--feature-extractor NAME] [--classifier-checkpoint PATH] [--batch-size 64] [--cpu]
+
+prints the scores and writes RUN_DIR/fidelity-<extractor>-n<num_samples>.json. The generator is any
+sampler from `vae.sampling` / `gan.sampling` (see .interfaces.md); it draws its own labels and latents.
+
+Caching: the reference statistics are cached by torch-fidelity under a name built from the dataset
+(file hash for an .npz), the split, and the feature extractor (with a hash of its weights); generated
+samples are never cached.
+
+Offline use: pass `--inception-weights PATH` (a local copy of torch-fidelity's
+weights-inception-2015-12-05-6726825d.pth), or score with one of this project's classifiers
+(`--classifier-checkpoint PATH`, see eval/features.py): such scores compare only with each other.
+"""
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import shlex
+import sys
+
+import torch
+import torch.nn.functional as F
+import torch_fidelity
+from torch.utils.data import Dataset
+from torch_fidelity import GenerativeModelBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from eval.features import extractor_fingerprint, register_classifier_extractor, state_fingerprint
+
+INCEPTION = "inception-v3-compat"
+INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_WEIGHTS_FILE}"
+KEY_IS_MEAN = torch_fidelity.KEY_METRIC_ISC_MEAN
+KEY_IS_STD = torch_fidelity.KEY_METRIC_ISC_STD
+KEY_FID = torch_fidelity.KEY_METRIC_FID
+REFERENCE_SPLITS = ("train", "test")
+DEFAULT_CLASSIFIER_LOADER = "gan.classifier:load_classifier"
+
+
+class FeatureExtractorUnavailableError(RuntimeError):
+    """The feature extractor's weights are neither on disk nor downloadable; the message says what to do."""
+
+
+def _offline_message(feature_extractor, detail):
+    return (
+        f"Cannot load the weights of feature extractor {feature_extractor!r}: {detail}.\n"
+        f"What to do (pick one):\n"
+        f"  * on a machine with network access, download {INCEPTION_WEIGHTS_URL}\n"
+        f"    and pass it here with --inception-weights PATH (Python: feature_extractor_weights_path=PATH);\n"
+        f"  * run once with network access: torch-fidelity caches the weights under {torch.hub.get_dir()};\n"
+        f"  * score offline with one of this project's classifiers: --classifier-checkpoint PATH\n"
+        f"    (eval/features.py; these scores compare only with scores from the same classifier)."
+    )
+
+
+def images_to_uint8(images):
+    """(B, C, H, W) floats in [0, 1] -> (B, 3, H, W) uint8 as torch-fidelity expects (grey repeated to RGB)."""
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"generated images must be (B, 1 or 3, H, W), got shape {tuple(images.shape)}")
+    images = (images.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    return images.expand(-1, 3, -1, -1).contiguous() if images.shape[1] == 1 else images
+
+
+class SamplerGenerativeModel(GenerativeModelBase):
+    """A conditional sampler as a torch-fidelity generative model that draws its own labels and latents.
+
+    torch-fidelity sees an unconditional model (num_classes = 0): its 0.4.0 code for conditional models
+    calls `np.int`, removed in NumPy >= 1.24. Labels are drawn uniformly here instead, latents from the
+    sampler's (class-conditional) prior; torch-fidelity's noise argument only sets the batch size.
+    Randomness comes from torch's global generator (seed it, or use `compute_fidelity(seed=...)`).
+    """
+
+    def __init__(self, sampler):
+        """
+        Args:
+            sampler: object with num_classes, sample_latent(labels) and decode(z, label_probs) (.interfaces.md).
+        """
+        super().__init__()
+        for name in ("num_classes", "sample_latent", "decode"):
+            if not hasattr(sampler, name):
+                raise TypeError(f"sampler must provide `{name}` (see .interfaces.md), got {type(sampler).__name__}")
+        if int(sampler.num_classes) < 1:
+            raise ValueError(f"sampler.num_classes must be positive, got {sampler.num_classes}")
+        self.sampler = sampler
+        self.sampler_classes = int(sampler.num_classes)
+
+    @property
+    def z_size(self):
+        return 1  # torch-fidelity's noise is ignored (only its batch size is used)
+
+    @property
+    def z_type(self):
+        return "normal"
+
+    @property
+    def num_classes(self):
+        return 0  # labels are drawn inside forward, see the class docstring
+
+    def forward(self, noise):
+        """
+        Args:
+            noise: (B, z_size) tensor from torch-fidelity; only B and its device are used.
+
+        Returns:
+            (B, 3, H, W) uint8 images on noise's device.
+        """
+        device = torch.device(getattr(self.sampler, "device", noise.device))
+        labels = torch.randint(self.sampler_classes, (noise.shape[0],), device=device)  # (B,)
+        latents = self.sampler.sample_latent(labels)  # (B, d)
+        images = self.sampler.decode(latents, F.one_hot(labels, self.sampler_classes).float())
+        return images_to_uint8(images).to(noise.device)
+
+
+class UInt8ImageDataset(Dataset):
+    """A fixed set of images as torch-fidelity input: item i is a (3, H, W) uint8 tensor."""
+
+    def __init__(self, images):
+        """
+        Args:
+            images: (N, C, H, W) uint8 tensor, C in {1, 3} (grey images are repeated to RGB).
+        """
+        if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {getattr(images, 'dtype', type(images))}"
+                             f" {tuple(getattr(images, 'shape', ()))}")
+        if images.shape[1] not in (1, 3) or images.shape[0] == 0:
+            raise ValueError(f"images must hold at least one 1- or 3-channel image, got shape {tuple(images.shape)}")
+        self.images = images
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, index):
+        image = self.images[index]  # (C, H, W)
+        return image.expand(3, -1, -1).contiguous() if image.shape[0] == 1 else image
+
+
+def file_digest(path, length=12):
+    """First `length` hex characters of a file's SHA-256 (names caches after file content, not file name)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
+
+
+def load_reference(reference="cifar10-train", split=None):
+    """CIFAR-10 reference images for FID.
+
+    Args:
+        reference: "cifar10-train" / "cifar10-test" (torchvision download through vmfprior.data), or a
+            path to an .npz with x_train/x_test (e.g. ../shared/data/cifar10-jpeg-q75-subset.npz).
+        split: "train" or "test"; default: the suffix of the name, or "train" for a file.
+
+    Returns:
+        (dataset, cache_name): a UInt8ImageDataset and a name naming dataset, content and split.
+    """
+    from vmfprior.data import load_cifar10  # the data module belongs to the vae helper; imported on use
+
+    if reference in ("cifar10-train", "cifar10-test"):
+        split = split or reference.split("-")[1]
+        data, tag = load_cifar10(None), "cifar10"
+    elif isinstance(reference, (str, os.PathLike)) and str(reference).endswith(".npz"):
+        if not os.path.isfile(reference):
+            raise ValueError(f"reference file {str(reference)!r} does not exist")
+        split = split or "train"
+        stem = os.path.splitext(os.path.basename(reference))[0]
+        data, tag = load_cifar10(reference), f"{stem}-{file_digest(reference)}"
+    else:
+        raise ValueError(f"reference must be 'cifar10-train', 'cifar10-test' or a path to an .npz, got {reference!r}")
+    if split not in REFERENCE_SPLITS:
+        raise ValueError(f"split must be one of {REFERENCE_SPLITS}, got {split!r}")
+    images = data.x_train if split == "train" else data.x_test
+    return UInt8ImageDataset(images), f"vmfprior-{tag}-{split}-n{images.shape[0]}"
+
+
+def _extractor_tag(feature_extractor, weights_path):
+    """Name part that pins the extractor's exact weights, for cache names."""
+    fingerprint = extractor_fingerprint(feature_extractor)
+    if weights_path is not None:
+        fingerprint = file_digest(weights_path)
+    return f"{feature_extractor}-{fingerprint or 'default'}"
+
+
+def compute_fidelity(sampler, reference=None, num_samples=5000, feature_extractor=INCEPTION,
+                     feature_extractor_weights_path=None, reference_cache_name=None, batch_size=64,
+                     device="cpu", seed=0, isc_splits=10, cache=True, cache_root=None, verbose=False):
+    """Inception Score (and FID against `reference`) of a conditional sampler, via torch_fidelity.calculate_metrics.
+
+    Args:
+        sampler: conditional sampler (.interfaces.md): num_classes, sample_latent, decode.
+        reference: torch Dataset of (3, H, W) uint8 images (UInt8ImageDataset, see load_reference), or None
+            to compute the Inception Score only.
+        num_samples: generated images (the paper: 5000; the common protocol: 50000).
+        feature_extractor: torch-fidelity extractor name ("inception-v3-compat" or one registered with
+            eval.features.register_classifier_extractor).
+        feature_extractor_weights_path: local weights file for the extractor (offline Inception).
+        reference_cache_name: name under which the reference statistics are cached (extended here with
+            the extractor and its weights' hash); None: never cache them.
+        batch_size: images per batch for generation and feature extraction.
+        device: "cpu" or "cuda" (torch-fidelity runs on the current CUDA device).
+        seed: seeds labels, latents and IS splits; the caller's RNG state is restored afterwards.
+        isc_splits: splits for the IS mean/std.
+        cache: let torch-fidelity cache reference statistics (only when reference_cache_name is given).
+        cache_root: torch-fidelity cache folder (default $TORCH_HOME/fidelity_cache).
+        verbose: torch-fidelity progress output on stderr.
+
+    Returns:
+        dict with "inception_score_mean", "inception_score_std" and, with a reference,
+        "frechet_inception_distance" (torch-fidelity's keys), all floats.
+    """
+    if int(num_samples) < 2 or int(num_samples) < isc_splits:
+        raise ValueError(f"num_samples must be >= 2 and >= isc_splits ({isc_splits}), got {num_samples}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
+        raise ValueError(f"feature_extractor {feature_extractor!r} is not registered with torch-fidelity; "
+                         f"known: {sorted(FEATURE_EXTRACTORS_REGISTRY)} (see eval/features.py to add a classifier)")
+    if reference is not None and not isinstance(reference, Dataset):
+        raise TypeError(f"reference must be a torch Dataset of uint8 images or None, got {type(reference).__name__}")
+    if feature_extractor_weights_path is not None and not os.path.isfile(feature_extractor_weights_path):
+        raise FeatureExtractorUnavailableError(_offline_message(
+            feature_extractor, f"the weights file {str(feature_extractor_weights_path)!r} does not exist"))
+    device = torch.device(device)
+    kwargs = dict(
+        input1=SamplerGenerativeModel(sampler), input1_model_num_samples=int(num_samples),
+        isc=True, fid=reference is not None, isc_splits=isc_splits, feature_extractor=feature_extractor,
+        feature_extractor_weights_path=None if feature_extractor_weights_path is None
+        else str(feature_extractor_weights_path),
+        batch_size=int(batch_size), cuda=device.type == "cuda", rng_seed=int(seed), verbose=verbose,
+        cache=cache, cache_root=cache_root, save_cpu_ram=True,
+    )
+    if reference is not None:
+        kwargs["input2"] = reference
+        if reference_cache_name is not None:
+            extractor_tag = _extractor_tag(feature_extractor, feature_extractor_weights_path)
+            kwargs["input2_cache_name"] = f"{reference_cache_name}-{extractor_tag}"
+    fork_devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(int(seed))
+            metrics = torch_fidelity.calculate_metrics(**kwargs)
+    except OSError as error:  # URLError, socket and HTTP errors are OSErrors: the weights download failed
+        if feature_extractor_weights_path is not None or extractor_fingerprint(feature_extractor) is not None:
+            raise
+        raise FeatureExtractorUnavailableError(_offline_message(
+            feature_extractor, f"downloading them failed ({type(error).__name__}: {error})")) from error
+    return {key: float(value) for key, value in metrics.items()}
+
+
+def _sampler_noise(run_config):
+    """The latent noise kind recorded in a run's config (gaussian / vmf / sphere), if any."""
+    for key in ("sampler", "latent_sampler", "noise", "latent"):
+        if isinstance(run_config.get(key), str):
+            return run_config[key]
+    return None
+
+
+def _load_classifier(loader_spec, checkpoint):
+    """Import MODULE:FUNCTION and call it with the checkpoint path; it returns the classifier nn.Module."""
+    import importlib
+
+    module_name, _, function_name = loader_spec.partition(":")
+    if not module_name or not function_name:
+        raise ValueError(f"--classifier-loader must look like MODULE:FUNCTION, got {loader_spec!r}")
+    loader = getattr(importlib.import_module(module_name), function_name)
+    return loader(checkpoint)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description="IS and FID of a generator run through torch-fidelity.")
+    parser.add_argument("--checkpoint", required=True, help="run folder with config.json (gan or vae)")
+    parser.add_argument("--num-samples", type=int, default=5000)
+    parser.add_argument("--reference", default="cifar10-train",
+                        help="cifar10-train, cifar10-test (torchvision download) or PATH.npz; 'none' for IS only")
+    parser.add_argument("--reference-split", choices=REFERENCE_SPLITS, default=None,
+                        help="split of an .npz reference (default train)")
+    parser.add_argument("--inception-weights", default=None, help=f"local copy of {INCEPTION_WEIGHTS_FILE}")
+    parser.add_argument("--feature-extractor", default=None,
+                        help=f"torch-fidelity extractor name (default {INCEPTION})")
+    parser.add_argument("--classifier-checkpoint", default=None,
+                        help="score with this project's classifier instead of Inception (offline, CPU)")
+    parser.add_argument("--classifier-loader", default=DEFAULT_CLASSIFIER_LOADER,
+                        help="MODULE:FUNCTION that builds the classifier from --classifier-checkpoint")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cpu", action="store_true", help="run on CPU even if CUDA is available")
+    parser.add_argument("--out", default=None, help="JSON path (default RUN_DIR/fidelity-<extractor>-n<N>.json)")
+    parser.add_argument("--no-cache", action="store_true", help="do not cache reference statistics")
+    parser.add_argument("--verbose", action="store_true")
+    return parser
+
+
+def main(argv=None):
+    from eval.grids import load_run_sampler
+
+    args = build_parser().parse_args(argv)
+    device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
+    if args.classifier_checkpoint is not None:
+        if args.feature_extractor is not None or args.inception_weights is not None:
+            raise ValueError("--classifier-checkpoint replaces --feature-extractor/--inception-weights; pass only one")
+        classifier = _load_classifier(args.classifier_loader, args.classifier_checkpoint)
+        # named after the weights, so cached reference statistics can never belong to other weights
+        feature_extractor = f"classifier-{state_fingerprint(classifier)}"
+        if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
+            register_classifier_extractor(feature_extractor, classifier)
+    else:
+        feature_extractor = args.feature_extractor or INCEPTION
+
+    with open(os.path.join(args.checkpoint, "config.json")) as f:
+        run_record = json.load(f)
+    sampler = load_run_sampler(args.checkpoint, device=device)
+    reference, cache_name = None, None
+    if args.reference != "none":
+        reference, cache_name = load_reference(args.reference, args.reference_split)
+    try:
+        metrics = compute_fidelity(
+            sampler, reference, num_samples=args.num_samples, feature_extractor=feature_extractor,
+            feature_extractor_weights_path=args.inception_weights,
+            reference_cache_name=None if args.no_cache else cache_name, batch_size=args.batch_size,
+            device=device, seed=args.seed, verbose=args.verbose,
+        )
+    except FeatureExtractorUnavailableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    record = dict(metrics)
+    record.update(
+        checkpoint=os.path.abspath(args.checkpoint), kind=run_record.get("kind"),
+        noise=_sampler_noise(run_record.get("config", {})), num_samples=args.num_samples,
+        reference=args.reference if reference is None else f"{args.reference} ({cache_name})",
+        feature_extractor=feature_extractor, seed=args.seed, device=device,
+        command=shlex.join(["python", "-m", "eval.fidelity"] + (sys.argv[1:] if argv is None else list(argv))),
+        torch_fidelity_version=torch_fidelity.__version__,
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+    out_path = args.out or os.path.join(args.checkpoint, f"fidelity-{feature_extractor}-n{args.num_samples}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "w") as f:
+        json.dump(record, f, indent=2)
+    line = f"IS {metrics[KEY_IS_MEAN]:.3f} ± {metrics[KEY_IS_STD]:.3f}"
+    if KEY_FID in metrics:
+        line += f"  FID {metrics[KEY_FID]:.3f}"
+    print(f"{line}  ({feature_extractor}, {args.num_samples} samples)")
+    print(f"wrote {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
