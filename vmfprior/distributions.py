@@ -1,0 +1,252 @@
+"""Distributions on the unit sphere S^{d-1} of R^d: von Mises-Fisher and uniform, with closed-form KLs.
+
+Both follow ``torch.distributions``: parameters are checked against ``arg_constraints`` when validation is on,
+``batch_shape``/``event_shape`` are set in ``__init__``, ``expand`` works, and the KLs are registered with
+``torch.distributions.register_kl`` so ``kl_divergence`` and ``Independent`` treat them like built-ins.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import Distribution, constraints, register_kl
+
+from .bessel import log_bessel_iv, mean_resultant_length
+from .wood_sampler import sample_radial
+
+__all__ = ["VonMisesFisher", "HypersphericalUniform", "unit_sphere"]
+
+# Tolerance on | ||x|| - 1 | when checking that a vector lies on the sphere: loose enough for float32 vectors
+# normalized by the caller, tight enough to catch an unnormalized one.
+UNIT_NORM_TOLERANCE = 1e-4
+
+
+class _UnitSphere(constraints.Constraint):
+    """Vectors of unit Euclidean norm along the last dimension."""
+
+    is_discrete = False
+    event_dim = 1
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        return (value.norm(dim=-1) - 1.0).abs() <= UNIT_NORM_TOLERANCE
+
+
+class _PositiveFinite(constraints.Constraint):
+    """Strictly positive and finite (``constraints.positive`` lets +inf through)."""
+
+    is_discrete = False
+    event_dim = 0
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        return (value > 0) & torch.isfinite(value)
+
+
+unit_sphere = _UnitSphere()
+positive_finite = _PositiveFinite()
+
+
+def log_sphere_area(dim: int) -> float:
+    """log of the surface area of S^{dim-1}: log(2 pi^(d/2) / Gamma(d/2))."""
+    return math.log(2.0) + 0.5 * dim * math.log(math.pi) - math.lgamma(0.5 * dim)
+
+
+def _work(tensor: torch.Tensor) -> torch.Tensor:
+    """Promote to float64 (float32 on MPS, which has none) for terms that cancel, e.g. KL at small kappa."""
+    return tensor.to(torch.float32 if tensor.device.type == "mps" else torch.float64)
+
+
+def _log_normalizer(dim: int, concentration: torch.Tensor) -> torch.Tensor:
+    """log C_d(kappa) = (d/2 - 1) log kappa - (d/2) log(2 pi) - log I_{d/2-1}(kappa), in the work dtype."""
+    order = 0.5 * dim - 1.0
+    kappa = _work(concentration)
+    return order * torch.log(kappa) - 0.5 * dim * math.log(2.0 * math.pi) - log_bessel_iv(order, kappa)
+
+
+class VonMisesFisher(Distribution):
+    """The von Mises-Fisher distribution on S^{d-1}: density C_d(kappa) exp(kappa mu^T x).
+
+    Sampling is exact for every d >= 2 and reparameterized in both ``loc`` and ``concentration``: the
+    component w = mu^T z comes from Wood's (1994) rejection sampler (exact inverse CDF for d = 3) with
+    implicit-reparameterization gradients in kappa (Figurnov et al., 2018; see ``wood_sampler``), the tangent
+    direction from normalized Gaussians, and a Householder reflection maps e_1 to ``loc`` (Davidson et al., 2018).
+
+    Args:
+        loc: (..., d) mean directions, unit norm along the last dimension.
+        concentration: (...) concentrations kappa > 0, broadcastable with ``loc.shape[:-1]``.
+        validate_args: check the parameters (and ``log_prob`` inputs) against the constraints.
+    """
+
+    arg_constraints = {"loc": unit_sphere, "concentration": positive_finite}
+    support = unit_sphere
+    has_rsample = True
+
+    def __init__(self, loc: torch.Tensor, concentration: torch.Tensor | float, validate_args: bool | None = None):
+        if not isinstance(loc, torch.Tensor) or not loc.is_floating_point():
+            raise TypeError(f"loc must be a floating-point tensor of shape (..., d), got {type(loc).__name__}")
+        if loc.dim() < 1 or loc.shape[-1] < 2:
+            raise ValueError(f"loc must have shape (..., d) with d >= 2, got shape {tuple(loc.shape)}")
+        if not isinstance(concentration, torch.Tensor):
+            concentration = torch.tensor(concentration, dtype=loc.dtype, device=loc.device)
+        if not concentration.is_floating_point():
+            concentration = concentration.to(loc.dtype)
+        if concentration.dim() >= 1 and concentration.shape == loc.shape[:-1] + (1,) and loc.shape[-1] != 1:
+            raise ValueError(
+                f"concentration has shape {tuple(concentration.shape)}, loc has shape {tuple(loc.shape)}: "
+                "concentration must have the batch shape loc.shape[:-1]; squeeze its trailing dimension of size 1"
+            )
+        try:
+            batch_shape = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"loc shape {tuple(loc.shape)} and concentration shape {tuple(concentration.shape)} do not broadcast: "
+                "concentration must broadcast with loc.shape[:-1]"
+            ) from None
+        dim = loc.shape[-1]
+        self.loc = loc.expand(batch_shape + (dim,))
+        self.concentration = concentration.expand(batch_shape)
+        super().__init__(batch_shape, torch.Size([dim]), validate_args=validate_args)
+
+    @property
+    def dim(self) -> int:
+        """The ambient dimension d (samples have ``shape[-1] == d``)."""
+        return self.event_shape[0]
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(VonMisesFisher, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.loc = self.loc.expand(batch_shape + self.event_shape)
+        new.concentration = self.concentration.expand(batch_shape)
+        super(VonMisesFisher, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """E[z] = A_d(kappa) mu, shape batch_shape + (d,)."""
+        return mean_resultant_length(self.dim, self.concentration).unsqueeze(-1) * self.loc
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return self.loc
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """Draw reparameterized samples, shape sample_shape + batch_shape + (d,)."""
+        shape = self._extended_shape(sample_shape)
+        batch, dim, dtype = shape[:-1], self.dim, self.loc.dtype
+        w = sample_radial(self.concentration.expand(batch), dim)  # (S..., B...), float64
+        tangent_length = torch.sqrt((1.0 - w) * (1.0 + w)).to(dtype)  # sqrt(1 - w^2) without cancellation
+        w = w.to(dtype)
+        normal = torch.randn(batch + (dim - 1,), dtype=dtype, device=self.loc.device)
+
+        # Sample around e_1 as z0 = (w, r v) with v a Gaussian and r = sqrt(1 - w^2) / |v|, then apply the
+        # Householder reflection H = I - 2 u u^T, u = (e_1 - loc) / |e_1 - loc|, which maps e_1 to loc.
+        # z = z0 - 2 (u . z0) u is formed column-block-wise so that no (.., d) temporary is built twice.
+        e1_minus_loc = torch.cat([1.0 - self.loc[..., :1], -self.loc[..., 1:]], dim=-1)
+        norm = torch.linalg.vector_norm(e1_minus_loc, dim=-1, keepdim=True)
+        u = e1_minus_loc / torch.where(norm > 0, norm, torch.ones_like(norm))  # loc == e_1: H = I
+        u_first, u_rest = u[..., 0], u[..., 1:]
+        scale = tangent_length / torch.linalg.vector_norm(normal, dim=-1)
+        twice_projection = 2.0 * (u_first * w + scale * torch.linalg.vecdot(normal, u_rest))  # 2 u . z0
+        first = w - twice_projection * u_first
+        rest = torch.addcmul(-twice_projection.unsqueeze(-1) * u_rest, scale.unsqueeze(-1), normal)
+        return torch.cat([first.unsqueeze(-1), rest], dim=-1)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """log density w.r.t. the surface measure on S^{d-1}; value (..., d) -> (...)."""
+        if self._validate_args:
+            self._validate_sample(value)
+        log_normalizer = _log_normalizer(self.dim, self.concentration).to(value.dtype)
+        return log_normalizer + self.concentration * (value * self.loc).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        """H = -log C_d(kappa) - kappa A_d(kappa), shape batch_shape."""
+        return self._entropy_work().to(self.concentration.dtype)
+
+    def _entropy_work(self) -> torch.Tensor:
+        kappa = _work(self.concentration)
+        return -_log_normalizer(self.dim, kappa) - kappa * mean_resultant_length(self.dim, kappa)
+
+
+class HypersphericalUniform(Distribution):
+    """The uniform distribution on the unit sphere S^{dim-1} of R^dim.
+
+    Args:
+        dim: ambient dimension d >= 2 (samples have shape (..., d)).
+        batch_shape: batch shape of the distribution.
+        dtype, device: of the samples and log-densities (default dtype / CPU).
+    """
+
+    arg_constraints = {}
+    support = unit_sphere
+    has_rsample = False
+
+    def __init__(self, dim: int, batch_shape=(), dtype: torch.dtype | None = None, device=None, validate_args=None):
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
+            raise ValueError(f"dim must be an integer >= 2 (the ambient dimension), got {dim!r}")
+        self._dim = dim
+        self._dtype = dtype or torch.get_default_dtype()
+        self._device = torch.device(device) if device is not None else torch.device("cpu")
+        super().__init__(torch.Size(batch_shape), torch.Size([dim]), validate_args=validate_args)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(HypersphericalUniform, _instance)
+        new._dim, new._dtype, new._device = self._dim, self._dtype, self._device
+        super(HypersphericalUniform, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return torch.zeros(self.batch_shape + self.event_shape, dtype=self._dtype, device=self._device)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """Normalized Gaussians, shape sample_shape + batch_shape + (d,)."""
+        shape = self._extended_shape(sample_shape)
+        normal = torch.randn(shape, dtype=self._dtype, device=self._device)
+        return normal / normal.norm(dim=-1, keepdim=True)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        shape = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
+        return torch.full(shape, -log_sphere_area(self._dim), dtype=value.dtype, device=value.device)
+
+    def entropy(self) -> torch.Tensor:
+        return torch.full(self.batch_shape, log_sphere_area(self._dim), dtype=self._dtype, device=self._device)
+
+
+def _check_same_dim(p_dim: int, q_dim: int) -> None:
+    if p_dim != q_dim:
+        raise ValueError(f"KL between distributions on spheres of different dimensions: d = {p_dim} and d = {q_dim}")
+
+
+@register_kl(VonMisesFisher, HypersphericalUniform)
+def _kl_vmf_uniform(p: VonMisesFisher, q: HypersphericalUniform) -> torch.Tensor:
+    """KL(vMF(mu, kappa) || U(S^{d-1})) = kappa A_d(kappa) + log C_d(kappa) + log |S^{d-1}|."""
+    _check_same_dim(p.dim, q.dim)
+    kl = (log_sphere_area(p.dim) - p._entropy_work()).to(p.concentration.dtype)
+    return kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
+
+
+@register_kl(VonMisesFisher, VonMisesFisher)
+def _kl_vmf_vmf(p: VonMisesFisher, q: VonMisesFisher) -> torch.Tensor:
+    """KL(vMF(mu_p, kappa_p) || vMF(mu_q, kappa_q)), closed form.
+
+    E_p[log p - log q] = log C(kappa_p) - log C(kappa_q) + kappa_p A(kappa_p) - kappa_q A(kappa_p) mu_q^T mu_p,
+    using E_p[z] = A(kappa_p) mu_p.
+    """
+    _check_same_dim(p.dim, q.dim)
+    dim = p.dim
+    kappa_p, kappa_q = _work(p.concentration), _work(q.concentration)
+    alignment = _work((p.loc * q.loc).sum(-1))
+    kl = (
+        _log_normalizer(dim, kappa_p)
+        - _log_normalizer(dim, kappa_q)
+        + mean_resultant_length(dim, kappa_p) * (kappa_p - kappa_q * alignment)
+    )
+    return kl.to(torch.promote_types(p.concentration.dtype, q.concentration.dtype))

@@ -1,0 +1,231 @@
+"""VMFPrior: the class-conditional von Mises-Fisher model defined by a classifier's final linear layer.
+
+Seo, Lee & Kwak (UAI 2021) show that a linear layer ``logits = W a + b`` trained with cross-entropy pairs with
+the generative model of normalized penultimate activations ``p(a/|a| | y = i) = vMF(w_i / |w_i|, kappa)``.
+This module turns the layer into that model: sample it, score it, mix it over classes, and compute the
+class-affinity matrix of class-wise distillation (their Eq. 7).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from .distributions import VonMisesFisher
+
+__all__ = ["VMFPrior", "find_final_layer_key"]
+
+# Substrings that mark a final classification layer in a state-dict key.
+_HEAD_NAME_HINTS = ("head", "fc", "linear", "classifier", "logits", "out")
+
+
+def _state_dict_of(checkpoint) -> Mapping[str, torch.Tensor]:
+    """The state dict inside a loaded checkpoint: the object itself or its "model" / "state_dict" entry."""
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"checkpoint must hold a dict (a state dict or {{'model': state_dict}}), got {type(checkpoint).__name__}")
+    for entry in ("model", "state_dict", "model_state_dict"):
+        if isinstance(checkpoint.get(entry), Mapping):
+            return checkpoint[entry]
+    return checkpoint
+
+
+def find_final_layer_key(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """The key of the final linear layer's weight in a classifier's state dict.
+
+    Candidates are 2-D ``*weight`` tensors whose module name contains a head-like word (head, fc, linear,
+    classifier, logits, out); the last one in the state dict's order (the order modules were registered) wins,
+    since a classifier's final layer is normally registered last.
+
+    Raises:
+        ValueError: listing the candidate keys when none is found.
+    """
+    matrices = [key for key, value in state_dict.items() if key.endswith("weight") and torch.is_tensor(value) and value.dim() == 2]
+    hinted = [key for key in matrices if any(hint in key.rsplit(".", 1)[0].lower() for hint in _HEAD_NAME_HINTS)]
+    if hinted:
+        return hinted[-1]
+    raise ValueError(
+        "could not find the final linear layer in the checkpoint; pass key= one of the 2-D weights: "
+        f"{matrices if matrices else '(none: the checkpoint has no 2-D weight)'}"
+    )
+
+
+class VMFPrior(nn.Module):
+    """p(z | y = i) = vMF(z; w_i / |w_i|, kappa_i) on S^{d-1}, from a classifier's final layer W (C, d).
+
+    Args:
+        weight: (C, d) final-layer weight; every row must be non-zero.
+        concentration: kappa, a positive number or a (C,) tensor of per-class concentrations.
+        bias: optional (C,) bias, used by ``class_affinity``.
+
+    Buffers (move with ``.to(device)``): ``mean_directions`` (C, d), ``concentration`` (C,), ``weight``, ``bias``.
+    """
+
+    def __init__(self, weight: torch.Tensor, concentration: torch.Tensor | float, bias: torch.Tensor | None = None):
+        super().__init__()
+        if not torch.is_tensor(weight) or weight.dim() != 2 or not weight.is_floating_point():
+            raise ValueError(f"weight must be a floating (C, d) tensor, got {getattr(weight, 'shape', type(weight))}")
+        num_classes, dim = weight.shape
+        if dim < 2:
+            raise ValueError(f"weight must have at least 2 columns (the sphere S^{{d-1}} needs d >= 2), got shape {tuple(weight.shape)}")
+        weight = weight.detach().clone()
+        norms = weight.norm(dim=1)
+        if bool((norms == 0).any()) or not bool(torch.isfinite(weight).all()):
+            bad = [int(i) for i in torch.nonzero((norms == 0) | ~torch.isfinite(norms)).flatten()]
+            raise ValueError(f"weight rows {bad} are zero or not finite: they define no mean direction")
+        concentration = torch.as_tensor(concentration, dtype=weight.dtype, device=weight.device).detach().clone()
+        if concentration.dim() == 0:
+            concentration = concentration.expand(num_classes).clone()
+        if concentration.shape != (num_classes,):
+            raise ValueError(f"concentration must be a number or a ({num_classes},) tensor, got shape {tuple(concentration.shape)}")
+        if not bool(((concentration > 0) & torch.isfinite(concentration)).all()):
+            raise ValueError(f"concentration must be positive and finite, got {concentration.tolist()}")
+        if bias is not None:
+            bias = torch.as_tensor(bias, dtype=weight.dtype, device=weight.device).detach().clone()
+            if bias.shape != (num_classes,):
+                raise ValueError(f"bias must have shape ({num_classes},) to match weight {tuple(weight.shape)}, got {tuple(bias.shape)}")
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+        self.register_buffer("mean_directions", weight / norms[:, None])
+        self.register_buffer("concentration", concentration)
+
+    # ---- construction -------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, concentration: torch.Tensor | float, bias: torch.Tensor | None = None) -> "VMFPrior":
+        """The prior of a final layer given by its weight (C, d) (and optional bias (C,))."""
+        return cls(weight, concentration, bias)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Module, concentration: torch.Tensor | float) -> "VMFPrior":
+        """The prior of an ``nn.Linear`` (or any head with a ``weight`` (C, d) and optional ``bias``)."""
+        weight = getattr(linear, "weight", None)
+        if not torch.is_tensor(weight):
+            raise TypeError(f"linear must have a weight tensor (C, d), got {type(linear).__name__}")
+        bias = getattr(linear, "bias", None)
+        return cls(weight, concentration, bias if torch.is_tensor(bias) else None)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, concentration: torch.Tensor | float, key: str | None = None) -> "VMFPrior":
+        """The prior of the final layer stored in a saved classifier.
+
+        Args:
+            path: a ``torch.save``'d state dict, or a dict with the state dict under "model" / "state_dict".
+            concentration: kappa (number or (C,)).
+            key: the weight's key in the state dict; found with ``find_final_layer_key`` when omitted.
+                The bias is read from the same module's ``bias`` key if present.
+        """
+        if not os.path.isfile(path):
+            raise ValueError(f"checkpoint file not found: {path}")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        state_dict = _state_dict_of(checkpoint)
+        if key is None:
+            key = find_final_layer_key(state_dict)
+        elif key not in state_dict:
+            candidates = [k for k, v in state_dict.items() if torch.is_tensor(v) and v.dim() == 2]
+            raise ValueError(f"key {key!r} is not in the checkpoint; 2-D weights there: {candidates}")
+        weight = state_dict[key]
+        bias = state_dict.get(key[: -len("weight")] + "bias") if key.endswith("weight") else None
+        return cls(weight.float(), concentration, bias.float() if torch.is_tensor(bias) else None)
+
+    # ---- shape facts --------------------------------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        return self.mean_directions.shape[0]
+
+    @property
+    def dim(self) -> int:
+        """Ambient dimension d of the sphere S^{d-1}."""
+        return self.mean_directions.shape[1]
+
+    def _check_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        if not torch.is_tensor(labels) or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise ValueError(f"labels must be an integer tensor, got {getattr(labels, 'dtype', type(labels).__name__)}")
+        if labels.dim() != 1:
+            raise ValueError(f"labels must have shape (B,), got {tuple(labels.shape)}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}), got values in [{int(labels.min())}, {int(labels.max())}]")
+        return labels.to(self.mean_directions.device)
+
+    def _check_points(self, z: torch.Tensor, name: str = "z") -> None:
+        if not torch.is_tensor(z) or z.dim() != 2 or z.shape[1] != self.dim:
+            raise ValueError(f"{name} must have shape (B, {self.dim}), got {tuple(getattr(z, 'shape', ()))}")
+
+    # ---- the model ----------------------------------------------------------------------------------------
+
+    def forward(self, labels: torch.Tensor) -> VonMisesFisher:
+        """The class-conditional distributions for a batch of labels: a VonMisesFisher with batch_shape (B,)."""
+        labels = self._check_labels(labels)
+        return VonMisesFisher(self.mean_directions[labels], self.concentration[labels], validate_args=False)
+
+    def sample(self, labels: torch.Tensor, radius: float = 1.0) -> torch.Tensor:
+        """z ~ radius * vMF(w_y / |w_y|, kappa_y), shape (B, d); radius = sqrt(d) gives GAN-style noise."""
+        if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
+            raise ValueError(f"radius must be a positive number, got {radius!r}")
+        with torch.no_grad():
+            return radius * self(labels).sample()
+
+    def log_prob(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """log p(z | y), z (B, d) on the unit sphere -> (B,)."""
+        self._check_points(z)
+        labels = self._check_labels(labels)
+        if labels.shape[0] != z.shape[0]:
+            raise ValueError(f"z has {z.shape[0]} rows but labels has {labels.shape[0]}")
+        return self(labels).log_prob(z)
+
+    def class_log_probs(self, z: torch.Tensor) -> torch.Tensor:
+        """log vMF(z; w_i/|w_i|, kappa_i) for every class i: z (B, d) -> (B, C)."""
+        self._check_points(z)
+        every_class = VonMisesFisher(self.mean_directions, self.concentration, validate_args=False)
+        return every_class.log_prob(z.unsqueeze(1))  # (B, 1, d) against batch (C,) -> (B, C)
+
+    def mixture_log_prob(self, z: torch.Tensor, class_probs: torch.Tensor | None = None) -> torch.Tensor:
+        """log sum_i p(i) vMF(z; w_i/|w_i|, kappa_i), z (B, d) -> (B,); class_probs (C,) defaults to uniform."""
+        log_components = self.class_log_probs(z)
+        if class_probs is None:
+            log_weights = torch.full((self.num_classes,), -math.log(self.num_classes), dtype=z.dtype, device=z.device)
+        else:
+            class_probs = torch.as_tensor(class_probs, dtype=z.dtype, device=z.device)
+            if class_probs.shape != (self.num_classes,):
+                raise ValueError(f"class_probs must have shape ({self.num_classes},), got {tuple(class_probs.shape)}")
+            if bool((class_probs < 0).any()) or abs(float(class_probs.sum()) - 1.0) > 1e-5:
+                raise ValueError("class_probs must be non-negative and sum to 1")
+            log_weights = torch.log(class_probs)
+        return torch.logsumexp(log_components + log_weights, dim=1)
+
+    @torch.no_grad()
+    def class_affinity(self, n_samples: int = 1000, activation_norm: float = 1.0, batch_size: int = 10_000) -> torch.Tensor:
+        """Class affinity p_T(y | i) = mean_j softmax(W a_j + b), a_j ~ activation_norm * vMF(w_i/|w_i|, kappa_i).
+
+        Eq. 7 of Seo, Lee & Kwak: soft targets for class-wise knowledge distillation computed from the final
+        layer alone. ``activation_norm`` is the norm of the penultimate activations the layer saw in training
+        (the logits scale with it).
+
+        Args:
+            n_samples: Monte Carlo samples per class.
+            activation_norm: |a| of the sampled activations.
+            batch_size: samples processed at once (bounds memory).
+
+        Returns:
+            (C, C) row-stochastic matrix; row i is the predicted class distribution for class i's activations.
+        """
+        if not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        if not (isinstance(activation_norm, (int, float)) and math.isfinite(activation_norm) and activation_norm > 0):
+            raise ValueError(f"activation_norm must be a positive number, got {activation_norm!r}")
+        affinity = torch.zeros(self.num_classes, self.num_classes, dtype=self.weight.dtype, device=self.weight.device)
+        per_batch = max(1, batch_size // self.num_classes)
+        for start in range(0, n_samples, per_batch):
+            count = min(per_batch, n_samples - start)
+            activations = activation_norm * VonMisesFisher(
+                self.mean_directions, self.concentration, validate_args=False
+            ).sample((count,))  # (count, C, d)
+            logits = activations @ self.weight.T  # (count, C, C): [j, i, :] logits of sample j of class i
+            if self.bias is not None:
+                logits = logits + self.bias
+            affinity += torch.softmax(logits, dim=-1).sum(dim=0)
+        return affinity / n_samples
