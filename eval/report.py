@@ -1,0 +1,139 @@
+"""Collect IS/FID results of run folders into a markdown table (for RESULTS.md).
+
+    python -m eval.report RUN_DIR... [--out RESULTS.md] [--section gan-fidelity]
+
+Every `fidelity-*.json` that `python -m eval.fidelity` wrote in a run folder becomes one row, labelled
+with the run's latent noise (Gaussian / vMF / sphere) from its config.json; the exact commands follow
+the table. With --out, the table goes between section markers in that file, replacing an earlier
+version of the same section and leaving the rest of the file as it is.
+"""
+
+import argparse
+import glob
+import json
+import os
+
+from eval.fidelity import KEY_FID, KEY_IS_MEAN, KEY_IS_STD
+
+NOISE_NAMES = {"gaussian": "Gaussian", "vmf": "vMF", "sphere": "sphere"}
+NOISE_ORDER = ("gaussian", "vmf", "sphere")  # the paper's comparison: Gaussian vs vMF, plus the sphere ablation
+MARKER = "<!-- eval.report:{section}:{edge} -->"
+COLUMNS = ("noise", "run", "κ", "iterations", "samples", "extractor", "reference", "IS ↑", "FID ↓")
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def collect_runs(run_dirs):
+    """One record per fidelity JSON in the given run folders.
+
+    Args:
+        run_dirs: run folders (each with config.json and fidelity-*.json files).
+
+    Returns:
+        list of dicts with run, noise, concentration, iterations and the JSON's fields, sorted by
+        noise (Gaussian, vMF, sphere, others) and then run name.
+    """
+    records = []
+    for run_dir in run_dirs:
+        if not os.path.isdir(run_dir):
+            raise ValueError(f"run folder {run_dir!r} does not exist")
+        paths = sorted(glob.glob(os.path.join(run_dir, "fidelity-*.json")))
+        if not paths:
+            raise ValueError(f"run folder {run_dir!r} has no fidelity-*.json; run `python -m eval.fidelity "
+                             f"--checkpoint {run_dir}` first")
+        config_path = os.path.join(run_dir, "config.json")
+        config = _read_json(config_path).get("config", {}) if os.path.isfile(config_path) else {}
+        for path in paths:
+            record = dict(_read_json(path))
+            noise = record.get("noise") or config.get("sampler")
+            record.update(run=os.path.relpath(run_dir) if not os.path.isabs(run_dir) else run_dir,
+                          noise=noise, concentration=config.get("concentration") if noise == "vmf" else None,
+                          iterations=config.get("iterations"), source=path)
+            records.append(record)
+    rank = {name: index for index, name in enumerate(NOISE_ORDER)}
+    return sorted(records, key=lambda r: (rank.get(r["noise"], len(rank)), str(r["run"]), r["source"]))
+
+
+def _number(value, digits):
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(records):
+    """Markdown table of IS and FID, one row per record, followed by the commands that produced them.
+
+    Args:
+        records: dicts as returned by collect_runs.
+
+    Returns:
+        markdown text.
+    """
+    if not records:
+        raise ValueError("records must not be empty")
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for record in records:
+        score = "–" if record.get(KEY_IS_MEAN) is None else \
+            f"{record[KEY_IS_MEAN]:.2f} ± {_number(record.get(KEY_IS_STD), 2)}"
+        cells = (
+            NOISE_NAMES.get(record["noise"], str(record["noise"] or "?")), f"`{record['run']}`",
+            "–" if record.get("concentration") is None else f"{record['concentration']:g}",
+            "–" if record.get("iterations") is None else str(record["iterations"]),
+            str(record.get("num_samples", "?")), str(record.get("feature_extractor", "?")),
+            str(record.get("reference", "?")), score, _number(record.get(KEY_FID), 2),
+        )
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    setups = {(r.get("feature_extractor"), r.get("reference"), r.get("num_samples")) for r in records}
+    if len(setups) > 1:
+        lines += ["", "Note: the rows use different extractors, references or sample counts; "
+                      "compare scores only between rows that share all three."]
+    if any(r.get("feature_extractor") != "inception-v3-compat" for r in records):
+        lines += ["", "Scores from a classifier extractor (not `inception-v3-compat`) are IS/FID-style scores on "
+                      "that classifier's features: not comparable with published Inception numbers."]
+    lines += ["", "Commands:", "", "```"]
+    lines += sorted({r["command"] for r in records if r.get("command")})
+    lines += ["```"]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path, section, text):
+    """Put `text` between this section's markers in the markdown file `path` (created if missing).
+
+    An existing copy of the section is replaced; everything outside its markers is kept.
+
+    Args:
+        path: markdown file.
+        section: section name used in the markers.
+        text: markdown content of the section.
+    """
+    start, end = MARKER.format(section=section, edge="start"), MARKER.format(section=section, edge="end")
+    block = f"{start}\n{text.rstrip()}\n{end}\n"
+    old = open(path).read() if os.path.isfile(path) else ""
+    if start in old and end in old and old.index(start) < old.index(end):
+        new = old[:old.index(start)] + block + old[old.index(end) + len(end):].lstrip("\n")
+    elif start in old or end in old:
+        raise ValueError(f"{path}: only one of the markers of section {section!r} is present; fix the file by hand")
+    else:
+        new = (old.rstrip("\n") + "\n\n" if old else "") + block
+    with open(path, "w") as f:
+        f.write(new)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Markdown table of IS/FID from run folders.")
+    parser.add_argument("run_dirs", nargs="+", help="run folders with fidelity-*.json files")
+    parser.add_argument("--out", default=None, help="markdown file to write the section into (default: stdout only)")
+    parser.add_argument("--section", default="gan-fidelity", help="section name of the markers in --out")
+    parser.add_argument("--title", default="SNGAN on CIFAR-10: Gaussian vs vMF vs sphere noise",
+                        help="heading of the section")
+    args = parser.parse_args(argv)
+    text = f"### {args.title}\n\n" + format_table(collect_runs(args.run_dirs))
+    print(text)
+    if args.out:
+        write_section(args.out, args.section, text)
+        print(f"wrote section {args.section!r} of {args.out}")
+
+
+if __name__ == "__main__":
+    main()
