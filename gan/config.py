@@ -1,0 +1,168 @@
+"""The SNGAN training config: one dataclass, presets, and the command-line/config-file parser.
+
+Precedence, lowest to highest: dataclass defaults (the reference protocol of Miyato & Koyama 2018) <
+``--preset`` < ``--config FILE`` < explicit ``--key value`` flags.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from gan.latent import SAMPLERS
+from gan.losses import LOSSES
+
+__all__ = ["GANConfig", "PRESETS", "RESUME_IGNORED_KEYS", "parse_config", "learning_rate_factor", "validate"]
+
+
+@dataclass
+class GANConfig:
+    """Everything that defines a GAN run. Batch sizes are global: each process takes batch / num_processes."""
+
+    out: str = "runs/sngan"  # run folder: config.json, checkpoints/, generator.pt, metrics.jsonl, samples/
+    data: str | None = None  # CIFAR-10 .npz (offline) or None to download with torchvision
+    # latent noise
+    sampler: str = "gaussian"  # gaussian | vmf | sphere
+    prior_checkpoint: str | None = None  # vmf: classifier checkpoint from gan.classifier
+    concentration: float | None = None  # vmf: kappa of the class-conditional vMF
+    latent_dim: int = 128
+    # models
+    g_channels: int = 256
+    d_channels: int = 128
+    num_classes: int = 10
+    # optimization (reference protocol)
+    loss: str = "hinge"  # hinge | nonsaturating
+    iterations: int = 50_000  # generator updates
+    n_dis: int = 5  # discriminator updates per generator update
+    batch_size_d: int = 64
+    batch_size_g: int = 128
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    lr_decay: str = "linear"  # linear (to 0 at `iterations`) | none
+    ema_decay: float = 0.0  # EMA of generator weights; 0 disables (e.g. 0.9999 to enable)
+    mixed_precision: str = "no"  # no | fp16 | bf16 (through Accelerate)
+    seed: int = 0
+    # bookkeeping (may change when resuming)
+    checkpoint_every: int = 5_000
+    keep_checkpoints: int = 2
+    sample_every: int = 5_000
+    eval_every: int = 0  # IS/FID through eval.fidelity every N iterations; 0 disables
+    eval_num_samples: int = 5_000
+    eval_reference: str = "cifar10-train"  # cifar10-train | cifar10-test | PATH.npz
+    eval_inception_weights: str | None = None  # local copy of torch-fidelity's Inception weights (offline)
+    log_every: int = 100
+    resume: bool = False
+    stop_at: int = 0  # stop (with a checkpoint) once this iteration is reached; 0: run to `iterations`
+
+
+RESUME_IGNORED_KEYS = (
+    "out", "resume", "stop_at", "checkpoint_every", "keep_checkpoints", "sample_every", "eval_every",
+    "eval_num_samples", "eval_reference", "eval_inception_weights", "log_every",
+)
+"""Keys that may differ between a run and its resumption: they do not change the trained weights."""
+
+PRESETS = {
+    "tiny": dict(
+        out="runs/sngan-tiny", latent_dim=64, g_channels=16, d_channels=16, iterations=200, n_dis=2,
+        batch_size_d=16, batch_size_g=32, checkpoint_every=100, sample_every=50, log_every=10,
+    ),
+}
+"""``tiny``: small widths, n_dis 2 and few iterations: trains end to end on a laptop CPU in minutes. Its latent_dim matches the
+penultimate width of ``python -m gan.classifier --preset tiny`` (WRN-10-1: 64) so ``--sampler vmf`` works."""
+
+CHOICES = {"sampler": SAMPLERS, "loss": tuple(LOSSES), "lr_decay": ("linear", "none"),
+           "mixed_precision": ("no", "fp16", "bf16")}
+POSITIVE_INTS = ("latent_dim", "g_channels", "d_channels", "num_classes", "iterations", "n_dis", "batch_size_d",
+                 "batch_size_g", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every",
+                 "eval_num_samples")
+
+
+def validate(config: GANConfig) -> GANConfig:
+    """Check values; raise ValueError naming the bad key. Returns the config."""
+    for key, choices in CHOICES.items():
+        if getattr(config, key) not in choices:
+            raise ValueError(f"{key} must be one of {list(choices)}, got {getattr(config, key)!r}")
+    for key in POSITIVE_INTS:
+        value = getattr(config, key)
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{key} must be a positive int, got {value!r}")
+    for key in ("lr_g", "lr_d"):
+        if not getattr(config, key) > 0:
+            raise ValueError(f"{key} must be > 0, got {getattr(config, key)!r}")
+    for key in ("beta1", "beta2", "ema_decay"):
+        if not 0.0 <= getattr(config, key) < 1.0:
+            raise ValueError(f"{key} must lie in [0, 1), got {getattr(config, key)!r}")
+    if config.eval_every < 0 or config.stop_at < 0:
+        raise ValueError(f"eval_every and stop_at must be >= 0, got {config.eval_every}, {config.stop_at}")
+    if config.sampler == "vmf" and (not config.prior_checkpoint or config.concentration is None):
+        raise ValueError("sampler 'vmf' needs --prior-checkpoint (a gan.classifier checkpoint) and --concentration")
+    return config
+
+
+def _read_config_file(path: str) -> dict:
+    """Read a JSON config: a flat {key: value} dict, or a run folder's config.json ({"kind", "config"})."""
+    with open(path) as stream:
+        payload = json.load(stream)
+    if isinstance(payload, dict) and set(payload) == {"kind", "config"}:
+        payload = payload["config"]
+    if not isinstance(payload, dict):
+        raise ValueError(f"config file {path!r} must hold a JSON object of config keys")
+    known = {field.name for field in dataclasses.fields(GANConfig)}
+    unknown = sorted(set(payload) - known)
+    if unknown:
+        raise ValueError(f"config file {path!r} has unknown keys {unknown}; valid keys: {sorted(known)}")
+    return payload
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise ValueError (clear message, testable) instead of exiting."""
+
+    def error(self, message):
+        raise ValueError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser: ``--preset``, ``--config`` and one ``--key`` per GANConfig field."""
+    from vmfprior.runs import add_dataclass_arguments
+
+    parser = _Parser(prog="gan/train.py", description="Train a conditional SNGAN on CIFAR-10.")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named set of defaults (tiny)")
+    parser.add_argument("--config", default=None, help="JSON file of config keys (or a run's config.json)")
+    return add_dataclass_arguments(parser, GANConfig)
+
+
+def parse_config(argv: list[str] | None = None) -> GANConfig:
+    """Build a validated GANConfig from command-line arguments.
+
+    Args:
+        argv: arguments without the program name; None reads ``sys.argv[1:]``.
+
+    Returns:
+        the config.
+
+    Raises:
+        ValueError: unknown flags or config-file keys, bad values (naming the key).
+    """
+    from vmfprior.runs import config_from_args
+
+    parser = build_parser()
+    early, _ = parser.parse_known_args(argv)
+    defaults = dict(PRESETS[early.preset]) if early.preset else {}
+    if early.config:
+        defaults.update(_read_config_file(early.config))
+    parser.set_defaults(**defaults)
+    return validate(config_from_args(GANConfig, parser.parse_args(argv)))
+
+
+def learning_rate_factor(config: GANConfig, iteration: int) -> float:
+    """Multiplier of the base learning rates during generator iteration ``iteration`` (0-based).
+
+    Linear decay: 1 at iteration 0, ``1 - iteration / iterations``, exactly 0 at ``iterations``. It depends only
+    on the iteration counter, so it is the same on any number of processes.
+    """
+    if config.lr_decay == "none":
+        return 1.0
+    return max(0.0, 1.0 - iteration / config.iterations)
