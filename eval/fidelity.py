@@ -316,7 +316,15 @@ def main(argv=None):
     sampler = load_run_sampler(args.checkpoint, device=device)
     reference, cache_name = None, None
     if args.reference != "none":
-        reference, cache_name = load_reference(args.reference, args.reference_split)
+        from vmfprior.data import DataUnavailableError
+
+        try:
+            reference, cache_name = load_reference(args.reference, args.reference_split)
+        except DataUnavailableError as error:
+            print(f"error: reference images unavailable: {error}\nHere: pass --reference PATH.npz "
+                  "(e.g. ../shared/data/cifar10-jpeg-q75-subset.npz), or --reference none for IS only.",
+                  file=sys.stderr)
+            return 2
     try:
         metrics = compute_fidelity(
             sampler, reference, num_samples=args.num_samples, feature_extractor=feature_extractor,

@@ -172,3 +172,17 @@ def test_cli_without_weights_prints_what_to_do(run_dir, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "missing.pth" in err and "--inception-weights" in err
+
+
+def test_cli_without_reference_data_prints_what_to_do(run_dir, monkeypatch, capsys):
+    import vmfprior.data
+
+    def offline(data=None, root=None):
+        raise vmfprior.data.DataUnavailableError("could not download CIFAR10 (offline)")
+
+    monkeypatch.setattr(vmfprior.data, "load_cifar10", offline)  # never the real download
+    code = fidelity.main(["--checkpoint", str(run_dir), "--num-samples", "10", "--reference", "cifar10-train",
+                          "--cpu"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "could not download CIFAR10" in err and "--reference PATH.npz" in err
