@@ -66,10 +66,8 @@ def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     return torch.float32 if tensor.device.type == "mps" else torch.float64
 
 
-def _log_debye(order: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log I_order(x) by the uniform asymptotic expansion; accurate for order >= DEBYE_MIN_ORDER, x > 0."""
-    radius = torch.hypot(order, x)  # sqrt(order^2 + x^2) without overflow
-    t = order / radius
+def _debye_series(order: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """log(sum_k u_k(t) / order^k), the correction factor of the Debye expansion."""
     inverse_order = 1.0 / order
     series = torch.ones_like(t)
     order_power = torch.ones_like(t)
@@ -79,21 +77,39 @@ def _log_debye(order: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         for coefficient in reversed(coefficients):  # Horner
             value = value * t + coefficient
         series = series + value * order_power
-    return (
-        radius
-        - order * torch.asinh(order / x)
-        - 0.5 * math.log(2.0 * math.pi)
-        - 0.5 * torch.log(radius)
-        + torch.log(series)
+    return torch.log(series)
+
+
+def _log_debye(order: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log I_order(x), log I_{order+1}(x) - log I_order(x)) by the uniform asymptotic expansion.
+
+    Accurate for order >= DEBYE_MIN_ORDER and x > 0. The difference is formed term by term with the
+    cancellation removed analytically, so that the ratio I_{order+1}/I_order = exp(difference) keeps its
+    digits when both logs are huge (x -> inf): with h0 = hypot(m, x), h1 = hypot(m + 1, x),
+        h1 - h0 = (2m + 1) / (h1 + h0),
+        asinh((m+1)/x) - asinh(m/x) = asinh((2m + 1) / ((m + 1) h0 + m h1)).
+    """
+    h0 = torch.hypot(order, x)  # sqrt(m^2 + x^2) without overflow
+    h1 = torch.hypot(order + 1.0, x)
+    series0 = _debye_series(order, order / h0)
+    series1 = _debye_series(order + 1.0, (order + 1.0) / h1)
+    log_value = h0 - order * torch.asinh(order / x) - 0.5 * math.log(2.0 * math.pi) - 0.5 * torch.log(h0) + series0
+    step = 2.0 * order + 1.0
+    log_ratio = (
+        step / (h1 + h0)
+        - torch.asinh((order + 1.0) / x)
+        - order * torch.asinh(step / ((order + 1.0) * h0 + order * h1))
+        - 0.5 * torch.log1p(step / ((h1 + h0) * h0))
+        + (series1 - series0)
     )
+    return log_value, log_ratio
 
 
 def _log_iv_and_ratio(v: torch.Tensor, x: torch.Tensor, num_shifts: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(log I_v(x), I_{v+1}(x) / I_v(x)) for broadcast v > -1, x > 0, in the dtype of the inputs."""
     top = v + num_shifts
-    log_top = _log_debye(top, x)
-    ratio = torch.exp(_log_debye(top + 1.0, x) - log_top)  # I_{top+1} / I_top
-    log_value = log_top
+    log_value, log_ratio = _log_debye(top, x)
+    ratio = torch.exp(log_ratio)  # I_{top+1} / I_top
     for step in range(num_shifts):
         order = top - step  # m; rho_m = I_{m-1} / I_m
         rho = 2.0 * order / x + ratio

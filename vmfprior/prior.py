@@ -38,7 +38,8 @@ def find_final_layer_key(state_dict: Mapping[str, torch.Tensor]) -> str:
 
     Candidates are 2-D ``*weight`` tensors whose module name contains a head-like word (head, fc, linear,
     classifier, logits, out); the last one in the state dict's order (the order modules were registered) wins,
-    since a classifier's final layer is normally registered last.
+    since a classifier's final layer is normally registered last. Without such a name, a single 2-D weight is
+    taken as the layer.
 
     Raises:
         ValueError: listing the candidate keys when none is found.
@@ -47,8 +48,10 @@ def find_final_layer_key(state_dict: Mapping[str, torch.Tensor]) -> str:
     hinted = [key for key in matrices if any(hint in key.rsplit(".", 1)[0].lower() for hint in _HEAD_NAME_HINTS)]
     if hinted:
         return hinted[-1]
+    if len(matrices) == 1:
+        return matrices[0]
     raise ValueError(
-        "could not find the final linear layer in the checkpoint; pass key= one of the 2-D weights: "
+        "could not tell which 2-D weight is the final linear layer; pass key= one of: "
         f"{matrices if matrices else '(none: the checkpoint has no 2-D weight)'}"
     )
 

@@ -1,0 +1,141 @@
+"""VMFPrior: construction from layers and checkpoints, sampling, densities, mixture, class affinity."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from torch import nn
+
+from vmfprior import VMFPrior, VonMisesFisher
+from vmfprior.prior import find_final_layer_key
+
+
+def _prior(num_classes=4, dim=6, concentration=5.0, seed=0, bias=True):
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(num_classes, dim, generator=generator, dtype=torch.float64)
+    b = torch.randn(num_classes, generator=generator, dtype=torch.float64) if bias else None
+    return VMFPrior.from_weight(weight, concentration, bias=b), weight, b
+
+
+def test_from_linear_and_from_weight_agree():
+    linear = nn.Linear(6, 4)
+    prior = VMFPrior.from_linear(linear, concentration=3.0)
+    same = VMFPrior.from_weight(linear.weight, 3.0, bias=linear.bias)
+    torch.testing.assert_close(prior.mean_directions, linear.weight / linear.weight.norm(dim=1, keepdim=True))
+    torch.testing.assert_close(prior.mean_directions, same.mean_directions)
+    torch.testing.assert_close(prior.bias, linear.bias.detach())
+    assert prior.num_classes == 4 and prior.dim == 6
+    assert torch.equal(prior.concentration, torch.full((4,), 3.0))
+
+
+def test_from_checkpoint_round_trip(tmp_path):
+    classifier = nn.Sequential(nn.Linear(5, 8), nn.ReLU())
+    classifier.add_module("head", nn.Linear(8, 3))
+    path = tmp_path / "classifier.pt"
+    torch.save({"model": classifier.state_dict(), "epoch": 3}, path)
+    prior = VMFPrior.from_checkpoint(path, concentration=torch.tensor([1.0, 2.0, 3.0]))
+    torch.testing.assert_close(prior.weight, classifier.head.weight.detach())
+    torch.testing.assert_close(prior.bias, classifier.head.bias.detach())
+    torch.save(classifier.state_dict(), path)  # a bare state dict works too, and key= picks a layer
+    prior = VMFPrior.from_checkpoint(path, 2.0, key="0.weight")
+    torch.testing.assert_close(prior.weight, classifier[0].weight.detach())
+
+
+def test_from_checkpoint_errors_list_candidates(tmp_path):
+    path = tmp_path / "ambiguous.pt"
+    torch.save({"a.weight": torch.randn(3, 4), "b.weight": torch.randn(4, 4)}, path)
+    with pytest.raises(ValueError, match=r"a\.weight.*b\.weight"):
+        VMFPrior.from_checkpoint(path, 1.0)
+    with pytest.raises(ValueError, match="not in the checkpoint"):
+        VMFPrior.from_checkpoint(path, 1.0, key="head.weight")
+    with pytest.raises(ValueError, match="not found"):
+        VMFPrior.from_checkpoint(tmp_path / "missing.pt", 1.0)
+    assert find_final_layer_key({"features.weight": torch.ones(2, 2), "fc.weight": torch.ones(2, 2)}) == "fc.weight"
+
+
+def test_sample_shapes_radius_and_concentration_around_class_means():
+    prior, _, _ = _prior(num_classes=3, dim=8, concentration=50.0)
+    labels = torch.tensor([0, 1, 2, 2, 1])
+    z = prior.sample(labels, radius=math.sqrt(8))
+    assert z.shape == (5, 8)
+    torch.testing.assert_close(z.norm(dim=1), torch.full((5,), math.sqrt(8), dtype=torch.float64))
+    torch.manual_seed(0)
+    many = prior.sample(torch.zeros(4000, dtype=torch.long))
+    cosine = many @ prior.mean_directions[0]
+    expected = prior(torch.zeros(1, dtype=torch.long)).mean @ prior.mean_directions[0]
+    assert abs(cosine.mean() - expected.item()) < 5 * cosine.std() / math.sqrt(4000)
+
+
+def test_log_prob_equals_batched_von_mises_fisher():
+    prior, _, _ = _prior()
+    labels = torch.tensor([3, 0, 1])
+    z = nn.functional.normalize(torch.randn(3, 6, dtype=torch.float64), dim=1)
+    expected = VonMisesFisher(prior.mean_directions[labels], prior.concentration[labels]).log_prob(z)
+    torch.testing.assert_close(prior.log_prob(z, labels), expected)
+    distribution = prior(labels)
+    assert isinstance(distribution, VonMisesFisher) and distribution.batch_shape == (3,)
+
+
+def test_mixture_log_prob_equals_brute_force_sum():
+    prior, _, _ = _prior(concentration=torch.tensor([1.0, 4.0, 9.0, 20.0], dtype=torch.float64))
+    z = nn.functional.normalize(torch.randn(7, 6, dtype=torch.float64), dim=1)
+    weights = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    brute = torch.zeros(7, dtype=torch.float64)
+    for i in range(4):
+        component = scipy.stats.vonmises_fisher(prior.mean_directions[i].numpy(), prior.concentration[i].item())
+        brute += weights[i] * torch.from_numpy(component.pdf(z.numpy()))
+    torch.testing.assert_close(prior.mixture_log_prob(z, weights), brute.log())
+    uniform_mix = prior.mixture_log_prob(z)
+    torch.testing.assert_close(uniform_mix, torch.logsumexp(prior.class_log_probs(z) - math.log(4), dim=1))
+
+
+def test_class_affinity_rows_sum_to_one_and_match_independent_monte_carlo():
+    prior, weight, bias = _prior(num_classes=3, dim=4, concentration=3.0, seed=1)
+    torch.manual_seed(0)
+    affinity = prior.class_affinity(n_samples=20_000, activation_norm=2.0)
+    assert affinity.shape == (3, 3)
+    torch.testing.assert_close(affinity.sum(1), torch.ones(3, dtype=torch.float64))
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        a = 2.0 * scipy.stats.vonmises_fisher(prior.mean_directions[i].numpy(), 3.0).rvs(20_000, random_state=rng)
+        probabilities = torch.softmax(torch.from_numpy(a) @ weight.T + bias, dim=1)
+        standard_error = probabilities.std(0) / math.sqrt(20_000)
+        # both estimates carry Monte Carlo error: compare with the standard error of their difference
+        assert torch.all((affinity[i] - probabilities.mean(0)).abs() < 5 * math.sqrt(2) * standard_error)
+
+
+def test_class_affinity_diagonal_dominates_for_separated_directions():
+    weight = 4.0 * torch.eye(5, 8, dtype=torch.float64)
+    prior = VMFPrior.from_weight(weight, concentration=20.0)
+    affinity = prior.class_affinity(n_samples=500, activation_norm=3.0)
+    assert torch.all(affinity.diagonal() > 0.9)
+    assert torch.all(affinity.diagonal()[:, None] > affinity + torch.eye(5, dtype=torch.float64) * -1)
+
+
+@pytest.mark.parametrize(
+    "call, pattern",
+    [
+        (lambda: VMFPrior.from_weight(torch.tensor([[1.0, 0.0], [0.0, 0.0]]), 1.0), "zero"),
+        (lambda: VMFPrior.from_weight(torch.eye(2), -1.0), "concentration"),
+        (lambda: VMFPrior.from_weight(torch.eye(2), torch.ones(3)), "concentration"),
+        (lambda: VMFPrior.from_weight(torch.ones(3), 1.0), "weight"),
+        (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).sample(torch.tensor([2])), "labels"),
+        (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).sample(torch.tensor([-1])), "labels"),
+        (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).sample(torch.tensor([0.0])), "integer"),
+        (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).sample(torch.tensor([0]), radius=0.0), "radius"),
+        (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).log_prob(torch.ones(2, 3), torch.tensor([0, 1])), "z"),
+        (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).class_affinity(n_samples=0), "n_samples"),
+    ],
+)
+def test_bad_input_raises_value_error(call, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        call()
+
+
+def test_prior_moves_with_the_module():
+    prior, _, _ = _prior()
+    converted = prior.to(torch.float32)
+    assert converted.mean_directions.dtype == torch.float32
+    assert converted.sample(torch.tensor([0, 1])).dtype == torch.float32
