@@ -1,0 +1,182 @@
+"""Tests for vae.train, vae.classifier and vae.sampling on tiny synthetic data: resume equals an
+uninterrupted run, config changes are refused, a non-finite loss keeps the last good checkpoint."""
+import json
+import math
+
+import pytest
+import torch
+
+from vae import train as train_module
+from vae.classifier import ClassifierConfig, MNISTClassifier, train_classifier
+from vae.sampling import load_model, load_sampler
+from vae.train import TrainConfig, check_config, train
+from vmfprior.runs import read_config, read_metrics
+
+TINY = dict(num_validation=60, batch_size=64, progress=False, figures=False, cpu=True)
+
+
+def _config(tmp_path, name="run", **overrides):
+    return TrainConfig(**{**TINY, "model": "hvae", "z_dim": 3, "out": str(tmp_path / name), **overrides})
+
+
+def _state(run_dir):
+    return torch.load(run_dir / "last.pt", weights_only=False)
+
+
+def test_resume_continues_exactly(tmp_path, tiny_data):
+    straight = train(_config(tmp_path, "straight", max_epochs=4), data=tiny_data, log=lambda *_: None)
+    assert straight["epochs"] == 4 and straight["stopped"] == "max_epochs"
+    first = train(_config(tmp_path, "split", max_epochs=2), data=tiny_data, log=lambda *_: None)
+    assert first["epochs"] == 2
+    second = train(_config(tmp_path, "split", max_epochs=4, resume=True), data=tiny_data, log=lambda *_: None)
+    assert second["epochs"] == 4
+    a, b = _state(tmp_path / "straight"), _state(tmp_path / "split")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["state"] == b["state"]
+    drop = lambda records: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in records]  # noqa: E731
+    assert drop(read_metrics(tmp_path / "straight" / "metrics.jsonl")) == drop(
+        read_metrics(tmp_path / "split" / "metrics.jsonl")
+    )
+    assert len(read_metrics(tmp_path / "split" / "metrics.jsonl")) == 4
+
+
+def test_resume_refuses_a_different_config_naming_the_keys(tmp_path, tiny_data):
+    train(_config(tmp_path, max_epochs=1), data=tiny_data, log=lambda *_: None)
+    with pytest.raises(ValueError, match=r"learning_rate: 0.001 -> 0.01.*z_dim: 3 -> 4"):
+        train(_config(tmp_path, max_epochs=2, resume=True, learning_rate=0.01, z_dim=4), data=tiny_data)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(_config(tmp_path, max_epochs=2), data=tiny_data)
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        train(_config(tmp_path, "missing", resume=True), data=tiny_data)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data, monkeypatch):
+    config = _config(tmp_path, max_epochs=3)
+    original = train_module.HypersphericalVAE.elbo
+    calls = {"count": 0}
+    steps_per_epoch = math.ceil(240 / 64)
+
+    def failing_elbo(self, x, y=None, kl_weight=1.0):
+        terms = original(self, x, y, kl_weight)
+        if self.training:
+            calls["count"] += 1
+            if calls["count"] > steps_per_epoch:  # the first step of epoch 2
+                return terms._replace(elbo=terms.elbo * float("nan"))
+        return terms
+
+    monkeypatch.setattr(train_module.HypersphericalVAE, "elbo", failing_elbo)
+    messages = []
+    summary = train(config, data=tiny_data, log=messages.append)
+    assert summary["stopped"] == "non-finite loss" and summary["epochs"] == 1
+    assert any("non-finite loss" in m and "epoch 1" in m for m in messages)
+    assert _state(tmp_path / "run")["epoch"] == 1
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert records[-1] == {"event": "non-finite loss", "epoch": 2, "step": 0}
+
+
+def test_early_stopping_and_best_checkpoint(tmp_path, tiny_data):
+    summary = train(_config(tmp_path, max_epochs=8, patience=1, learning_rate=0.05), data=tiny_data,
+                    log=lambda *_: None)
+    records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "validation_elbo" in r]
+    best = max(records, key=lambda r: r["validation_elbo"])
+    assert summary["best_epoch"] == best["epoch"]
+    assert summary["best_validation_elbo"] == pytest.approx(best["validation_elbo"])
+    if summary["stopped"] == "patience":
+        assert summary["epochs"] == summary["best_epoch"] + 1 <= 8
+    saved = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    assert saved["epoch"] == best["epoch"]
+    # Resuming a run that stopped early does nothing.
+    again = train(_config(tmp_path, max_epochs=8, patience=1, learning_rate=0.05, resume=True), data=tiny_data,
+                  log=lambda *_: None)
+    assert again["epochs"] == summary["epochs"]
+
+
+def test_kl_warmup_weights_rise_linearly(tmp_path, tiny_data):
+    train(_config(tmp_path, max_epochs=3, kl_warmup_epochs=2.0), data=tiny_data, log=lambda *_: None)
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    steps = math.ceil(240 / 64)
+    expected = [min(1.0, (epoch - 1 + (steps - 1) / steps) / 2.0) for epoch in (1, 2, 3)]
+    assert [r["kl_weight"] for r in records] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model": "vae"}, "model"),
+        ({"z_dim": 1}, "z_dim"),
+        ({"model": "hvae-l"}, "--classifier"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"kl_warmup_epochs": -1.0}, "kl_warmup_epochs"),
+        ({"train_subset": 0}, "train_subset"),
+    ],
+)
+def test_bad_configs_are_refused(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        check_config(_config(tmp_path, **overrides))
+
+
+def test_classifier_prior_hvae_l_and_sampler(tmp_path, tiny_data):
+    result = train_classifier(
+        ClassifierConfig(z_dim=3, out=str(tmp_path / "clf"), epochs=15, learning_rate=3e-3, num_validation=60, device="cpu"),
+        data=tiny_data, log=lambda *_: None,
+    )
+    assert 0.0 <= result["test_accuracy"] <= 1.0 and result["test_accuracy"] > 0.3  # 10 well-separated blocks
+    assert read_config(tmp_path / "clf")[0] == "vae-classifier"
+    saved = torch.load(result["checkpoint"], weights_only=True)
+    head_weight = saved["model"]["head.weight"]
+    assert head_weight.shape == (10, 3)
+
+    config = _config(tmp_path, "hvae-l", model="hvae-l", classifier=result["checkpoint"], max_epochs=1,
+                     prior_concentration=50.0)
+    train(config, data=tiny_data, log=lambda *_: None)
+    model = load_model(tmp_path / "hvae-l")
+    torch.testing.assert_close(model.prior_weight, torch.nn.functional.normalize(head_weight, dim=-1))
+
+    sampler = load_sampler(tmp_path / "hvae-l")
+    assert sampler.num_classes == 10 and sampler.latent_dim == 3 and sampler.spherical
+    labels = torch.tensor([2] * 4000)
+    torch.manual_seed(0)
+    z = sampler.sample_latent(labels)
+    assert z.shape == (4000, 3)
+    torch.testing.assert_close(z.norm(dim=-1), torch.ones(4000))
+    # E[mu^T z] = A_3(50) = coth(50) - 1/50 for the prior of class 2.
+    alignment = (z @ model.prior_weight[2]).mean()
+    assert abs(float(alignment) - (1 / math.tanh(50.0) - 1 / 50.0)) < 5 * float((z @ model.prior_weight[2]).std()) / 60
+    images = sampler.decode(z[:6], torch.nn.functional.one_hot(labels[:6], 10).float())
+    assert images.shape == (6, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+    with pytest.raises(ValueError, match="label_probs"):
+        sampler.decode(z[:6], torch.ones(6, 3))
+
+
+def test_uniform_sampler_and_classifier_heads(tmp_path, tiny_data):
+    train(_config(tmp_path, "c", model="hvae-c", max_epochs=1), data=tiny_data, log=lambda *_: None)
+    sampler = load_sampler(tmp_path / "c")
+    torch.manual_seed(0)
+    z = sampler.sample_latent(torch.zeros(20000, dtype=torch.long))
+    # Uniform on S^2: mean 0, each coordinate has variance 1/3 (tolerance: 5 standard errors).
+    assert z.mean(0).abs().max() < 5 * math.sqrt(1 / 3 / 20000)
+    assert abs(float((z[:, 0] ** 2).mean()) - 1 / 3) < 5 * math.sqrt(4 / 45 / 20000)
+    fixed = MNISTClassifier(3, head="random")
+    assert not any(p.requires_grad for p in fixed.head.parameters())
+
+
+def test_command_lines_write_run_folders_and_loglik_json(tmp_path, tiny_npz):
+    from eval.loglik import main as loglik_main
+    from vae.train import main as train_main
+
+    out = tmp_path / "cli"
+    summary = train_main(["--model", "hvae", "--z-dim", "3", "--data", str(tiny_npz), "--out", str(out),
+                          "--max-epochs", "1", "--num-validation", "60", "--no-progress", "--cpu"])
+    assert summary["epochs"] == 1
+    for name in ("config.json", "last.pt", "best.pt", "metrics.jsonl", "reconstructions.png", "samples.png",
+                 "interpolations.png", "learning_curve.png"):
+        assert (out / name).is_file(), name
+    result = loglik_main(["--checkpoint", str(out), "--num-samples", "5", "--data", str(tiny_npz), "--num-test", "20"])
+    written = json.loads((out / "loglik.json").read_text())
+    assert written["num_examples"] == 20 and written["model"] == "hvae" and written["binarization_seed"] == 0
+    assert written["log_px"] == pytest.approx(result["log_px"]) and written["log_px"] < 0
+    with pytest.raises(SystemExit):
+        train_main(["--model", "hvae", "--z-dim", "3", "--data", str(tmp_path / "missing.npz"), "--out",
+                    str(tmp_path / "x")])

@@ -1,0 +1,90 @@
+"""Figures of one trained VAE run: reconstructions, per-class samples, class-to-class slerp interpolations,
+and the learning curves. Grids go through eval.grids."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vae.models import IMAGE_SHAPE
+from vae.sampling import load_sampler
+from vmfprior.data import binarize_fixed, load_mnist
+from vmfprior.runs import read_metrics
+
+INTERPOLATION_PAIRS = [(0, 1), (1, 7), (3, 8), (4, 9), (5, 6), (2, 3)]
+
+
+@torch.no_grad()
+def reconstruction_grid(sampler, images: torch.Tensor, labels: torch.Tensor, path) -> Path:
+    """Rows alternate: binarized inputs, then the Bernoulli means decoded from the posterior mean direction.
+
+    Args:
+        sampler: a ``vae.sampling.VAESampler``.
+        images: ``(N, 1, 28, 28)`` binary test images (N a multiple of 10 is tidiest).
+        labels: ``(N,)`` labels.
+        path: PNG to write.
+    """
+    from eval.grids import save_image_grid
+
+    model = sampler.model
+    x = images.to(sampler.device).float()
+    mean_direction = model.encode(x).loc  # (N, d)
+    label_probs = torch.nn.functional.one_hot(labels.to(sampler.device), model.num_classes).float()
+    recon = sampler.decode(mean_direction, label_probs)
+    rows = []
+    for start in range(0, x.shape[0], 10):
+        rows += [x[start : start + 10], recon[start : start + 10]]
+    save_image_grid(torch.cat(rows).view(-1, *IMAGE_SHAPE).cpu(), str(path), nrow=10)
+    return Path(path)
+
+
+def learning_curve(run_dir, path) -> Path | None:
+    """Train and validation ELBO per epoch from metrics.jsonl (None when there are no records)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [r for r in read_metrics(Path(run_dir) / "metrics.jsonl") if "validation_elbo" in r]
+    if not records:
+        return None
+    epochs = [r["epoch"] for r in records]
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    axis.plot(epochs, [r["train_elbo_kl_weight_1"] for r in records], label="train ELBO")
+    axis.plot(epochs, [r["validation_elbo"] for r in records], label="validation ELBO")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("nats")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)
+
+
+def make_run_figures(run_dir, data_path=None, data=None, seed: int = 0) -> list[Path]:
+    """Write reconstructions.png, samples.png, interpolations.png and learning_curve.png into ``run_dir``.
+
+    Args:
+        run_dir: a vae.train run folder.
+        data_path: MNIST .npz (or None: torchvision) when ``data`` is not given.
+        data: an already loaded ImageData.
+        seed: seed of the samples.
+
+    Returns:
+        the paths written.
+    """
+    from eval.grids import class_interpolation_grid, class_sample_grid
+
+    run_dir = Path(run_dir)
+    data = data if data is not None else load_mnist(data_path)
+    sampler = load_sampler(run_dir)
+    torch.manual_seed(seed)
+    written = [reconstruction_grid(sampler, binarize_fixed(data.x_test[:50]), data.y_test[:50],
+                                   run_dir / "reconstructions.png")]
+    class_sample_grid(sampler, str(run_dir / "samples.png"), per_class=10)
+    class_interpolation_grid(sampler, str(run_dir / "interpolations.png"), INTERPOLATION_PAIRS, steps=10)
+    written += [run_dir / "samples.png", run_dir / "interpolations.png"]
+    curve = learning_curve(run_dir, run_dir / "learning_curve.png")
+    if curve is not None:
+        written.append(curve)
+    return written

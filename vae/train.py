@@ -1,0 +1,292 @@
+"""Train one hyperspherical VAE (HVAE, HVAE-C or HVAE-L) on dynamically binarized MNIST.
+
+    python -m vae.train --model hvae-l --z-dim 5 --classifier runs/classifier-d5/classifier.pt \
+        --data ../shared/data/mnist.npz --out runs/hvae-l-d5
+
+Adam, batch 64, early stopping on the validation ELBO (the last 10,000 training images, binarized once with
+seed 1), optional linear KL warm-up. Runs with plain ``python`` on a CPU and with ``accelerate launch`` on GPUs.
+The run folder gets config.json, metrics.jsonl (one line per epoch), ``last.pt`` (model, optimizer, epoch,
+config, RNG states, early-stopping state; written atomically every epoch) and ``best.pt`` (the weights with the
+best validation ELBO). ``--resume`` continues from ``last.pt`` exactly; a different config is refused (only
+max_epochs and the display options may change). A non-finite loss stops the run and keeps the last good
+checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from vae.models import MODEL_KINDS, HypersphericalVAE
+from vmfprior.data import DataUnavailableError, binarize, binarize_fixed, load_mnist, train_validation_split
+from vmfprior.runs import MetricsLog, add_dataclass_arguments, atomic_save, check_same_config, config_from_args, write_config
+
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+METRICS_FILE = "metrics.jsonl"
+VALIDATION_BINARIZATION_SEED = 1
+"""The validation split is binarized once with this seed (the test set uses seed 0, see vmfprior.data)."""
+RESUME_MAY_CHANGE = ("resume", "max_epochs", "progress", "figures", "cpu")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one VAE run (saved in config.json and every checkpoint)."""
+
+    model: str = "hvae"
+    z_dim: int = 5
+    data: Optional[str] = None
+    out: str = "runs/vae"
+    classifier: Optional[str] = None  # classifier checkpoint providing the HVAE-L prior
+    prior_concentration: float = 5.0
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    max_epochs: int = 100
+    patience: int = 10
+    kl_warmup_epochs: float = 0.0
+    seed: int = 0
+    num_validation: int = 10_000  # the last N training images are the validation split
+    train_subset: Optional[int] = None  # use only the first N training images (quick runs, tests)
+    validation_subset: Optional[int] = None  # use only the first N validation images
+    resume: bool = False
+    progress: bool = True
+    figures: bool = True
+    cpu: bool = False
+
+
+def check_config(config: TrainConfig) -> None:
+    """Raise ``ValueError`` naming the first bad setting."""
+    if config.model not in MODEL_KINDS:
+        raise ValueError(f"model must be one of {MODEL_KINDS}, got {config.model!r}")
+    if config.z_dim < 2:
+        raise ValueError(f"z_dim must be at least 2, got {config.z_dim}")
+    if config.model == "hvae-l" and not config.classifier:
+        raise ValueError("model 'hvae-l' needs --classifier PATH (a checkpoint written by vae.classifier)")
+    for name in ("batch_size", "max_epochs", "patience"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
+    for name in ("learning_rate", "prior_concentration"):
+        if not getattr(config, name) > 0:
+            raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
+    if config.kl_warmup_epochs < 0:
+        raise ValueError(f"kl_warmup_epochs must be non-negative, got {config.kl_warmup_epochs}")
+    for name in ("train_subset", "validation_subset"):
+        if getattr(config, name) is not None and getattr(config, name) < 1:
+            raise ValueError(f"{name} must be a positive integer or None, got {getattr(config, name)}")
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _prior_weight(config: TrainConfig) -> torch.Tensor | None:
+    """Unit class directions ``(C, d)`` of the HVAE-L prior, read from the classifier checkpoint."""
+    if config.model != "hvae-l":
+        return None
+    from vmfprior import VMFPrior
+
+    if not Path(config.classifier).is_file():
+        raise ValueError(f"classifier checkpoint {config.classifier!r} does not exist")
+    prior = VMFPrior.from_checkpoint(config.classifier, config.prior_concentration)
+    return prior.mean_directions.detach().float().cpu()
+
+
+def _epoch_order(num_examples: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffling of one epoch depends only on (seed, epoch), so a resumed run sees the same batches."""
+    return torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+@torch.no_grad()
+def validation_elbo(model: HypersphericalVAE, images: torch.Tensor, labels: torch.Tensor, accelerator, batch_size=1000):
+    """Mean ELBO over this process's share of the (already binarized) validation set, summed over processes."""
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    shard = torch.arange(accelerator.process_index, images.shape[0], accelerator.num_processes)
+    for start in range(0, shard.shape[0], batch_size):
+        index = shard[start : start + batch_size]
+        terms = model.elbo(images[index], labels[index])
+        total += torch.stack([terms.elbo.double().sum(), torch.tensor(float(index.shape[0]), dtype=torch.float64)])
+    total = accelerator.reduce(total, reduction="sum")
+    return float(total[0] / total[1])
+
+
+def train(config: TrainConfig, data=None, log=None) -> dict:
+    """Train (or resume) one run; see the module docstring.
+
+    Args:
+        config: the settings.
+        data: an already loaded ``ImageData`` (None: load ``config.data``).
+        log: function for progress lines (default: ``accelerator.print``).
+
+    Returns:
+        summary dict: ``epochs`` (completed), ``best_epoch``, ``best_validation_elbo``, ``stopped``
+        ("patience", "max_epochs", "non-finite loss" or "already finished"), ``seconds``, ``run_dir``.
+    """
+    check_config(config)
+    accelerator = Accelerator(cpu=config.cpu)
+    log = log or accelerator.print
+    out = Path(config.out)
+    last_path = out / LAST_CHECKPOINT
+    checkpoint = None
+    if config.resume:
+        if not last_path.is_file():
+            raise FileNotFoundError(f"--resume: {last_path} does not exist")
+        checkpoint = torch.load(last_path, map_location="cpu", weights_only=False)  # our own file: RNG states
+        check_same_config(checkpoint["config"], asdict(config), ignore=RESUME_MAY_CHANGE)
+    elif last_path.exists():
+        raise FileExistsError(f"{last_path} exists: pass --resume to continue it, or choose another --out")
+
+    data = data if data is not None else load_mnist(config.data)
+    x_train, y_train, x_val, y_val = train_validation_split(data.x_train, data.y_train, config.num_validation)
+    if config.train_subset is not None:
+        x_train, y_train = x_train[: config.train_subset], y_train[: config.train_subset]
+    if config.validation_subset is not None:
+        x_val, y_val = x_val[: config.validation_subset], y_val[: config.validation_subset]
+    device = accelerator.device
+    x_train, y_train = x_train.to(device), y_train.to(device)  # uint8 (N, 1, 28, 28), binarized per batch
+    x_val = binarize_fixed(x_val, seed=VALIDATION_BINARIZATION_SEED).to(device)
+    y_val = y_val.to(device)
+
+    torch.manual_seed(config.seed)
+    prior_weight = _prior_weight(config) if checkpoint is None else checkpoint["model"].get("prior_weight")
+    model = HypersphericalVAE(
+        config.model, config.z_dim, data.num_classes, prior_weight=prior_weight,
+        prior_concentration=config.prior_concentration,
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    state = {"epoch": 0, "best_validation_elbo": -float("inf"), "best_epoch": 0, "bad_epochs": 0, "stopped": None}
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = checkpoint["state"]
+    else:
+        write_config(out, config, kind="vae")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model = accelerator.unwrap_model(model)
+    if checkpoint is not None:
+        _set_rng_state(checkpoint["rng"])
+    metrics = MetricsLog(out / METRICS_FILE) if accelerator.is_main_process else None
+    started = time.perf_counter()
+
+    if state["stopped"] in ("patience",):
+        log(f"{out}: already stopped early at epoch {state['epoch']}; nothing to do")
+        return _summary(state, started, out, "already finished")
+
+    while state["epoch"] < config.max_epochs:
+        epoch = state["epoch"] + 1
+        model.train()
+        order = _epoch_order(x_train.shape[0], config.seed, epoch)[accelerator.process_index :: accelerator.num_processes]
+        num_steps = (order.shape[0] + config.batch_size - 1) // config.batch_size
+        sums = torch.zeros(3, dtype=torch.float64)
+        epoch_started = time.perf_counter()
+        bar = tqdm(range(num_steps), desc=f"{config.model} d={config.z_dim} epoch {epoch}", leave=False,
+                   disable=not (config.progress and accelerator.is_local_main_process))
+        for step in bar:
+            index = order[step * config.batch_size : (step + 1) * config.batch_size].to(device)
+            x = binarize(x_train[index])  # fresh Bernoulli draw every batch
+            kl_weight = 1.0
+            if config.kl_warmup_epochs > 0:
+                kl_weight = min(1.0, (epoch - 1 + step / num_steps) / config.kl_warmup_epochs)
+            terms = model(x, y_train[index], kl_weight)
+            loss = -terms.elbo.mean()
+            if not torch.isfinite(loss):
+                message = (f"non-finite loss ({float(loss.detach())}) at epoch {epoch}, step {step}: stopping; "
+                           f"the last good checkpoint ({last_path}, epoch {state['epoch']}) is kept")
+                log(message)
+                if metrics:
+                    metrics.write({"event": "non-finite loss", "epoch": epoch, "step": step})
+                return _summary(state, started, out, "non-finite loss")
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            sums += torch.tensor([float(terms.reconstruction.detach().sum()), float(terms.kl.detach().sum()), index.shape[0]],
+                                 dtype=torch.float64)
+        bar.close()
+        val_elbo = validation_elbo(raw_model, x_val, y_val, accelerator)
+        state["epoch"] = epoch
+        improved = val_elbo > state["best_validation_elbo"]
+        if improved:
+            state.update(best_validation_elbo=val_elbo, best_epoch=epoch, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        if state["bad_epochs"] >= config.patience:
+            state["stopped"] = "patience"
+        record = {
+            "epoch": epoch,
+            "train_reconstruction": float(sums[0] / sums[2]),
+            "train_kl": float(sums[1] / sums[2]),
+            "train_elbo_kl_weight_1": float((sums[0] - sums[1]) / sums[2]),
+            "kl_weight": kl_weight,
+            "validation_elbo": val_elbo,
+            "best_validation_elbo": state["best_validation_elbo"],
+            "epoch_seconds": round(time.perf_counter() - epoch_started, 3),
+        }
+        if accelerator.is_main_process:
+            if improved:
+                atomic_save({"model": raw_model.state_dict(), "epoch": epoch, "validation_elbo": val_elbo,
+                             "config": asdict(config)}, out / BEST_CHECKPOINT)
+            atomic_save({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                         "config": asdict(config), "state": dict(state), "rng": _rng_state()}, last_path)
+            metrics.write(record)
+        log(f"{config.model} d={config.z_dim} epoch {epoch}: train ELBO {record['train_elbo_kl_weight_1']:.2f} "
+            f"(KL {record['train_kl']:.2f}), validation ELBO {val_elbo:.2f}"
+            + (" *" if improved else f" (no improvement for {state['bad_epochs']})")
+            + f", {record['epoch_seconds']:.1f}s")
+        accelerator.wait_for_everyone()
+        if state["stopped"]:
+            break
+    accelerator.end_training()
+    return _summary(state, started, out, state["stopped"] or "max_epochs")
+
+
+def _summary(state: dict, started: float, out: Path, stopped: str) -> dict:
+    return {
+        "epochs": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "best_validation_elbo": state["best_validation_elbo"],
+        "stopped": stopped,
+        "seconds": round(time.perf_counter() - started, 2),
+        "run_dir": str(out),
+    }
+
+
+def main(argv=None) -> dict:
+    """Command-line entry point; exits with status 1 after a non-finite loss."""
+    parser = add_dataclass_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), TrainConfig)
+    config = config_from_args(TrainConfig, parser.parse_args(argv))
+    try:
+        summary = train(config)
+    except (DataUnavailableError, ValueError, FileExistsError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+    if summary["stopped"] == "non-finite loss":
+        sys.exit(1)
+    if config.figures and summary["epochs"] > 0:
+        from vae.figures import make_run_figures
+
+        make_run_figures(config.out, data_path=config.data)
+    print(summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
