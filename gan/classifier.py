@@ -142,7 +142,8 @@ class ClassifierConfig:
     mixed_precision: str = "no"
 
 
-PRESETS = {"tiny": {"depth": 10, "width": 1, "epochs": 1, "batch_size": 32, "max_steps": 20}}
+PRESETS = {"tiny": {"depth": 10, "width": 1, "epochs": 1, "batch_size": 64}}
+"""``tiny``: WRN-10-1 (penultimate width 64), one epoch: a CPU smoke run and the prior of the tiny GAN preset."""
 
 
 def _learning_rate(config: ClassifierConfig, step: int, total_steps: int) -> float:
@@ -183,7 +184,8 @@ def train_classifier(config: ClassifierConfig) -> dict:
     if config.batch_size % accelerator.num_processes:
         raise ValueError(f"batch_size {config.batch_size} must divide by the {accelerator.num_processes} processes")
     set_seed(config.seed)
-    data = load_cifar10(config.data)
+    with accelerator.main_process_first():  # one torchvision download, not one per process
+        data = load_cifar10(config.data)
     model = WideResNet(config.depth, config.width, data.num_classes, config.head)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=True)

@@ -151,7 +151,8 @@ def train(config: GANConfig) -> dict:
         check_same_config(saved, config, ignore=RESUME_IGNORED_KEYS)
 
     set_seed(config.seed)  # identical initial weights on every process
-    data = load_cifar10(config.data)
+    with accelerator.main_process_first():  # one torchvision download, not one per process
+        data = load_cifar10(config.data)
     if data.num_classes != config.num_classes:
         raise ValueError(f"num_classes {config.num_classes} does not match the data's {data.num_classes}")
     generator = Generator(config.latent_dim, config.g_channels, config.num_classes)
