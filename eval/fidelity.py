@@ -148,6 +148,21 @@ def file_digest(path, length=12):
     return digest.hexdigest()[:length]
 
 
+def reference_split(reference, split=None):
+    """The split a reference name implies: the suffix of "cifar10-train"/"cifar10-test", else `split` or "train"."""
+    if reference in ("cifar10-train", "cifar10-test"):
+        implied = reference.split("-")[1]
+        if split not in (None, implied):
+            raise ValueError(f"split {split!r} contradicts reference {reference!r}")
+        return implied
+    if not (isinstance(reference, (str, os.PathLike)) and str(reference).endswith(".npz")):
+        raise ValueError(f"reference must be 'cifar10-train', 'cifar10-test' or a path to an .npz, got {reference!r}")
+    split = split or "train"
+    if split not in REFERENCE_SPLITS:
+        raise ValueError(f"split must be one of {REFERENCE_SPLITS}, got {split!r}")
+    return split
+
+
 def load_reference(reference="cifar10-train", split=None):
     """CIFAR-10 reference images for FID.
 
@@ -161,19 +176,14 @@ def load_reference(reference="cifar10-train", split=None):
     """
     from vmfprior.data import load_cifar10  # the data module belongs to the vae helper; imported on use
 
+    split = reference_split(reference, split)
     if reference in ("cifar10-train", "cifar10-test"):
-        split = split or reference.split("-")[1]
         data, tag = load_cifar10(None), "cifar10"
-    elif isinstance(reference, (str, os.PathLike)) and str(reference).endswith(".npz"):
+    else:
         if not os.path.isfile(reference):
             raise ValueError(f"reference file {str(reference)!r} does not exist")
-        split = split or "train"
         stem = os.path.splitext(os.path.basename(reference))[0]
         data, tag = load_cifar10(reference), f"{stem}-{file_digest(reference)}"
-    else:
-        raise ValueError(f"reference must be 'cifar10-train', 'cifar10-test' or a path to an .npz, got {reference!r}")
-    if split not in REFERENCE_SPLITS:
-        raise ValueError(f"split must be one of {REFERENCE_SPLITS}, got {split!r}")
     images = data.x_train if split == "train" else data.x_test
     return UInt8ImageDataset(images), f"vmfprior-{tag}-{split}-n{images.shape[0]}"
 
@@ -340,7 +350,9 @@ def main(argv=None):
     record.update(
         checkpoint=os.path.abspath(args.checkpoint), kind=run_record.get("kind"),
         noise=_sampler_noise(run_record.get("config", {})), num_samples=args.num_samples,
-        reference=args.reference if reference is None else f"{args.reference} ({cache_name})",
+        reference=args.reference,
+        reference_split=None if reference is None else reference_split(args.reference, args.reference_split),
+        reference_id=cache_name,
         feature_extractor=feature_extractor, seed=args.seed, device=device,
         command=shlex.join(["python", "-m", "eval.fidelity"] + (sys.argv[1:] if argv is None else list(argv))),
         torch_fidelity_version=torch_fidelity.__version__,

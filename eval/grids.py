@@ -235,7 +235,9 @@ def read_run_kind(run_dir):
     """Read RUN_DIR/config.json ({"kind": ..., "config": {...}}) and return its kind."""
     config_path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"no config.json in run folder {run_dir!r}; pass a folder written by vae/ or gan/ training")
+        raise FileNotFoundError(
+            f"no config.json in run folder {run_dir!r}; pass a folder written by vae/ or gan/ training"
+        )
     with open(config_path) as f:
         record = json.load(f)
     kind = record.get("kind") if isinstance(record, dict) else None

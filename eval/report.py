@@ -61,6 +61,15 @@ def _number(value, digits):
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _reference_label(record):
+    """Short reference name: the file name (or registered name) and the split, e.g. "cifar10.npz (train)"."""
+    reference = record.get("reference")
+    if reference is None:
+        return "?"
+    label = os.path.basename(str(reference))
+    return f"{label} ({record['reference_split']})" if record.get("reference_split") else label
+
+
 def format_table(records):
     """Markdown table of IS and FID, one row per record, followed by the commands that produced them.
 
@@ -81,7 +90,7 @@ def format_table(records):
             "–" if record.get("concentration") is None else f"{record['concentration']:g}",
             "–" if record.get("iterations") is None else str(record["iterations"]),
             str(record.get("num_samples", "?")), str(record.get("feature_extractor", "?")),
-            str(record.get("reference", "?")), score, _number(record.get(KEY_FID), 2),
+            _reference_label(record), score, _number(record.get(KEY_FID), 2),
         )
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     setups = {(r.get("feature_extractor"), r.get("reference"), r.get("num_samples")) for r in records}

@@ -160,7 +160,8 @@ def test_cli_writes_json_with_classifier_extractor(run_dir, tmp_path, tiny_class
     # 10 IS splits of 10 images: class counts per split fluctuate, so the score sits clearly below 4
     assert 2.5 < record[KEY_IS_MEAN] <= NUM_CLASSES + 1e-9 and 0 <= record[KEY_FID] < 50
     assert record["command"].startswith("python -m eval.fidelity --checkpoint")
-    assert "synthetic" in record["reference"] and "-train-n200" in record["reference"]
+    assert record["reference"].endswith("synthetic.npz") and record["reference_split"] == "train"
+    assert record["reference_id"].startswith("vmfprior-synthetic-") and record["reference_id"].endswith("-train-n200")
     cache = os.listdir(tmp_path / "torch-home" / "fidelity_cache")
     assert cache and all(name.startswith("vmfprior-synthetic-") for name in cache)
     assert "IS " in capsys.readouterr().out
@@ -186,3 +187,15 @@ def test_cli_without_reference_data_prints_what_to_do(run_dir, monkeypatch, caps
     assert code == 2
     err = capsys.readouterr().err
     assert "could not download CIFAR10" in err and "--reference PATH.npz" in err
+
+
+def test_reference_split_resolution():
+    assert fidelity.reference_split("cifar10-test") == "test"
+    assert fidelity.reference_split("data/x.npz") == "train"
+    assert fidelity.reference_split("data/x.npz", "test") == "test"
+    with pytest.raises(ValueError, match="contradicts"):
+        fidelity.reference_split("cifar10-train", "test")
+    with pytest.raises(ValueError, match="split"):
+        fidelity.reference_split("data/x.npz", "validation")
+    with pytest.raises(ValueError, match="reference"):
+        fidelity.reference_split("imagenet")

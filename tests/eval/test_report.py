@@ -16,7 +16,7 @@ def _make_run(root, name, sampler, is_mean, fid, concentration=None, extractor="
     config = {"sampler": sampler, "iterations": 50000, "concentration": concentration}
     (run / "config.json").write_text(json.dumps({"kind": "gan", "config": config}))
     record = {"inception_score_mean": is_mean, "inception_score_std": 0.05, "frechet_inception_distance": fid,
-              "num_samples": 5000, "feature_extractor": extractor, "reference": "cifar10-train",
+              "num_samples": 5000, "feature_extractor": extractor, "reference": "/data/cifar10.npz", "reference_split": "train",
               "noise": sampler, "command": f"python -m eval.fidelity --checkpoint {run}"}
     (run / f"fidelity-{extractor}-n5000.json").write_text(json.dumps(record))
     return str(run)
@@ -28,7 +28,7 @@ def test_table_rows_are_ordered_gaussian_vmf_sphere(tmp_path):
     text = format_table(collect_runs(runs))
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [row.split(" | ")[0] for row in rows] == ["| Gaussian", "| vMF", "| sphere"]
-    assert rows[1] == (f"| vMF | `{runs[1]}` | 5 | 50000 | 5000 | inception-v3-compat | cifar10-train | "
+    assert rows[1] == (f"| vMF | `{runs[1]}` | 5 | 50000 | 5000 | inception-v3-compat | cifar10.npz (train) | "
                        "8.25 ± 0.05 | 20.50 |")
     assert f"python -m eval.fidelity --checkpoint {runs[0]}" in text
     assert "Note:" not in text and "not comparable" not in text
