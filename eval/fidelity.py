@@ -180,6 +180,7 @@ def load_reference(reference="cifar10-train", split=None):
     if reference in ("cifar10-train", "cifar10-test"):
         data, tag = load_cifar10(None), "cifar10"
     else:
+        reference = os.path.expanduser(os.fspath(reference))
         if not os.path.isfile(reference):
             raise ValueError(f"reference file {str(reference)!r} does not exist")
         stem = os.path.splitext(os.path.basename(reference))[0]

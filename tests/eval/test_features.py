@@ -135,3 +135,12 @@ def test_registration_rejects_bad_arguments(tiny_classifier):
         register_classifier_extractor("vmfprior-test-no-features", nn.Linear(3, 2))
     with pytest.raises(TypeError, match="preprocess"):
         register_classifier_extractor("vmfprior-test-bad-preprocess", tiny_classifier, preprocess=3)
+
+
+def test_preprocess_is_applied_before_features(tiny_classifier):
+    cls = register_classifier_extractor("vmfprior-test-preprocess", tiny_classifier, replace=True,
+                                        preprocess=lambda x: 1.0 - x)
+    images = make_images(balanced_labels(3))
+    with torch.no_grad():
+        expected = tiny_classifier.features(1.0 - images.float() / 255.0)
+    torch.testing.assert_close(cls("x", [FEATURE_PENULTIMATE])(images)[0], expected.double(), rtol=1e-6, atol=1e-6)
