@@ -53,6 +53,7 @@ class GANConfig:
     eval_num_samples: int = 5_000
     eval_reference: str = "cifar10-train"  # cifar10-train | cifar10-test | PATH.npz
     eval_inception_weights: str | None = None  # local copy of torch-fidelity's Inception weights (offline)
+    eval_classifier: str | None = None  # score with this gan.classifier checkpoint instead of Inception (CPU, offline)
     log_every: int = 100
     resume: bool = False
     stop_at: int = 0  # stop (with a checkpoint) once this iteration is reached; 0: run to `iterations`
@@ -60,7 +61,7 @@ class GANConfig:
 
 RESUME_IGNORED_KEYS = (
     "out", "resume", "stop_at", "checkpoint_every", "keep_checkpoints", "sample_every", "eval_every",
-    "eval_num_samples", "eval_reference", "eval_inception_weights", "log_every",
+    "eval_num_samples", "eval_reference", "eval_inception_weights", "eval_classifier", "log_every",
 )
 """Keys that may differ between a run and its resumption: they do not change the trained weights."""
 
@@ -97,6 +98,8 @@ def validate(config: GANConfig) -> GANConfig:
             raise ValueError(f"{key} must lie in [0, 1), got {getattr(config, key)!r}")
     if config.eval_every < 0 or config.stop_at < 0:
         raise ValueError(f"eval_every and stop_at must be >= 0, got {config.eval_every}, {config.stop_at}")
+    if config.eval_classifier and config.eval_inception_weights:
+        raise ValueError("eval_classifier replaces eval_inception_weights; set only one")
     if config.sampler == "vmf" and (not config.prior_checkpoint or config.concentration is None):
         raise ValueError("sampler 'vmf' needs --prior-checkpoint (a gan.classifier checkpoint) and --concentration")
     return config

@@ -74,16 +74,37 @@ def _save_grid(generator: torch.nn.Module, z: torch.Tensor, labels: torch.Tensor
     save_image(images.clamp(0, 1), path, nrow=GRID_PER_CLASS)
 
 
+def _feature_extractor(config: GANConfig) -> str | None:
+    """Name of the torch-fidelity extractor for IS/FID: Inception (None) or a registered project classifier."""
+    if not config.eval_classifier:
+        return None
+    from eval.features import register_classifier_extractor, state_fingerprint
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    from gan.classifier import load_classifier
+
+    classifier = load_classifier(config.eval_classifier)
+    name = f"classifier-{state_fingerprint(classifier)}"  # named after the weights, like eval.fidelity's CLI
+    if name not in FEATURE_EXTRACTORS_REGISTRY:
+        register_classifier_extractor(name, classifier)
+    return name
+
+
 def _evaluate(sampler: GANSampler, config: GANConfig, device: torch.device) -> dict | None:
-    """IS/FID through eval.fidelity when it is importable and usable; None (and a log line) otherwise."""
+    """IS/FID through eval.fidelity when it is importable and usable; None (and a log line) otherwise.
+
+    eval.fidelity forks the RNG, so evaluating does not change the training trajectory.
+    """
     try:
-        from eval.fidelity import compute_fidelity, load_reference
+        from eval.fidelity import INCEPTION, compute_fidelity, load_reference
     except ImportError as error:
         print(f"skipping IS/FID: eval.fidelity is not available ({error})")
         return None
     try:
+        extractor = _feature_extractor(config)
         reference, cache_name = load_reference(config.eval_reference)
         return compute_fidelity(sampler, reference, num_samples=config.eval_num_samples,
+                                feature_extractor=extractor or INCEPTION,
                                 feature_extractor_weights_path=config.eval_inception_weights,
                                 reference_cache_name=cache_name, device=device)
     except Exception as error:  # noqa: BLE001 - evaluation must never kill a training run
@@ -174,7 +195,7 @@ def train(config: GANConfig) -> dict:
     start = 0
     if latest is not None:
         accelerator.load_state(str(latest))  # also restores every process's RNG streams
-        trainer = torch.load(latest / TRAINER_FILE, map_location=device, weights_only=True)
+        trainer = torch.load(latest / TRAINER_FILE, map_location="cpu", weights_only=True)  # EMA copies to device
         start = trainer["iteration"]
         if ema is not None:
             ema.module.load_state_dict(trainer["ema"])

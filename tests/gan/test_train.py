@@ -119,3 +119,25 @@ def test_config_precedence_and_errors(tmp_path):
         parse_config(["--sampler", "vmf"])
     with pytest.raises(ValueError, match="n_dis must be a positive int"):
         parse_config(["--n-dis", "0"])
+
+
+def test_periodic_fidelity_with_a_project_classifier(fake_cifar, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # torch-fidelity's cache stays in tmp
+    from gan.classifier import WideResNet
+
+    classifier = tmp_path / "classifier.pt"
+    torch.manual_seed(0)
+    torch.save({"model": WideResNet(depth=10, width=1).state_dict(), "num_classes": 10,
+                "config": {"depth": 10, "width": 1, "head": "linear"}}, classifier)
+    out = tmp_path / "run"
+    main(tiny_args(fake_cifar, out, "--iterations", "2", "--eval-every", "2", "--eval-num-samples", "20",
+                   "--eval-reference", str(fake_cifar), "--eval-classifier", str(classifier)))
+    scores = [r for r in read_metrics(out / "metrics.jsonl") if "inception_score_mean" in r]
+    assert len(scores) == 1 and scores[0]["iteration"] == 2
+    # IS lies in [1, C]; FID of 20 generated images against 40 reference images is positive
+    assert 1.0 <= scores[0]["inception_score_mean"] <= 10.0
+    assert scores[0]["frechet_inception_distance"] > 0.0
+    # an unusable evaluation setting is logged and skipped; training still finishes
+    main(tiny_args(fake_cifar, tmp_path / "run2", "--iterations", "1", "--eval-every", "1",
+                   "--eval-reference", str(tmp_path / "missing.npz")))
+    assert "skipping IS/FID" in capsys.readouterr().out
