@@ -133,24 +133,27 @@ class VonMisesFisher(Distribution):
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         """Draw reparameterized samples, shape sample_shape + batch_shape + (d,)."""
         shape = self._extended_shape(sample_shape)
-        batch, dim, dtype = shape[:-1], self.dim, self.loc.dtype
-        w = sample_radial(self.concentration.expand(batch), dim)  # (S..., B...), float64
+        batch, dtype, loc = shape[:-1], self.loc.dtype, self.loc
+        w = sample_radial(self.concentration.expand(batch), self.dim)  # (S..., B...), float64
         tangent_length = torch.sqrt((1.0 - w) * (1.0 + w)).to(dtype)  # sqrt(1 - w^2) without cancellation
         w = w.to(dtype)
-        normal = torch.randn(batch + (dim - 1,), dtype=dtype, device=self.loc.device)
 
-        # Sample around e_1 as z0 = (w, r v) with v a Gaussian and r = sqrt(1 - w^2) / |v|, then apply the
-        # Householder reflection H = I - 2 u u^T, u = (e_1 - loc) / |e_1 - loc|, which maps e_1 to loc.
-        # z = z0 - 2 (u . z0) u is formed column-block-wise so that no (.., d) temporary is built twice.
-        e1_minus_loc = torch.cat([1.0 - self.loc[..., :1], -self.loc[..., 1:]], dim=-1)
-        norm = torch.linalg.vector_norm(e1_minus_loc, dim=-1, keepdim=True)
-        u = e1_minus_loc / torch.where(norm > 0, norm, torch.ones_like(norm))  # loc == e_1: H = I
-        u_first, u_rest = u[..., 0], u[..., 1:]
+        # Around e_1 the sample is z0 = w e_1 + r g, with g a Gaussian whose first coordinate is zeroed and
+        # r = sqrt(1 - w^2) / |g|. The Householder reflection H = I - 2 u u^T, u = (e_1 - mu) / s,
+        # s = |e_1 - mu|, maps e_1 to mu. Expanded, H z0 = r g + gamma mu + (w - gamma) e_1 with
+        # gamma = 2 (e_1 - mu).z0 / s^2 = 2 (w (1 - mu_1) - r mu.g) / s^2, which touches each (.., d) array
+        # only a few times and never materialises u.
+        normal = torch.randn(shape, dtype=dtype, device=loc.device)
+        normal[..., 0] = 0.0
         scale = tangent_length / torch.linalg.vector_norm(normal, dim=-1)
-        twice_projection = 2.0 * (u_first * w + scale * torch.linalg.vecdot(normal, u_rest))  # 2 u . z0
-        first = w - twice_projection * u_first
-        rest = torch.addcmul(-twice_projection.unsqueeze(-1) * u_rest, scale.unsqueeze(-1), normal)
-        return torch.cat([first.unsqueeze(-1), rest], dim=-1)
+        one_minus_first = 1.0 - loc[..., 0]
+        distance_sq = one_minus_first * one_minus_first + torch.linalg.vecdot(loc[..., 1:], loc[..., 1:])
+        reflects = distance_sq > 0  # mu == e_1: H = I
+        gamma = 2.0 * (w * one_minus_first - scale * torch.linalg.vecdot(normal, loc))
+        gamma = torch.where(reflects, gamma / torch.where(reflects, distance_sq, 1.0), 0.0)
+        z = torch.addcmul(gamma.unsqueeze(-1) * loc, scale.unsqueeze(-1), normal)
+        z[..., 0] += w - gamma
+        return z
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """log density w.r.t. the surface measure on S^{d-1}; value (..., d) -> (...)."""

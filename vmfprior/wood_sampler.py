@@ -9,9 +9,13 @@ and the tangent part is uniform and independent of w. This module draws w:
 * d = 3: the exact inverse CDF, w = 1 + log(u + (1 - u) exp(-2 kappa)) / kappa, written with log1p/expm1.
 * every other d >= 2: Wood's (1994) rejection sampler with the exact envelope parameter
   b = (d - 1) / (2 kappa + sqrt(4 kappa^2 + (d - 1)^2)) (no large-kappa approximation, which would change the
-  distribution), vectorized so that each round redraws only the entries still rejected.
+  distribution), vectorized so that each round redraws only the entries still rejected. Its Beta proposal
+  comes from Ulrich's (1984) polar method, and its acceptance test is rewritten without the O(kappa)
+  cancellation of the textbook form (see ``_wood_proposals``).
 
-All of it runs in float64 (float32 on MPS): in float32 the envelope constants lose every digit at small kappa.
+The envelope constants are computed in float64 (float32 on MPS), since in float32 they lose every digit at
+small kappa; the proposals run in the distribution's dtype. The sampler returns 1 - w, which keeps its
+relative precision where w rounds to 1.
 
 Gradients in kappa use implicit reparameterization (Figurnov et al., 2018): for u = F(w; kappa) held fixed,
 dw/dkappa = -(dF/dkappa)(w) / f(w). Differentiating through the accepted proposals instead would be biased,
@@ -54,85 +58,85 @@ def _uniform_open_left(size, like: torch.Tensor) -> torch.Tensor:
     return (1.0 - torch.rand(size, device=like.device)).to(like.dtype)
 
 
-def _sample_w_inverse_cdf_d3(kappa: torch.Tensor) -> torch.Tensor:
-    """Exact inverse CDF of w for d = 3: F(w) = (exp(kappa w) - exp(-kappa)) / (exp(kappa) - exp(-kappa))."""
-    upper_tail = _uniform_open_left(kappa.numel(), kappa).reshape(kappa.shape)  # 1 - u
-    # u + (1 - u) exp(-2 kappa) = 1 + (1 - u) expm1(-2 kappa); log1p keeps small kappa exact.
-    return 1.0 + torch.log1p(upper_tail * torch.expm1(-2.0 * kappa)) / kappa
+def _sample_one_minus_w_inverse_cdf_d3(kappa: torch.Tensor) -> torch.Tensor:
+    """1 - w by the exact inverse CDF for d = 3: F(w) = (exp(kappa w) - exp(-kappa)) / (exp(kappa) - exp(-kappa))."""
+    upper_tail = _uniform_open_left(kappa.shape, kappa)  # 1 - u
+    # w = 1 + log(u + (1 - u) exp(-2 kappa)) / kappa, and u + (1 - u) exp(-2 kappa) = 1 + (1 - u) expm1(-2 kappa):
+    # log1p keeps small kappa exact.
+    return -torch.log1p(upper_tail * torch.expm1(-2.0 * kappa)) / kappa
 
 
-def _gamma_proposals(shape: float, size: tuple[int, ...], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One round of Marsaglia & Tsang's (2000) Gamma(shape, 1) sampler: (draws, accepted mask) of ``size``.
+def _symmetric_beta_centered(shape: float, size: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """T = 2 B - 1 for B ~ Beta(shape, shape), shape >= 1/2, by Ulrich's (1984) polar method (no rejection).
 
-    Vectorized by hand (in place where possible) because torch's gamma kernel would otherwise dominate the
-    sampler's cost. shape < 1 uses Gamma(shape) = Gamma(shape + 1) U^(1/shape).
-    Rejected entries hold garbage and must be redrawn.
+    A point of the unit disk with density ∝ (1 - |p|^2)^(shape - 3/2) has first coordinate T with density
+    ∝ (1 - t^2)^(shape - 1), i.e. (1 + T) / 2 ~ Beta(shape, shape). Its squared radius has the CDF
+    1 - (1 - q)^(shape - 1/2), so R^2 = 1 - U^(1 / (shape - 1/2)), and its angle is uniform.
     """
-    boosted = shape < 1.0
-    offset = (shape + 1.0 if boosted else shape) - 1.0 / 3.0
-    scale = 1.0 / math.sqrt(9.0 * offset)
-    normal = torch.randn(size, device=like.device).to(like.dtype)
-    cube = normal.mul(scale).add_(1.0).pow_(3)
-    # log of a non-positive cube is nan, and nan comparisons are False: those entries are rejected.
-    bound = torch.log(cube).sub_(cube).add_(1.0).mul_(offset).addcmul_(normal, normal, value=0.5)
-    accepted = _uniform_open_left(size, like).log_() < bound
-    draws = cube.mul_(offset)
-    if boosted:
-        draws.mul_(_uniform_open_left(size, like).pow_(1.0 / shape))
-    return draws, accepted
+    angle = _uniform_open_left(size, like).mul_(2.0 * math.pi)
+    if shape == 0.5:  # the arcsine law: the point lies on the circle
+        return angle.cos_()
+    # 1 - U^(1/(shape - 1/2)) = -expm1(log(U) / (shape - 1/2)), exact for U near 1
+    radius = _uniform_open_left(size, like).log_().div_(shape - 0.5).expm1_().neg_().sqrt_()
+    return angle.cos_().mul_(radius)
 
 
 def _wood_proposals(
-    kappa: torch.Tensor, b: torch.Tensor, x0: torch.Tensor, c: torch.Tensor, dim: int, per_entry: int
+    kappa_shrunk: torch.Tensor, x0: torch.Tensor, one_minus_x0: torch.Tensor, dim: int, per_entry: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``per_entry`` proposals of Wood's sampler for each entry: (proposals, accepted), shapes (N, per_entry).
+    """``per_entry`` proposals of Wood's sampler per entry: (1 - w, accepted), shapes (N, per_entry).
 
-    The Beta((d-1)/2, (d-1)/2) variate is a ratio of two Gamma draws whose own rejection steps are folded in:
-    a proposal counts as accepted only when both Gamma draws and Wood's test accept.
+    With T = 2 eps - 1 for Wood's eps ~ Beta((d-1)/2, (d-1)/2) and x0 = (1 - b) / (1 + b), Wood's proposal
+    w = (1 - (1 + b) eps) / (1 - (1 - b) eps) simplifies to w = (x0 - T) / q with q = 1 - x0 T, so
+    1 - w = (1 - x0) (1 + T) / q without cancellation near w = 1; and his test
+    kappa w + (d - 1) log(1 - x0 w) - c >= log u,  c = kappa x0 + (d - 1) log(1 - x0^2),
+    becomes -kappa (1 - x0^2) T / q - (d - 1) log q >= log u, whose terms are O(d) rather than O(kappa):
+    the cancellation that makes the textbook form unusable in float32 at large kappa is gone.
+    ``kappa_shrunk`` is kappa (1 - x0^2); all inputs have the dtype the proposals are computed in.
     """
-    dim_minus_one = float(dim - 1)
-    size = (kappa.numel(), per_entry)
-    kappa, b, x0, c = kappa[:, None], b[:, None], x0[:, None], c[:, None]
-    gamma_a, accepted_a = _gamma_proposals(dim_minus_one / 2.0, size, kappa)
-    gamma_b, accepted_b = _gamma_proposals(dim_minus_one / 2.0, size, kappa)
-    epsilon = gamma_a.div_(gamma_a + gamma_b)  # ~ Beta((d-1)/2, (d-1)/2)
-    numerator = (1.0 + b).mul(epsilon).neg_().add_(1.0)  # 1 - (1 + b) eps
-    proposal = numerator.div_((1.0 - b).mul(epsilon).neg_().add_(1.0))  # / (1 - (1 - b) eps)
-    # Accept when kappa w + (d - 1) log(1 - x0 w) - c >= log u.
-    log_ratio = (x0 * proposal).neg_().log1p_().mul_(dim_minus_one).addcmul_(kappa, proposal).sub_(c)
-    accepted = _uniform_open_left(size, kappa).log_() <= log_ratio
-    accepted &= accepted_a
-    accepted &= accepted_b
-    return proposal, accepted
+    size = (x0.numel(), per_entry)
+    kappa_shrunk, x0, one_minus_x0 = kappa_shrunk[:, None], x0[:, None], one_minus_x0[:, None]
+    t = _symmetric_beta_centered((dim - 1) / 2.0, size, x0)
+    x0_t = x0 * t
+    q = 1.0 - x0_t  # in (0, 2)
+    one_minus_w = (t + 1.0).mul_(one_minus_x0).div_(q)
+    log_ratio = x0_t.neg_().log1p_().mul_(-(dim - 1.0)).sub_(t.mul_(kappa_shrunk).div_(q))
+    accepted = _uniform_open_left(size, x0).log_() <= log_ratio
+    return one_minus_w, accepted
 
 
-# After the first round (one proposal per entry), entries still rejected get this many proposals at once, so
-# that the loop ends in about two rounds whatever the acceptance rate (each round costs a host sync on GPUs).
-RETRY_PROPOSALS = 16
+# Round k (k = 0, 1, ...) draws min(2^k, MAX_PROPOSALS_PER_ENTRY) proposals for each entry still rejected:
+# few wasted proposals in the large first rounds, few rounds (each a host sync on GPUs) in the tail.
+MAX_PROPOSALS_PER_ENTRY = 16
 
 
-def _sample_w_wood(kappa: torch.Tensor, dim: int) -> torch.Tensor:
-    """Wood (1994) rejection sampler for w, vectorized over kappa's entries (flat, float64).
+def _sample_one_minus_w_wood(kappa: torch.Tensor, dim: int, proposal_dtype: torch.dtype) -> torch.Tensor:
+    """1 - w by Wood's (1994) rejection sampler, vectorized over kappa's entries (flat, float64 in and out).
 
+    The envelope constants are computed in float64 and the proposals in ``proposal_dtype`` (float32 for
+    float32 distributions: half the memory traffic, and the rewritten test has no cancellation to lose).
     Each round redraws only the entries still rejected, taking the first accepted of their proposals.
+    The Beta((d-1)/2, (d-1)/2) variate comes from Ulrich's polar method, which needs no rejection of its own.
     """
     dim_minus_one = float(dim - 1)
+    # Wood's envelope parameter, in the form without cancellation at large kappa (exact, not approximated).
     b = dim_minus_one / (2.0 * kappa + torch.sqrt(4.0 * kappa * kappa + dim_minus_one**2))
     x0 = (1.0 - b) / (1.0 + b)
-    c = kappa * x0 + dim_minus_one * torch.log1p(-x0 * x0)
+    one_minus_x0 = 2.0 * b / (1.0 + b)
+    constants = [tensor.to(proposal_dtype) for tensor in (kappa * one_minus_x0 * (1.0 + x0), x0, one_minus_x0)]
 
-    proposal, accepted = _wood_proposals(kappa, b, x0, c, dim, per_entry=1)
-    w = proposal.squeeze(1)
+    one_minus_w, accepted = _wood_proposals(*constants, dim, per_entry=1)
+    one_minus_w = one_minus_w.squeeze(1)
     pending = (~accepted.squeeze(1)).nonzero().squeeze(-1)
+    per_entry = 1
     while pending.numel() > 0:
-        proposal, accepted = _wood_proposals(
-            kappa[pending], b[pending], x0[pending], c[pending], dim, per_entry=RETRY_PROPOSALS
-        )
+        per_entry = min(2 * per_entry, MAX_PROPOSALS_PER_ENTRY)
+        proposal, accepted = _wood_proposals(*(tensor[pending] for tensor in constants), dim, per_entry)
         any_accepted = accepted.any(dim=1)
         first = accepted.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first accepted proposal
-        w[pending[any_accepted]] = proposal.gather(1, first).squeeze(1)[any_accepted]
+        one_minus_w[pending[any_accepted]] = proposal.gather(1, first).squeeze(1)[any_accepted]
         pending = pending[~any_accepted]
-    return w
+    return one_minus_w.to(kappa.dtype)
 
 
 @lru_cache(maxsize=None)
@@ -212,9 +216,14 @@ class _RadialSample(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, kappa: torch.Tensor, dim: int) -> torch.Tensor:
-        work = kappa.detach().to(_work_dtype(kappa.device)).reshape(-1)
-        w = _sample_w_inverse_cdf_d3(work) if dim == 3 else _sample_w_wood(work, dim)
-        w = w.reshape(kappa.shape)
+        work_dtype = _work_dtype(kappa.device)
+        work = kappa.detach().to(work_dtype).reshape(-1)
+        if dim == 3:
+            one_minus_w = _sample_one_minus_w_inverse_cdf_d3(work)
+        else:
+            proposal_dtype = work_dtype if kappa.dtype == torch.float64 else torch.float32
+            one_minus_w = _sample_one_minus_w_wood(work, dim, proposal_dtype)
+        w = (1.0 - one_minus_w).reshape(kappa.shape)
         ctx.dim = dim
         ctx.save_for_backward(kappa, w)
         return w
@@ -235,6 +244,6 @@ def sample_radial(kappa: torch.Tensor, dim: int) -> torch.Tensor:
         dim: ambient dimension d >= 2.
 
     Returns:
-        w with the shape of ``kappa``, in float64 (float32 on MPS) so that 1 - w keeps its digits near w = 1.
+        w with the shape of ``kappa``, in float64 (float32 on MPS), so that 1 - w keeps its digits near w = 1.
     """
     return _RadialSample.apply(kappa, dim)
