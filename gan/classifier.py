@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["WideResNet", "ClassifierConfig", "augment", "train_classifier", "load_classifier", "main", "CHECKPOINT_NAME"]
+__all__ = ["WideResNet", "ClassifierConfig", "augment", "estimate_concentration", "test_features", "train_classifier", "load_classifier", "main", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "classifier.pt"
 CROP_PADDING = 4
@@ -152,6 +152,50 @@ def _learning_rate(config: ClassifierConfig, step: int, total_steps: int) -> flo
     return 0.5 * config.lr * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
+def estimate_concentration(features: torch.Tensor, labels: torch.Tensor, mean_directions: torch.Tensor,
+                           low: float = 1e-3, high: float = 1e5, steps: int = 100) -> tuple[float, float]:
+    """Maximum-likelihood kappa of the class-conditional vMF with the head's mean directions held fixed.
+
+    With the mean direction mu_y known, the MLE of a shared kappa solves ``A_d(kappa) = mean(mu_y . x / |x|)``
+    (Mardia & Jupp 2000, sec. 10.3); A_d is increasing, so bisection on log(kappa) finds it.
+
+    Args:
+        features: (N, d) penultimate activations.
+        labels: (N,) classes.
+        mean_directions: (C, d) unit rows, e.g. ``VMFPrior.mean_directions``.
+        low, high: bracket for kappa; steps: bisection steps.
+
+    Returns:
+        (mean_cosine, kappa): the mean resultant length and the kappa whose A_d equals it (clipped to the bracket).
+    """
+    from vmfprior import mean_resultant_length
+
+    if features.dim() != 2 or features.shape[1] != mean_directions.shape[1] or len(labels) != len(features):
+        raise ValueError(f"features must be (N, {mean_directions.shape[1]}) with N labels, got "
+                         f"{tuple(features.shape)} and {tuple(labels.shape)}")
+    unit = F.normalize(features.double(), dim=1)
+    mean_cosine = (unit * mean_directions.double()[labels]).sum(dim=1).mean().item()
+    dim = features.shape[1]
+    log_low, log_high = math.log(low), math.log(high)
+    for _ in range(steps):
+        middle = 0.5 * (log_low + log_high)
+        if mean_resultant_length(dim, torch.tensor(math.exp(middle), dtype=torch.float64)).item() < mean_cosine:
+            log_low = middle
+        else:
+            log_high = middle
+    return mean_cosine, math.exp(0.5 * (log_low + log_high))
+
+
+@torch.no_grad()
+def test_features(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Penultimate features (N, d) of uint8 images (N, 3, 32, 32), in eval mode, on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = [model.features(images[start:start + batch_size].to(device).float() / 255.0)
+              for start in range(0, len(images), batch_size)]
+    return torch.cat(chunks)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, accelerator, batch_size: int = 500) -> float:
     """Test accuracy of ``model`` on uint8 images (N, 3, 32, 32), sharded over processes and gathered."""
@@ -222,11 +266,18 @@ def train_classifier(config: ClassifierConfig) -> dict:
     seconds = time.time() - start
     path = out / CHECKPOINT_NAME
     if accelerator.is_main_process:
-        state = accelerator.unwrap_model(model).state_dict()
-        atomic_save({"model": state, "config": dataclasses.asdict(config), "test_accuracy": accuracy,
-                     "feature_dim": accelerator.unwrap_model(model).feature_dim, "num_classes": data.num_classes}, path)
-        log.write({"step": step, "test_accuracy": accuracy, "seconds": seconds})
-    accelerator.print(f"test accuracy {accuracy:.4f} after {step} steps ({seconds:.0f} s); saved {path}")
+        unwrapped = accelerator.unwrap_model(model)
+        head_weight = unwrapped.head.weight.detach()
+        mean_cosine, kappa = estimate_concentration(test_features(unwrapped, data.x_test).cpu(), data.y_test,
+                                                    F.normalize(head_weight.double(), dim=1).cpu())
+        atomic_save({"model": unwrapped.state_dict(), "config": dataclasses.asdict(config),
+                     "test_accuracy": accuracy, "feature_dim": unwrapped.feature_dim,
+                     "num_classes": data.num_classes, "mean_cosine": mean_cosine, "concentration_mle": kappa}, path)
+        log.write({"step": step, "test_accuracy": accuracy, "mean_cosine": mean_cosine,
+                   "concentration_mle": kappa, "seconds": seconds})
+        accelerator.print(f"test accuracy {accuracy:.4f} after {step} steps ({seconds:.0f} s); saved {path}\n"
+                          f"test activations vs head directions: mean cosine {mean_cosine:.4f}, "
+                          f"MLE concentration {kappa:.2f} (a candidate for gan/train.py --concentration)")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return {"test_accuracy": accuracy, "checkpoint": str(path), "steps": step, "seconds": seconds}

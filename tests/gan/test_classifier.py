@@ -44,3 +44,19 @@ def test_train_saves_a_checkpoint_the_prior_reads(fake_cifar, tmp_path):
     weight = model.head.weight.detach()
     torch.testing.assert_close(prior.mean_directions, weight / weight.norm(dim=1, keepdim=True))
     assert model.features(torch.rand(2, 3, 32, 32)).shape == (2, 64)
+
+
+@pytest.mark.parametrize("concentration", [3.0, 30.0])
+def test_estimate_concentration_recovers_kappa(concentration):
+    from vmfprior import VonMisesFisher
+
+    from gan.classifier import estimate_concentration
+
+    torch.manual_seed(0)
+    directions = F.normalize(torch.randn(4, 8, dtype=torch.float64), dim=1)
+    labels = torch.arange(4).repeat_interleave(5_000)
+    samples = VonMisesFisher(directions[labels], torch.full((20_000,), concentration, dtype=torch.float64)).sample()
+    features = samples * torch.rand(20_000, 1, dtype=torch.float64) * 5  # the scale of activations is ignored
+    mean_cosine, kappa = estimate_concentration(features.float(), labels, directions)
+    # the estimate spreads by ~1% across seeds at n = 20,000 (checked over seeds 0-2); 5% is about 5 SE
+    assert kappa == pytest.approx(concentration, rel=0.05)
