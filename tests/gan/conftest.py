@@ -1,4 +1,4 @@
-"""Fixtures for the gan tests: a small fake CIFAR-10 archive and the smallest trainable config."""
+"""Fixtures for the gan tests: one intra-op thread, and a small fake CIFAR-10 archive."""
 import numpy as np
 import pytest
 import torch
@@ -26,9 +26,3 @@ def fake_cifar(tmp_path_factory):
     np.savez(path, x_train=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), y_train=labels,
              x_test=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), y_test=labels[::2].copy())
     return path
-
-
-def tiny_args(data, out, *extra):
-    """Arguments of a run that takes well under a second per iteration on a CPU."""
-    return ["--data", str(data), "--out", str(out), "--latent-dim", "16", "--g-channels", "8", "--d-channels", "8",
-            "--batch-size-d", "4", "--batch-size-g", "4", "--n-dis", "1", "--log-every", "1", *extra]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.gan.conftest import tiny_args
+from tests.gan.helpers import tiny_args
 from vmfprior.runs import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]

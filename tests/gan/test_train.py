@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from gan.config import GANConfig, learning_rate_factor, parse_config
 from gan.sampling import load_sampler
 from gan.train import main
-from tests.gan.conftest import tiny_args
+from tests.gan.helpers import tiny_args
 from vmfprior.runs import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
