@@ -175,11 +175,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-test", type=int, default=None, help="evaluate only the first N test images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.num_samples < 1:
         parser.error(f"--num-samples must be positive, got {args.num_samples}")
     if args.num_test is not None and args.num_test < 1:
         parser.error(f"--num-test must be positive, got {args.num_test}")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
 
     from vmfprior.data import TEST_BINARIZATION_SEED, DataUnavailableError, binarize_fixed, load_mnist
 

@@ -39,7 +39,8 @@ def load_model(run_dir, device="cpu", which: str = "best") -> HypersphericalVAE:
         path = run_dir / LAST_CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} has no checkpoint ({BEST_CHECKPOINT} or {LAST_CHECKPOINT})")
-    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    # best.pt holds tensors and plain config values only; last.pt also holds RNG states (our own file).
+    state = torch.load(path, map_location="cpu", weights_only=path.name == BEST_CHECKPOINT)["model"]
     model = HypersphericalVAE(
         config["model"], config["z_dim"], prior_weight=state.get("prior_weight"),
         prior_concentration=config["prior_concentration"],

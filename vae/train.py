@@ -35,7 +35,7 @@ BEST_CHECKPOINT = "best.pt"
 METRICS_FILE = "metrics.jsonl"
 VALIDATION_BINARIZATION_SEED = 1
 """The validation split is binarized once with this seed (the test set uses seed 0, see vmfprior.data)."""
-RESUME_MAY_CHANGE = ("resume", "max_epochs", "progress", "figures", "cpu")
+RESUME_MAY_CHANGE = ("resume", "max_epochs", "progress", "figures", "cpu", "threads")
 
 
 @dataclass
@@ -60,7 +60,8 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     figures: bool = True
-    cpu: bool = False
+    cpu: bool = False  # force the CPU even when a GPU is present
+    threads: Optional[int] = None  # torch CPU threads (None: torch's default; 1 suits a busy shared CPU)
 
 
 def check_config(config: TrainConfig) -> None:
@@ -274,6 +275,10 @@ def main(argv=None) -> dict:
     """Command-line entry point; exits with status 1 after a non-finite loss."""
     parser = add_dataclass_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), TrainConfig)
     config = config_from_args(TrainConfig, parser.parse_args(argv))
+    if config.threads is not None:
+        if config.threads < 1:
+            parser.error(f"--threads must be positive, got {config.threads}")
+        torch.set_num_threads(config.threads)
     try:
         summary = train(config)
     except (DataUnavailableError, ValueError, FileExistsError, FileNotFoundError) as error:
