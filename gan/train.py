@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # run by path (python gan/train.py, accelerate la
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from tqdm.auto import tqdm
 
 from gan.config import RESUME_IGNORED_KEYS, GANConfig, learning_rate_factor, parse_config
 from gan.ema import ExponentialMovingAverage
@@ -206,12 +207,8 @@ def train(config: GANConfig) -> dict:
     _init_trackers(accelerator, config)
     grid_z, grid_labels = _fixed_grid_inputs(latent, config.num_classes, device)
     end = min(config.iterations, config.stop_at) if config.stop_at else config.iterations
-
-    from tqdm.auto import tqdm
-
     progress = tqdm(range(start, end), initial=start, total=end, disable=not accelerator.is_local_main_process)
     began = time.time()
-    iteration = start
     for iteration in progress:
         factor = learning_rate_factor(config, iteration)
         for group in optimizer_g.param_groups:
