@@ -134,9 +134,7 @@ class VonMisesFisher(Distribution):
         """Draw reparameterized samples, shape sample_shape + batch_shape + (d,)."""
         shape = self._extended_shape(sample_shape)
         batch, dtype, loc = shape[:-1], self.loc.dtype, self.loc
-        w = sample_radial(self.concentration.expand(batch), self.dim)  # (S..., B...), float64
-        tangent_length = torch.sqrt((1.0 - w) * (1.0 + w)).to(dtype)  # sqrt(1 - w^2) without cancellation
-        w = w.to(dtype)
+        w, tangent_length = sample_radial(self.concentration.expand(batch), self.dim)  # (S..., B...) each
 
         # Around e_1 the sample is z0 = w e_1 + r g, with g a Gaussian whose first coordinate is zeroed and
         # r = sqrt(1 - w^2) / |g|. The Householder reflection H = I - 2 u u^T, u = (e_1 - mu) / s,

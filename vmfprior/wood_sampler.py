@@ -212,10 +212,10 @@ def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int) -> torch.
 
 
 class _RadialSample(torch.autograd.Function):
-    """w = mu^T z drawn exactly; backward uses the implicit reparameterization gradient in kappa."""
+    """(w, sqrt(1 - w^2)) with w = mu^T z drawn exactly; backward: implicit reparameterization in kappa."""
 
     @staticmethod
-    def forward(ctx, kappa: torch.Tensor, dim: int) -> torch.Tensor:
+    def forward(ctx, kappa: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
         work_dtype = _work_dtype(kappa.device)
         work = kappa.detach().to(work_dtype).reshape(-1)
         if dim == 3:
@@ -223,27 +223,35 @@ class _RadialSample(torch.autograd.Function):
         else:
             proposal_dtype = work_dtype if kappa.dtype == torch.float64 else torch.float32
             one_minus_w = _sample_one_minus_w_wood(work, dim, proposal_dtype)
-        w = (1.0 - one_minus_w).reshape(kappa.shape)
+        one_minus_w = one_minus_w.reshape(kappa.shape)
+        w = 1.0 - one_minus_w
+        tangent_length = torch.sqrt(one_minus_w * (2.0 - one_minus_w))  # sqrt(1 - w^2) without cancellation
         ctx.dim = dim
-        ctx.save_for_backward(kappa, w)
-        return w
+        ctx.save_for_backward(kappa, w, tangent_length)
+        return w.to(kappa.dtype), tangent_length.to(kappa.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_w: torch.Tensor):
-        kappa, w = ctx.saved_tensors
+    def backward(ctx, grad_w: torch.Tensor, grad_tangent_length: torch.Tensor):
+        kappa, w, tangent_length = ctx.saved_tensors
         derivative = implicit_dw_dkappa(w.reshape(-1), kappa.detach().to(w.dtype).reshape(-1), ctx.dim)
-        return (grad_w * derivative.reshape(w.shape)).to(kappa.dtype), None
+        # d sqrt(1 - w^2) / dw = -w / sqrt(1 - w^2); w = +-1 has probability zero but must not give nan.
+        slope = -w / tangent_length.clamp(min=torch.finfo(w.dtype).tiny)
+        total = grad_w.to(w.dtype) + grad_tangent_length.to(w.dtype) * slope
+        return (total * derivative.reshape(w.shape)).to(kappa.dtype), None
 
 
-def sample_radial(kappa: torch.Tensor, dim: int) -> torch.Tensor:
-    """Draw w = mu^T z for z ~ vMF(mu, kappa) on S^{dim-1}, one per entry of ``kappa``.
+def sample_radial(kappa: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw w = mu^T z for z ~ vMF(mu, kappa) on S^{dim-1}, one per entry of ``kappa``, and sqrt(1 - w^2).
+
+    Both are computed from 1 - w in float64 (float32 on MPS) before the cast to ``kappa``'s dtype, so the
+    tangent length keeps its digits where w rounds to 1.
 
     Args:
         kappa: concentrations of any shape (entries > 0); gradients flow to it by implicit reparameterization.
         dim: ambient dimension d >= 2.
 
     Returns:
-        w with the shape of ``kappa``, in float64 (float32 on MPS), so that 1 - w keeps its digits near w = 1.
+        (w, sqrt(1 - w^2)), each with the shape and dtype of ``kappa``.
     """
     return _RadialSample.apply(kappa, dim)
