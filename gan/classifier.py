@@ -140,6 +140,7 @@ class ClassifierConfig:
     max_steps: int = 0  # stop after this many optimizer steps (0: all epochs); for smoke tests
     seed: int = 0
     mixed_precision: str = "no"
+    threads: int | None = None  # torch CPU threads (None: torch's default; 1 suits a busy shared CPU)
 
 
 PRESETS = {"tiny": {"depth": 10, "width": 1, "epochs": 1, "batch_size": 64}}
@@ -224,6 +225,10 @@ def train_classifier(config: ClassifierConfig) -> dict:
     from vmfprior.data import load_cifar10
     from vmfprior.runs import MetricsLog, atomic_save, write_config
 
+    if config.threads is not None:
+        if config.threads < 1:
+            raise ValueError(f"threads must be a positive int or None, got {config.threads!r}")
+        torch.set_num_threads(config.threads)
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
     if config.batch_size % accelerator.num_processes:
         raise ValueError(f"batch_size {config.batch_size} must divide by the {accelerator.num_processes} processes")

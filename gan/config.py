@@ -45,6 +45,7 @@ class GANConfig:
     ema_decay: float = 0.0  # EMA of generator weights; 0 disables (e.g. 0.9999 to enable)
     mixed_precision: str = "no"  # no | fp16 | bf16 (through Accelerate)
     seed: int = 0
+    threads: int | None = None  # torch CPU threads (None: torch's default; 1 suits a busy shared CPU)
     # bookkeeping (may change when resuming)
     checkpoint_every: int = 5_000
     keep_checkpoints: int = 2
@@ -60,7 +61,7 @@ class GANConfig:
 
 
 RESUME_IGNORED_KEYS = (
-    "out", "resume", "stop_at", "checkpoint_every", "keep_checkpoints", "sample_every", "eval_every",
+    "out", "resume", "stop_at", "threads", "checkpoint_every", "keep_checkpoints", "sample_every", "eval_every",
     "eval_num_samples", "eval_reference", "eval_inception_weights", "eval_classifier", "log_every",
 )
 """Keys that may differ between a run and its resumption: they do not change the trained weights."""
@@ -96,6 +97,8 @@ def validate(config: GANConfig) -> GANConfig:
     for key in ("beta1", "beta2", "ema_decay"):
         if not 0.0 <= getattr(config, key) < 1.0:
             raise ValueError(f"{key} must lie in [0, 1), got {getattr(config, key)!r}")
+    if config.threads is not None and config.threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {config.threads!r}")
     if config.eval_every < 0 or config.stop_at < 0:
         raise ValueError(f"eval_every and stop_at must be >= 0, got {config.eval_every}, {config.stop_at}")
     if config.eval_classifier and config.eval_inception_weights:

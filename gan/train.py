@@ -1,6 +1,6 @@
 """Train a conditional SNGAN on CIFAR-10 with Gaussian, vMF or spherical latent noise.
 
-    python gan/train.py --preset tiny --data ../shared/data/cifar10-jpeg-q75-subset.npz      # CPU demo
+    python gan/train.py --preset tiny --threads 1 --data ../shared/data/cifar10-jpeg-q75-subset.npz  # CPU demo
     accelerate launch gan/train.py --out runs/sngan-gauss                                   # reference run
     accelerate launch gan/train.py --out runs/sngan-vmf --sampler vmf \\
         --prior-checkpoint runs/wrn-40-2/classifier.pt --concentration KAPPA
@@ -152,6 +152,8 @@ def train(config: GANConfig) -> dict:
     Returns:
         {"iteration": last iteration, "seconds": wall time of this process's loop, "run_dir": path}.
     """
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)  # per process; on a busy CPU one thread is often fastest
     run_dir = Path(config.out)
     tensorboard = importlib.util.find_spec("tensorboard") is not None
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard" if tensorboard else None,
