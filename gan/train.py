@@ -4,7 +4,7 @@
     accelerate launch gan/train.py --out runs/sngan-gauss                                   # reference run
     accelerate launch gan/train.py --out runs/sngan-vmf --sampler vmf \\
         --prior-checkpoint runs/wrn-40-2/classifier.pt --concentration KAPPA
-    accelerate launch gan/train.py --out runs/sngan-vmf --resume                            # continue
+    accelerate launch gan/train.py --config runs/sngan-vmf/config.json --resume   # continue a run exactly
 
 One iteration = ``n_dis`` discriminator updates, then one generator update. The run folder holds config.json
 (kind "gan"), metrics.jsonl, samples/iter_*.png (fixed noise, one row per class), generator.pt (latest
