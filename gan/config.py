@@ -66,6 +66,9 @@ RESUME_IGNORED_KEYS = (
 )
 """Keys that may differ between a run and its resumption: they do not change the trained weights."""
 
+INVOCATION_KEYS = ("resume", "stop_at")
+"""Keys of one invocation, not of the run: not taken over from a run's config.json passed as --config."""
+
 PRESETS = {
     "tiny": dict(
         out="runs/sngan-tiny", latent_dim=64, g_channels=16, d_channels=16, iterations=200, n_dis=2,
@@ -113,7 +116,8 @@ def _read_config_file(path: str) -> dict:
     with open(path) as stream:
         payload = json.load(stream)
     if isinstance(payload, dict) and set(payload) == {"kind", "config"}:
-        payload = payload["config"]
+        # A run's config.json: keep what defines the run, not how its first invocation was told to stop.
+        payload = {key: value for key, value in payload["config"].items() if key not in INVOCATION_KEYS}
     if not isinstance(payload, dict):
         raise ValueError(f"config file {path!r} must hold a JSON object of config keys")
     known = {field.name for field in dataclasses.fields(GANConfig)}

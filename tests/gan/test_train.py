@@ -141,3 +141,11 @@ def test_periodic_fidelity_with_a_project_classifier(fake_cifar, tmp_path, monke
     main(tiny_args(fake_cifar, tmp_path / "run2", "--iterations", "1", "--eval-every", "1",
                    "--eval-reference", str(tmp_path / "missing.npz")))
     assert "skipping IS/FID" in capsys.readouterr().out
+
+
+def test_resume_from_the_runs_config_file(fake_cifar, tmp_path):
+    out = tmp_path / "run"
+    main(tiny_args(fake_cifar, out, "--iterations", "3", "--stop-at", "1"))
+    result = main(["--config", str(out / "config.json"), "--resume"])  # stop_at of the first call is not kept
+    assert result["iteration"] == 3
+    assert [r["iteration"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
