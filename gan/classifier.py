@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vmfprior.prior import concentration_from_mean_cosine
+
 __all__ = ["WideResNet", "ClassifierConfig", "augment", "estimate_concentration", "test_features", "train_classifier", "load_classifier", "main", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "classifier.pt"
@@ -153,38 +155,26 @@ def _learning_rate(config: ClassifierConfig, step: int, total_steps: int) -> flo
     return 0.5 * config.lr * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
-def estimate_concentration(features: torch.Tensor, labels: torch.Tensor, mean_directions: torch.Tensor,
-                           low: float = 1e-3, high: float = 1e5, steps: int = 100) -> tuple[float, float]:
+def estimate_concentration(features: torch.Tensor, labels: torch.Tensor, mean_directions: torch.Tensor) -> tuple[float, float]:
     """Maximum-likelihood kappa of the class-conditional vMF with the head's mean directions held fixed.
 
     With the mean direction mu_y known, the MLE of a shared kappa solves ``A_d(kappa) = mean(mu_y . x / |x|)``
-    (Mardia & Jupp 2000, sec. 10.3); A_d is increasing, so bisection on log(kappa) finds it.
+    (Mardia & Jupp 2000, sec. 10.3), solved by ``vmfprior.prior.concentration_from_mean_cosine``.
 
     Args:
         features: (N, d) penultimate activations.
         labels: (N,) classes.
         mean_directions: (C, d) unit rows, e.g. ``VMFPrior.mean_directions``.
-        low, high: bracket for kappa; steps: bisection steps.
 
     Returns:
         (mean_cosine, kappa): the mean resultant length and the kappa whose A_d equals it (clipped to the bracket).
     """
-    from vmfprior import mean_resultant_length
-
     if features.dim() != 2 or features.shape[1] != mean_directions.shape[1] or len(labels) != len(features):
         raise ValueError(f"features must be (N, {mean_directions.shape[1]}) with N labels, got "
                          f"{tuple(features.shape)} and {tuple(labels.shape)}")
     unit = F.normalize(features.double(), dim=1)
     mean_cosine = (unit * mean_directions.double()[labels]).sum(dim=1).mean().item()
-    dim = features.shape[1]
-    log_low, log_high = math.log(low), math.log(high)
-    for _ in range(steps):
-        middle = 0.5 * (log_low + log_high)
-        if mean_resultant_length(dim, torch.tensor(math.exp(middle), dtype=torch.float64)).item() < mean_cosine:
-            log_low = middle
-        else:
-            log_high = middle
-    return mean_cosine, math.exp(0.5 * (log_low + log_high))
+    return mean_cosine, concentration_from_mean_cosine(torch.tensor(mean_cosine), features.shape[1]).item()
 
 
 @torch.no_grad()

@@ -26,37 +26,37 @@ class GANConfig:
     sampler: str = "gaussian"  # gaussian | vmf | sphere
     prior_checkpoint: str | None = None  # vmf: classifier checkpoint from gan.classifier
     concentration: float | None = None  # vmf: kappa of the class-conditional vMF
-    latent_dim: int = 128
+    latent_dim: int = 128  # d of the noise z; for vmf, the classifier's penultimate width
     # models
-    g_channels: int = 256
-    d_channels: int = 128
-    num_classes: int = 10
+    g_channels: int = 256  # generator width (256: the 4.3M-parameter SNGAN)
+    d_channels: int = 128  # discriminator width (128: the 1.1M-parameter projection discriminator)
+    num_classes: int = 10  # classes of the conditional BN and the projection
     # optimization (reference protocol)
     loss: str = "hinge"  # hinge | nonsaturating
     iterations: int = 50_000  # generator updates
     n_dis: int = 5  # discriminator updates per generator update
-    batch_size_d: int = 64
-    batch_size_g: int = 128
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.0
-    beta2: float = 0.9
+    batch_size_d: int = 64  # real and fake images per discriminator step (global)
+    batch_size_g: int = 128  # fake images per generator step (global)
+    lr_g: float = 2e-4  # Adam learning rate of the generator
+    lr_d: float = 2e-4  # Adam learning rate of the discriminator
+    beta1: float = 0.0  # Adam beta1
+    beta2: float = 0.9  # Adam beta2
     lr_decay: str = "linear"  # linear (to 0 at `iterations`) | none
     ema_decay: float = 0.0  # EMA of generator weights; 0 disables (e.g. 0.9999 to enable)
     mixed_precision: str = "no"  # no | fp16 | bf16 (through Accelerate)
-    seed: int = 0
+    seed: int = 0  # base seed; each process adds its rank
     threads: int | None = None  # torch CPU threads (None: torch's default; 1 suits a busy shared CPU)
     # bookkeeping (may change when resuming)
-    checkpoint_every: int = 5_000
-    keep_checkpoints: int = 2
-    sample_every: int = 5_000
+    checkpoint_every: int = 5_000  # iterations between checkpoints (save_state)
+    keep_checkpoints: int = 2  # most recent checkpoints kept on disk
+    sample_every: int = 5_000  # iterations between sample grids (fixed noise, one row per class)
     eval_every: int = 0  # IS/FID through eval.fidelity every N iterations; 0 disables
-    eval_num_samples: int = 5_000
+    eval_num_samples: int = 5_000  # generated images per periodic IS/FID
     eval_reference: str = "cifar10-train"  # cifar10-train | cifar10-test | PATH.npz
     eval_inception_weights: str | None = None  # local copy of torch-fidelity's Inception weights (offline)
     eval_classifier: str | None = None  # score with this gan.classifier checkpoint instead of Inception (CPU, offline)
-    log_every: int = 100
-    resume: bool = False
+    log_every: int = 100  # iterations between metrics lines
+    resume: bool = False  # continue the run in --out from its latest checkpoint
     stop_at: int = 0  # stop (with a checkpoint) once this iteration is reached; 0: run to `iterations`
 
 

@@ -103,3 +103,20 @@ def test_metrics_log_appends_json_lines(tmp_path):
     assert read_metrics(tmp_path / "missing.jsonl") == []
     with pytest.raises(TypeError, match="dict"):
         log.write([1, 2])
+
+
+def test_help_texts_come_from_field_comments():
+    import argparse
+    import dataclasses
+
+    from vmfprior.runs import add_dataclass_arguments
+
+    @dataclasses.dataclass
+    class Commented:
+        steps: int = 3  # optimizer steps to take
+        name: str = "x"
+
+    parser = add_dataclass_arguments(argparse.ArgumentParser(), Commented)
+    helps = {action.dest: action.help for action in parser._actions}
+    assert helps["steps"] == "optimizer steps to take (default: 3)"
+    assert helps["name"] == "(default: x)"

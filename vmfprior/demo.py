@@ -23,25 +23,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import VMFPrior, mean_resultant_length
+from . import VMFPrior
 from .data import load_mnist
-
-CONCENTRATION_RANGE = (1e-3, 1e5)  # search interval when fitting kappa to a mean cosine
-
-
-def fit_concentration(mean_cosine: torch.Tensor, dim: int, iterations: int = 80) -> torch.Tensor:
-    """Solve A_d(kappa) = mean_cosine for kappa by bisection in log kappa (A_d is increasing).
-
-    This is the maximum-likelihood concentration of a vMF with known mean direction.
-    """
-    low = torch.full_like(mean_cosine, math.log(CONCENTRATION_RANGE[0]))
-    high = torch.full_like(mean_cosine, math.log(CONCENTRATION_RANGE[1]))
-    for _ in range(iterations):
-        middle = (low + high) / 2
-        too_small = mean_resultant_length(dim, middle.exp()) < mean_cosine
-        low, high = torch.where(too_small, middle, low), torch.where(too_small, high, middle)
-    return ((low + high) / 2).exp()
-
 
 class MLPClassifier(nn.Module):
     """784 -> 256 -> 128 -> d (linear penultimate layer) -> head; ``features`` gives the penultimate activations."""
@@ -140,9 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # The final layer gives the mean directions; fit each class's kappa to its test activations.
     unit_prior = VMFPrior.from_linear(model.head, concentration=1.0)
-    cosines = (directions * unit_prior.mean_directions[data.y_test]).sum(1)
-    mean_cosine = torch.stack([cosines[data.y_test == label].mean() for label in range(data.num_classes)])
-    concentration = fit_concentration(mean_cosine.double().clamp(min=1e-6), args.feature_dim).float()
+    concentration = unit_prior.fit_concentration(features, data.y_test, per_class=True).float()
     prior = VMFPrior.from_linear(model.head, concentration=concentration)
     affinity = prior.class_affinity(n_samples=args.affinity_samples, activation_norm=features.norm(dim=1).mean().item())
 

@@ -15,9 +15,13 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .bessel import mean_resultant_length
 from .distributions import VonMisesFisher
 
-__all__ = ["VMFPrior", "find_final_layer_key"]
+__all__ = ["VMFPrior", "find_final_layer_key", "concentration_from_mean_cosine"]
+
+# Bracket of the bisection that inverts A_d: wide enough for every concentration the tests cover.
+CONCENTRATION_BRACKET = (1e-4, 1e6)
 
 # Substrings that mark a final classification layer in a state-dict key.
 _HEAD_NAME_HINTS = ("head", "fc", "linear", "classifier", "logits", "out")
@@ -54,6 +58,30 @@ def find_final_layer_key(state_dict: Mapping[str, torch.Tensor]) -> str:
         "could not tell which 2-D weight is the final linear layer; pass key= one of: "
         f"{matrices if matrices else '(none: the checkpoint has no 2-D weight)'}"
     )
+
+
+def concentration_from_mean_cosine(mean_cosine: torch.Tensor, dim: int, iterations: int = 80) -> torch.Tensor:
+    """Solve A_d(kappa) = mean_cosine for kappa: the maximum-likelihood concentration of a vMF whose mean
+    direction is known, given the mean cosine between the data and that direction (Mardia & Jupp, 2000, 10.3).
+
+    A_d is increasing, so bisection on log kappa over CONCENTRATION_BRACKET finds it (clipped to the bracket).
+
+    Args:
+        mean_cosine: tensor of mean cosines in (0, 1), any shape.
+        dim: ambient dimension d.
+        iterations: bisection steps (80 halve the log-bracket to below 1e-20).
+
+    Returns:
+        kappa, float64, shaped like ``mean_cosine``.
+    """
+    target = torch.as_tensor(mean_cosine, dtype=torch.float64)
+    low = torch.full_like(target, math.log(CONCENTRATION_BRACKET[0]))
+    high = torch.full_like(target, math.log(CONCENTRATION_BRACKET[1]))
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        too_small = mean_resultant_length(dim, middle.exp()) < target
+        low, high = torch.where(too_small, middle, low), torch.where(too_small, high, middle)
+    return ((low + high) / 2).exp()
 
 
 class VMFPrior(nn.Module):
@@ -133,6 +161,37 @@ class VMFPrior(nn.Module):
         weight = state_dict[key]
         bias = state_dict.get(key[: -len("weight")] + "bias") if key.endswith("weight") else None
         return cls(weight.float(), concentration, bias.float() if torch.is_tensor(bias) else None)
+
+    @torch.no_grad()
+    def fit_concentration(self, features: torch.Tensor, labels: torch.Tensor, per_class: bool = False) -> torch.Tensor:
+        """Maximum-likelihood kappa of the class-conditional vMF, with the layer's mean directions held fixed.
+
+        Solves A_d(kappa) = mean_j cos(a_j, w_{y_j}/|w_{y_j}|) over the given activations (all of them, or
+        each class's own with ``per_class``). Use it to pick the prior's concentration from held-out data:
+        ``VMFPrior.from_linear(head, prior.fit_concentration(features, labels))``.
+
+        Args:
+            features: (N, d) penultimate activations (any norm: they are normalized here).
+            labels: (N,) their classes.
+            per_class: one kappa per class instead of a shared one (every class needs activations).
+
+        Returns:
+            () tensor, or (C,) with ``per_class``; float64.
+        """
+        self._check_points(features, "features")
+        labels = self._check_labels(labels)
+        if labels.shape[0] != features.shape[0]:
+            raise ValueError(f"features has {features.shape[0]} rows but labels has {labels.shape[0]}")
+        unit = nn.functional.normalize(features.to(self.mean_directions), dim=1)
+        cosines = (unit * self.mean_directions[labels]).sum(dim=1).double()
+        if not per_class:
+            return concentration_from_mean_cosine(cosines.mean(), self.dim)
+        counts = torch.bincount(labels, minlength=self.num_classes)
+        if bool((counts == 0).any()):
+            missing = torch.nonzero(counts == 0).flatten().tolist()
+            raise ValueError(f"per_class needs activations of every class; none for classes {missing}")
+        sums = torch.zeros(self.num_classes, dtype=torch.float64, device=cosines.device).index_add_(0, labels, cosines)
+        return concentration_from_mean_cosine(sums / counts, self.dim)
 
     # ---- shape facts --------------------------------------------------------------------------------------
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import math
 import os
+import re
 import tempfile
 import types
 import typing
@@ -49,11 +51,29 @@ def _field_kind(annotation) -> tuple[type, bool, bool]:
     return annotation, False, optional
 
 
+_FIELD_LINE = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+?)\s*$")
+
+
+def _field_comments(config_cls: type) -> dict[str, str]:
+    """The trailing ``# comment`` of each field line in the dataclass source: the option's --help text."""
+    try:
+        source = inspect.getsource(config_cls)
+    except (OSError, TypeError):  # e.g. a class defined in an interactive session
+        return {}
+    comments = {}
+    for line in source.splitlines():
+        match = _FIELD_LINE.match(line)
+        if match:
+            comments[match.group(1)] = match.group(2)
+    return comments
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls: type) -> argparse.ArgumentParser:
     """Add one ``--field-name`` option per field of ``config_cls``, typed and defaulted from the dataclass.
 
     bool fields become ``--flag/--no-flag``; ``list``/``tuple`` fields take one or more values; ``Optional[X]``
-    fields take an X and default to None. Each option's help shows its default.
+    fields take an X and default to None. Each option's help is the field's trailing ``# comment`` in the
+    dataclass source (or ``metadata["help"]``) followed by its default.
 
     Args:
         parser: the parser to extend.
@@ -65,6 +85,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls: type) -
     if not dataclasses.is_dataclass(config_cls):
         raise TypeError(f"config_cls must be a dataclass, got {config_cls!r}")
     hints = typing.get_type_hints(config_cls)
+    comments = _field_comments(config_cls)
     for field in dataclasses.fields(config_cls):
         scalar, sequence, _ = _field_kind(hints[field.name])
         default = field.default
@@ -72,7 +93,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls: type) -
             default = field.default_factory()
         option = "--" + field.name.replace("_", "-")
         required = default is dataclasses.MISSING
-        kwargs = {"dest": field.name, "help": f"(default: {default})" if not required else "(required)"}
+        description = field.metadata.get("help") or comments.get(field.name, "")
+        suffix = f"(default: {default})" if not required else "(required)"
+        kwargs = {"dest": field.name, "help": f"{description} {suffix}".strip()}
         if scalar is bool and not sequence:
             parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, **kwargs)
             continue

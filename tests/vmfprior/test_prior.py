@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from vmfprior import VMFPrior, VonMisesFisher
-from vmfprior.prior import find_final_layer_key
+from vmfprior import mean_resultant_length
+from vmfprior.prior import concentration_from_mean_cosine, find_final_layer_key
 
 
 def _prior(num_classes=4, dim=6, concentration=5.0, seed=0, bias=True):
@@ -139,3 +140,23 @@ def test_prior_moves_with_the_module():
     converted = prior.to(torch.float32)
     assert converted.mean_directions.dtype == torch.float32
     assert converted.sample(torch.tensor([0, 1])).dtype == torch.float32
+
+
+def test_concentration_from_mean_cosine_inverts_the_mean_resultant_length():
+    kappa = torch.tensor([0.01, 1.0, 7.5, 300.0, 2e4], dtype=torch.float64)
+    for dim in (2, 3, 16):
+        torch.testing.assert_close(concentration_from_mean_cosine(mean_resultant_length(dim, kappa), dim), kappa, rtol=1e-8, atol=0)
+
+
+def test_fit_concentration_recovers_the_sampling_concentration():
+    prior = VMFPrior.from_weight(torch.eye(3, 8, dtype=torch.float64) * 2.0, concentration=torch.tensor([5.0, 20.0, 80.0]))
+    labels = torch.arange(3).repeat_interleave(4000)
+    torch.manual_seed(0)
+    features = 3.0 * prior.sample(labels)  # the norm does not matter
+    per_class = prior.fit_concentration(features, labels, per_class=True)
+    # the MLE's relative standard error is about 1/sqrt(n (d-1)/2) for large kappa; 5 of them, generously
+    torch.testing.assert_close(per_class, prior.concentration, rtol=5 / math.sqrt(4000 * 3.5), atol=0)
+    shared = prior.fit_concentration(features, labels)
+    assert 5.0 < shared.item() < 80.0 and shared.shape == ()
+    with pytest.raises(ValueError, match="every class"):
+        prior.fit_concentration(features[:4000], labels[:4000], per_class=True)
