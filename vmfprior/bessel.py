@@ -201,6 +201,17 @@ def _as_float_tensor(value, name: str, like: torch.Tensor | None = None) -> torc
     raise TypeError(f"{name} must be a tensor or a number, got {type(value).__name__}")
 
 
+def _prepare_arguments(v, x, function_name: str) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """(x, v) for the autograd functions: floating tensors, x expanded to the broadcast shape, v not trainable."""
+    x = _as_float_tensor(x, "x")
+    if isinstance(v, torch.Tensor):
+        v = _as_float_tensor(v, "v")
+        if v.requires_grad:
+            raise ValueError(f"{function_name} is differentiable in x only; got an order v that requires grad")
+        x = x.expand(torch.broadcast_shapes(v.shape, x.shape))
+    return x, v
+
+
 def log_bessel_iv(v: torch.Tensor | float, x: torch.Tensor | float) -> torch.Tensor:
     """log I_v(x), the log of the modified Bessel function of the first kind, elementwise.
 
@@ -216,13 +227,7 @@ def log_bessel_iv(v: torch.Tensor | float, x: torch.Tensor | float) -> torch.Ten
     Returns:
         Tensor of the broadcast shape of ``v`` and ``x`` and the floating dtype of ``x``.
     """
-    x = _as_float_tensor(x, "x")
-    if isinstance(v, torch.Tensor):
-        v = _as_float_tensor(v, "v")
-        if v.requires_grad:
-            raise ValueError("log_bessel_iv is differentiable in x only; got an order v that requires grad")
-        x = x.expand(torch.broadcast_shapes(v.shape, x.shape))
-    return _LogBesselIv.apply(x, v)
+    return _LogBesselIv.apply(*_prepare_arguments(v, x, "log_bessel_iv"))
 
 
 def bessel_iv_ratio(v: torch.Tensor | float, x: torch.Tensor | float) -> torch.Tensor:
@@ -235,13 +240,7 @@ def bessel_iv_ratio(v: torch.Tensor | float, x: torch.Tensor | float) -> torch.T
     Returns:
         Tensor of the broadcast shape and the floating dtype of ``x``; differentiable in ``x``.
     """
-    x = _as_float_tensor(x, "x")
-    if isinstance(v, torch.Tensor):
-        v = _as_float_tensor(v, "v")
-        if v.requires_grad:
-            raise ValueError("bessel_iv_ratio is differentiable in x only; got an order v that requires grad")
-        x = x.expand(torch.broadcast_shapes(v.shape, x.shape))
-    return _BesselIvRatio.apply(x, v)
+    return _BesselIvRatio.apply(*_prepare_arguments(v, x, "bessel_iv_ratio"))
 
 
 def mean_resultant_length(d: int, kappa: torch.Tensor | float) -> torch.Tensor:
