@@ -46,7 +46,7 @@ class ExperimentConfig:
 
     z_dims: tuple[int, ...] = (3, 5, 10, 20)
     data: Optional[str] = None
-    out: Optional[str] = None  # default: runs/vae-experiment (runs/vae-quick with --quick)
+    out: Optional[str] = None  # run folder (default: runs/table4, or runs/table4-quick with --quick)
     quick: bool = False
     max_epochs: int = 100
     patience: int = 10
@@ -76,7 +76,7 @@ def effective_config(config: ExperimentConfig) -> ExperimentConfig:
     if config.quick:
         config = replace(config, **QUICK)
     if config.out is None:
-        config = replace(config, out="runs/vae-quick" if config.quick else "runs/vae-experiment")
+        config = replace(config, out="runs/table4-quick" if config.quick else "runs/table4")
     if not config.z_dims or any(d < 2 for d in config.z_dims):
         raise ValueError(f"z_dims must be integers >= 2, got {config.z_dims}")
     if config.num_samples < 1:

@@ -10,9 +10,9 @@ def test_quick_overrides_and_defaults():
     config = effective_config(ExperimentConfig(quick=True, z_dims=(5, 10)))
     for key, value in QUICK.items():
         assert getattr(config, key) == value
-    assert config.ablation_z_dims == (5,) and config.out == "runs/vae-quick"
+    assert config.ablation_z_dims == (5,) and config.out == "runs/table4-quick"
     full = effective_config(ExperimentConfig(z_dims=(5, 10)))
-    assert full.ablation_z_dims == (5, 10) and full.out == "runs/vae-experiment" and full.max_epochs == 100
+    assert full.ablation_z_dims == (5, 10) and full.out == "runs/table4" and full.max_epochs == 100
 
 
 @pytest.mark.parametrize(
