@@ -50,12 +50,8 @@ def _work_dtype(device: torch.device) -> torch.dtype:
 
 
 def _uniform_open_left(size, like: torch.Tensor) -> torch.Tensor:
-    """Uniform draws in (0, 1] (so their log is finite), generated in float32 and promoted to ``like``'s dtype.
-
-    Random bits are drawn in float32 because float64 generation costs several times more; the arithmetic that
-    needs float64 (envelope constants at small kappa, 1 - w near 1) is done after promotion.
-    """
-    return (1.0 - torch.rand(size, device=like.device)).to(like.dtype)
+    """Uniform draws in (0, 1] (so that their log is finite), in the dtype and on the device of ``like``."""
+    return 1.0 - torch.rand(size, dtype=like.dtype, device=like.device)
 
 
 def _sample_one_minus_w_inverse_cdf_d3(kappa: torch.Tensor) -> torch.Tensor:
