@@ -44,22 +44,22 @@ MODEL_NAMES = {"hvae": "HVAE", "hvae-c": "HVAE-C", "hvae-l": "HVAE-L"}
 class ExperimentConfig:
     """Settings of the whole experiment (saved in OUT/config.json)."""
 
-    z_dims: tuple[int, ...] = (3, 5, 10, 20)
-    data: Optional[str] = None
+    z_dims: tuple[int, ...] = (3, 5, 10, 20)  # latent dimensions d (the table columns)
+    data: Optional[str] = None  # MNIST .npz (None: download with torchvision)
     out: Optional[str] = None  # run folder (default: runs/table4, or runs/table4-quick with --quick)
-    quick: bool = False
-    max_epochs: int = 100
-    patience: int = 10
+    quick: bool = False  # few-minute pipeline check (see QUICK); overrides the settings it lists
+    max_epochs: int = 100  # per VAE; early stopping usually ends runs sooner
+    patience: int = 10  # epochs without a better validation ELBO before stopping
     kl_warmup_epochs: float = 0.0
-    prior_concentration: float = 5.0
-    classifier_epochs: int = 10
-    ablation_heads: tuple[str, ...] = ("random", "orthogonal")
+    prior_concentration: float = 5.0  # kappa of the HVAE-L prior
+    classifier_epochs: int = 10  # training epochs of each prior-source classifier
+    ablation_heads: tuple[str, ...] = ("random", "orthogonal")  # fixed heads compared with the learned one
     ablation_z_dims: Optional[tuple[int, ...]] = None  # default: every d (quick: the first d)
     num_validation: int = 10_000
     train_subset: Optional[int] = None
     validation_subset: Optional[int] = None
-    num_samples: int = 500
-    num_test: Optional[int] = None
+    num_samples: int = 500  # importance samples K per test image
+    num_test: Optional[int] = None  # score only the first N test images (None: all 10,000)
     seed: int = 0
     threads: Optional[int] = 1  # torch CPU threads; 1 suits these small MLPs and a busy shared CPU (0: torch's default)
     figures: bool = True

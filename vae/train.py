@@ -42,24 +42,24 @@ RESUME_MAY_CHANGE = ("resume", "max_epochs", "progress", "figures", "cpu", "thre
 class TrainConfig:
     """Settings of one VAE run (saved in config.json and every checkpoint)."""
 
-    model: str = "hvae"
-    z_dim: int = 5
-    data: Optional[str] = None
-    out: str = "runs/vae"
+    model: str = "hvae"  # hvae, hvae-c or hvae-l
+    z_dim: int = 5  # ambient latent dimension d (z on the sphere S^(d-1) of R^d)
+    data: Optional[str] = None  # MNIST .npz (None: download with torchvision)
+    out: str = "runs/vae"  # run folder: config.json, last.pt, best.pt, metrics.jsonl, figures
     classifier: Optional[str] = None  # classifier checkpoint providing the HVAE-L prior
-    prior_concentration: float = 5.0
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    max_epochs: int = 100
-    patience: int = 10
-    kl_warmup_epochs: float = 0.0
-    seed: int = 0
+    prior_concentration: float = 5.0  # kappa of the HVAE-L class prior (the paper used 5)
+    batch_size: int = 64  # training batch size
+    learning_rate: float = 1e-3  # Adam step size
+    max_epochs: int = 100  # stop after this many epochs (may grow on --resume)
+    patience: int = 10  # stop after this many epochs without a better validation ELBO
+    kl_warmup_epochs: float = 0.0  # KL weight rises linearly from 0 to 1 over this many epochs (0: off)
+    seed: int = 0  # seeds initialization, shuffling and sampling
     num_validation: int = 10_000  # the last N training images are the validation split
     train_subset: Optional[int] = None  # use only the first N training images (quick runs, tests)
     validation_subset: Optional[int] = None  # use only the first N validation images
-    resume: bool = False
-    progress: bool = True
-    figures: bool = True
+    resume: bool = False  # continue OUT/last.pt exactly; refuses a different config
+    progress: bool = True  # tqdm bar on the main process
+    figures: bool = True  # write the PNG figures after training
     cpu: bool = False  # force the CPU even when a GPU is present
     threads: Optional[int] = None  # torch CPU threads (None: torch's default; 1 suits a busy shared CPU)
 
