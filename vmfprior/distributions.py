@@ -12,7 +12,7 @@ import math
 import torch
 from torch.distributions import Distribution, constraints, register_kl
 
-from .bessel import log_bessel_iv, mean_resultant_length
+from .bessel import log_bessel_iv_and_ratio, mean_resultant_length
 from .wood_sampler import sample_radial
 
 __all__ = ["VonMisesFisher", "HypersphericalUniform", "unit_sphere"]
@@ -81,11 +81,20 @@ def _work(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(torch.float32 if tensor.device.type == "mps" else torch.float64)
 
 
-def _log_normalizer(dim: int, concentration: torch.Tensor) -> torch.Tensor:
-    """log C_d(kappa) = (d/2 - 1) log kappa - (d/2) log(2 pi) - log I_{d/2-1}(kappa), in the work dtype."""
+def _log_normalizer_and_mean_length(dim: int, concentration: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log C_d(kappa), A_d(kappa)) from one Bessel evaluation, in the work dtype.
+
+    log C_d(kappa) = (d/2 - 1) log kappa - (d/2) log(2 pi) - log I_{d/2-1}(kappa), A_d = I_{d/2} / I_{d/2-1}.
+    """
     order = 0.5 * dim - 1.0
     kappa = _work(concentration)
-    return order * torch.log(kappa) - 0.5 * dim * math.log(2.0 * math.pi) - log_bessel_iv(order, kappa)
+    log_bessel, mean_length = log_bessel_iv_and_ratio(order, kappa)
+    return order * torch.log(kappa) - 0.5 * dim * math.log(2.0 * math.pi) - log_bessel, mean_length
+
+
+def _log_normalizer(dim: int, concentration: torch.Tensor) -> torch.Tensor:
+    """log C_d(kappa), the vMF log-normalizer, in the work dtype."""
+    return _log_normalizer_and_mean_length(dim, concentration)[0]
 
 
 class VonMisesFisher(Distribution):
@@ -189,8 +198,8 @@ class VonMisesFisher(Distribution):
         return self._entropy_work().to(self.concentration.dtype)
 
     def _entropy_work(self) -> torch.Tensor:
-        kappa = _work(self.concentration)
-        return -_log_normalizer(self.dim, kappa) - kappa * mean_resultant_length(self.dim, kappa)
+        log_normalizer, mean_length = _log_normalizer_and_mean_length(self.dim, self.concentration)
+        return -log_normalizer - _work(self.concentration) * mean_length
 
 
 class HypersphericalUniform(Distribution):
@@ -269,9 +278,10 @@ def _kl_vmf_vmf(p: VonMisesFisher, q: VonMisesFisher) -> torch.Tensor:
     dim = p.dim
     kappa_p, kappa_q = _work(p.concentration), _work(q.concentration)
     alignment = _work(_row_dot(p.loc, q.loc))
+    log_normalizer_p, mean_length_p = _log_normalizer_and_mean_length(dim, kappa_p)
     kl = (
-        _log_normalizer(dim, kappa_p)
+        log_normalizer_p
         - _log_normalizer(dim, kappa_q)
-        + mean_resultant_length(dim, kappa_p) * (kappa_p - kappa_q * alignment)
+        + mean_length_p * (kappa_p - kappa_q * alignment)
     )
     return kl.to(torch.promote_types(p.concentration.dtype, q.concentration.dtype))
