@@ -14,12 +14,8 @@ QUADRATURE_POINTS = 40_000
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny matrices: one thread is faster and immune to a busy shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(single_thread):
+    """Every test here runs on one thread (see tests/conftest.py)."""
 
 
 def _tiny_model(kind, seed=0):

@@ -44,9 +44,5 @@ def tiny_data():
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
-    """These tests multiply tiny matrices: one thread is faster and immune to a busy shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(single_thread):
+    """Every test here runs on one thread (see tests/conftest.py)."""
