@@ -63,8 +63,9 @@ def _debye_polynomials(num_terms: int) -> tuple[tuple[float, ...], ...]:
     return tuple(polynomials)
 
 
-def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
-    return torch.float32 if tensor.device.type == "mps" else torch.float64
+def work_dtype(device: torch.device) -> torch.dtype:
+    """The dtype numerically delicate terms are computed in: float64, or float32 on MPS (which has no float64)."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 @lru_cache(maxsize=None)
@@ -149,7 +150,7 @@ def _evaluate(v: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, t
     A number ``v`` (the common case: v = d/2 - 1) is handled on the host, which saves most of the
     elementwise bookkeeping a tensor order needs.
     """
-    dtype = _compute_dtype(x)
+    dtype = work_dtype(x.device)
     x_work = x.detach().to(dtype)
     if isinstance(v, torch.Tensor) and v.numel() == 1 and v.device.type == "cpu":
         v = float(v)

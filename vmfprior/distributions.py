@@ -12,7 +12,7 @@ import math
 import torch
 from torch.distributions import Distribution, constraints, register_kl
 
-from .bessel import log_bessel_iv_and_ratio, mean_resultant_length
+from .bessel import log_bessel_iv_and_ratio, mean_resultant_length, work_dtype
 from .wood_sampler import sample_radial
 
 __all__ = ["VonMisesFisher", "HypersphericalUniform", "unit_sphere"]
@@ -83,7 +83,7 @@ def _tangent_directions(shape: torch.Size, dtype: torch.dtype, device) -> tuple[
 
 def _work(tensor: torch.Tensor) -> torch.Tensor:
     """Promote to float64 (float32 on MPS, which has none) for terms that cancel, e.g. KL at small kappa."""
-    return tensor.to(torch.float32 if tensor.device.type == "mps" else torch.float64)
+    return tensor.to(work_dtype(tensor.device))
 
 
 def _log_normalizer_and_mean_length(dim: int, concentration: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
