@@ -108,7 +108,8 @@ class VonMisesFisher(Distribution):
     Sampling is exact for every d >= 2 and reparameterized in both ``loc`` and ``concentration``: the
     component w = mu^T z comes from Wood's (1994) rejection sampler (exact inverse CDF for d = 3) with
     implicit-reparameterization gradients in kappa (Figurnov et al., 2018; see ``wood_sampler``), the tangent
-    direction from normalized Gaussians (a uniform angle for d = 3), and a Householder reflection maps e_1 to ``loc`` (Davidson et al., 2018).
+    direction from normalized Gaussians (a uniform angle for d = 3), and a Householder reflection maps e_1 to
+    ``loc`` (Davidson et al., 2018).
 
     Args:
         loc: (..., d) mean directions, unit norm along the last dimension.
