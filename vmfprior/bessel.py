@@ -35,10 +35,10 @@ import torch
 __all__ = ["log_bessel_iv", "bessel_iv_ratio", "log_bessel_iv_and_ratio", "mean_resultant_length"]
 
 # Orders at or above this are evaluated directly with the Debye expansion; smaller ones are shifted up.
-# With DEBYE_TERMS terms the truncation error there is about 1e-12 relative (checked against mpmath in tests);
+# With DEBYE_TERMS terms the error there is below 1e-10 relative (checked against mpmath in tests);
 # a lower threshold means fewer recurrence steps, which is most of the cost at small batch sizes.
-DEBYE_MIN_ORDER = 10.0
-DEBYE_TERMS = 10
+DEBYE_MIN_ORDER = 7.0
+DEBYE_TERMS = 14
 
 
 @lru_cache(maxsize=None)
@@ -70,12 +70,21 @@ def work_dtype(device: torch.device) -> torch.dtype:
 
 @lru_cache(maxsize=None)
 def _debye_matrix(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The coefficients of u_1 .. u_K as a (3K + 1, K) matrix: column k - 1 holds u_k's, lowest power first."""
+    """Coefficients of u_1 .. u_K as a (3K, K) matrix: row p - 1 holds the coefficients of t^p.
+
+    u_k has no constant term for k >= 1, so the powers start at t^1.
+    """
     polynomials = _debye_polynomials(DEBYE_TERMS)
-    matrix = torch.zeros(len(polynomials[-1]), len(polynomials), dtype=torch.float64)
+    matrix = torch.zeros(len(polynomials[-1]) - 1, len(polynomials), dtype=torch.float64)
     for column, coefficients in enumerate(polynomials):
-        matrix[: len(coefficients), column] = torch.tensor(coefficients, dtype=torch.float64)
+        assert coefficients[0] == 0.0  # internal invariant: no constant term
+        matrix[: len(coefficients) - 1, column] = torch.tensor(coefficients[1:], dtype=torch.float64)
     return matrix.to(dtype=dtype, device=device)
+
+
+def _powers(base: torch.Tensor, count: int) -> torch.Tensor:
+    """base^1 .. base^count along a new last dimension (a cumulative product: cheaper than a general pow)."""
+    return torch.cumprod(base.unsqueeze(-1).expand(*base.shape, count), dim=-1)
 
 
 def _debye_series(order: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -85,12 +94,8 @@ def _debye_series(order: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     step per coefficient: at small batch sizes the number of operations, not their size, is the cost.
     """
     matrix = _debye_matrix(t.dtype, t.device)
-    t_powers = t.unsqueeze(-1) ** torch.arange(matrix.shape[0], dtype=t.dtype, device=t.device)
-    inverse_order_powers = (1.0 / order).unsqueeze(-1) ** torch.arange(
-        1, matrix.shape[1] + 1, dtype=t.dtype, device=t.device
-    )
-    terms = (t_powers @ matrix) * inverse_order_powers  # (..., K): u_k(t) / order^k
-    return torch.log1p(terms @ torch.ones(matrix.shape[1], dtype=t.dtype, device=t.device))
+    terms = (_powers(t, matrix.shape[0]) @ matrix) * _powers(1.0 / order, matrix.shape[1])  # u_k(t) / order^k
+    return torch.log1p(terms.sum(-1))
 
 
 def _log_debye(order: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,8 +109,10 @@ def _log_debye(order: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torc
     """
     h0 = torch.hypot(order, x)  # sqrt(m^2 + x^2) without overflow
     h1 = torch.hypot(order + 1.0, x)
-    series0 = _debye_series(order, order / h0)
-    series1 = _debye_series(order + 1.0, (order + 1.0) / h1)
+    # Both series in one evaluation: (..., 2) for the orders m and m + 1.
+    series0, series1 = _debye_series(
+        torch.stack([order, order + 1.0], dim=-1), torch.stack([order / h0, (order + 1.0) / h1], dim=-1)
+    ).unbind(-1)
     log_value = h0 - order * torch.asinh(order / x) - 0.5 * math.log(2.0 * math.pi) - 0.5 * torch.log(h0) + series0
     step = 2.0 * order + 1.0
     log_ratio = (
@@ -239,7 +246,7 @@ def _prepare_arguments(v, x, function_name: str) -> tuple[torch.Tensor, torch.Te
 def log_bessel_iv(v: torch.Tensor | float, x: torch.Tensor | float) -> torch.Tensor:
     """log I_v(x), the log of the modified Bessel function of the first kind, elementwise.
 
-    Accurate to about 1e-11 relative in I_v (absolute in the log) in float64 for v in [0, 2048] and x in
+    Accurate to about 1e-10 relative in I_v (absolute in the log) in float64 for v in [0, 2048] and x in
     [1e-6, 1e6] (tested against mpmath), finite in float32 over the same range. Differentiable in ``x``
     (not in ``v``). Domain: v > -1 and x >= 0; other values give nan. Works on any device without a
     host-device synchronisation.
