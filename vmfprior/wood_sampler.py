@@ -97,9 +97,12 @@ def _wood_proposals(
     return one_minus_w, accepted
 
 
-# Round k (k = 0, 1, ...) draws min(2^k, MAX_PROPOSALS_PER_ENTRY) proposals for each entry still rejected:
-# few wasted proposals in the large first rounds, few rounds (each a host sync on GPUs) in the tail.
+# Round k (k = 0, 1, ...) draws min(2^k p, MAX_PROPOSALS_PER_ENTRY) proposals for each entry still rejected,
+# with p = 1 for large batches (few wasted proposals) and p = SMALL_BATCH_PROPOSALS below SMALL_BATCH entries,
+# where the cost is the number of rounds (operations and, on GPUs, a host sync each), not their size.
 MAX_PROPOSALS_PER_ENTRY = 16
+SMALL_BATCH = 4096
+SMALL_BATCH_PROPOSALS = 4
 
 
 def _sample_one_minus_w_wood(kappa: torch.Tensor, dim: int, proposal_dtype: torch.dtype) -> torch.Tensor:
@@ -117,25 +120,33 @@ def _sample_one_minus_w_wood(kappa: torch.Tensor, dim: int, proposal_dtype: torc
     one_minus_x0 = 2.0 * b / (1.0 + b)
     constants = [tensor.to(proposal_dtype) for tensor in (kappa * one_minus_x0 * (1.0 + x0), x0, one_minus_x0)]
 
-    one_minus_w, accepted = _wood_proposals(*constants, dim, per_entry=1)
-    one_minus_w = one_minus_w.squeeze(1)
-    pending = (~accepted.squeeze(1)).nonzero().squeeze(-1)
-    per_entry = 1
-    while pending.numel() > 0:
-        per_entry = min(2 * per_entry, MAX_PROPOSALS_PER_ENTRY)
-        proposal, accepted = _wood_proposals(*(tensor[pending] for tensor in constants), dim, per_entry)
+    one_minus_w, pending = None, None  # pending: indices still rejected (None: every entry, first round)
+    per_entry = 1 if kappa.numel() >= SMALL_BATCH else SMALL_BATCH_PROPOSALS
+    while True:
+        proposal, accepted = _wood_proposals(*(c if pending is None else c[pending] for c in constants), dim, per_entry)
         any_accepted = accepted.any(dim=1)
         first = accepted.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first accepted proposal
-        one_minus_w[pending[any_accepted]] = proposal.gather(1, first).squeeze(1)[any_accepted]
-        pending = pending[~any_accepted]
+        chosen = proposal.gather(1, first).squeeze(1)
+        if pending is None:
+            one_minus_w = chosen  # rejected entries hold garbage until a later round overwrites them
+            pending = (~any_accepted).nonzero().squeeze(-1)
+        else:
+            one_minus_w[pending[any_accepted]] = chosen[any_accepted]
+            pending = pending[~any_accepted]
+        if pending.numel() == 0:
+            break
+        per_entry = min(2 * per_entry, MAX_PROPOSALS_PER_ENTRY)
     return one_minus_w.to(kappa.dtype)
 
 
 @lru_cache(maxsize=None)
-def _gauss_legendre_unit(num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes and weights of Gauss-Legendre quadrature on [0, 1]."""
+def _gauss_legendre_unit(num_nodes: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes and weights of Gauss-Legendre quadrature on [0, 1], as tensors (cached per dtype and device)."""
     nodes, weights = np.polynomial.legendre.leggauss(num_nodes)
-    return (nodes + 1.0) / 2.0, weights / 2.0
+    return (
+        torch.as_tensor((nodes + 1.0) / 2.0, dtype=dtype, device=device),
+        torch.as_tensor(weights / 2.0, dtype=dtype, device=device),
+    )
 
 
 def _log_density_unnormalized(t: torch.Tensor, kappa: torch.Tensor, half_power: float) -> torch.Tensor:
@@ -184,9 +195,7 @@ def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int) -> torch.
     else:  # d = 2: (1 - t^2)^(-1/2) is integrable but not log-concave; exp(kappa (t - w)) bounds the left side.
         span = torch.where(right, length, torch.minimum(length, QUADRATURE_E_FOLDS / kappa))
 
-    nodes, weights = _gauss_legendre_unit(QUADRATURE_NODES)
-    nodes = torch.as_tensor(nodes, dtype=w.dtype, device=w.device)
-    weights = torch.as_tensor(weights, dtype=w.dtype, device=w.device)
+    nodes, weights = _gauss_legendre_unit(QUADRATURE_NODES, w.dtype, w.device)
     # Distance from w: h = span (1 - s^2). Where the span reaches the end of [-1, 1], the distance to it is
     # span s^2, whose Jacobian 2 span s removes the (1 - t^2)^((d-3)/2) endpoint singularity at d = 2.
     s = nodes[None, :]
@@ -199,7 +208,7 @@ def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int) -> torch.
                         - torch.log1p(direction * w)[:, None])
     )
     integrand = (t - mean[:, None]) * torch.exp(log_ratio) * 2.0 * span[:, None] * s
-    integral = (integrand * weights).sum(dim=1)
+    integral = integrand @ weights
     return direction * integral
 
 

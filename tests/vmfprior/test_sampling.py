@@ -100,3 +100,14 @@ def test_symmetric_beta_draws_are_beta_distributed(shape):
     draws = (1.0 + _symmetric_beta_centered(shape, (NUM,), torch.zeros(1, dtype=torch.float64))) / 2.0
     assert draws.dtype == torch.float64
     assert scipy.stats.kstest(draws.numpy(), scipy.stats.beta(shape, shape).cdf).pvalue > P_FLOOR
+
+
+@pytest.mark.parametrize("d, kappa", [(5, 2.0), (10, 50.0)])
+def test_small_batches_take_several_proposals_per_entry_and_stay_exact(d, kappa):
+    # Below SMALL_BATCH entries the sampler draws several proposals per entry and keeps the first accepted.
+    torch.manual_seed(7)
+    loc = _unit(d, seed=3)
+    q = VonMisesFisher(loc.expand(100, d), torch.full((100,), kappa, dtype=torch.float64))
+    w = torch.cat([q.sample() @ loc for _ in range(NUM // 100)]).numpy()
+    reference = scipy.stats.vonmises_fisher(loc.numpy(), kappa).rvs(NUM, random_state=np.random.default_rng(d)) @ loc.numpy()
+    assert scipy.stats.ks_2samp(w, reference).pvalue > P_FLOOR
