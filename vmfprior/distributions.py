@@ -69,13 +69,17 @@ def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _tangent_directions(shape: torch.Size, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Isotropic vectors orthogonal to e_1 and their norms: shapes shape = (..., d) and (...).
 
-    Gaussians with the first coordinate zeroed; for d = 3 a uniform angle on the circle instead, which needs
-    one uniform draw rather than two normals and no norm (torch's float64 normals are slow on CPUs).
+    Gaussians with the first coordinate zeroed (in float64, d - 1 Gaussians padded with a zero: torch's float64
+    normals are slow on CPUs); for d = 3 a uniform angle on the circle instead, which needs one uniform draw
+    rather than two normals and no norm.
     """
     if shape[-1] == 3:
         angle = torch.rand(shape[:-1], dtype=dtype, device=device) * (2.0 * math.pi)
         directions = torch.stack([torch.zeros_like(angle), torch.cos(angle), torch.sin(angle)], dim=-1)
         return directions, torch.ones_like(angle)
+    if dtype == torch.float64:  # float64 normals cost several copies each: draw d - 1 and pad
+        normal = torch.randn(shape[:-1] + (shape[-1] - 1,), dtype=dtype, device=device)
+        return torch.nn.functional.pad(normal, (1, 0)), _row_dot(normal, normal).sqrt()
     normal = torch.randn(shape, dtype=dtype, device=device)
     normal[..., 0] = 0.0
     return normal, _row_dot(normal, normal).sqrt()
