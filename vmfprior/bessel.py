@@ -162,12 +162,12 @@ def _evaluate(v: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, t
     if isinstance(v, torch.Tensor) and v.numel() == 1 and v.device.type == "cpu":
         v = float(v)
     if not isinstance(v, torch.Tensor):
-        # I_v(0) = 1 for v = 0 and 0 for v > 0 (for -1 < v < 0 it is infinite); v <= -1 is outside the domain.
-        log_at_zero = math.nan if v <= -1 else 0.0 if v == 0 else -math.inf if v > 0 else math.inf
+        if v <= -1:  # outside the domain
+            return torch.full_like(x_work, math.nan), torch.full_like(x_work, math.nan), float(v)
+        # I_v(0) = 1 for v = 0 and 0 for v > 0 (for -1 < v < 0 it is infinite).
+        log_at_zero = 0.0 if v == 0 else -math.inf if v > 0 else math.inf
         special = ~(x_work > 0)  # x = 0, x < 0 or nan
         log_value, ratio = _log_iv_and_ratio(float(v), torch.where(special, 1.0, x_work), _num_shifts(v))
-        if v <= -1:
-            log_value, ratio = torch.full_like(log_value, math.nan), torch.full_like(ratio, math.nan)
         at_zero = x_work == 0
         log_value = torch.where(special, torch.where(at_zero, log_at_zero, math.nan), log_value)
         ratio = torch.where(special, torch.where(at_zero, 0.0, math.nan), ratio)
@@ -220,15 +220,13 @@ class _BesselTerms(torch.autograd.Function):
         return grad.to(x.dtype), None
 
 
-def _as_float_tensor(value, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+def _as_float_tensor(value, name: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         if not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
             raise TypeError(f"{name} must be a real tensor, got dtype {value.dtype}")
         return value if value.is_floating_point() else value.to(torch.get_default_dtype())
     if isinstance(value, (int, float)):
-        device = like.device if like is not None else None
-        dtype = like.dtype if like is not None and like.is_floating_point() else torch.get_default_dtype()
-        return torch.tensor(float(value), dtype=dtype, device=device)
+        return torch.tensor(float(value), dtype=torch.get_default_dtype())
     raise TypeError(f"{name} must be a tensor or a number, got {type(value).__name__}")
 
 
