@@ -114,6 +114,7 @@ class HypersphericalVAE(nn.Module):
                 raise ValueError(f"prior_concentration must be positive, got {prior_concentration}")
             self.register_buffer("prior_weight", prior_weight.clone())
         self.prior_concentration = float(prior_concentration)
+        self._label_prior_cache = None  # (prior_weight tensor, its version, concentration, VMFPrior)
 
     @property
     def uses_labels(self) -> bool:
@@ -156,13 +157,24 @@ class HypersphericalVAE(nn.Module):
         hidden = self.encoder(self._flatten(x))  # (B, 128)
         mean_direction = F.normalize(self.mean_layer(hidden), dim=-1)  # (B, d)
         concentration = F.softplus(self.concentration_layer(hidden)).squeeze(-1) + MIN_CONCENTRATION  # (B,)
-        return VonMisesFisher(mean_direction, concentration)
+        # Valid by construction (unit mean, kappa >= 1); a nan from a diverged network reaches the loss, where
+        # training stops on it, so the per-step parameter check is skipped.
+        return VonMisesFisher(mean_direction, concentration, validate_args=False)
 
     def label_prior(self) -> VMFPrior:
-        """The HVAE-L class-conditional prior built from the stored classifier weight."""
+        """The HVAE-L class-conditional prior built from the stored classifier weight.
+
+        Built once and reused (with its per-class normalizers); rebuilt when the weight buffer is replaced
+        (``.to(device)``) or changed in place (``load_state_dict``), or the concentration is changed.
+        """
         if self.kind != "hvae-l":
             raise ValueError(f"kind={self.kind!r} has no label prior (only 'hvae-l')")
-        return VMFPrior.from_weight(self.prior_weight, self.prior_concentration)
+        weight, cached = self.prior_weight, self._label_prior_cache
+        key = (weight._version, self.prior_concentration)
+        if cached is None or cached[0] is not weight or cached[1:3] != key:
+            cached = (weight, *key, VMFPrior.from_weight(weight, self.prior_concentration))
+            self._label_prior_cache = cached
+        return cached[3]
 
     def prior(self, y: torch.Tensor | None, batch: int, like: torch.Tensor):
         """``p(z | y)`` with batch shape ``(B,)`` (uniform for hvae / hvae-c)."""

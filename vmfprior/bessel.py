@@ -32,7 +32,7 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["log_bessel_iv", "bessel_iv_ratio", "log_bessel_iv_and_ratio", "mean_resultant_length"]
+__all__ = ["log_bessel_iv", "bessel_iv_ratio", "log_bessel_iv_and_ratio", "bessel_values", "mean_resultant_length"]
 
 # Orders at or above this are evaluated directly with the Debye expansion; smaller ones are shifted up.
 # With DEBYE_TERMS terms the error there is below 1e-10 relative (checked against mpmath in tests);
@@ -87,59 +87,88 @@ def _powers(base: torch.Tensor, count: int) -> torch.Tensor:
     return torch.cumprod(base.unsqueeze(-1).expand(*base.shape, count), dim=-1)
 
 
-def _debye_series(order: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """log(1 + sum_k u_k(t) / order^k), the correction factor of the Debye expansion.
+@lru_cache(maxsize=None)
+def _debye_coefficients(order: float, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a fixed order m: the orders (m, m + 1) and the coefficients of t^1 .. t^3K of sum_k u_k(t) / m^k
+    for each of them, shapes (2,) and (2, 3K). With the order known, the series is one polynomial in t."""
+    orders = torch.tensor([order, order + 1.0], dtype=torch.float64)
+    inverse_powers = _powers(1.0 / orders, DEBYE_TERMS)  # (2, K)
+    coefficients = inverse_powers @ _debye_matrix(torch.float64, torch.device("cpu")).T  # (2, 3K)
+    return orders.to(dtype=dtype, device=device), coefficients.to(dtype=dtype, device=device)
 
-    Evaluated as (powers of t) @ (coefficient matrix), a handful of batched operations instead of one Horner
-    step per coefficient: at small batch sizes the number of operations, not their size, is the cost.
+
+def _debye_series(order: torch.Tensor | float, t: torch.Tensor) -> torch.Tensor:
+    """log(1 + sum_k u_k(t) / mu^k) for mu = order and order + 1, the correction factors of the Debye expansion.
+
+    Args:
+        order: m, a number or a tensor.
+        t: (..., 2) the values mu / sqrt(mu^2 + x^2) for mu = m and m + 1.
+
+    Evaluated as (powers of t) against the coefficient matrix, a handful of batched operations instead of one
+    Horner step per coefficient: at small batch sizes the number of operations, not their size, is the cost.
     """
+    if isinstance(order, float):
+        _, coefficients = _debye_coefficients(order, t.dtype, t.device)
+        return torch.log1p(torch.linalg.vecdot(_powers(t, coefficients.shape[-1]), coefficients))
     matrix = _debye_matrix(t.dtype, t.device)
-    terms = (_powers(t, matrix.shape[0]) @ matrix) * _powers(1.0 / order, matrix.shape[1])  # u_k(t) / order^k
+    orders = torch.stack([order, order + 1.0], dim=-1)
+    terms = (_powers(t, matrix.shape[0]) @ matrix) * _powers(1.0 / orders, matrix.shape[1])  # u_k(t) / mu^k
     return torch.log1p(terms.sum(-1))
 
 
-def _log_debye(order: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log I_order(x), log I_{order+1}(x) - log I_order(x)) by the uniform asymptotic expansion.
+def _log_debye(order: torch.Tensor | float, x: torch.Tensor, inverse_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log I_m(x), log I_{m+1}(x) - log I_m(x)) for m = ``order`` by the uniform asymptotic expansion.
 
-    Accurate for order >= DEBYE_MIN_ORDER and x > 0. The difference is formed term by term with the
-    cancellation removed analytically, so that the ratio I_{order+1}/I_order = exp(difference) keeps its
-    digits when both logs are huge (x -> inf): with h0 = hypot(m, x), h1 = hypot(m + 1, x),
+    Accurate for m >= DEBYE_MIN_ORDER and x > 0; ``order`` is a number or a tensor broadcast with x. With
+    h0 = hypot(m, x), h1 = hypot(m + 1, x), the difference is formed term by term with the large parts
+    cancelled analytically, so that the ratio I_{m+1}/I_m = exp(difference) keeps its digits when both logs
+    are huge (x -> inf):
         h1 - h0 = (2m + 1) / (h1 + h0),
         asinh((m+1)/x) - asinh(m/x) = asinh((2m + 1) / ((m + 1) h0 + m h1)).
     """
-    h0 = torch.hypot(order, x)  # sqrt(m^2 + x^2) without overflow
-    h1 = torch.hypot(order + 1.0, x)
-    # Both series in one evaluation: (..., 2) for the orders m and m + 1.
-    series0, series1 = _debye_series(
-        torch.stack([order, order + 1.0], dim=-1), torch.stack([order / h0, (order + 1.0) / h1], dim=-1)
-    ).unbind(-1)
-    log_value = h0 - order * torch.asinh(order / x) - 0.5 * math.log(2.0 * math.pi) - 0.5 * torch.log(h0) + series0
+    if isinstance(order, float):
+        orders, _ = _debye_coefficients(order, x.dtype, x.device)
+    else:
+        orders = torch.stack([order, order + 1.0], dim=-1)
+    hypots = torch.hypot(x.unsqueeze(-1), orders)  # (..., 2): sqrt(mu^2 + x^2) without overflow
+    series = _debye_series(order, orders / hypots)
+    log_hypots = torch.log(hypots)
+    h0, h1 = hypots.unbind(-1)
     step = 2.0 * order + 1.0
+    log_value = (
+        h0 - order * torch.asinh(order * inverse_x) - 0.5 * math.log(2.0 * math.pi)
+        - 0.5 * log_hypots[..., 0] + series[..., 0]
+    )
     log_ratio = (
         step / (h1 + h0)
-        - torch.asinh((order + 1.0) / x)
+        - torch.asinh((order + 1.0) * inverse_x)
         - order * torch.asinh(step / ((order + 1.0) * h0 + order * h1))
-        - 0.5 * torch.log1p(step / ((h1 + h0) * h0))
-        + (series1 - series0)
+        - 0.5 * (log_hypots[..., 1] - log_hypots[..., 0])  # log h1 - log h0 is O(log x): no digits to lose
+        + (series[..., 1] - series[..., 0])
     )
     return log_value, log_ratio
 
 
 def _log_iv_and_ratio(v: torch.Tensor | float, x: torch.Tensor, num_shifts: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log I_v(x), I_{v+1}(x) / I_v(x)) for v > -1 (a number or a tensor broadcast with x) and x > 0."""
-    top = v + num_shifts
-    log_value, log_ratio = _log_debye(top if isinstance(top, torch.Tensor) else torch.full_like(x, top), x)
-    ratio = torch.exp(log_ratio)  # I_{top+1} / I_top
-    inverse_x = 1.0 / x
-    product = None
-    for step in range(num_shifts):
-        order = top - step  # m; rho_m = I_{m-1} / I_m = 2 m / x + I_{m+1} / I_m
-        rho = ratio + 2.0 * order * inverse_x if isinstance(order, torch.Tensor) else torch.add(ratio, inverse_x, alpha=2.0 * order)
-        # Multiply two ratios before taking a log: half the logs, and no overflow for any x >= 1e-100.
-        product = rho if product is None else product * rho
-        if step % 2 == 1 or step == num_shifts - 1:
-            log_value = log_value + torch.log(product)
-            product = None
+    """(log I_v(x), I_{v+1}(x) / I_v(x)) for v > -1 (a number or a tensor broadcast with x) and x > 0.
+
+    From the top order m = v + num_shifts the recurrence goes down two orders per step: with R_m = I_{m+1}/I_m
+    and rho_m = I_{m-1}/I_m = 2m/x + R_m, the pair product rho_m rho_{m-1} = I_{m-2}/I_m = 1 + (2(m-1)/x) rho_m
+    and R_{m-2} = rho_m / (rho_m rho_{m-1}). One log per pair: no overflow for any x >= 1e-100.
+    """
+    inverse_x = torch.reciprocal(x)
+    order = v + num_shifts
+    log_value, log_ratio = _log_debye(order, x, inverse_x)
+    ratio = torch.exp(log_ratio)  # R_order
+    for _ in range(num_shifts // 2):
+        rho = ratio + (2.0 * order) * inverse_x
+        pair = 1.0 + (2.0 * (order - 1.0)) * inverse_x * rho
+        log_value = log_value + torch.log(pair)
+        ratio = rho / pair
+        order = order - 2.0
+    if num_shifts % 2:
+        rho = ratio + (2.0 * order) * inverse_x
+        log_value = log_value + torch.log(rho)
         ratio = torch.reciprocal(rho)
     return log_value, ratio
 
@@ -191,8 +220,12 @@ class _BesselTerms(torch.autograd.Function):
     d/dx log I_v(x) = R_v(x) + v / x  and  R_v'(x) = 1 - R_v^2 - (2v + 1) R_v / x."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, v: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
-        log_value, ratio, order = _evaluate(v, x)
+    def forward(ctx, x: torch.Tensor, v: torch.Tensor | float, values=None) -> tuple[torch.Tensor, torch.Tensor]:
+        if values is None:
+            log_value, ratio, order = _evaluate(v, x)
+        else:  # evaluated earlier by bessel_values: only the gradient is attached here
+            log_value, ratio = values
+            order = _order_as_evaluated(v, ratio)
         ctx.order = order if isinstance(order, float) else None
         ctx.save_for_backward(x, ratio, *([] if isinstance(order, float) else [order]))
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None: no 0 * inf at x = 0
@@ -217,7 +250,14 @@ class _BesselTerms(torch.autograd.Function):
             at_zero = x_work == 0
             ratio_over_x = torch.where(at_zero, 1.0 / (2.0 * order + 2.0), ratio / torch.where(at_zero, 1.0, x_work))
             grad = grad + grad_ratio.to(ratio.dtype) * (1.0 - ratio * ratio - (2.0 * order + 1.0) * ratio_over_x)
-        return grad.to(x.dtype), None
+        return grad.to(x.dtype), None, None
+
+
+def _order_as_evaluated(v: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor | float:
+    """The order in the form ``_evaluate`` returns it: a float, or a tensor shaped and typed like ``like``."""
+    if isinstance(v, torch.Tensor) and not (v.numel() == 1 and v.device.type == "cpu"):
+        return v.detach().to(dtype=like.dtype, device=like.device).expand(like.shape)
+    return float(v)
 
 
 def _as_float_tensor(value, name: str) -> torch.Tensor:
@@ -272,12 +312,35 @@ def bessel_iv_ratio(v: torch.Tensor | float, x: torch.Tensor | float) -> torch.T
     return _BesselTerms.apply(*_prepare_arguments(v, x, "bessel_iv_ratio"))[1]
 
 
-def log_bessel_iv_and_ratio(v: torch.Tensor | float, x: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+def log_bessel_iv_and_ratio(
+    v: torch.Tensor | float, x: torch.Tensor | float, values: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(log I_v(x), I_{v+1}(x) / I_v(x)) from a single evaluation: what the vMF normalizer and mean both need.
 
     Same accuracy, domain and gradients as ``log_bessel_iv`` and ``bessel_iv_ratio``, at the cost of one.
+
+    Args:
+        v, x: as for ``log_bessel_iv``.
+        values: ``bessel_values(v, x)`` computed earlier for the same ``v`` and ``x``, to reuse instead of
+            evaluating again; the result is the same, with its gradient in ``x`` attached.
     """
-    return _BesselTerms.apply(*_prepare_arguments(v, x, "log_bessel_iv_and_ratio"))
+    x, v = _prepare_arguments(v, x, "log_bessel_iv_and_ratio")
+    if values is not None and values[0].shape != x.shape:
+        raise ValueError(f"values have shape {tuple(values[0].shape)}, but v and x broadcast to {tuple(x.shape)}")
+    return _BesselTerms.apply(x, v, values)
+
+
+@torch.no_grad()
+def bessel_values(v: torch.Tensor | float, x: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log I_v(x), I_{v+1}(x) / I_v(x)) without a gradient, in float64 (float32 on MPS).
+
+    The evaluation is the expensive part of ``log_bessel_iv_and_ratio`` (tens of small tensor operations);
+    a caller that needs the values several times, with gradients each time, evaluates once here and passes
+    the result as its ``values``.
+    """
+    x, v = _prepare_arguments(v, x, "bessel_values")
+    log_value, ratio, _ = _evaluate(v, x)
+    return log_value, ratio
 
 
 def mean_resultant_length(d: int, kappa: torch.Tensor | float) -> torch.Tensor:

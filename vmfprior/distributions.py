@@ -12,7 +12,7 @@ import math
 import torch
 from torch.distributions import Distribution, constraints, register_kl
 
-from .bessel import log_bessel_iv_and_ratio, mean_resultant_length, work_dtype
+from .bessel import bessel_values, log_bessel_iv_and_ratio, work_dtype
 from .wood_sampler import sample_radial
 
 __all__ = ["VonMisesFisher", "HypersphericalUniform", "unit_sphere"]
@@ -90,20 +90,12 @@ def _work(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(work_dtype(tensor.device))
 
 
-def _log_normalizer_and_mean_length(dim: int, concentration: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log C_d(kappa), A_d(kappa)) from one Bessel evaluation, in the work dtype.
-
-    log C_d(kappa) = (d/2 - 1) log kappa - (d/2) log(2 pi) - log I_{d/2-1}(kappa), A_d = I_{d/2} / I_{d/2-1}.
-    """
-    order = 0.5 * dim - 1.0
-    kappa = _work(concentration)
-    log_bessel, mean_length = log_bessel_iv_and_ratio(order, kappa)
-    return order * torch.log(kappa) - 0.5 * dim * math.log(2.0 * math.pi) - log_bessel, mean_length
-
-
-def _log_normalizer(dim: int, concentration: torch.Tensor) -> torch.Tensor:
-    """log C_d(kappa), the vMF log-normalizer, in the work dtype."""
-    return _log_normalizer_and_mean_length(dim, concentration)[0]
+def _version_of(tensor: torch.Tensor) -> int | None:
+    """The tensor's in-place modification counter (shared with its views); None for inference tensors."""
+    try:
+        return tensor._version
+    except RuntimeError:  # inference-mode tensors do not track versions
+        return None
 
 
 class VonMisesFisher(Distribution):
@@ -149,6 +141,7 @@ class VonMisesFisher(Distribution):
         dim = loc.shape[-1]
         self.loc = loc.expand(batch_shape + (dim,))
         self.concentration = concentration.expand(batch_shape)
+        self._bessel_cache = None
         super().__init__(batch_shape, torch.Size([dim]), validate_args=validate_args)
 
     @property
@@ -161,14 +154,44 @@ class VonMisesFisher(Distribution):
         batch_shape = torch.Size(batch_shape)
         new.loc = self.loc.expand(batch_shape + self.event_shape)
         new.concentration = self.concentration.expand(batch_shape)
+        new._bessel_cache = None
         super(VonMisesFisher, new).__init__(batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
 
+    # ----- Bessel terms, evaluated once per distribution --------------------------------------------------
+    def _bessel_values(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log I_{d/2-1}(kappa), A_d(kappa)), without gradient, in the work dtype; shape batch_shape each.
+
+        Sampling (its kappa-gradient needs A_d), ``log_prob``, ``entropy``, ``mean`` and the KLs all need these;
+        they are evaluated once and reused. An in-place change of the concentration (an optimizer step on a
+        parameter) bumps its version counter and drops the cache.
+        """
+        version = _version_of(self.concentration)
+        if self._bessel_cache is not None and version is not None and self._bessel_cache[0] == version:
+            return self._bessel_cache[1]
+        values = bessel_values(0.5 * self.dim - 1.0, _work(self.concentration))
+        self._bessel_cache = (version, values)
+        return values
+
+    def _use_bessel_values(self, values: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Seed the cache with ``bessel_values(d/2 - 1, concentration)`` known to the caller (``VMFPrior``)."""
+        self._bessel_cache = (_version_of(self.concentration), tuple(v.expand(self.batch_shape) for v in values))
+
+    def _normalizer_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log C_d(kappa), A_d(kappa)) in the work dtype, differentiable in the concentration.
+
+        log C_d(kappa) = (d/2 - 1) log kappa - (d/2) log(2 pi) - log I_{d/2-1}(kappa), A_d = I_{d/2} / I_{d/2-1}.
+        """
+        order = 0.5 * self.dim - 1.0
+        kappa = _work(self.concentration)
+        log_bessel, mean_length = log_bessel_iv_and_ratio(order, kappa, values=self._bessel_values())
+        return order * torch.log(kappa) - 0.5 * self.dim * math.log(2.0 * math.pi) - log_bessel, mean_length
+
     @property
     def mean(self) -> torch.Tensor:
         """E[z] = A_d(kappa) mu, shape batch_shape + (d,)."""
-        return mean_resultant_length(self.dim, self.concentration).unsqueeze(-1) * self.loc
+        return self._normalizer_terms()[1].to(self.loc.dtype).unsqueeze(-1) * self.loc
 
     @property
     def mode(self) -> torch.Tensor:
@@ -178,7 +201,10 @@ class VonMisesFisher(Distribution):
         """Draw reparameterized samples, shape sample_shape + batch_shape + (d,)."""
         shape = self._extended_shape(sample_shape)
         batch, dtype, loc = shape[:-1], self.loc.dtype, self.loc
-        w, tangent_length = sample_radial(self.concentration.expand(batch), self.dim)  # (S..., B...) each
+        # The kappa-gradient of w needs A_d(kappa): pass the cached value when a gradient can flow.
+        needs_mean_length = self.concentration.requires_grad and torch.is_grad_enabled()
+        mean_length = self._bessel_values()[1].expand(batch) if needs_mean_length else None
+        w, tangent_length = sample_radial(self.concentration.expand(batch), self.dim, mean_length)  # (S..., B...)
 
         # Around e_1 the sample is z0 = w e_1 + r g, with g isotropic in the plane orthogonal to e_1 and
         # r = sqrt(1 - w^2) / |g|. The Householder reflection H = I - 2 u u^T, u = (e_1 - mu) / s,
@@ -200,7 +226,7 @@ class VonMisesFisher(Distribution):
         """log density w.r.t. the surface measure on S^{d-1}; value (..., d) -> (...)."""
         if self._validate_args:
             self._validate_sample(value)
-        log_normalizer = _log_normalizer(self.dim, self.concentration).to(value.dtype)
+        log_normalizer = self._normalizer_terms()[0].to(value.dtype)
         return log_normalizer + self.concentration * _row_dot(value, self.loc)
 
     def entropy(self) -> torch.Tensor:
@@ -208,7 +234,7 @@ class VonMisesFisher(Distribution):
         return self._entropy_work().to(self.concentration.dtype)
 
     def _entropy_work(self) -> torch.Tensor:
-        log_normalizer, mean_length = _log_normalizer_and_mean_length(self.dim, self.concentration)
+        log_normalizer, mean_length = self._normalizer_terms()
         return -log_normalizer - _work(self.concentration) * mean_length
 
 
@@ -285,13 +311,9 @@ def _kl_vmf_vmf(p: VonMisesFisher, q: VonMisesFisher) -> torch.Tensor:
     using E_p[z] = A(kappa_p) mu_p.
     """
     _check_same_dim(p.dim, q.dim)
-    dim = p.dim
     kappa_p, kappa_q = _work(p.concentration), _work(q.concentration)
     alignment = _work(_row_dot(p.loc, q.loc))
-    log_normalizer_p, mean_length_p = _log_normalizer_and_mean_length(dim, kappa_p)
-    kl = (
-        log_normalizer_p
-        - _log_normalizer(dim, kappa_q)
-        + mean_length_p * (kappa_p - kappa_q * alignment)
-    )
+    log_normalizer_p, mean_length_p = p._normalizer_terms()
+    log_normalizer_q, _ = q._normalizer_terms()
+    kl = log_normalizer_p - log_normalizer_q + mean_length_p * (kappa_p - kappa_q * alignment)
     return kl.to(torch.promote_types(p.concentration.dtype, q.concentration.dtype))

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .bessel import mean_resultant_length
-from .distributions import VonMisesFisher
+from .bessel import bessel_values, mean_resultant_length, work_dtype
+from .distributions import VonMisesFisher, _version_of
 
 __all__ = ["VMFPrior", "find_final_layer_key", "concentration_from_mean_cosine"]
 
@@ -122,6 +122,7 @@ class VMFPrior(nn.Module):
         self.register_buffer("bias", bias)
         self.register_buffer("mean_directions", weight / norms[:, None])
         self.register_buffer("concentration", concentration)
+        self._bessel_cache = None  # (concentration tensor, its version, bessel_values per class)
 
     # ---- construction -------------------------------------------------------------------------------------
 
@@ -219,10 +220,33 @@ class VMFPrior(nn.Module):
 
     # ---- the model ----------------------------------------------------------------------------------------
 
+    def _class_bessel_values(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``bessel_values(d/2 - 1, kappa_i)`` for every class, (C,) each, evaluated once.
+
+        Re-evaluated when the concentration buffer is replaced (``.to``) or changed in place (``load_state_dict``).
+        """
+        cached, concentration = self._bessel_cache, self.concentration
+        version = _version_of(concentration)
+        if cached is not None and cached[0] is concentration and version is not None and cached[1] == version:
+            return cached[2]
+        values = bessel_values(0.5 * self.dim - 1.0, concentration.to(work_dtype(concentration.device)))
+        self._bessel_cache = (concentration, version, values)
+        return values
+
+    def _distribution(self, labels: torch.Tensor | None) -> VonMisesFisher:
+        """vMF(w_y/|w_y|, kappa_y) for checked labels (B,), or for every class with ``labels=None``."""
+        mean_directions, concentration = self.mean_directions, self.concentration
+        log_bessel, ratio = self._class_bessel_values()
+        if labels is not None:
+            mean_directions, concentration = mean_directions[labels], concentration[labels]
+            log_bessel, ratio = log_bessel[labels], ratio[labels]
+        distribution = VonMisesFisher(mean_directions, concentration, validate_args=False)
+        distribution._use_bessel_values((log_bessel, ratio))
+        return distribution
+
     def forward(self, labels: torch.Tensor) -> VonMisesFisher:
         """The class-conditional distributions for a batch of labels: a VonMisesFisher with batch_shape (B,)."""
-        labels = self._check_labels(labels)
-        return VonMisesFisher(self.mean_directions[labels], self.concentration[labels], validate_args=False)
+        return self._distribution(self._check_labels(labels))
 
     def sample(self, labels: torch.Tensor, radius: float = 1.0) -> torch.Tensor:
         """z ~ radius * vMF(w_y / |w_y|, kappa_y), shape (B, d); radius = sqrt(d) gives GAN-style noise."""
@@ -242,8 +266,7 @@ class VMFPrior(nn.Module):
     def class_log_probs(self, z: torch.Tensor) -> torch.Tensor:
         """log vMF(z; w_i/|w_i|, kappa_i) for every class i: z (B, d) -> (B, C)."""
         self._check_points(z)
-        every_class = VonMisesFisher(self.mean_directions, self.concentration, validate_args=False)
-        return every_class.log_prob(z.unsqueeze(1))  # (B, 1, d) against batch (C,) -> (B, C)
+        return self._distribution(None).log_prob(z.unsqueeze(1))  # (B, 1, d) against batch (C,) -> (B, C)
 
     def mixture_log_prob(self, z: torch.Tensor, class_probs: torch.Tensor | None = None) -> torch.Tensor:
         """log sum_i p(i) vMF(z; w_i/|w_i|, kappa_i), z (B, d) -> (B,); class_probs (C,) defaults to uniform."""
@@ -283,9 +306,7 @@ class VMFPrior(nn.Module):
         per_batch = max(1, batch_size // self.num_classes)
         for start in range(0, n_samples, per_batch):
             count = min(per_batch, n_samples - start)
-            activations = activation_norm * VonMisesFisher(
-                self.mean_directions, self.concentration, validate_args=False
-            ).sample((count,))  # (count, C, d)
+            activations = activation_norm * self._distribution(None).sample((count,))  # (count, C, d)
             logits = activations @ self.weight.T  # (count, C, C): [j, i, :] logits of sample j of class i
             if self.bias is not None:
                 logits = logits + self.bias

@@ -76,7 +76,7 @@ def _symmetric_beta_centered(shape: float, size: tuple[int, ...], like: torch.Te
 def _wood_proposals(
     kappa_shrunk: torch.Tensor, x0: torch.Tensor, one_minus_x0: torch.Tensor, dim: int, per_entry: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``per_entry`` proposals of Wood's sampler per entry: (1 - w, accepted), shapes (N, per_entry).
+    """``per_entry`` proposals of Wood's sampler per entry: (1 - w, rejected), shapes (N, per_entry).
 
     With T = 2 eps - 1 for Wood's eps ~ Beta((d-1)/2, (d-1)/2) and x0 = (1 - b) / (1 + b), Wood's proposal
     w = (1 - (1 + b) eps) / (1 - (1 - b) eps) simplifies to w = (x0 - T) / q with q = 1 - x0 T, so
@@ -85,6 +85,8 @@ def _wood_proposals(
     becomes -kappa (1 - x0^2) T / q - (d - 1) log q >= log u, whose terms are O(d) rather than O(kappa):
     the cancellation that makes the textbook form unusable in float32 at large kappa is gone.
     ``kappa_shrunk`` is kappa (1 - x0^2); all inputs have the dtype the proposals are computed in.
+    A nan test value counts as accepted, so a nan concentration gives a nan sample instead of an endless loop
+    (and kappa = inf gives w = 1, its limit).
     """
     size = (x0.numel(), per_entry)
     kappa_shrunk, x0, one_minus_x0 = kappa_shrunk[:, None], x0[:, None], one_minus_x0[:, None]
@@ -93,8 +95,8 @@ def _wood_proposals(
     q = 1.0 - x0_t  # in (0, 2)
     one_minus_w = (t + 1.0).mul_(one_minus_x0).div_(q)
     log_ratio = x0_t.neg_().log1p_().mul_(-(dim - 1.0)).sub_(t.mul_(kappa_shrunk).div_(q))
-    accepted = _uniform_open_left(size, x0).log_() <= log_ratio
-    return one_minus_w, accepted
+    rejected = _uniform_open_left(size, x0).log_() > log_ratio
+    return one_minus_w, rejected
 
 
 # Round k (k = 0, 1, ...) draws min(2^k p, MAX_PROPOSALS_PER_ENTRY) proposals for each entry still rejected,
@@ -123,9 +125,9 @@ def _sample_one_minus_w_wood(kappa: torch.Tensor, dim: int, proposal_dtype: torc
     one_minus_w, pending = None, None  # pending: indices still rejected (None: every entry, first round)
     per_entry = 1 if kappa.numel() >= SMALL_BATCH else SMALL_BATCH_PROPOSALS
     while True:
-        proposal, accepted = _wood_proposals(*(c if pending is None else c[pending] for c in constants), dim, per_entry)
-        any_accepted = accepted.any(dim=1)
-        first = accepted.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first accepted proposal
+        proposal, rejected = _wood_proposals(*(c if pending is None else c[pending] for c in constants), dim, per_entry)
+        any_accepted = ~rejected.all(dim=1)
+        first = rejected.to(torch.uint8).argmin(dim=1, keepdim=True)  # index of the first accepted proposal
         chosen = proposal.gather(1, first).squeeze(1)
         if pending is None:
             one_minus_w = chosen  # rejected entries hold garbage until a later round overwrites them
@@ -154,19 +156,21 @@ def _log_density_unnormalized(t: torch.Tensor, kappa: torch.Tensor, half_power: 
     return kappa * t + half_power * torch.log1p(-t * t)
 
 
-def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int) -> torch.Tensor:
+def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: torch.Tensor | None = None) -> torch.Tensor:
     """dw/dkappa at fixed CDF value for the w-marginal of vMF on S^{d-1} (see the module docstring).
 
     Args:
         w: (N,) samples in (-1, 1), float64.
         kappa: (N,) concentrations, float64.
         dim: ambient dimension d >= 2.
+        mean: (N,) A_d(kappa) = E[w] if the caller has it (float64); evaluated here otherwise.
 
     Returns:
         (N,) derivatives, float64.
     """
     half_power = (dim - 3) / 2.0
-    mean = mean_resultant_length(dim, kappa)
+    if mean is None:
+        mean = mean_resultant_length(dim, kappa)
     right = w >= mean  # integrate over [w, 1]; otherwise over [-1, w]
     direction = torch.where(right, 1.0, -1.0).to(w.dtype)
     # w = +-1 has probability zero but can round there in float64 at extreme kappa; keep the logs finite.
@@ -216,7 +220,7 @@ class _RadialSample(torch.autograd.Function):
     """(w, sqrt(1 - w^2)) with w = mu^T z drawn exactly; backward: implicit reparameterization in kappa."""
 
     @staticmethod
-    def forward(ctx, kappa: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(ctx, kappa: torch.Tensor, dim: int, mean: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         working = work_dtype(kappa.device)
         work = kappa.detach().to(working).reshape(-1)
         if dim == 3:
@@ -227,7 +231,7 @@ class _RadialSample(torch.autograd.Function):
         one_minus_w = one_minus_w.reshape(kappa.shape)
         w = 1.0 - one_minus_w
         tangent_length = torch.sqrt(one_minus_w * (2.0 - one_minus_w))  # sqrt(1 - w^2) without cancellation
-        ctx.dim = dim
+        ctx.dim, ctx.mean = dim, mean  # mean: a detached tensor or None
         ctx.save_for_backward(kappa, w, tangent_length)
         return w.to(kappa.dtype), tangent_length.to(kappa.dtype)
 
@@ -235,14 +239,15 @@ class _RadialSample(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_w: torch.Tensor, grad_tangent_length: torch.Tensor):
         kappa, w, tangent_length = ctx.saved_tensors
-        derivative = implicit_dw_dkappa(w.reshape(-1), kappa.detach().to(w.dtype).reshape(-1), ctx.dim)
+        mean = None if ctx.mean is None else ctx.mean.to(w.dtype).reshape(-1)
+        derivative = implicit_dw_dkappa(w.reshape(-1), kappa.detach().to(w.dtype).reshape(-1), ctx.dim, mean)
         # d sqrt(1 - w^2) / dw = -w / sqrt(1 - w^2); w = +-1 has probability zero but must not give nan.
         slope = -w / tangent_length.clamp(min=torch.finfo(w.dtype).tiny)
         total = grad_w.to(w.dtype) + grad_tangent_length.to(w.dtype) * slope
-        return (total * derivative.reshape(w.shape)).to(kappa.dtype), None
+        return (total * derivative.reshape(w.shape)).to(kappa.dtype), None, None
 
 
-def sample_radial(kappa: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_radial(kappa: torch.Tensor, dim: int, mean: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw w = mu^T z for z ~ vMF(mu, kappa) on S^{dim-1}, one per entry of ``kappa``, and sqrt(1 - w^2).
 
     Both are computed from 1 - w in float64 (float32 on MPS) before the cast to ``kappa``'s dtype, so the
@@ -251,8 +256,13 @@ def sample_radial(kappa: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Te
     Args:
         kappa: concentrations of any shape (entries > 0); gradients flow to it by implicit reparameterization.
         dim: ambient dimension d >= 2.
+        mean: A_d(kappa) shaped like ``kappa``, if the caller has it: saves a Bessel evaluation in backward.
 
     Returns:
         (w, sqrt(1 - w^2)), each with the shape and dtype of ``kappa``.
     """
-    return _RadialSample.apply(kappa, dim)
+    if mean is not None:
+        mean = mean.detach()
+        if mean.shape != kappa.shape:
+            raise ValueError(f"mean must have kappa's shape {tuple(kappa.shape)}, got {tuple(mean.shape)}")
+    return _RadialSample.apply(kappa, dim, mean)
