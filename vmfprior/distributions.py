@@ -13,6 +13,8 @@ import torch
 from torch.distributions import Distribution, constraints, register_kl
 
 from .bessel import bessel_values, log_bessel_iv_and_ratio, work_dtype
+from .reflection import reflect_to_mean_direction
+from .reflection import row_dot as _row_dot
 from .wood_sampler import sample_radial
 
 __all__ = ["VonMisesFisher", "HypersphericalUniform", "unit_sphere"]
@@ -20,8 +22,6 @@ __all__ = ["VonMisesFisher", "HypersphericalUniform", "unit_sphere"]
 # Tolerance on | ||x|| - 1 | when checking that a vector lies on the sphere: loose enough for float32 vectors
 # normalized by the caller, tight enough to catch an unnormalized one.
 UNIT_NORM_TOLERANCE = 1e-4
-# Rows at most this long take the matrix-vector route in _row_dot (measured crossover on CPU: d ~ 10).
-SHORT_ROW = 8
 
 
 class _UnitSphere(constraints.Constraint):
@@ -51,19 +51,6 @@ positive_finite = _PositiveFinite()
 def log_sphere_area(dim: int) -> float:
     """log of the surface area of S^{dim-1}: log(2 pi^(d/2) / Gamma(d/2))."""
     return math.log(2.0) + 0.5 * dim * math.log(math.pi) - math.lgamma(0.5 * dim)
-
-
-def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Dot products along the last dimension, broadcasting: (..., d), (..., d) -> (...).
-
-    For short rows this is a product with a ones vector (a BLAS matrix-vector product): torch's reductions over
-    a short last dimension are several times slower, which dominated sampling at d <= 10. Longer rows use
-    ``vecdot``, which is faster there.
-    """
-    if max(a.shape[-1], b.shape[-1]) > SHORT_ROW:
-        return torch.linalg.vecdot(a, b)
-    product = a * b
-    return product @ torch.ones(product.shape[-1], dtype=product.dtype, device=product.device)
 
 
 def _tangent_directions(shape: torch.Size, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,21 +193,10 @@ class VonMisesFisher(Distribution):
         mean_length = self._bessel_values()[1].expand(batch) if needs_mean_length else None
         w, tangent_length = sample_radial(self.concentration.expand(batch), self.dim, mean_length)  # (S..., B...)
 
-        # Around e_1 the sample is z0 = w e_1 + r g, with g isotropic in the plane orthogonal to e_1 and
-        # r = sqrt(1 - w^2) / |g|. The Householder reflection H = I - 2 u u^T, u = (e_1 - mu) / s,
-        # s = |e_1 - mu|, maps e_1 to mu. Expanded, H z0 = r g + gamma mu + (w - gamma) e_1 with
-        # gamma = 2 (e_1 - mu).z0 / s^2 = 2 (w (1 - mu_1) - r mu.g) / s^2, which touches each (.., d) array
-        # only a few times and never materialises u.
+        # Around e_1 the sample is w e_1 + sqrt(1 - w^2) g / |g| with g isotropic orthogonal to e_1; a
+        # Householder reflection takes it to loc.
         normal, normal_length = _tangent_directions(shape, dtype, loc.device)
-        scale = tangent_length / normal_length
-        one_minus_first = 1.0 - loc[..., 0]
-        distance_sq = one_minus_first * one_minus_first + _row_dot(loc[..., 1:], loc[..., 1:])
-        reflects = distance_sq > 0  # mu == e_1: H = I
-        gamma = 2.0 * (w * one_minus_first - scale * _row_dot(normal, loc))
-        gamma = torch.where(reflects, gamma / torch.where(reflects, distance_sq, 1.0), 0.0)
-        z = torch.addcmul(gamma.unsqueeze(-1) * loc, scale.unsqueeze(-1), normal)
-        z[..., 0] += w - gamma
-        return z
+        return reflect_to_mean_direction(w, tangent_length, normal, normal_length, loc)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """log density w.r.t. the surface measure on S^{d-1}; value (..., d) -> (...)."""

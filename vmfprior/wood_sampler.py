@@ -45,57 +45,56 @@ QUADRATURE_NODES = 64
 QUADRATURE_E_FOLDS = 40.0
 
 
-def _uniform_open_left(size, like: torch.Tensor) -> torch.Tensor:
-    """Uniform draws in (0, 1] (so that their log is finite), in the dtype and on the device of ``like``."""
-    return 1.0 - torch.rand(size, dtype=like.dtype, device=like.device)
-
-
 def _sample_one_minus_w_inverse_cdf_d3(kappa: torch.Tensor) -> torch.Tensor:
     """1 - w by the exact inverse CDF for d = 3: F(w) = (exp(kappa w) - exp(-kappa)) / (exp(kappa) - exp(-kappa))."""
-    upper_tail = _uniform_open_left(kappa.shape, kappa)  # 1 - u
+    upper_tail = 1.0 - torch.rand(kappa.shape, dtype=kappa.dtype, device=kappa.device)  # 1 - u, in (0, 1]
     # w = 1 + log(u + (1 - u) exp(-2 kappa)) / kappa, and u + (1 - u) exp(-2 kappa) = 1 + (1 - u) expm1(-2 kappa):
     # log1p keeps small kappa exact.
     return -torch.log1p(upper_tail * torch.expm1(-2.0 * kappa)) / kappa
 
 
-def _symmetric_beta_centered(shape: float, size: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+def _symmetric_beta_centered(shape: float, uniforms: torch.Tensor) -> torch.Tensor:
     """T = 2 B - 1 for B ~ Beta(shape, shape), shape >= 1/2, by Ulrich's (1984) polar method (no rejection).
 
     A point of the unit disk with density ∝ (1 - |p|^2)^(shape - 3/2) has first coordinate T with density
     ∝ (1 - t^2)^(shape - 1), i.e. (1 + T) / 2 ~ Beta(shape, shape). Its squared radius has the CDF
-    1 - (1 - q)^(shape - 1/2), so R^2 = 1 - U^(1 / (shape - 1/2)), and its angle is uniform.
+    1 - (1 - q)^(shape - 1/2), so R^2 = 1 - (1 - U)^(1 / (shape - 1/2)), and its angle is uniform.
+
+    Args:
+        shape: the Beta parameter.
+        uniforms: (2, ...) independent U[0, 1) draws, consumed (overwritten) here.
+
+    Returns:
+        T with shape ``uniforms.shape[1:]``.
     """
-    angle = _uniform_open_left(size, like).mul_(2.0 * math.pi)
+    angle_cos = uniforms[0].mul_(2.0 * math.pi).cos_()
     if shape == 0.5:  # the arcsine law: the point lies on the circle
-        return angle.cos_()
-    # 1 - U^(1/(shape - 1/2)) = -expm1(log(U) / (shape - 1/2)), exact for U near 1
-    radius = _uniform_open_left(size, like).log_().div_(shape - 0.5).expm1_().neg_().sqrt_()
-    return angle.cos_().mul_(radius)
+        return angle_cos
+    # 1 - (1 - U)^(1/(shape - 1/2)) = -expm1(log1p(-U) / (shape - 1/2)), exact for U near 0 and near 1
+    radius = uniforms[1].neg_().log1p_().mul_(1.0 / (shape - 0.5)).expm1_().neg_().sqrt_()
+    return angle_cos.mul_(radius)
 
 
-def _wood_proposals(
-    kappa_shrunk: torch.Tensor, x0: torch.Tensor, one_minus_x0: torch.Tensor, dim: int, per_entry: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _wood_proposals(constants: torch.Tensor, dim: int, per_entry: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_entry`` proposals of Wood's sampler per entry: (1 - w, rejected), shapes (N, per_entry).
 
     With T = 2 eps - 1 for Wood's eps ~ Beta((d-1)/2, (d-1)/2) and x0 = (1 - b) / (1 + b), Wood's proposal
     w = (1 - (1 + b) eps) / (1 - (1 - b) eps) simplifies to w = (x0 - T) / q with q = 1 - x0 T, so
     1 - w = (1 - x0) (1 + T) / q without cancellation near w = 1; and his test
     kappa w + (d - 1) log(1 - x0 w) - c >= log u,  c = kappa x0 + (d - 1) log(1 - x0^2),
-    becomes -kappa (1 - x0^2) T / q - (d - 1) log q >= log u, whose terms are O(d) rather than O(kappa):
+    becomes u <= exp(-kappa (1 - x0^2) T / q - (d - 1) log q), whose terms are O(d) rather than O(kappa):
     the cancellation that makes the textbook form unusable in float32 at large kappa is gone.
-    ``kappa_shrunk`` is kappa (1 - x0^2); all inputs have the dtype the proposals are computed in.
-    A nan test value counts as accepted, so a nan concentration gives a nan sample instead of an endless loop
-    (and kappa = inf gives w = 1, its limit).
+    ``constants`` is (N, 3): kappa (1 - x0^2), x0 and 1 - x0 per entry, in the dtype the proposals are computed in.
+    A nan test value counts as accepted, so a nan (or infinite) concentration gives a nan sample instead of
+    an endless loop.
     """
-    size = (x0.numel(), per_entry)
-    kappa_shrunk, x0, one_minus_x0 = kappa_shrunk[:, None], x0[:, None], one_minus_x0[:, None]
-    t = _symmetric_beta_centered((dim - 1) / 2.0, size, x0)
-    x0_t = x0 * t
-    q = 1.0 - x0_t  # in (0, 2)
+    kappa_shrunk, x0, one_minus_x0 = constants[:, 0:1], constants[:, 1:2], constants[:, 2:3]
+    uniforms = torch.rand((3, constants.shape[0], per_entry), dtype=constants.dtype, device=constants.device)
+    t = _symmetric_beta_centered((dim - 1) / 2.0, uniforms[:2])
+    q = 1.0 - x0 * t  # in (0, 2)
     one_minus_w = (t + 1.0).mul_(one_minus_x0).div_(q)
-    log_ratio = x0_t.neg_().log1p_().mul_(-(dim - 1.0)).sub_(t.mul_(kappa_shrunk).div_(q))
-    rejected = _uniform_open_left(size, x0).log_() > log_ratio
+    log_ratio = torch.add(kappa_shrunk * t / q, torch.log(q), alpha=dim - 1.0).neg_()
+    rejected = uniforms[2] > torch.exp(log_ratio)
     return one_minus_w, rejected
 
 
@@ -107,6 +106,23 @@ SMALL_BATCH = 4096
 SMALL_BATCH_PROPOSALS = 4
 
 
+def _wood_constants(kappa: torch.Tensor, dim: int) -> torch.Tensor:
+    """(N, 3): kappa (1 - x0^2), x0 and 1 - x0 of Wood's envelope, each without cancellation.
+
+    Wood's exact envelope parameter is b = (d - 1) / (2 kappa + s), s = sqrt(4 kappa^2 + (d - 1)^2) (no
+    large-kappa approximation), and x0 = (1 - b) / (1 + b). Using s^2 - (d - 1)^2 = 4 kappa^2:
+    x0 = 2 kappa / (s + d - 1) and 1 - x0 = (d - 1) (s + 2 kappa + d - 1) / ((s + 2 kappa) (s + d - 1)).
+    """
+    dim_minus_one = float(dim - 1)
+    two_kappa = 2.0 * kappa
+    root = torch.sqrt(two_kappa * two_kappa + dim_minus_one**2)
+    root_plus_dim = root + dim_minus_one
+    root_plus_kappa = root + two_kappa
+    x0 = two_kappa / root_plus_dim
+    one_minus_x0 = (root_plus_kappa + dim_minus_one).div_(root_plus_kappa * root_plus_dim).mul_(dim_minus_one)
+    return torch.stack([kappa * one_minus_x0 * (1.0 + x0), x0, one_minus_x0], dim=1)
+
+
 def _sample_one_minus_w_wood(kappa: torch.Tensor, dim: int, proposal_dtype: torch.dtype) -> torch.Tensor:
     """1 - w by Wood's (1994) rejection sampler, vectorized over kappa's entries (flat, float64 in and out).
 
@@ -115,26 +131,21 @@ def _sample_one_minus_w_wood(kappa: torch.Tensor, dim: int, proposal_dtype: torc
     Each round redraws only the entries still rejected, taking the first accepted of their proposals.
     The Beta((d-1)/2, (d-1)/2) variate comes from Ulrich's polar method, which needs no rejection of its own.
     """
-    dim_minus_one = float(dim - 1)
-    # Wood's envelope parameter, in the form without cancellation at large kappa (exact, not approximated).
-    b = dim_minus_one / (2.0 * kappa + torch.sqrt(4.0 * kappa * kappa + dim_minus_one**2))
-    x0 = (1.0 - b) / (1.0 + b)
-    one_minus_x0 = 2.0 * b / (1.0 + b)
-    constants = [tensor.to(proposal_dtype) for tensor in (kappa * one_minus_x0 * (1.0 + x0), x0, one_minus_x0)]
-
+    constants = _wood_constants(kappa, dim).to(proposal_dtype)
     one_minus_w, pending = None, None  # pending: indices still rejected (None: every entry, first round)
     per_entry = 1 if kappa.numel() >= SMALL_BATCH else SMALL_BATCH_PROPOSALS
     while True:
-        proposal, rejected = _wood_proposals(*(c if pending is None else c[pending] for c in constants), dim, per_entry)
-        any_accepted = ~rejected.all(dim=1)
+        proposal, rejected = _wood_proposals(constants if pending is None else constants[pending], dim, per_entry)
+        all_rejected = rejected.all(dim=1)
         first = rejected.to(torch.uint8).argmin(dim=1, keepdim=True)  # index of the first accepted proposal
         chosen = proposal.gather(1, first).squeeze(1)
         if pending is None:
             one_minus_w = chosen  # rejected entries hold garbage until a later round overwrites them
-            pending = (~any_accepted).nonzero().squeeze(-1)
+            pending = all_rejected.nonzero().squeeze(-1)
         else:
-            one_minus_w[pending[any_accepted]] = chosen[any_accepted]
-            pending = pending[~any_accepted]
+            accepted = ~all_rejected
+            one_minus_w[pending[accepted]] = chosen[accepted]
+            pending = pending[all_rejected]
         if pending.numel() == 0:
             break
         per_entry = min(2 * per_entry, MAX_PROPOSALS_PER_ENTRY)
@@ -142,22 +153,57 @@ def _sample_one_minus_w_wood(kappa: torch.Tensor, dim: int, proposal_dtype: torc
 
 
 @lru_cache(maxsize=None)
-def _gauss_legendre_unit(num_nodes: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nodes and weights of Gauss-Legendre quadrature on [0, 1], as tensors (cached per dtype and device)."""
+def _quadrature_rule(num_nodes: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gauss-Legendre on [0, 1] for the substitution h = span (1 - s^2): (1 - s^2, s^2, 2 s weights), cached.
+
+    The integral of g over h in [0, span] is span * sum_j g(span (1 - s_j^2)) * 2 s_j weight_j.
+    """
     nodes, weights = np.polynomial.legendre.leggauss(num_nodes)
-    return (
-        torch.as_tensor((nodes + 1.0) / 2.0, dtype=dtype, device=device),
-        torch.as_tensor(weights / 2.0, dtype=dtype, device=device),
-    )
+    s, weights = (nodes + 1.0) / 2.0, weights / 2.0
+    return tuple(torch.as_tensor(values, dtype=dtype, device=device) for values in (1.0 - s * s, s * s, 2.0 * s * weights))
 
 
-def _log_density_unnormalized(t: torch.Tensor, kappa: torch.Tensor, half_power: float) -> torch.Tensor:
-    """phi(t) = kappa t + ((d - 3)/2) log(1 - t^2), the log of f up to its normalizer."""
-    return kappa * t + half_power * torch.log1p(-t * t)
+def _dw_dkappa_d3(w: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    """dw/dkappa in closed form for d = 3, where F(w) = (exp(kappa w) - exp(-kappa)) / (2 sinh kappa):
+    dw/dkappa = [(1 - w) - 2 exp(-kappa (1 + w)) expm1(-kappa (1 - w)) / expm1(-2 kappa)] / kappa, every term
+    bounded (no overflow at large kappa)."""
+    one_minus_w = 1.0 - w
+    tail = torch.exp(-kappa * (1.0 + w)) * torch.expm1(-kappa * one_minus_w) / torch.expm1(-2.0 * kappa)
+    return (one_minus_w - 2.0 * tail) / kappa
+
+
+def _quadrature_span(w, kappa, one_minus_w, one_plus_w, right, direction, length, dim):
+    """How far from w the integrand f(t)/f(w) stays above exp(-QUADRATURE_E_FOLDS) (an upper bound).
+
+    For d > 3, log f is concave with |phi''(t)| = (d-3)(1+t^2)/(1-t^2)^2, even in t and increasing in |t|,
+    and its mode is t* = kappa / (a + sqrt(a^2 + kappa^2)), a = (d-3)/2. Walking away from w, the integrand
+    falls at least as fast as its tangent line when it starts downhill (slope bound), and at least as fast as
+    the smallest curvature on the walk beyond its peak (curvature bound). For d = 3 log f = kappa t: the
+    right side rises to t = 1, the left falls at rate kappa; for d = 2, exp(kappa (t - w)) bounds the left
+    side in the same way.
+    """
+    if dim <= 3:
+        return torch.where(right, length, torch.clamp(QUADRATURE_E_FOLDS / kappa, max=length))
+    a = (dim - 3) / 2.0
+    mode = kappa / (a + torch.sqrt(kappa * kappa + a * a))
+    slope = torch.addcdiv(kappa, w, one_minus_w * one_plus_w, value=-2.0 * a)  # phi'(w)
+    # On the right side with w below the mode the walk first rises to the mode, then falls.
+    peak = torch.where(right, torch.maximum(w, mode), w)
+    descent = (slope * direction).neg_().clamp_(min=0.0)  # how fast phi falls along the walk at w
+    slope_bound = torch.where(peak == w, QUADRATURE_E_FOLDS / descent, math.inf)
+    # Smallest curvature on the walk beyond the peak: at the peak if the walk moves away from 0, else at 0.
+    curvature_at = torch.where(direction * peak >= 0, peak, 0.0)
+    squared = curvature_at * curvature_at
+    curvature = (1.0 + squared).div_((1.0 - squared).square_()).mul_(float(dim - 3))
+    rise = torch.add(kappa * (peak - w), torch.log1p(-peak * peak) - torch.log(one_minus_w * one_plus_w), alpha=a)
+    curvature_bound = (peak - w).abs_() + ((rise + QUADRATURE_E_FOLDS) * 2.0 / curvature).sqrt_()
+    return torch.minimum(length, torch.minimum(slope_bound, curvature_bound))
 
 
 def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: torch.Tensor | None = None) -> torch.Tensor:
     """dw/dkappa at fixed CDF value for the w-marginal of vMF on S^{d-1} (see the module docstring).
+
+    Closed form for d = 3; Gauss-Legendre quadrature over the truncated side integral otherwise.
 
     Args:
         w: (N,) samples in (-1, 1), float64.
@@ -168,52 +214,30 @@ def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: tor
     Returns:
         (N,) derivatives, float64.
     """
-    half_power = (dim - 3) / 2.0
+    if dim == 3:
+        return _dw_dkappa_d3(w, kappa)
     if mean is None:
         mean = mean_resultant_length(dim, kappa)
+    a = (dim - 3) / 2.0
     right = w >= mean  # integrate over [w, 1]; otherwise over [-1, w]
     direction = torch.where(right, 1.0, -1.0).to(w.dtype)
+    one_minus_w, one_plus_w = 1.0 - w, 1.0 + w
     # w = +-1 has probability zero but can round there in float64 at extreme kappa; keep the logs finite.
-    length = torch.where(right, 1.0 - w, 1.0 + w).clamp(min=torch.finfo(w.dtype).tiny)
+    length = torch.where(right, one_minus_w, one_plus_w).clamp_(min=torch.finfo(w.dtype).tiny)  # to the end
+    far = torch.where(right, one_plus_w, one_minus_w)  # to the other end
+    span = _quadrature_span(w, kappa, one_minus_w, one_plus_w, right, direction, length, dim)
 
-    # Truncate where f(t)/f(w) < exp(-E). log f is concave for d >= 3 with |phi''(t)| = (d-3)(1+t^2)/(1-t^2)^2,
-    # even in t and increasing in |t|, and its mode is t* = kappa / (a + sqrt(a^2 + kappa^2)), a = (d-3)/2.
-    if dim == 3:  # log f = kappa t: rises to t = 1 on the right, falls at rate kappa on the left.
-        span = torch.where(right, length, torch.minimum(length, QUADRATURE_E_FOLDS / kappa))
-    elif dim > 3:
-        a = half_power
-        mode = kappa / (a + torch.sqrt(a * a + kappa * kappa))
-        slope = kappa - 2.0 * a * w / (1.0 - w * w)  # phi'(w)
-        # Going away from w: the integrand is monotone when the walk moves away from the mode; on the right
-        # side with w below the mode it first rises to the mode and then falls.
-        peak = torch.where(right, torch.maximum(w, mode), w)
-        descent = torch.clamp(-direction * slope, min=0.0)  # slope of phi along the walk, where it falls
-        slope_bound = torch.where(peak == w, QUADRATURE_E_FOLDS / descent, torch.full_like(w, math.inf))
-        # Smallest curvature on the walk beyond the peak: at the peak if the walk moves away from 0, else at 0.
-        moving_out = (direction * peak) >= 0
-        curvature_at = torch.where(moving_out, peak, torch.zeros_like(peak))
-        curvature = (dim - 3) * (1.0 + curvature_at**2) / (1.0 - curvature_at**2) ** 2
-        rise = _log_density_unnormalized(peak, kappa, half_power) - _log_density_unnormalized(w, kappa, half_power)
-        curvature_bound = (peak - w).abs() + torch.sqrt(2.0 * (QUADRATURE_E_FOLDS + rise) / curvature)
-        span = torch.minimum(length, torch.minimum(slope_bound, curvature_bound))
-    else:  # d = 2: (1 - t^2)^(-1/2) is integrable but not log-concave; exp(kappa (t - w)) bounds the left side.
-        span = torch.where(right, length, torch.minimum(length, QUADRATURE_E_FOLDS / kappa))
-
-    nodes, weights = _gauss_legendre_unit(QUADRATURE_NODES, w.dtype, w.device)
     # Distance from w: h = span (1 - s^2). Where the span reaches the end of [-1, 1], the distance to it is
     # span s^2, whose Jacobian 2 span s removes the (1 - t^2)^((d-3)/2) endpoint singularity at d = 2.
-    s = nodes[None, :]
-    h = span[:, None] * (1.0 - s * s)  # (N, Q)
-    t = w[:, None] + direction[:, None] * h
-    distance_to_end = (length - span)[:, None] + span[:, None] * s * s  # 1 -+ t, exactly
-    log_ratio = (
-        kappa[:, None] * (t - w[:, None])
-        + half_power * (torch.log(distance_to_end) + torch.log1p(direction[:, None] * t) - torch.log(length)[:, None]
-                        - torch.log1p(direction * w)[:, None])
-    )
-    integrand = (t - mean[:, None]) * torch.exp(log_ratio) * 2.0 * span[:, None] * s
-    integral = integrand @ weights
-    return direction * integral
+    one_minus_s2, s2, jacobian_weights = _quadrature_rule(QUADRATURE_NODES, w.dtype, w.device)
+    h = span[:, None] * one_minus_s2  # (N, Q)
+    # log f(t)/f(w) = kappa (t - w) + a [log((end distance of t) / length) + log((far + h) / far)]
+    log_ratio = (kappa * direction)[:, None] * h
+    if a != 0.0:
+        to_end = (length - span)[:, None] + span[:, None] * s2  # 1 -+ t, exactly
+        log_ratio = log_ratio + a * (torch.log(to_end / length[:, None]) + torch.log1p(h / far[:, None]))
+    integrand = ((w - mean)[:, None] + direction[:, None] * h) * torch.exp(log_ratio)  # (t - A) f(t)/f(w)
+    return direction * span * (integrand @ jacobian_weights)
 
 
 class _RadialSample(torch.autograd.Function):

@@ -97,7 +97,7 @@ def test_loc_equal_to_first_basis_vector():
 @pytest.mark.parametrize("shape", [0.5, 1.0, 4.5, 63.5, 511.5])
 def test_symmetric_beta_draws_are_beta_distributed(shape):
     torch.manual_seed(0)
-    draws = (1.0 + _symmetric_beta_centered(shape, (NUM,), torch.zeros(1, dtype=torch.float64))) / 2.0
+    draws = (1.0 + _symmetric_beta_centered(shape, torch.rand(2, NUM, dtype=torch.float64))) / 2.0
     assert draws.dtype == torch.float64
     assert scipy.stats.kstest(draws.numpy(), scipy.stats.beta(shape, shape).cdf).pvalue > P_FLOOR
 
