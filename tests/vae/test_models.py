@@ -9,6 +9,7 @@ from scipy.special import gammaln, ive
 from scipy.stats import vonmises_fisher
 
 from vae.models import HypersphericalVAE
+from vmfprior import VMFPrior
 
 
 def _prior_weight(num_classes=10, dim=5, seed=0):
@@ -126,6 +127,22 @@ def test_hvae_l_label_prior_and_mixture():
     torch.testing.assert_close(
         model.log_marginal_prior(z), torch.logsumexp(all_classes, -1) - math.log(10), rtol=1e-5, atol=1e-5
     )
+
+
+def test_hvae_l_label_prior_is_built_once_and_follows_the_weight():
+    model = _model("hvae-l", dim=3)
+    prior = model.label_prior()
+    assert model.label_prior() is prior
+    assert not any(isinstance(module, VMFPrior) for module in model.modules())  # not a submodule: no state-dict keys
+    replacement = _prior_weight(dim=3, seed=1)
+    model.load_state_dict({**model.state_dict(), "prior_weight": replacement})  # in-place copy
+    rebuilt = model.label_prior()
+    assert rebuilt is not prior
+    torch.testing.assert_close(rebuilt.mean_directions, F.normalize(replacement, dim=-1))
+    model.double()  # a new buffer tensor
+    assert model.label_prior().mean_directions.dtype == torch.float64
+    model.prior_concentration = 20.0
+    assert model.label_prior().concentration[0].item() == 20.0
 
 
 def test_gradients_reach_every_parameter():
