@@ -15,7 +15,7 @@ from torch.distributions import Distribution, constraints, register_kl
 from .bessel import bessel_values, log_bessel_iv_and_ratio, work_dtype
 from .reflection import reflect_to_mean_direction
 from .reflection import row_dot as _row_dot
-from .wood_sampler import sample_radial
+from .wood_sampler import gradient_needs_mean, sample_radial
 
 __all__ = ["VonMisesFisher", "HypersphericalUniform", "unit_sphere"]
 
@@ -189,7 +189,7 @@ class VonMisesFisher(Distribution):
         shape = self._extended_shape(sample_shape)
         batch, dtype, loc = shape[:-1], self.loc.dtype, self.loc
         # The kappa-gradient of w needs A_d(kappa): pass the cached value when a gradient can flow.
-        needs_mean_length = self.concentration.requires_grad and torch.is_grad_enabled()
+        needs_mean_length = self.concentration.requires_grad and torch.is_grad_enabled() and gradient_needs_mean(self.dim)
         mean_length = self._bessel_values()[1].expand(batch) if needs_mean_length else None
         w, tangent_length = sample_radial(self.concentration.expand(batch), self.dim, mean_length)  # (S..., B...)
 

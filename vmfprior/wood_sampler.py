@@ -271,6 +271,11 @@ class _RadialSample(torch.autograd.Function):
         return (total * derivative.reshape(w.shape)).to(kappa.dtype), None, None
 
 
+def gradient_needs_mean(dim: int) -> bool:
+    """Whether the kappa-gradient of ``sample_radial`` uses A_d(kappa) (all d but 3, which has a closed form)."""
+    return dim != 3
+
+
 def sample_radial(kappa: torch.Tensor, dim: int, mean: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw w = mu^T z for z ~ vMF(mu, kappa) on S^{dim-1}, one per entry of ``kappa``, and sqrt(1 - w^2).
 
