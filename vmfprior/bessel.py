@@ -89,8 +89,8 @@ def _powers(base: torch.Tensor, count: int) -> torch.Tensor:
 
 @lru_cache(maxsize=None)
 def _debye_coefficients(order: float, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """For a fixed order m: the orders (m, m + 1) and the coefficients of t^1 .. t^3K of sum_k u_k(t) / m^k
-    for each of them, shapes (2,) and (2, 3K). With the order known, the series is one polynomial in t."""
+    """For a fixed order m: the orders mu = m, m + 1 and, for each, the coefficients of t^1 .. t^3K in
+    sum_k u_k(t) / mu^k; shapes (2,) and (2, 3K). With the order known, the series is one polynomial in t."""
     orders = torch.tensor([order, order + 1.0], dtype=torch.float64)
     inverse_powers = _powers(1.0 / orders, DEBYE_TERMS)  # (2, K)
     coefficients = inverse_powers @ _debye_matrix(torch.float64, torch.device("cpu")).T  # (2, 3K)

@@ -189,8 +189,9 @@ class VonMisesFisher(Distribution):
         shape = self._extended_shape(sample_shape)
         batch, dtype, loc = shape[:-1], self.loc.dtype, self.loc
         # The kappa-gradient of w needs A_d(kappa): pass the cached value when a gradient can flow.
-        needs_mean_length = self.concentration.requires_grad and torch.is_grad_enabled() and gradient_needs_mean(self.dim)
-        mean_length = self._bessel_values()[1].expand(batch) if needs_mean_length else None
+        mean_length = None
+        if self.concentration.requires_grad and torch.is_grad_enabled() and gradient_needs_mean(self.dim):
+            mean_length = self._bessel_values()[1].expand(batch)
         w, tangent_length = sample_radial(self.concentration.expand(batch), self.dim, mean_length)  # (S..., B...)
 
         # Around e_1 the sample is w e_1 + sqrt(1 - w^2) g / |g| with g isotropic orthogonal to e_1; a
