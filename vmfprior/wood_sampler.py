@@ -40,7 +40,8 @@ import torch
 from .bessel import mean_resultant_length, work_dtype
 
 # Gauss-Legendre nodes for the implicit gradient; the integrand spans at most QUADRATURE_E_FOLDS e-folds on the
-# truncated interval, which this many nodes integrate to about 1e-12 relative (tests check 1e-8 against mpmath's adaptive quadrature).
+# truncated interval, which this many nodes integrate to about 1e-12 relative (tests check 1e-8 against mpmath's
+# adaptive quadrature).
 QUADRATURE_NODES = 64
 QUADRATURE_E_FOLDS = 40.0
 
@@ -91,9 +92,11 @@ def _wood_proposals(constants: torch.Tensor, dim: int, per_entry: int) -> tuple[
     kappa_shrunk, x0, one_minus_x0 = constants[:, 0:1], constants[:, 1:2], constants[:, 2:3]
     uniforms = torch.rand((3, constants.shape[0], per_entry), dtype=constants.dtype, device=constants.device)
     t = _symmetric_beta_centered((dim - 1) / 2.0, uniforms[:2])
-    q = 1.0 - x0 * t  # in (0, 2)
+    x0_t = x0 * t
+    q = 1.0 - x0_t  # in (0, 2)
     one_minus_w = (t + 1.0).mul_(one_minus_x0).div_(q)
-    log_ratio = torch.add(kappa_shrunk * t / q, torch.log(q), alpha=dim - 1.0).neg_()
+    # log q as log1p(-x0 T): exact when x0 T is tiny (small kappa), where (d - 1) log q would amplify rounding
+    log_ratio = torch.add(kappa_shrunk * t / q, x0_t.neg_().log1p_(), alpha=dim - 1.0).neg_()
     rejected = uniforms[2] > torch.exp(log_ratio)
     return one_minus_w, rejected
 
