@@ -170,9 +170,12 @@ class HypersphericalVAE(nn.Module):
         if self.kind != "hvae-l":
             raise ValueError(f"kind={self.kind!r} has no label prior (only 'hvae-l')")
         weight, cached = self.prior_weight, self._label_prior_cache
-        key = (weight._version, self.prior_concentration)
-        if cached is None or cached[0] is not weight or cached[1:3] != key:
-            cached = (weight, *key, VMFPrior.from_weight(weight, self.prior_concentration))
+        try:
+            version = weight._version
+        except RuntimeError:  # an inference-mode tensor has no version counter: build afresh
+            return VMFPrior.from_weight(weight, self.prior_concentration)
+        if cached is None or cached[0] is not weight or cached[1:3] != (version, self.prior_concentration):
+            cached = (weight, version, self.prior_concentration, VMFPrior.from_weight(weight, self.prior_concentration))
             self._label_prior_cache = cached
         return cached[3]
 

@@ -143,6 +143,10 @@ def test_hvae_l_label_prior_is_built_once_and_follows_the_weight():
     assert model.label_prior().mean_directions.dtype == torch.float64
     model.prior_concentration = 20.0
     assert model.label_prior().concentration[0].item() == 20.0
+    with torch.inference_mode():  # buffers without a version counter still work
+        inference_model = _model("hvae-l", dim=3)
+        x, y = _batch(4)
+        assert torch.isfinite(inference_model.elbo(x, y).elbo).all()
 
 
 def test_gradients_reach_every_parameter():
