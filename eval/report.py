@@ -4,7 +4,7 @@
 
 Every `fidelity-*.json` that `python -m eval.fidelity` wrote in a run folder becomes one row, labelled
 with the run's latent noise (Gaussian / vMF / sphere) from its config.json; the exact commands follow
-the table. With --out, the table goes between section markers in that file, replacing an earlier
+the table: the training command each run recorded in its config.json, then the scoring commands. With --out, the table goes between section markers in that file, replacing an earlier
 version of the same section and leaving the rest of the file as it is.
 """
 
@@ -46,8 +46,10 @@ def collect_runs(run_dirs):
                              f"--checkpoint {run_dir}` first")
         config_path = os.path.join(run_dir, "config.json")
         config = _read_json(config_path).get("config", {}) if os.path.isfile(config_path) else {}
+        training_command = _read_json(config_path).get("command") if os.path.isfile(config_path) else None
         for path in paths:
             record = dict(_read_json(path))
+            record["training_command"] = training_command
             noise = record.get("noise") or config.get("sampler")
             record.update(run=os.path.relpath(run_dir) if not os.path.isabs(run_dir) else run_dir,
                           noise=noise, concentration=config.get("concentration") if noise == "vmf" else None,
@@ -100,7 +102,8 @@ def format_table(records):
     if any(r.get("feature_extractor") != "inception-v3-compat" for r in records):
         lines += ["", "Scores from a classifier extractor (not `inception-v3-compat`) are IS/FID-style scores on "
                       "that classifier's features: not comparable with published Inception numbers."]
-    lines += ["", "Commands:", "", "```"]
+    lines += ["", "Commands (training, as recorded in each run's config.json, then scoring):", "", "```"]
+    lines += sorted({r["training_command"] for r in records if r.get("training_command")})
     lines += sorted({r["command"] for r in records if r.get("command")})
     lines += ["```"]
     return "\n".join(lines) + "\n"

@@ -112,10 +112,11 @@ def validate(config: GANConfig) -> GANConfig:
 
 
 def _read_config_file(path: str) -> dict:
-    """Read a JSON config: a flat {key: value} dict, or a run folder's config.json ({"kind", "config"})."""
+    """Read a JSON config: a flat {key: value} dict, or a run folder's config.json ({"kind", "config"} and
+    possibly the "command" that started the run)."""
     with open(path) as stream:
         payload = json.load(stream)
-    if isinstance(payload, dict) and set(payload) == {"kind", "config"}:
+    if isinstance(payload, dict) and {"kind", "config"} <= set(payload) <= {"kind", "config", "command"}:
         # A run's config.json: keep what defines the run, not how its first invocation was told to stop.
         payload = {key: value for key, value in payload["config"].items() if key not in INVOCATION_KEYS}
     if not isinstance(payload, dict):

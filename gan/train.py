@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import shlex
 import shutil
 import sys
 import time
@@ -146,8 +147,9 @@ def _init_trackers(accelerator: Accelerator, config: GANConfig) -> None:
         accelerator.init_trackers("gan", config=flat)
 
 
-def train(config: GANConfig) -> dict:
-    """Run (or resume) a training run described by ``config``.
+def train(config: GANConfig, command: str | None = None) -> dict:
+    """Run (or resume) a training run described by ``config``; ``command`` (the command line) is recorded in
+    the new run's config.json, where ``eval.report`` lists it.
 
     Returns:
         {"iteration": last iteration, "seconds": wall time of this process's loop, "run_dir": path}.
@@ -204,7 +206,7 @@ def train(config: GANConfig) -> dict:
             ema.module.load_state_dict(trainer["ema"])
         accelerator.print(f"resumed {run_dir} at iteration {start}")
     elif accelerator.is_main_process:
-        write_config(run_dir, config, "gan")
+        write_config(run_dir, config, "gan", command=command)
     log = MetricsLog(run_dir / "metrics.jsonl") if accelerator.is_main_process else None
     _init_trackers(accelerator, config)
     grid_z, grid_labels = _fixed_grid_inputs(latent, config.num_classes, device)
@@ -272,7 +274,10 @@ def train(config: GANConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     """Entry point: parse ``argv`` (default sys.argv[1:]) into a GANConfig and train."""
-    return train(parse_config(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The script and its arguments; the launcher (python or accelerate launch and its options) is not visible here.
+    command = shlex.join(["gan/train.py", *argv])
+    return train(parse_config(argv), command=command)
 
 
 if __name__ == "__main__":

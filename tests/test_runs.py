@@ -60,6 +60,9 @@ def test_write_and_read_config(tmp_path):
     kind, config = read_config(run)
     assert kind == "vae" and config["z_dim"] == 7 and config["z_dims"] == [3, 5]
     assert json.loads((run / "config.json").read_text())["kind"] == "vae"
+    assert "command" not in json.loads((run / "config.json").read_text())
+    write_config(run, ToyConfig(), kind="vae", command="python -m vae.train --z-dim 3")
+    assert json.loads((run / "config.json").read_text())["command"] == "python -m vae.train --z-dim 3"
     with pytest.raises(FileNotFoundError, match="run folder"):
         read_config(tmp_path / "nothing")
     with pytest.raises(ValueError, match="kind"):

@@ -143,13 +143,14 @@ def _json_normalize(value):
     return json.loads(json.dumps(value))
 
 
-def write_config(run_dir: str | os.PathLike, config, kind: str) -> Path:
+def write_config(run_dir: str | os.PathLike, config, kind: str, command: str | None = None) -> Path:
     """Write ``run_dir/config.json`` as ``{"kind": kind, "config": {...}}`` (atomically; creates run_dir).
 
     Args:
         run_dir: the run folder.
         config: a dataclass instance or a dict of JSON-serializable values.
         kind: what produced the run, e.g. "vae", "vae-classifier", "gan".
+        command: the command line that started the run, stored as ``"command"`` when given (for reports).
 
     Returns:
         the path written.
@@ -159,7 +160,10 @@ def write_config(run_dir: str | os.PathLike, config, kind: str) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CONFIG_FILE
-    text = json.dumps({"kind": kind, "config": _as_dict(config)}, indent=2, sort_keys=True)
+    record = {"kind": kind, "config": _as_dict(config)}
+    if command is not None:
+        record["command"] = command
+    text = json.dumps(record, indent=2, sort_keys=True)
     _atomic_write(path, lambda handle: handle.write(text.encode() + b"\n"))
     return path
 

@@ -14,7 +14,8 @@ def _make_run(root, name, sampler, is_mean, fid, concentration=None, extractor="
     run = root / name
     run.mkdir()
     config = {"sampler": sampler, "iterations": 50000, "concentration": concentration}
-    (run / "config.json").write_text(json.dumps({"kind": "gan", "config": config}))
+    command = f"gan/train.py --sampler {sampler} --out {run}"
+    (run / "config.json").write_text(json.dumps({"kind": "gan", "config": config, "command": command}))
     record = {"inception_score_mean": is_mean, "inception_score_std": 0.05, "frechet_inception_distance": fid,
               "num_samples": 5000, "feature_extractor": extractor, "reference": "/data/cifar10.npz", "reference_split": "train",
               "noise": sampler, "command": f"python -m eval.fidelity --checkpoint {run}"}
@@ -31,6 +32,8 @@ def test_table_rows_are_ordered_gaussian_vmf_sphere(tmp_path):
     assert rows[1] == (f"| vMF | `{runs[1]}` | 5 | 50000 | 5000 | inception-v3-compat | cifar10.npz (train) | "
                        "8.25 ± 0.05 | 20.50 |")
     assert f"python -m eval.fidelity --checkpoint {runs[0]}" in text
+    assert f"gan/train.py --sampler sphere --out {runs[0]}" in text  # the training command from config.json
+    assert text.index("gan/train.py") < text.index("python -m eval.fidelity")
     assert "Note:" not in text and "not comparable" not in text
 
 

@@ -24,7 +24,9 @@ def test_two_iterations_by_path_write_checkpoint_and_grid(fake_cifar, tmp_path):
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}  # see conftest.single_thread
     result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads((out / "config.json").read_text())["kind"] == "gan"
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["kind"] == "gan"
+    assert recorded["command"].startswith("gan/train.py ") and "--iterations 2" in recorded["command"]
     assert (out / "checkpoints" / "latest").read_text().strip() == "iter_0000002"
     assert (out / "checkpoints" / "iter_0000002" / "trainer.pt").is_file()
     assert (out / "samples" / "iter_0000002.png").is_file()
