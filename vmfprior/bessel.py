@@ -180,6 +180,13 @@ def _num_shifts(v: torch.Tensor | float) -> int:
     return max(0, int(math.ceil(DEBYE_MIN_ORDER - v)))
 
 
+def _order_on_host(v: torch.Tensor | float) -> torch.Tensor | float:
+    """A number, or a one-element CPU tensor, as a float (handled on the host); other tensors unchanged."""
+    if not isinstance(v, torch.Tensor) or (v.numel() == 1 and v.device.type == "cpu"):
+        return float(v)
+    return v
+
+
 def _evaluate(v: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
     """(log I_v(x), I_{v+1}(x)/I_v(x), v) in the compute dtype, with x = 0 and values outside the domain handled.
 
@@ -188,8 +195,7 @@ def _evaluate(v: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, t
     """
     dtype = work_dtype(x.device)
     x_work = x.detach().to(dtype)
-    if isinstance(v, torch.Tensor) and v.numel() == 1 and v.device.type == "cpu":
-        v = float(v)
+    v = _order_on_host(v)
     if not isinstance(v, torch.Tensor):
         if v <= -1:  # outside the domain
             return torch.full_like(x_work, math.nan), torch.full_like(x_work, math.nan), float(v)
@@ -255,9 +261,10 @@ class _BesselTerms(torch.autograd.Function):
 
 def _order_as_evaluated(v: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor | float:
     """The order in the form ``_evaluate`` returns it: a float, or a tensor shaped and typed like ``like``."""
-    if isinstance(v, torch.Tensor) and not (v.numel() == 1 and v.device.type == "cpu"):
+    v = _order_on_host(v)
+    if isinstance(v, torch.Tensor):
         return v.detach().to(dtype=like.dtype, device=like.device).expand(like.shape)
-    return float(v)
+    return v
 
 
 def _as_float_tensor(value, name: str) -> torch.Tensor:
