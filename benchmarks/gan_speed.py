@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from gan.train import main as train_main  # noqa: E402
-from vmfprior.runs import read_metrics  # noqa: E402
+from common.runs import read_metrics  # noqa: E402
 
 
 def measure(preset: str, iterations: int, warmup: int, data: str | None, mixed_precision: str) -> dict:

@@ -1,7 +1,7 @@
 """Speed of the hyperspherical VAE: an HVAE-L training step against the same network with a Gaussian latent,
 and the 500-sample importance-weighted log-likelihood on the MNIST test set.
 
-    python benchmarks/vae_speed.py --data ../shared/data/mnist.npz [--z-dim 5] [--steps 100] [--num-test 500]
+    python benchmarks/vae_speed.py --data ../shared/data/mnist.npz [--latent-dim 5] [--steps 100] [--num-test 500]
 
 A timed step is what an epoch of ``vae.train`` repeats: gather the batch, binarize it afresh, forward,
 backward, Adam. Prints one JSON object: milliseconds per step for both latents, the implied seconds per
@@ -10,7 +10,6 @@ extrapolated to the 10,000-image test set; and the process's peak resident memor
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import resource
@@ -24,9 +23,11 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from common.cli import ArgumentParser, UserError, run_cli, set_threads  # noqa: E402
+from common.data import binarize, binarize_fixed, load_mnist  # noqa: E402
 from eval.loglik import evaluate_test_set  # noqa: E402
 from vae.models import HypersphericalVAE  # noqa: E402
-from vmfprior.data import binarize, binarize_fixed, load_mnist  # noqa: E402
+from vmfprior import VMFPrior  # noqa: E402
 
 EPOCH_IMAGES = 50_000
 WARMUP_STEPS = 10
@@ -35,12 +36,12 @@ WARMUP_STEPS = 10
 class GaussianVAE(nn.Module):
     """The HVAE's encoder/decoder with a Gaussian latent: q(z|x) = N(mu, diag sigma^2), prior N(0, I)."""
 
-    def __init__(self, z_dim: int, input_dim: int = 784):
+    def __init__(self, latent_dim: int, input_dim: int = 784):
         super().__init__()
         self.encoder = nn.Sequential(nn.Linear(input_dim, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU())
-        self.mean_layer = nn.Linear(128, z_dim)
-        self.log_variance_layer = nn.Linear(128, z_dim)
-        self.decoder = nn.Sequential(nn.Linear(z_dim, 128), nn.ReLU(), nn.Linear(128, 256), nn.ReLU(),
+        self.mean_layer = nn.Linear(128, latent_dim)
+        self.log_variance_layer = nn.Linear(128, latent_dim)
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, 128), nn.ReLU(), nn.Linear(128, 256), nn.ReLU(),
                                      nn.Linear(256, input_dim))
 
     def elbo(self, x: torch.Tensor, y=None) -> torch.Tensor:
@@ -75,24 +76,26 @@ def time_training_steps(model: nn.Module, images: torch.Tensor, labels: torch.Te
 
 def main(argv=None) -> dict:
     """Run the benchmark and print the JSON record."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python benchmarks/vae_speed.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None, help="MNIST .npz (default: torchvision download)")
-    parser.add_argument("--z-dim", type=int, default=5)
+    parser.add_argument("--latent-dim", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64, help="training batch (the paper's: 64)")
     parser.add_argument("--steps", type=int, default=100, help="timed training steps per model")
     parser.add_argument("--num-test", type=int, default=500, help="test images for the log-likelihood timing")
     parser.add_argument("--num-samples", type=int, default=500)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    for name in ("latent_dim", "batch_size", "steps", "num_test", "num_samples"):
+        if getattr(args, name) < (2 if name == "latent_dim" else 1):
+            raise UserError(f"--{name.replace('_', '-')} is out of range: {getattr(args, name)}")
+    set_threads(args.threads)
     torch.manual_seed(0)
     data = load_mnist(args.data)
     images, labels = data.x_train, data.y_train
-    prior_weight = torch.randn(data.num_classes, args.z_dim)
+    prior = VMFPrior.from_weight(torch.randn(data.num_classes, args.latent_dim), 5.0)
 
-    hvae_l = HypersphericalVAE("hvae-l", args.z_dim, prior_weight=prior_weight)
-    gaussian = GaussianVAE(args.z_dim)
+    hvae_l = HypersphericalVAE("hvae-l", args.latent_dim, class_prior=prior)
+    gaussian = GaussianVAE(args.latent_dim)
     # Interleave the two timings twice so a change in background load hits both alike.
     hvae_l_seconds = gaussian_seconds = 0.0
     for _ in range(2):
@@ -104,7 +107,7 @@ def main(argv=None) -> dict:
     scores = evaluate_test_set(hvae_l.eval(), test_images, data.y_test[: args.num_test], num_samples=args.num_samples)
     loglik_seconds = time.perf_counter() - began
     record = {
-        "z_dim": args.z_dim,
+        "latent_dim": args.latent_dim,
         "threads": torch.get_num_threads(),
         "batch_size": args.batch_size,
         "gaussian_ms_per_step": round(1000 * gaussian_seconds, 2),
@@ -124,4 +127,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

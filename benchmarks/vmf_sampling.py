@@ -24,7 +24,7 @@ import scipy.stats
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import replace_section  # noqa: E402
+from common.markdown import write_section  # noqa: E402
 from vmfprior import VonMisesFisher  # noqa: E402
 
 CASES = [(3, 5.0), (10, 50.0), (128, 100.0), (1024, 1000.0)]
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             summary,
         ])
-        replace_section(Path(args.output), "vmf-sampling", "Sampling throughput: VonMisesFisher.rsample", body)
+        write_section(args.output, "vmf-sampling", "## Sampling throughput: VonMisesFisher.rsample\n\n" + body)
         print(f"wrote {args.output}")
     return 0
 

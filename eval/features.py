@@ -24,6 +24,8 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.helpers import vassert
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from vmfprior.prior import read_state_dict
+
 # Feature names this extractor provides (the analogues of Inception's "2048" and "logits").
 FEATURE_PENULTIMATE = "penultimate"
 FEATURE_LOGITS = "logits"
@@ -34,23 +36,6 @@ DEFAULT_FEATURE_FOR_METRIC = {
     "prc": FEATURE_PENULTIMATE,
 }
 INTERNAL_DTYPES = {None: torch.float32, "float32": torch.float32, "float64": torch.float64}
-
-
-def load_state_dict(path):
-    """Read a classifier state_dict from a torch.save'd file: the dict itself, or its "model" entry.
-
-    Args:
-        path: checkpoint file.
-
-    Returns:
-        dict of parameter/buffer tensors.
-    """
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
-        saved = saved["model"]
-    if not isinstance(saved, dict) or not all(torch.is_tensor(v) for v in saved.values()):
-        raise ValueError(f"checkpoint {path!r} holds neither a state_dict nor a dict with a 'model' state_dict")
-    return saved
 
 
 def state_fingerprint(model):
@@ -114,7 +99,7 @@ class ClassifierFeatureExtractor(FeatureExtractorBase):
         self.internal_dtype = INTERNAL_DTYPES[feature_extractor_internal_dtype]
         self.model = copy.deepcopy(self.template)
         if feature_extractor_weights_path is not None:
-            self.model.load_state_dict(load_state_dict(feature_extractor_weights_path))
+            self.model.load_state_dict(read_state_dict(feature_extractor_weights_path))
         self.model.to(self.internal_dtype)
 
     @staticmethod
@@ -187,7 +172,7 @@ def register_classifier_extractor(name, model, checkpoint=None, preprocess=None,
     check_classifier(built)
     template = copy.deepcopy(built).cpu().eval().requires_grad_(False)
     if checkpoint is not None:
-        template.load_state_dict(load_state_dict(checkpoint))
+        template.load_state_dict(read_state_dict(checkpoint))
     attributes = {"template": template, "preprocess": staticmethod(preprocess) if preprocess else None,
                   "fingerprint": state_fingerprint(template)}
     cls = type(f"ClassifierFeatureExtractor_{attributes['fingerprint']}", (ClassifierFeatureExtractor,), attributes)

@@ -1,10 +1,9 @@
 """Inception Score and FID of a conditional generator, through torch-fidelity (never re-implemented here).
 
-    python -m eval.fidelity --checkpoint RUN_DIR [--num-samples 5000] [--reference cifar10-train|PATH.npz]
-        [--inception-weights PATH] [--feature-extractor NAME] [--classifier-checkpoint PATH] [--batch-size 64] [--cpu]
+    metrics = compute_fidelity(sampler, load_reference("cifar10-train")[0], num_samples=5000)
 
-prints the scores and writes RUN_DIR/fidelity-<extractor>-n<num_samples>.json. The generator is any
-sampler from `vae.sampling` / `gan.sampling` (see .interfaces.md); it draws its own labels and latents.
+The generator is any conditional sampler of the protocol in :mod:`eval.sampler`; it draws its own labels and
+latents. ``python -m gan.fidelity --run RUN`` is the command line for a GAN run folder.
 
 Caching: the reference statistics are cached by torch-fidelity under a name built from the dataset
 (file hash for an .npz), the split, and the feature extractor (with a hash of its weights); generated
@@ -15,13 +14,8 @@ weights-inception-2015-12-05-6726825d.pth), or score with one of this project's 
 (`--classifier-checkpoint PATH`, see eval/features.py): such scores compare only with each other.
 """
 
-import argparse
-import datetime
 import hashlib
-import json
 import os
-import shlex
-import sys
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +24,9 @@ from torch.utils.data import Dataset
 from torch_fidelity import GenerativeModelBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from eval.features import extractor_fingerprint, register_classifier_extractor, state_fingerprint
+from common.data import DataUnavailableError, load_cifar10
+from eval.features import extractor_fingerprint
+from eval.sampler import check_sampler, sampler_device
 
 INCEPTION = "inception-v3-compat"
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -39,10 +35,9 @@ KEY_IS_MEAN = torch_fidelity.KEY_METRIC_ISC_MEAN
 KEY_IS_STD = torch_fidelity.KEY_METRIC_ISC_STD
 KEY_FID = torch_fidelity.KEY_METRIC_FID
 REFERENCE_SPLITS = ("train", "test")
-DEFAULT_CLASSIFIER_LOADER = "gan.classifier:load_classifier"
 
 
-class FeatureExtractorUnavailableError(RuntimeError):
+class FeatureExtractorUnavailableError(DataUnavailableError):
     """The feature extractor's weights are neither on disk nor downloadable; the message says what to do."""
 
 
@@ -78,16 +73,11 @@ class SamplerGenerativeModel(GenerativeModelBase):
     def __init__(self, sampler):
         """
         Args:
-            sampler: object with num_classes, sample_latent(labels) and decode(z, label_probs) (.interfaces.md).
+            sampler: object with num_classes, sample_latent(labels) and decode(z, label_probs) (eval.sampler).
         """
         super().__init__()
-        for name in ("num_classes", "sample_latent", "decode"):
-            if not hasattr(sampler, name):
-                raise TypeError(f"sampler must provide `{name}` (see .interfaces.md), got {type(sampler).__name__}")
-        if int(sampler.num_classes) < 1:
-            raise ValueError(f"sampler.num_classes must be positive, got {sampler.num_classes}")
+        self.sampler_classes = check_sampler(sampler)
         self.sampler = sampler
-        self.sampler_classes = int(sampler.num_classes)
 
     @property
     def z_size(self):
@@ -109,7 +99,7 @@ class SamplerGenerativeModel(GenerativeModelBase):
         Returns:
             (B, 3, H, W) uint8 images on noise's device.
         """
-        device = torch.device(getattr(self.sampler, "device", noise.device))
+        device = sampler_device(self.sampler) if hasattr(self.sampler, "device") else noise.device
         labels = torch.randint(self.sampler_classes, (noise.shape[0],), device=device)  # (B,)
         latents = self.sampler.sample_latent(labels)  # (B, d)
         images = self.sampler.decode(latents, F.one_hot(labels, self.sampler_classes).float())
@@ -167,15 +157,13 @@ def load_reference(reference="cifar10-train", split=None):
     """CIFAR-10 reference images for FID.
 
     Args:
-        reference: "cifar10-train" / "cifar10-test" (torchvision download through vmfprior.data), or a
+        reference: "cifar10-train" / "cifar10-test" (torchvision download through common.data), or a
             path to an .npz with x_train/x_test (e.g. ../shared/data/cifar10-jpeg-q75-subset.npz).
         split: "train" or "test"; default: the suffix of the name, or "train" for a file.
 
     Returns:
         (dataset, cache_name): a UInt8ImageDataset and a name naming dataset, content and split.
     """
-    from vmfprior.data import load_cifar10  # the data module belongs to the vae helper; imported on use
-
     split = reference_split(reference, split)
     if reference in ("cifar10-train", "cifar10-test"):
         data, tag = load_cifar10(None), "cifar10"
@@ -203,7 +191,7 @@ def compute_fidelity(sampler, reference=None, num_samples=5000, feature_extracto
     """Inception Score (and FID against `reference`) of a conditional sampler, via torch_fidelity.calculate_metrics.
 
     Args:
-        sampler: conditional sampler (.interfaces.md): num_classes, sample_latent, decode.
+        sampler: conditional sampler (protocol of eval.sampler).
         reference: torch Dataset of (3, H, W) uint8 images (UInt8ImageDataset, see load_reference), or None
             to compute the Inception Score only.
         num_samples: generated images (the paper: 5000; the common protocol: 50000).
@@ -261,115 +249,3 @@ def compute_fidelity(sampler, reference=None, num_samples=5000, feature_extracto
         raise FeatureExtractorUnavailableError(_offline_message(
             feature_extractor, f"downloading them failed ({type(error).__name__}: {error})")) from error
     return {key: float(value) for key, value in metrics.items()}
-
-
-def _sampler_noise(run_config):
-    """The latent noise kind recorded in a run's config (gaussian / vmf / sphere), if any."""
-    for key in ("sampler", "latent_sampler", "noise", "latent"):
-        if isinstance(run_config.get(key), str):
-            return run_config[key]
-    return None
-
-
-def _load_classifier(loader_spec, checkpoint):
-    """Import MODULE:FUNCTION and call it with the checkpoint path; it returns the classifier nn.Module."""
-    import importlib
-
-    module_name, _, function_name = loader_spec.partition(":")
-    if not module_name or not function_name:
-        raise ValueError(f"--classifier-loader must look like MODULE:FUNCTION, got {loader_spec!r}")
-    loader = getattr(importlib.import_module(module_name), function_name)
-    return loader(checkpoint)
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(description="IS and FID of a generator run through torch-fidelity.")
-    parser.add_argument("--checkpoint", required=True, help="run folder with config.json (gan or vae)")
-    parser.add_argument("--num-samples", type=int, default=5000)
-    parser.add_argument("--reference", default="cifar10-train",
-                        help="cifar10-train, cifar10-test (torchvision download) or PATH.npz; 'none' for IS only")
-    parser.add_argument("--reference-split", choices=REFERENCE_SPLITS, default=None,
-                        help="split of an .npz reference (default train)")
-    parser.add_argument("--inception-weights", default=None, help=f"local copy of {INCEPTION_WEIGHTS_FILE}")
-    parser.add_argument("--feature-extractor", default=None,
-                        help=f"torch-fidelity extractor name (default {INCEPTION})")
-    parser.add_argument("--classifier-checkpoint", default=None,
-                        help="score with this project's classifier instead of Inception (offline, CPU)")
-    parser.add_argument("--classifier-loader", default=DEFAULT_CLASSIFIER_LOADER,
-                        help="MODULE:FUNCTION that builds the classifier from --classifier-checkpoint")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cpu", action="store_true", help="run on CPU even if CUDA is available")
-    parser.add_argument("--out", default=None, help="JSON path (default RUN_DIR/fidelity-<extractor>-n<N>.json)")
-    parser.add_argument("--no-cache", action="store_true", help="do not cache reference statistics")
-    parser.add_argument("--verbose", action="store_true")
-    return parser
-
-
-def main(argv=None):
-    from eval.grids import load_run_sampler
-
-    args = build_parser().parse_args(argv)
-    device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
-    if args.classifier_checkpoint is not None:
-        if args.feature_extractor is not None or args.inception_weights is not None:
-            raise ValueError("--classifier-checkpoint replaces --feature-extractor/--inception-weights; pass only one")
-        classifier = _load_classifier(args.classifier_loader, args.classifier_checkpoint)
-        # named after the weights, so cached reference statistics can never belong to other weights
-        feature_extractor = f"classifier-{state_fingerprint(classifier)}"
-        if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
-            register_classifier_extractor(feature_extractor, classifier)
-    else:
-        feature_extractor = args.feature_extractor or INCEPTION
-
-    with open(os.path.join(args.checkpoint, "config.json")) as f:
-        run_record = json.load(f)
-    sampler = load_run_sampler(args.checkpoint, device=device)
-    reference, cache_name = None, None
-    if args.reference != "none":
-        from vmfprior.data import DataUnavailableError
-
-        try:
-            reference, cache_name = load_reference(args.reference, args.reference_split)
-        except DataUnavailableError as error:
-            print(f"error: reference images unavailable: {error}\nHere: pass --reference PATH.npz "
-                  "(e.g. ../shared/data/cifar10-jpeg-q75-subset.npz), or --reference none for IS only.",
-                  file=sys.stderr)
-            return 2
-    try:
-        metrics = compute_fidelity(
-            sampler, reference, num_samples=args.num_samples, feature_extractor=feature_extractor,
-            feature_extractor_weights_path=args.inception_weights,
-            reference_cache_name=None if args.no_cache else cache_name, batch_size=args.batch_size,
-            device=device, seed=args.seed, verbose=args.verbose,
-        )
-    except FeatureExtractorUnavailableError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-    record = dict(metrics)
-    record.update(
-        checkpoint=os.path.abspath(args.checkpoint), kind=run_record.get("kind"),
-        noise=_sampler_noise(run_record.get("config", {})), num_samples=args.num_samples,
-        reference=args.reference,
-        reference_split=None if reference is None else reference_split(args.reference, args.reference_split),
-        reference_id=cache_name,
-        feature_extractor=feature_extractor, seed=args.seed, device=device,
-        command=shlex.join(["python", "-m", "eval.fidelity"] + (sys.argv[1:] if argv is None else list(argv))),
-        torch_fidelity_version=torch_fidelity.__version__,
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    )
-    out_path = args.out or os.path.join(args.checkpoint, f"fidelity-{feature_extractor}-n{args.num_samples}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path, "w") as f:
-        json.dump(record, f, indent=2)
-    line = f"IS {metrics[KEY_IS_MEAN]:.3f} ± {metrics[KEY_IS_STD]:.3f}"
-    if KEY_FID in metrics:
-        line += f"  FID {metrics[KEY_FID]:.3f}"
-    print(f"{line}  ({feature_extractor}, {args.num_samples} samples)")
-    print(f"wrote {out_path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,30 +1,20 @@
 """Image grids: per-class samples and class-to-class latent interpolations, saved as PNG.
 
-Works with any conditional sampler that follows the interface in `.interfaces.md`
-(`vae.sampling.load_sampler` / `gan.sampling.load_sampler`):
-
-    sampler.num_classes: int ; sampler.latent_dim: int ; sampler.spherical: bool
-    sampler.sample_latent(labels (B,) long) -> z (B, d)
-    sampler.decode(z (B, d), label_probs (B, C) float) -> images (B, C_img, H, W) in [0, 1]
-
-Command line:
-
-    python -m eval.grids --checkpoint RUN_DIR [--out DIR] [--seed 0] [--per-class 10] [--steps 10]
+Works with any conditional sampler of the protocol in :mod:`eval.sampler`. The command lines that turn a run
+folder into grids are the applications' own: ``python -m vae.figures --run RUN`` and
+``python -m gan.figures --run RUN``.
 """
 
-import argparse
-import importlib
-import json
 import os
 
 import torch
 import torch.nn.functional as F
 
+from eval.sampler import check_sampler, sampler_device
+
 # Below this sine of the angle between the endpoints, the great circle through them is numerically
 # undefined (parallel or antipodal); float64 cancellation makes smaller values meaningless.
 PARALLEL_SINE_EPS = 1e-12
-
-SAMPLER_MODULES = {"vae": "vae.sampling", "gan": "gan.sampling"}
 
 
 def save_image_grid(images, path, nrow):
@@ -148,19 +138,6 @@ def slerp(a, b, steps):
     return out
 
 
-def _sampler_device(sampler):
-    """Device on which to create label tensors for the sampler (its `device` attribute, else CPU)."""
-    return torch.device(getattr(sampler, "device", "cpu"))
-
-
-def _check_sampler(sampler):
-    for name in ("num_classes", "sample_latent", "decode"):
-        if not hasattr(sampler, name):
-            raise TypeError(f"sampler must provide `{name}` (see .interfaces.md), got {type(sampler).__name__}")
-    if int(sampler.num_classes) < 1:
-        raise ValueError(f"sampler.num_classes must be positive, got {sampler.num_classes}")
-
-
 @torch.no_grad()
 def class_sample_grid(sampler, path, per_class=10):
     """Draw `per_class` samples of every class and save them with one row per class.
@@ -173,11 +150,11 @@ def class_sample_grid(sampler, path, per_class=10):
     Returns:
         images: (num_classes * per_class, C_img, H, W) in [0, 1], row-major as in the PNG.
     """
-    _check_sampler(sampler)
+    check_sampler(sampler)
     if int(per_class) < 1:
         raise ValueError(f"per_class must be a positive integer, got {per_class}")
     num_classes = int(sampler.num_classes)
-    device = _sampler_device(sampler)
+    device = sampler_device(sampler)
     labels = torch.arange(num_classes, device=device).repeat_interleave(int(per_class))  # (C * per_class,)
     latents = sampler.sample_latent(labels)  # (B, d)
     label_probs = F.one_hot(labels, num_classes).float()  # (B, C)
@@ -212,12 +189,12 @@ def class_interpolation_grid(sampler, path, pairs, steps=10):
     Returns:
         images: (len(pairs) * steps, C_img, H, W) in [0, 1], row-major as in the PNG.
     """
-    _check_sampler(sampler)
+    check_sampler(sampler)
     num_classes = int(sampler.num_classes)
     pairs = _check_pairs(pairs, num_classes)
     if int(steps) < 2:
         raise ValueError(f"steps must be at least 2, got {steps}")
-    device = _sampler_device(sampler)
+    device = sampler_device(sampler)
     starts = torch.tensor([p[0] for p in pairs], device=device)  # (P,)
     ends = torch.tensor([p[1] for p in pairs], device=device)
     interpolate = slerp if getattr(sampler, "spherical", False) else lerp
@@ -231,54 +208,6 @@ def class_interpolation_grid(sampler, path, pairs, steps=10):
     return images
 
 
-def read_run_kind(run_dir):
-    """Read RUN_DIR/config.json ({"kind": ..., "config": {...}}) and return its kind."""
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(
-            f"no config.json in run folder {run_dir!r}; pass a folder written by vae/ or gan/ training"
-        )
-    with open(config_path) as f:
-        record = json.load(f)
-    kind = record.get("kind") if isinstance(record, dict) else None
-    if kind not in SAMPLER_MODULES:
-        raise ValueError(f"{config_path}: 'kind' must be one of {sorted(SAMPLER_MODULES)}, got {kind!r}")
-    return kind
-
-
-def load_run_sampler(run_dir, device="cpu"):
-    """Build the sampler of a run folder through vae.sampling or gan.sampling (imported on demand)."""
-    kind = read_run_kind(run_dir)
-    module = importlib.import_module(SAMPLER_MODULES[kind])
-    return module.load_sampler(run_dir, device=device)
-
-
 def default_pairs(num_classes):
     """Class pairs (c, c+1 mod C) for c = 0..C-1: every class appears once as start and once as end."""
     return [(c, (c + 1) % num_classes) for c in range(num_classes)]
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Per-class sample grid and class-to-class interpolations as PNG.")
-    parser.add_argument("--checkpoint", required=True, help="run folder with config.json (vae or gan)")
-    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/figures)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--per-class", type=int, default=10, help="samples per class in the sample grid")
-    parser.add_argument("--steps", type=int, default=10, help="images per interpolation row")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-
-    torch.manual_seed(args.seed)
-    sampler = load_run_sampler(args.checkpoint, device=args.device)
-    out_dir = args.out or os.path.join(args.checkpoint, "figures")
-    samples_path = os.path.join(out_dir, f"samples-seed{args.seed}.png")
-    interp_path = os.path.join(out_dir, f"interpolations-seed{args.seed}.png")
-    class_sample_grid(sampler, samples_path, per_class=args.per_class)
-    class_interpolation_grid(sampler, interp_path, default_pairs(int(sampler.num_classes)), steps=args.steps)
-    method = "slerp" if getattr(sampler, "spherical", False) else "lerp"
-    print(f"wrote {samples_path}")
-    print(f"wrote {interp_path} ({method})")
-
-
-if __name__ == "__main__":
-    main()

@@ -2,22 +2,23 @@
 
     python -m eval.report RUN_DIR... [--out RESULTS.md] [--section gan-fidelity]
 
-Every `fidelity-*.json` that `python -m eval.fidelity` wrote in a run folder becomes one row, labelled
+Every `fidelity-*.json` that `python -m gan.fidelity` wrote in a run folder becomes one row, labelled
 with the run's latent noise (Gaussian / vMF / sphere) from its config.json; the exact commands follow
 the table: the training command each run recorded in its config.json, then the scoring commands. With --out, the table goes between section markers in that file, replacing an earlier
 version of the same section and leaving the rest of the file as it is.
 """
 
-import argparse
+import sys
 import glob
 import json
 import os
 
+from common.cli import ArgumentParser, run_cli
+from common.markdown import write_section
 from eval.fidelity import KEY_FID, KEY_IS_MEAN, KEY_IS_STD
 
 NOISE_NAMES = {"gaussian": "Gaussian", "vmf": "vMF", "sphere": "sphere"}
 NOISE_ORDER = ("gaussian", "vmf", "sphere")  # the paper's comparison: Gaussian vs vMF, plus the sphere ablation
-MARKER = "<!-- eval.report:{section}:{edge} -->"
 COLUMNS = ("noise", "run", "κ", "iterations", "samples", "extractor", "reference", "IS ↑", "FID ↓")
 
 
@@ -42,8 +43,8 @@ def collect_runs(run_dirs):
             raise ValueError(f"run folder {run_dir!r} does not exist")
         paths = sorted(glob.glob(os.path.join(run_dir, "fidelity-*.json")))
         if not paths:
-            raise ValueError(f"run folder {run_dir!r} has no fidelity-*.json; run `python -m eval.fidelity "
-                             f"--checkpoint {run_dir}` first")
+            raise ValueError(f"run folder {run_dir!r} has no fidelity-*.json; run `python -m gan.fidelity "
+                             f"--run {run_dir}` first")
         config_path = os.path.join(run_dir, "config.json")
         config = _read_json(config_path).get("config", {}) if os.path.isfile(config_path) else {}
         training_command = _read_json(config_path).get("command") if os.path.isfile(config_path) else None
@@ -109,31 +110,8 @@ def format_table(records):
     return "\n".join(lines) + "\n"
 
 
-def write_section(path, section, text):
-    """Put `text` between this section's markers in the markdown file `path` (created if missing).
-
-    An existing copy of the section is replaced; everything outside its markers is kept.
-
-    Args:
-        path: markdown file.
-        section: section name used in the markers.
-        text: markdown content of the section.
-    """
-    start, end = MARKER.format(section=section, edge="start"), MARKER.format(section=section, edge="end")
-    block = f"{start}\n{text.rstrip()}\n{end}\n"
-    old = open(path).read() if os.path.isfile(path) else ""
-    if start in old and end in old and old.index(start) < old.index(end):
-        new = old[:old.index(start)] + block + old[old.index(end) + len(end):].lstrip("\n")
-    elif start in old or end in old:
-        raise ValueError(f"{path}: only one of the markers of section {section!r} is present; fix the file by hand")
-    else:
-        new = (old.rstrip("\n") + "\n\n" if old else "") + block
-    with open(path, "w") as f:
-        f.write(new)
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Markdown table of IS/FID from run folders.")
+    parser = ArgumentParser(prog="python -m eval.report", description="Markdown table of IS/FID from run folders.")
     parser.add_argument("run_dirs", nargs="+", help="run folders with fidelity-*.json files")
     parser.add_argument("--out", default=None, help="markdown file to write the section into (default: stdout only)")
     parser.add_argument("--section", default="gan-fidelity", help="section name of the markers in --out")
@@ -148,4 +126,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

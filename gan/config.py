@@ -5,11 +5,11 @@ Precedence, lowest to highest: dataclass defaults (the reference protocol of Miy
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from dataclasses import dataclass
 
+from common.cli import ArgumentParser
 from gan.latent import SAMPLERS
 from gan.losses import LOSSES
 
@@ -128,18 +128,11 @@ def _read_config_file(path: str) -> dict:
     return payload
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors raise ValueError (clear message, testable) instead of exiting."""
-
-    def error(self, message):
-        raise ValueError(f"{self.prog}: {message}")
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """The command-line parser: ``--preset``, ``--config`` and one ``--key`` per GANConfig field."""
-    from vmfprior.runs import add_dataclass_arguments
+    from common.runs import add_dataclass_arguments
 
-    parser = _Parser(prog="gan/train.py", description="Train a conditional SNGAN on CIFAR-10.")
+    parser = ArgumentParser(prog="gan/train.py", description="Train a conditional SNGAN on CIFAR-10.")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named set of defaults (tiny)")
     parser.add_argument("--config", default=None, help="JSON file of config keys (or a run's config.json)")
     return add_dataclass_arguments(parser, GANConfig)
@@ -157,7 +150,7 @@ def parse_config(argv: list[str] | None = None) -> GANConfig:
     Raises:
         ValueError: unknown flags or config-file keys, bad values (naming the key).
     """
-    from vmfprior.runs import config_from_args
+    from common.runs import config_from_args
 
     parser = build_parser()
     early, _ = parser.parse_known_args(argv)

@@ -1,4 +1,4 @@
-"""Conditional sampler of a trained GAN run, for grids and IS/FID (interface in .interfaces.md).
+"""Conditional sampler of a trained GAN run, for grids and IS/FID (the protocol of eval.sampler).
 
     sampler = load_sampler("runs/sngan-vmf", device="cuda")
     labels = torch.arange(10)
@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.runs import load_checkpoint, read_run
 from gan.config import GANConfig
 from gan.latent import LatentSampler, build_latent_sampler
 from gan.models import Generator
@@ -117,13 +118,9 @@ def load_sampler(run_dir: str | Path, device: str | torch.device = "cpu") -> GAN
     Returns:
         an object with num_classes, latent_dim, spherical, sample_latent(labels), decode(z, label_probs).
     """
-    from vmfprior.runs import read_config
-
-    kind, values = read_config(run_dir)
-    if kind != "gan":
-        raise ValueError(f"run_dir {str(run_dir)!r} holds a {kind!r} run, not a 'gan' run")
+    _, values = read_run(run_dir, ("gan",))
     path = Path(run_dir) / GENERATOR_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the run has not written a checkpoint yet")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path, ("generator",), what="gan/train.py generator file")
     return build_sampler_from_state(_config_from_dict(values), state, device)

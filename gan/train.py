@@ -29,14 +29,15 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from common.cli import run_cli, set_threads
+from common.data import load_cifar10
+from common.runs import METRICS_FILE, MetricsLog, load_checkpoint, atomic_save, check_same_config, read_config, write_config
 from gan.config import RESUME_IGNORED_KEYS, GANConfig, learning_rate_factor, parse_config
 from gan.ema import ExponentialMovingAverage
 from gan.latent import VMFSampler, build_latent_sampler
 from gan.losses import get_loss
 from gan.models import Discriminator, Generator
 from gan.sampling import GENERATOR_FILE, GANSampler
-from vmfprior.data import load_cifar10
-from vmfprior.runs import MetricsLog, atomic_save, check_same_config, read_config, write_config
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST_FILE = "latest"  # checkpoints/latest names the newest complete checkpoint folder
@@ -80,16 +81,9 @@ def _feature_extractor(config: GANConfig) -> str | None:
     """Name of the torch-fidelity extractor for IS/FID: Inception (None) or a registered project classifier."""
     if not config.eval_classifier:
         return None
-    from eval.features import register_classifier_extractor, state_fingerprint
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+    from gan.fidelity import classifier_extractor
 
-    from gan.classifier import load_classifier
-
-    classifier = load_classifier(config.eval_classifier)
-    name = f"classifier-{state_fingerprint(classifier)}"  # named after the weights, like eval.fidelity's CLI
-    if name not in FEATURE_EXTRACTORS_REGISTRY:
-        register_classifier_extractor(name, classifier)
-    return name
+    return classifier_extractor(config.eval_classifier)
 
 
 def _evaluate(sampler: GANSampler, config: GANConfig, device: torch.device) -> dict | None:
@@ -154,8 +148,7 @@ def train(config: GANConfig, command: str | None = None) -> dict:
     Returns:
         {"iteration": last iteration, "seconds": wall time of this process's loop, "run_dir": path}.
     """
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)  # per process; on a busy CPU one thread is often fastest
+    set_threads(config.threads)  # per process; on a busy CPU one thread is often fastest
     run_dir = Path(config.out)
     tensorboard = importlib.util.find_spec("tensorboard") is not None
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard" if tensorboard else None,
@@ -200,14 +193,14 @@ def train(config: GANConfig, command: str | None = None) -> dict:
     start = 0
     if latest is not None:
         accelerator.load_state(str(latest))  # also restores every process's RNG streams
-        trainer = torch.load(latest / TRAINER_FILE, map_location="cpu", weights_only=True)  # EMA copies to device
+        trainer = load_checkpoint(latest / TRAINER_FILE, ("iteration",), what="gan/train.py trainer state")
         start = trainer["iteration"]
         if ema is not None:
             ema.module.load_state_dict(trainer["ema"])
         accelerator.print(f"resumed {run_dir} at iteration {start}")
     elif accelerator.is_main_process:
         write_config(run_dir, config, "gan", command=command)
-    log = MetricsLog(run_dir / "metrics.jsonl") if accelerator.is_main_process else None
+    log = MetricsLog(run_dir / METRICS_FILE) if accelerator.is_main_process else None
     _init_trackers(accelerator, config)
     grid_z, grid_labels = _fixed_grid_inputs(latent, config.num_classes, device)
     end = min(config.iterations, config.stop_at) if config.stop_at else config.iterations
@@ -281,4 +274,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -8,11 +8,10 @@ orthogonal / Hadamard for the ablation). ``VMFPrior.from_checkpoint(path, concen
 
 Command line::
 
-    python -m vae.classifier --z-dim 5 --data PATH.npz --out runs/classifier-d5 [--head linear] [--epochs 5]
+    python -m vae.classifier --latent-dim 5 --data PATH.npz --out runs/classifier-d5 [--head linear] [--epochs 5]
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -23,9 +22,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vmfprior.data import DataUnavailableError, load_mnist, train_validation_split
+from common.cli import ArgumentParser, run_cli, set_threads
+from common.data import load_mnist, train_validation_split
+from common.runs import add_dataclass_arguments, atomic_save, config_from_args, write_config
 from vmfprior.heads import make_head
-from vmfprior.runs import add_dataclass_arguments, atomic_save, config_from_args, write_config
 
 CHECKPOINT_NAME = "classifier.pt"
 
@@ -34,37 +34,38 @@ CHECKPOINT_NAME = "classifier.pt"
 class ClassifierConfig:
     """Settings of one classifier run (saved in config.json and in the checkpoint)."""
 
-    z_dim: int = 5
-    head: str = "linear"
-    data: Optional[str] = None
-    out: str = "runs/classifier"
-    epochs: int = 5
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    seed: int = 0
+    latent_dim: int = 5  # penultimate dimension d: the latent dimension of the HVAE-L it serves
+    head: str = "linear"  # linear, random, random-cosine, orthogonal, hadamard or identity (vmfprior.heads)
+    data: Optional[str] = None  # MNIST .npz (None: download with torchvision)
+    out: str = "runs/classifier"  # run folder: config.json and classifier.pt
+    epochs: int = 5  # training epochs
+    batch_size: int = 128  # training batch size
+    learning_rate: float = 1e-3  # Adam step size
+    seed: int = 0  # seeds initialization and shuffling
     num_validation: int = 10_000  # the last N training images are the validation split
     train_subset: Optional[int] = None  # use only the first N training images (quick runs)
-    device: str = "auto"
+    cpu: bool = False  # force the CPU even when a GPU is present
+    threads: Optional[int] = None  # torch CPU threads (None: torch's default)
 
 
 class MNISTClassifier(nn.Module):
     """Encoder-architecture classifier with a ``d``-dimensional penultimate layer and a pluggable head.
 
     Args:
-        z_dim: penultimate dimension ``d``.
+        latent_dim: penultimate dimension ``d``.
         head: kind passed to ``vmfprior.heads.make_head`` ("linear", "random", "orthogonal", ...).
         num_classes: number of classes.
         input_dim: pixels per image.
     """
 
-    def __init__(self, z_dim: int, head: str = "linear", num_classes: int = 10, input_dim: int = 784):
+    def __init__(self, latent_dim: int, head: str = "linear", num_classes: int = 10, input_dim: int = 784):
         super().__init__()
-        if int(z_dim) < 2:
-            raise ValueError(f"z_dim must be at least 2, got {z_dim}")
+        if int(latent_dim) < 2:
+            raise ValueError(f"latent_dim must be at least 2, got {latent_dim}")
         self.features = nn.Sequential(
-            nn.Linear(input_dim, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, int(z_dim))
+            nn.Linear(input_dim, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, int(latent_dim))
         )
-        self.head = make_head(head, int(z_dim), num_classes)
+        self.head = make_head(head, int(latent_dim), num_classes)
 
     def penultimate(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, ...)`` images -> ``(B, d)`` penultimate activations."""
@@ -97,15 +98,21 @@ def train_classifier(config: ClassifierConfig, data=None, log=print) -> dict:
     Returns:
         dict with ``checkpoint`` (path), ``validation_accuracy``, ``test_accuracy``, ``seconds``.
     """
-    if config.epochs < 1:
-        raise ValueError(f"epochs must be positive, got {config.epochs}")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device)
+    for name in ("epochs", "batch_size", "num_validation"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
+    if not config.learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive, got {config.learning_rate}")
+    from accelerate import Accelerator
+
+    set_threads(config.threads)
+    device = Accelerator(cpu=config.cpu).device
     data = data if data is not None else load_mnist(config.data)
     x_train, y_train, x_val, y_val = train_validation_split(data.x_train, data.y_train, config.num_validation)
     if config.train_subset is not None:
         x_train, y_train = x_train[: config.train_subset], y_train[: config.train_subset]
     torch.manual_seed(config.seed)
-    model = MNISTClassifier(config.z_dim, config.head, data.num_classes).to(device)
+    model = MNISTClassifier(config.latent_dim, config.head, data.num_classes).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.learning_rate)
     order_generator = torch.Generator().manual_seed(config.seed)
@@ -123,7 +130,7 @@ def train_classifier(config: ClassifierConfig, data=None, log=print) -> dict:
             optimizer.step()
             total += float(loss.detach()) * index.shape[0]
         model.eval()
-        log(f"classifier d={config.z_dim} head={config.head} epoch {epoch}: train loss "
+        log(f"classifier d={config.latent_dim} head={config.head} epoch {epoch}: train loss "
             f"{total / order.shape[0]:.4f}, validation accuracy {accuracy(model, x_val, y_val):.4f}")
     result = {
         "validation_accuracy": accuracy(model, x_val, y_val),
@@ -135,19 +142,16 @@ def train_classifier(config: ClassifierConfig, data=None, log=print) -> dict:
     path = out / CHECKPOINT_NAME
     atomic_save({"model": model.state_dict(), "config": asdict(config), **result}, path)
     result["checkpoint"] = str(path)
-    log(f"classifier d={config.z_dim} head={config.head}: test accuracy {result['test_accuracy']:.4f} -> {path}")
+    log(f"classifier d={config.latent_dim} head={config.head}: test accuracy {result['test_accuracy']:.4f} -> {path}")
     return result
 
 
 def main(argv=None) -> dict:
     """Command-line entry point."""
-    parser = add_dataclass_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), ClassifierConfig)
-    config = config_from_args(ClassifierConfig, parser.parse_args(argv))
-    try:
-        return train_classifier(config)
-    except DataUnavailableError as error:
-        sys.exit(f"error: {error}")
+    parser = add_dataclass_arguments(ArgumentParser(prog="python -m vae.classifier", description=__doc__.split("\n\n")[0]),
+                                     ClassifierConfig)
+    return train_classifier(config_from_args(ClassifierConfig, parser.parse_args(argv)))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -1,15 +1,21 @@
 """Figures of one trained VAE run: reconstructions, per-class samples, class-to-class slerp interpolations,
-and the learning curves. Grids go through eval.grids."""
+and the learning curves. Grids go through eval.grids.
+
+    python -m vae.figures --run RUN [--data PATH.npz] [--seed 0]
+"""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 
+from common.cli import ArgumentParser, run_cli
+from common.data import binarize_fixed, load_mnist
+from common.runs import METRICS_FILE, read_metrics
+from eval.grids import class_interpolation_grid, class_sample_grid, save_image_grid
 from vae.models import IMAGE_SHAPE
 from vae.sampling import load_sampler
-from vmfprior.data import binarize_fixed, load_mnist
-from vmfprior.runs import read_metrics
 
 INTERPOLATION_PAIRS = [(0, 1), (1, 7), (3, 8), (4, 9), (5, 6), (2, 3)]
 
@@ -24,8 +30,6 @@ def reconstruction_grid(sampler, images: torch.Tensor, labels: torch.Tensor, pat
         labels: ``(N,)`` labels.
         path: PNG to write.
     """
-    from eval.grids import save_image_grid
-
     model = sampler.model
     x = images.to(sampler.device).float()
     mean_direction = model.encode(x).loc  # (N, d)
@@ -45,7 +49,7 @@ def learning_curve(run_dir, path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [r for r in read_metrics(Path(run_dir) / "metrics.jsonl") if "validation_elbo" in r]
+    records = [r for r in read_metrics(Path(run_dir) / METRICS_FILE) if "validation_elbo" in r]
     if not records:
         return None
     epochs = [r["epoch"] for r in records]
@@ -73,8 +77,6 @@ def make_run_figures(run_dir, data_path=None, data=None, seed: int = 0) -> list[
     Returns:
         the paths written.
     """
-    from eval.grids import class_interpolation_grid, class_sample_grid
-
     run_dir = Path(run_dir)
     data = data if data is not None else load_mnist(data_path)
     sampler = load_sampler(run_dir)
@@ -88,3 +90,20 @@ def make_run_figures(run_dir, data_path=None, data=None, seed: int = 0) -> list[
     if curve is not None:
         written.append(curve)
     return written
+
+
+def main(argv=None) -> list[Path]:
+    """Command-line entry point: write the figures of a run folder."""
+    parser = ArgumentParser(prog="python -m vae.figures", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="run folder written by vae.train")
+    parser.add_argument("--data", default=None, help="MNIST .npz for the reconstructions (default: torchvision download)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samples")
+    args = parser.parse_args(argv)
+    load_sampler(args.run)  # a bad run folder fails before the data is loaded
+    written = make_run_figures(args.run, data_path=args.data, seed=args.seed)
+    print("\n".join(f"wrote {path}" for path in written))
+    return written
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -16,9 +16,12 @@ hvae-c     ``concat(z, onehot y)``  ``HypersphericalUniform(d)``
 hvae-l     ``z``                   ``vMF(w_y / |w_y|, concentration)`` from a classifier
 =========  ======================  ====================================================
 
-Every model has the same interface, ``model.elbo(x, y) -> ELBOTerms`` with per-example terms. For the
-label-aware models (hvae-c, hvae-l) the bound is on ``log p(x, y)`` and includes ``log p(y) = log(1/C)``;
-for hvae it is on ``log p(x)`` and ``log_label_prior`` is 0.
+Every model has the same interface:
+
+* ``model.elbo(x, y) -> ELBOTerms`` with per-example terms. For the label-aware models (hvae-c, hvae-l) the
+  bound is on ``log p(x, y)`` and includes ``log p(y) = log(1/C)``; for hvae it is on ``log p(x)``.
+* ``model.proposal(x, y)`` and ``model.log_joint(x, y, z)``: what ``eval.loglik``'s importance sampler needs,
+  with no knowledge of the model kind.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import torch.nn.functional as F
 from torch.distributions import kl_divergence
 
 from vmfprior import HypersphericalUniform, VMFPrior, VonMisesFisher
+from vmfprior.distributions import log_sphere_area
 
 MODEL_KINDS = ("hvae", "hvae-c", "hvae-l")
 IMAGE_SHAPE = (1, 28, 28)
@@ -66,11 +70,11 @@ class HypersphericalVAE(nn.Module):
 
     Args:
         kind: "hvae", "hvae-c" or "hvae-l".
-        z_dim: ambient latent dimension ``d`` (``z`` in ``S^{d-1}`` of ``R^d``), at least 2.
+        latent_dim: ambient latent dimension ``d`` (``z`` in ``S^{d-1}`` of ``R^d``), at least 2.
         num_classes: number of labels ``C``.
-        prior_weight: ``(C, d)`` classifier final-layer weight defining the HVAE-L prior (required for
-            "hvae-l", ignored otherwise). Stored as a buffer, so checkpoints are self-contained.
-        prior_concentration: concentration of the HVAE-L prior (the paper used 5).
+        class_prior: the HVAE-L prior ``p(z | y)``, a :class:`VMFPrior` over ``C`` classes in ``d`` dimensions
+            (required for "hvae-l", refused otherwise). Held as a submodule: ``.to()`` moves it and the
+            state dict saves it, so a checkpoint is self-contained.
         input_dim: number of pixels (784 for MNIST).
         hidden: encoder hidden sizes; the decoder mirrors them.
     """
@@ -78,43 +82,41 @@ class HypersphericalVAE(nn.Module):
     def __init__(
         self,
         kind: str,
-        z_dim: int,
+        latent_dim: int,
         num_classes: int = 10,
-        prior_weight: torch.Tensor | None = None,
-        prior_concentration: float = 5.0,
+        class_prior: VMFPrior | None = None,
         input_dim: int = 784,
         hidden: tuple[int, ...] = (256, 128),
     ):
         super().__init__()
         if kind not in MODEL_KINDS:
             raise ValueError(f"kind must be one of {MODEL_KINDS}, got {kind!r}")
-        if int(z_dim) < 2:
-            raise ValueError(f"z_dim must be at least 2 (the sphere S^(d-1) of R^d), got {z_dim}")
+        if int(latent_dim) < 2:
+            raise ValueError(f"latent_dim must be at least 2 (the sphere S^(d-1) of R^d), got {latent_dim}")
         if int(num_classes) < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.kind = kind
-        self.z_dim = int(z_dim)
+        self.latent_dim = int(latent_dim)
         self.num_classes = int(num_classes)
         self.input_dim = int(input_dim)
         self.encoder = nn.Sequential(_mlp([input_dim, *hidden]), nn.ReLU())
-        self.mean_layer = nn.Linear(hidden[-1], self.z_dim)
+        self.mean_layer = nn.Linear(hidden[-1], self.latent_dim)
         self.concentration_layer = nn.Linear(hidden[-1], 1)
-        decoder_input = self.z_dim + (self.num_classes if kind == "hvae-c" else 0)
+        decoder_input = self.latent_dim + (self.num_classes if kind == "hvae-c" else 0)
         self.decoder = _mlp([decoder_input, *reversed(hidden), input_dim])
-        if kind == "hvae-l":
-            if prior_weight is None:
-                raise ValueError("prior_weight (C, d) from a classifier is required for kind='hvae-l'")
-            prior_weight = torch.as_tensor(prior_weight, dtype=torch.float32)
-            if prior_weight.shape != (self.num_classes, self.z_dim):
+        if (kind == "hvae-l") != (class_prior is not None):
+            raise ValueError(f"class_prior (a VMFPrior from a classifier) is required for kind='hvae-l' and only "
+                             f"for it; got kind={kind!r} with class_prior={type(class_prior).__name__}")
+        if class_prior is not None:
+            if not isinstance(class_prior, VMFPrior):
+                raise TypeError(f"class_prior must be a VMFPrior, got {type(class_prior).__name__}")
+            if (class_prior.num_classes, class_prior.dim) != (self.num_classes, self.latent_dim):
                 raise ValueError(
-                    f"prior_weight must have shape (num_classes, z_dim) = ({self.num_classes}, {self.z_dim}), "
-                    f"got {tuple(prior_weight.shape)}"
+                    f"class_prior must cover (num_classes, latent_dim) = ({self.num_classes}, {self.latent_dim}), "
+                    f"got ({class_prior.num_classes}, {class_prior.dim})"
                 )
-            if not float(prior_concentration) > 0:
-                raise ValueError(f"prior_concentration must be positive, got {prior_concentration}")
-            self.register_buffer("prior_weight", prior_weight.clone())
-        self.prior_concentration = float(prior_concentration)
-        self._label_prior_cache = None  # (prior_weight tensor, its version, concentration, VMFPrior)
+        self.class_prior = class_prior
+        self.log_uniform_density = -log_sphere_area(self.latent_dim)
 
     @property
     def uses_labels(self) -> bool:
@@ -122,7 +124,7 @@ class HypersphericalVAE(nn.Module):
         return self.kind != "hvae"
 
     # ----- inputs -------------------------------------------------------------------------------------------
-    def _flatten(self, x: torch.Tensor) -> torch.Tensor:
+    def flatten(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, 28, 28)`` or ``(B, 784)`` -> ``(B, 784)`` float, checked."""
         if not isinstance(x, torch.Tensor) or x.dim() < 2:
             raise ValueError(f"x must be a (B, ...) tensor, got {getattr(x, 'shape', type(x))}")
@@ -131,7 +133,8 @@ class HypersphericalVAE(nn.Module):
             raise ValueError(f"x must have {self.input_dim} values per example, got shape {tuple(x.shape)}")
         return flat
 
-    def _check_labels(self, y: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    def check_labels(self, y: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """``(B,)`` integer labels in ``0..C-1`` as int64 (None passes for hvae); raises ValueError otherwise."""
         if y is None:
             if self.uses_labels:
                 raise ValueError(f"y (labels) is required for kind={self.kind!r}")
@@ -154,56 +157,33 @@ class HypersphericalVAE(nn.Module):
         Returns:
             VonMisesFisher with batch shape ``(B,)`` and event shape ``(d,)``.
         """
-        hidden = self.encoder(self._flatten(x))  # (B, 128)
+        hidden = self.encoder(self.flatten(x))  # (B, 128)
         mean_direction = F.normalize(self.mean_layer(hidden), dim=-1)  # (B, d)
         concentration = F.softplus(self.concentration_layer(hidden)).squeeze(-1) + MIN_CONCENTRATION  # (B,)
         # Valid by construction (unit mean, kappa >= 1); a nan from a diverged network reaches the loss, where
         # training stops on it, so the per-step parameter check is skipped.
         return VonMisesFisher(mean_direction, concentration, validate_args=False)
 
-    def label_prior(self) -> VMFPrior:
-        """The HVAE-L class-conditional prior built from the stored classifier weight.
-
-        Built once and reused (with its per-class normalizers); rebuilt when the weight buffer is replaced
-        (``.to(device)``) or changed in place (``load_state_dict``), or the concentration is changed.
-        """
-        if self.kind != "hvae-l":
-            raise ValueError(f"kind={self.kind!r} has no label prior (only 'hvae-l')")
-        weight, cached = self.prior_weight, self._label_prior_cache
-        try:
-            version = weight._version
-        except RuntimeError:  # an inference-mode tensor has no version counter: build afresh
-            return VMFPrior.from_weight(weight, self.prior_concentration)
-        if cached is None or cached[0] is not weight or cached[1:3] != (version, self.prior_concentration):
-            cached = (weight, version, self.prior_concentration, VMFPrior.from_weight(weight, self.prior_concentration))
-            self._label_prior_cache = cached
-        return cached[3]
-
     def prior(self, y: torch.Tensor | None, batch: int, like: torch.Tensor):
-        """``p(z | y)`` with batch shape ``(B,)`` (uniform for hvae / hvae-c)."""
-        if self.kind == "hvae-l":
-            return self.label_prior()(y)
-        return HypersphericalUniform(self.z_dim, batch_shape=(batch,), dtype=like.dtype, device=like.device)
+        """``p(z | y)`` with batch shape ``(B,)`` (uniform for hvae / hvae-c); ``y`` already checked."""
+        if self.class_prior is not None:
+            return self.class_prior(y)
+        return HypersphericalUniform(self.latent_dim, batch_shape=(batch,), dtype=like.dtype, device=like.device)
 
     def log_prior(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """``log p(z | y)`` for samples ``z (S, B, d)`` -> ``(S, B)`` (uniform: ``-log |S^{d-1}|``)."""
         samples, batch = z.shape[0], z.shape[1]
-        if self.kind == "hvae-l":
+        if self.class_prior is not None:
             labels = y.unsqueeze(0).expand(samples, batch).reshape(-1)
-            return self.label_prior().log_prob(z.reshape(-1, self.z_dim), labels).view(samples, batch)
-        return torch.full((samples, batch), self.log_uniform_density(), dtype=z.dtype, device=z.device)
+            return self.class_prior.log_prob(z.reshape(-1, self.latent_dim), labels).view(samples, batch)
+        return torch.full((samples, batch), self.log_uniform_density, dtype=z.dtype, device=z.device)
 
     def log_marginal_prior(self, z: torch.Tensor) -> torch.Tensor:
         """``log p(z) = log sum_y p(y) p(z | y)`` with uniform ``p(y)``, for ``z (S, B, d)`` -> ``(S, B)``."""
         samples, batch = z.shape[0], z.shape[1]
-        if self.kind == "hvae-l":
-            return self.label_prior().mixture_log_prob(z.reshape(-1, self.z_dim)).view(samples, batch)
-        return torch.full((samples, batch), self.log_uniform_density(), dtype=z.dtype, device=z.device)
-
-    def log_uniform_density(self) -> float:
-        """``-log`` of the surface area of ``S^{d-1}``: ``log Gamma(d/2) - log 2 - (d/2) log pi``."""
-        half = self.z_dim / 2.0
-        return math.lgamma(half) - math.log(2.0) - half * math.log(math.pi)
+        if self.class_prior is not None:
+            return self.class_prior.mixture_log_prob(z.reshape(-1, self.latent_dim)).view(samples, batch)
+        return torch.full((samples, batch), self.log_uniform_density, dtype=z.dtype, device=z.device)
 
     # ----- decoder ------------------------------------------------------------------------------------------
     def decode_logits(self, z: torch.Tensor, label_probs: torch.Tensor | None = None) -> torch.Tensor:
@@ -236,6 +216,7 @@ class HypersphericalVAE(nn.Module):
         logits = self.decode_logits(z, label_probs)  # (S, B, 784)
         return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
 
+    # ----- the bound and the importance sampler's interface ------------------------------------------------
     def elbo(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float = 1.0) -> ELBOTerms:
         """Per-example evidence lower bound with one reparameterized sample and the closed-form KL.
 
@@ -247,8 +228,8 @@ class HypersphericalVAE(nn.Module):
         Returns:
             ELBOTerms of ``(B,)`` tensors; ``elbo = reconstruction - kl_weight * kl + log_label_prior``.
         """
-        x = self._flatten(x)
-        y = self._check_labels(y, x.shape[0])
+        x = self.flatten(x)
+        y = self.check_labels(y, x.shape[0])
         posterior = self.encode(x)
         z = posterior.rsample()  # (B, d)
         label_probs = F.one_hot(y, self.num_classes).float() if self.kind == "hvae-c" else None
@@ -261,12 +242,32 @@ class HypersphericalVAE(nn.Module):
         """Same as :meth:`elbo` (so wrappers such as DDP see a forward call)."""
         return self.elbo(x, y, kl_weight)
 
+    def proposal(self, x: torch.Tensor, y: torch.Tensor | None = None) -> VonMisesFisher:
+        """The importance sampler's proposal for ``x (B, 784)``: the posterior ``q(z | x)`` (``y`` unused)."""
+        return self.encode(x)
 
-def build_model(config: dict, prior_weight: torch.Tensor | None = None) -> HypersphericalVAE:
-    """Build a model from a training config dict (keys model, z_dim, prior_concentration)."""
-    return HypersphericalVAE(
-        config["model"],
-        config["z_dim"],
-        prior_weight=prior_weight,
-        prior_concentration=config.get("prior_concentration", 5.0),
-    )
+    def log_joint(self, x: torch.Tensor, y: torch.Tensor | None, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Log joint densities of ``x``, the latents ``z (S, B, d)`` and, for the label-aware models, ``y``.
+
+        Returns:
+            dict of ``(S, B)`` tensors: ``"log_px"`` = log p(x, z) (the label summed out for hvae-c / hvae-l)
+            and, for hvae-c / hvae-l, ``"log_pxy"`` = log p(x, y, z) and ``"log_px_given_y"`` = log p(x, z | y).
+        """
+        x = self.flatten(x)
+        y = self.check_labels(y, x.shape[0])
+        if not self.uses_labels:
+            return {"log_px": self.log_likelihood(x, z) + self.log_prior(z, None)}
+        log_label_prior = -math.log(self.num_classes)
+        if self.kind == "hvae-l":
+            log_lik = self.log_likelihood(x, z)  # (S, B)
+            log_px_given_y = log_lik + self.log_prior(z, y)
+            log_px = log_lik + self.log_marginal_prior(z)
+        else:  # hvae-c: log p(x | z) = logsumexp_c [log p(c) + log p(x | z, c)]
+            eye = torch.eye(self.num_classes, dtype=z.dtype, device=z.device)
+            per_label = torch.stack(
+                [self.log_likelihood(x, z, eye[c].expand(x.shape[0], -1)) for c in range(self.num_classes)], dim=-1
+            )  # (S, B, C)
+            log_pz = self.log_prior(z, None)  # (S, B)
+            log_px_given_y = per_label.gather(-1, y.view(1, -1, 1).expand(z.shape[0], -1, 1)).squeeze(-1) + log_pz
+            log_px = torch.logsumexp(per_label, dim=-1) + log_label_prior + log_pz
+        return {"log_px": log_px, "log_pxy": log_px_given_y + log_label_prior, "log_px_given_y": log_px_given_y}

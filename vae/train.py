@@ -1,40 +1,39 @@
 """Train one hyperspherical VAE (HVAE, HVAE-C or HVAE-L) on dynamically binarized MNIST.
 
-    python -m vae.train --model hvae-l --z-dim 5 --classifier runs/classifier-d5/classifier.pt \
-        --data ../shared/data/mnist.npz --out runs/hvae-l-d5
+    python -m vae.train --model hvae-l --latent-dim 5 --classifier runs/classifier-d5/classifier.pt \
+        --data PATH/mnist.npz --out runs/hvae-l-d5
 
 Adam, batch 64, early stopping on the validation ELBO (the last 10,000 training images, binarized once with
 seed 1), optional linear KL warm-up. Runs with plain ``python`` on a CPU and with ``accelerate launch`` on GPUs.
 The run folder gets config.json, metrics.jsonl (one line per epoch), ``last.pt`` (model, optimizer, epoch,
-config, RNG states, early-stopping state; written atomically every epoch) and ``best.pt`` (the weights with the
+config, torch RNG states, early-stopping state; written atomically every epoch) and ``best.pt`` (the weights with the
 best validation ELBO). ``--resume`` continues from ``last.pt`` exactly; a different config is refused (only
 max_epochs and the display options may change). A non-finite loss stops the run and keeps the last good
 checkpoint.
 """
 from __future__ import annotations
 
-import argparse
-import random
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from common.cli import ArgumentParser, run_cli, set_threads
+from common.data import binarize, binarize_fixed, load_mnist, train_validation_split
+from common.runs import (METRICS_FILE, MetricsLog, add_dataclass_arguments, atomic_save, check_same_config,
+                         config_from_args, load_checkpoint, write_config)
+from vae.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, model_from_state, upgrade_legacy
 from vae.models import MODEL_KINDS, HypersphericalVAE
-from vmfprior.data import DataUnavailableError, binarize, binarize_fixed, load_mnist, train_validation_split
-from vmfprior.runs import MetricsLog, add_dataclass_arguments, atomic_save, check_same_config, config_from_args, write_config
+from vmfprior import VMFPrior
+from vmfprior.prior import CheckpointFormatError
 
-LAST_CHECKPOINT = "last.pt"
-BEST_CHECKPOINT = "best.pt"
-METRICS_FILE = "metrics.jsonl"
 VALIDATION_BINARIZATION_SEED = 1
-"""The validation split is binarized once with this seed (the test set uses seed 0, see vmfprior.data)."""
+"""The validation split is binarized once with this seed (the test set uses seed 0, see common.data)."""
 RESUME_MAY_CHANGE = ("resume", "max_epochs", "progress", "figures", "cpu", "threads")
 
 
@@ -43,7 +42,7 @@ class TrainConfig:
     """Settings of one VAE run (saved in config.json and every checkpoint)."""
 
     model: str = "hvae"  # hvae, hvae-c or hvae-l
-    z_dim: int = 5  # ambient latent dimension d (z on the sphere S^(d-1) of R^d)
+    latent_dim: int = 5  # ambient latent dimension d (z on the sphere S^(d-1) of R^d)
     data: Optional[str] = None  # MNIST .npz (None: download with torchvision)
     out: str = "runs/vae"  # run folder: config.json, last.pt, best.pt, metrics.jsonl, figures
     classifier: Optional[str] = None  # classifier checkpoint providing the HVAE-L prior
@@ -68,8 +67,8 @@ def check_config(config: TrainConfig) -> None:
     """Raise ``ValueError`` naming the first bad setting."""
     if config.model not in MODEL_KINDS:
         raise ValueError(f"model must be one of {MODEL_KINDS}, got {config.model!r}")
-    if config.z_dim < 2:
-        raise ValueError(f"z_dim must be at least 2, got {config.z_dim}")
+    if config.latent_dim < 2:
+        raise ValueError(f"latent_dim must be at least 2, got {config.latent_dim}")
     if config.model == "hvae-l" and not config.classifier:
         raise ValueError("model 'hvae-l' needs --classifier PATH (a checkpoint written by vae.classifier)")
     for name in ("batch_size", "max_epochs", "patience"):
@@ -86,7 +85,8 @@ def check_config(config: TrainConfig) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """The torch RNG states (the only generators training draws from), as tensors: loadable with weights_only."""
+    state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -94,22 +94,22 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _prior_weight(config: TrainConfig) -> torch.Tensor | None:
-    """Unit class directions ``(C, d)`` of the HVAE-L prior, read from the classifier checkpoint."""
-    if config.model != "hvae-l":
-        return None
-    from vmfprior import VMFPrior
-
-    if not Path(config.classifier).is_file():
-        raise ValueError(f"classifier checkpoint {config.classifier!r} does not exist")
-    prior = VMFPrior.from_checkpoint(config.classifier, config.prior_concentration)
-    return prior.mean_directions.detach().float().cpu()
+def build_model(config: TrainConfig, num_classes: int) -> HypersphericalVAE:
+    """A fresh model for ``config``; HVAE-L's prior comes from the final layer of ``config.classifier``."""
+    class_prior = None
+    if config.model == "hvae-l":
+        try:
+            class_prior = VMFPrior.from_checkpoint(config.classifier, config.prior_concentration)
+        except CheckpointFormatError as error:
+            raise ValueError(f"--classifier: {error}") from error
+        if class_prior.dim != config.latent_dim:
+            raise ValueError(f"--classifier {config.classifier!r} has a {class_prior.dim}-dimensional penultimate "
+                             f"layer, but --latent-dim is {config.latent_dim}")
+    return HypersphericalVAE(config.model, config.latent_dim, num_classes, class_prior=class_prior)
 
 
 def _epoch_order(num_examples: int, seed: int, epoch: int) -> torch.Tensor:
@@ -152,8 +152,10 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
     if config.resume:
         if not last_path.is_file():
             raise FileNotFoundError(f"--resume: {last_path} does not exist")
-        checkpoint = torch.load(last_path, map_location="cpu", weights_only=False)  # our own file: RNG states
-        check_same_config(checkpoint["config"], asdict(config), ignore=RESUME_MAY_CHANGE)
+        checkpoint = load_checkpoint(last_path, ("model", "optimizer", "config", "state", "rng"),
+                                     what="vae.train checkpoint")
+        saved_config, _ = upgrade_legacy(checkpoint["config"], {})
+        check_same_config(saved_config, asdict(config), ignore=RESUME_MAY_CHANGE)
     elif last_path.exists():
         raise FileExistsError(f"{last_path} exists: pass --resume to continue it, or choose another --out")
 
@@ -169,15 +171,11 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
     y_val = y_val.to(device)
 
     torch.manual_seed(config.seed)
-    prior_weight = _prior_weight(config) if checkpoint is None else checkpoint["model"].get("prior_weight")
-    model = HypersphericalVAE(
-        config.model, config.z_dim, data.num_classes, prior_weight=prior_weight,
-        prior_concentration=config.prior_concentration,
-    )
+    # A resumed run rebuilds its prior from its own checkpoint: the classifier file may be gone.
+    model = build_model(config, data.num_classes) if checkpoint is None else model_from_state(asdict(config), checkpoint["model"])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state = {"epoch": 0, "best_validation_elbo": -float("inf"), "best_epoch": 0, "bad_epochs": 0, "stopped": None}
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         state = checkpoint["state"]
     else:
@@ -200,7 +198,7 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
         num_steps = (order.shape[0] + config.batch_size - 1) // config.batch_size
         sums = torch.zeros(3, dtype=torch.float64)
         epoch_started = time.perf_counter()
-        bar = tqdm(range(num_steps), desc=f"{config.model} d={config.z_dim} epoch {epoch}", leave=False,
+        bar = tqdm(range(num_steps), desc=f"{config.model} d={config.latent_dim} epoch {epoch}", leave=False,
                    disable=not (config.progress and accelerator.is_local_main_process))
         for step in bar:
             index = order[step * config.batch_size : (step + 1) * config.batch_size].to(device)
@@ -249,7 +247,7 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
             atomic_save({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                          "config": asdict(config), "state": dict(state), "rng": _rng_state()}, last_path)
             metrics.write(record)
-        log(f"{config.model} d={config.z_dim} epoch {epoch}: train ELBO {record['train_elbo_kl_weight_1']:.2f} "
+        log(f"{config.model} d={config.latent_dim} epoch {epoch}: train ELBO {record['train_elbo_kl_weight_1']:.2f} "
             f"(KL {record['train_kl']:.2f}), validation ELBO {val_elbo:.2f}"
             + (" *" if improved else f" (no improvement for {state['bad_epochs']})")
             + f", {record['epoch_seconds']:.1f}s")
@@ -272,19 +270,14 @@ def _summary(state: dict, started: float, out: Path, stopped: str) -> dict:
 
 
 def main(argv=None) -> dict:
-    """Command-line entry point; exits with status 1 after a non-finite loss."""
-    parser = add_dataclass_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), TrainConfig)
+    """Command-line entry point; a non-finite loss exits with status 1."""
+    parser = add_dataclass_arguments(ArgumentParser(prog="python -m vae.train", description=__doc__.split("\n\n")[0]),
+                                     TrainConfig)
     config = config_from_args(TrainConfig, parser.parse_args(argv))
-    if config.threads is not None:
-        if config.threads < 1:
-            parser.error(f"--threads must be positive, got {config.threads}")
-        torch.set_num_threads(config.threads)
-    try:
-        summary = train(config)
-    except (DataUnavailableError, ValueError, FileExistsError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    set_threads(config.threads)
+    summary = train(config)
     if summary["stopped"] == "non-finite loss":
-        sys.exit(1)
+        return 1
     if config.figures and summary["epochs"] > 0:
         from vae.figures import make_run_figures
 
@@ -294,4 +287,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

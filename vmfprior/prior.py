@@ -18,7 +18,7 @@ from torch import nn
 from .bessel import bessel_values, mean_resultant_length, work_dtype
 from .distributions import VonMisesFisher, _version_of
 
-__all__ = ["VMFPrior", "find_final_layer_key", "concentration_from_mean_cosine"]
+__all__ = ["VMFPrior", "find_final_layer_key", "concentration_from_mean_cosine", "read_state_dict", "CheckpointFormatError"]
 
 # Bracket of the bisection that inverts A_d: wide enough for every concentration the tests cover.
 CONCENTRATION_BRACKET = (1e-4, 1e6)
@@ -27,14 +27,33 @@ CONCENTRATION_BRACKET = (1e-4, 1e6)
 _HEAD_NAME_HINTS = ("head", "fc", "linear", "classifier", "logits", "out")
 
 
-def _state_dict_of(checkpoint) -> Mapping[str, torch.Tensor]:
-    """The state dict inside a loaded checkpoint: the object itself or its "model" / "state_dict" entry."""
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"checkpoint must hold a dict (a state dict or {{'model': state_dict}}), got {type(checkpoint).__name__}")
-    for entry in ("model", "state_dict", "model_state_dict"):
-        if isinstance(checkpoint.get(entry), Mapping):
-            return checkpoint[entry]
-    return checkpoint
+class CheckpointFormatError(ValueError):
+    """A file is missing, corrupted, or holds no classifier state dict."""
+
+
+def read_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
+    """The state dict of a saved classifier: the file's dict itself, or its "model" / "state_dict" entry.
+
+    Loads with ``weights_only=True`` onto the CPU: a checkpoint is data, never code.
+
+    Raises:
+        CheckpointFormatError: the file is missing, unreadable, or holds no dict of tensors.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointFormatError(f"checkpoint file not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 -- truncated file, foreign pickle, ...: all mean "not a checkpoint"
+        raise CheckpointFormatError(f"{str(path)!r} is corrupted or not a torch checkpoint "
+                                    f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from error
+    if isinstance(checkpoint, Mapping):
+        for entry in ("model", "state_dict", "model_state_dict"):
+            if isinstance(checkpoint.get(entry), Mapping):
+                checkpoint = checkpoint[entry]
+                break
+    if not isinstance(checkpoint, Mapping) or not any(torch.is_tensor(v) for v in checkpoint.values()):
+        raise CheckpointFormatError(f"{str(path)!r} holds no state dict (a dict of tensors, or one under 'model')")
+    return {key: value for key, value in checkpoint.items() if torch.is_tensor(value)}
 
 
 def find_final_layer_key(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -150,10 +169,7 @@ class VMFPrior(nn.Module):
             key: the weight's key in the state dict; found with ``find_final_layer_key`` when omitted.
                 The bias is read from the same module's ``bias`` key if present.
         """
-        if not os.path.isfile(path):
-            raise ValueError(f"checkpoint file not found: {path}")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        state_dict = _state_dict_of(checkpoint)
+        state_dict = read_state_dict(path)
         if key is None:
             key = find_final_layer_key(state_dict)
         elif key not in state_dict:

@@ -1,13 +1,10 @@
 """Tests for eval/fidelity.py: the generator wrapper, compute_fidelity through torch-fidelity, caching,
-the offline error path, and the CLI (with fake samplers; no network, no Inception weights)."""
+and the offline error path (with fake samplers; no network, no Inception weights). The command line is
+gan.fidelity's (tests/gan/test_fidelity_cli.py)."""
 
-import json
 import os
-import sys
-import types
 import urllib.error
 
-import numpy as np
 import pytest
 import torch
 import torch_fidelity.feature_extractor_inceptionv3 as inception_module
@@ -122,71 +119,6 @@ def test_compute_fidelity_rejects_bad_arguments(tiny_extractor):
         compute_fidelity(FakeSampler(), None, num_samples=5, feature_extractor=tiny_extractor)
     with pytest.raises(TypeError, match="reference"):
         compute_fidelity(FakeSampler(), torch.zeros(3), num_samples=10, feature_extractor=tiny_extractor)
-
-
-@pytest.fixture
-def run_dir(tmp_path, monkeypatch):
-    """A fake GAN run folder whose sampler makes 32x32 synthetic images; TORCH_HOME kept inside tmp_path."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    folder = tmp_path / "run"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"kind": "gan", "config": {"sampler": "vmf"}}))
-    module = types.SimpleNamespace(load_sampler=lambda path, device="cpu": SyntheticSampler(size=32))
-    monkeypatch.setitem(sys.modules, "gan.sampling", module)
-    return folder
-
-
-def test_cli_writes_json_with_classifier_extractor(run_dir, tmp_path, tiny_classifier, capsys):
-    generator = torch.Generator().manual_seed(0)
-    arrays = {}
-    for split, count in (("train", 200), ("test", 40)):
-        labels = balanced_labels(count)
-        arrays[f"x_{split}"] = make_images(labels, 32, generator).permute(0, 2, 3, 1).numpy()  # NHWC
-        arrays[f"y_{split}"] = labels.numpy()
-    np.savez(tmp_path / "synthetic.npz", **arrays)
-    checkpoint = tmp_path / "classifier.pt"
-    torch.save({"model": tiny_classifier.state_dict()}, checkpoint)
-
-    code = fidelity.main([
-        "--checkpoint", str(run_dir), "--num-samples", "100", "--batch-size", "50", "--cpu",
-        "--reference", str(tmp_path / "synthetic.npz"), "--classifier-checkpoint", str(checkpoint),
-        "--classifier-loader", "tests.eval.synthetic:load_tiny_classifier",
-    ])
-    assert code == 0
-    written = [name for name in os.listdir(run_dir) if name.startswith("fidelity-")]
-    assert len(written) == 1 and written[0].endswith("-n100.json")
-    record = json.loads((run_dir / written[0]).read_text())
-    assert record["noise"] == "vmf" and record["num_samples"] == 100
-    # 10 IS splits of 10 images: class counts per split fluctuate, so the score sits clearly below 4
-    assert 2.5 < record[KEY_IS_MEAN] <= NUM_CLASSES + 1e-9 and 0 <= record[KEY_FID] < 50
-    assert record["command"].startswith("python -m eval.fidelity --checkpoint")
-    assert record["reference"].endswith("synthetic.npz") and record["reference_split"] == "train"
-    assert record["reference_id"].startswith("vmfprior-synthetic-") and record["reference_id"].endswith("-train-n200")
-    cache = os.listdir(tmp_path / "torch-home" / "fidelity_cache")
-    assert cache and all(name.startswith("vmfprior-synthetic-") for name in cache)
-    assert "IS " in capsys.readouterr().out
-
-
-def test_cli_without_weights_prints_what_to_do(run_dir, tmp_path, capsys):
-    code = fidelity.main(["--checkpoint", str(run_dir), "--num-samples", "10", "--reference", "none", "--cpu",
-                          "--inception-weights", str(tmp_path / "missing.pth")])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert "missing.pth" in err and "--inception-weights" in err
-
-
-def test_cli_without_reference_data_prints_what_to_do(run_dir, monkeypatch, capsys):
-    import vmfprior.data
-
-    def offline(data=None, root=None):
-        raise vmfprior.data.DataUnavailableError("could not download CIFAR10 (offline)")
-
-    monkeypatch.setattr(vmfprior.data, "load_cifar10", offline)  # never the real download
-    code = fidelity.main(["--checkpoint", str(run_dir), "--num-samples", "10", "--reference", "cifar10-train",
-                          "--cpu"])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert "could not download CIFAR10" in err and "--reference PATH.npz" in err
 
 
 def test_reference_split_resolution():

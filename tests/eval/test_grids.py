@@ -1,16 +1,12 @@
 """Tests for eval/grids.py: slerp/lerp geometry, PNG grids, and the CLI dispatch (with a fake sampler)."""
 
-import json
 import math
-import sys
-import types
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from eval import grids
 from eval.grids import class_interpolation_grid, class_sample_grid, lerp, save_image_grid, slerp
 from tests.eval.fakes import FakeSampler
 
@@ -169,26 +165,3 @@ def test_interpolation_rejects_bad_pairs(tmp_path):
         class_interpolation_grid(sampler, tmp_path / "x.png", pairs=[])
 
 
-def test_cli_dispatches_on_run_kind(tmp_path, monkeypatch):
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps({"kind": "gan", "config": {}}))
-    calls = []
-
-    def load_sampler(path, device="cpu"):
-        calls.append((str(path), device))
-        return FakeSampler(num_classes=2, latent_dim=3)
-
-    monkeypatch.setitem(sys.modules, "gan.sampling", types.SimpleNamespace(load_sampler=load_sampler))
-    grids.main(["--checkpoint", str(run_dir), "--per-class", "2", "--steps", "3"])
-    assert calls == [(str(run_dir), "cpu")]
-    assert (run_dir / "figures" / "samples-seed0.png").is_file()
-    assert (run_dir / "figures" / "interpolations-seed0.png").is_file()
-
-
-def test_cli_rejects_unknown_kind(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"kind": "flow", "config": {}}))
-    with pytest.raises(ValueError, match="kind"):
-        grids.load_run_sampler(str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        grids.load_run_sampler(str(tmp_path / "missing"))

@@ -1,16 +1,23 @@
 """Tests for eval.loglik: IWAE against exact log-likelihoods by quadrature on S^2, label marginalization
-against a brute-force sum over labels, streaming over chunks, and input checks."""
+against a brute-force sum over labels, streaming over chunks, and input checks.
+
+The references never use the model's own prior code: the vMF prior density comes from
+``scipy.stats.vonmises_fisher``, the uniform one is 1 / (4 pi), and each label is decoded by its own call.
+"""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy.stats import vonmises_fisher
 
-from eval.loglik import evaluate_test_set, importance_weighted_log_likelihood, log_importance_weights
+from eval.loglik import evaluate_test_set, importance_weighted_log_likelihood
 from vae.models import HypersphericalVAE
+from vmfprior import VMFPrior
 
 INPUT_DIM = 12
 QUADRATURE_POINTS = 40_000
+PRIOR_CONCENTRATION = 5.0
 
 
 @pytest.fixture(autouse=True)
@@ -21,8 +28,8 @@ def _one_thread(single_thread):
 def _tiny_model(kind, seed=0):
     """A d=3 model with 12 'pixels' so exact log p(x) by quadrature on S^2 is cheap."""
     torch.manual_seed(seed)
-    weight = torch.randn(10, 3) if kind == "hvae-l" else None
-    model = HypersphericalVAE(kind, 3, prior_weight=weight, prior_concentration=5.0, input_dim=INPUT_DIM, hidden=(16, 8))
+    prior = VMFPrior.from_weight(torch.randn(10, 3), PRIOR_CONCENTRATION) if kind == "hvae-l" else None
+    model = HypersphericalVAE(kind, 3, class_prior=prior, input_dim=INPUT_DIM, hidden=(16, 8))
     return model.eval()
 
 
@@ -42,25 +49,45 @@ def _fibonacci_sphere(count):
     return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle), height], dim=-1).float()
 
 
+def _log_prior(model, z, label):
+    """log p(z | y = label) for z (..., 3), independently of the model's code: scipy's vMF or 1/(4 pi)."""
+    if model.kind != "hvae-l":
+        return torch.full(z.shape[:-1], -math.log(4 * math.pi), dtype=torch.float64)
+    direction = model.class_prior.mean_directions[label].double().numpy()
+    values = vonmises_fisher(direction, PRIOR_CONCENTRATION).logpdf(z.double().reshape(-1, 3).numpy())
+    return torch.from_numpy(values).view(z.shape[:-1])
+
+
+@torch.no_grad()
+def _log_joint_per_label(model, x, z):
+    """log p(x, y = c, z) for every label c, (S, B, C) float64: one decoder call and one scipy density per label."""
+    columns = []
+    for label in range(10):
+        label_probs = F.one_hot(torch.full((x.shape[0],), label), 10).float()
+        log_lik = model.log_likelihood(x, z, label_probs if model.kind == "hvae-c" else None).double()
+        columns.append(log_lik + _log_prior(model, z, label) - math.log(10))
+    return torch.stack(columns, -1)
+
+
 @torch.no_grad()
 def _exact(model, x, y):
-    """log p(x) and log p(x, y) by quadrature: integral over S^2 = area * mean over uniform nodes."""
-    nodes = _fibonacci_sphere(QUADRATURE_POINTS).unsqueeze(1)  # (N, 1, 3)
-    nodes = nodes.expand(QUADRATURE_POINTS, x.shape[0], 3)
+    """log p(x) and, for the label-aware models, log p(x, y): integral over S^2 = area * mean over uniform nodes."""
+    nodes = _fibonacci_sphere(QUADRATURE_POINTS).unsqueeze(1).expand(QUADRATURE_POINTS, x.shape[0], 3)
     log_area = math.log(4 * math.pi)
-    log_mean = lambda values: torch.logsumexp(values.double(), 0) - math.log(QUADRATURE_POINTS)  # noqa: E731
-    if model.kind == "hvae-c":
-        per_label = torch.stack(
-            [model.log_likelihood(x, nodes, F.one_hot(torch.full_like(y, c), 10).float()) for c in range(10)], -1
-        )  # (N, B, C); uniform prior density 1/area cancels the area factor
-        log_px_given_label = log_mean(per_label)  # (B, C)
-        log_pxy = log_px_given_label.gather(-1, y.view(-1, 1)).squeeze(-1) - math.log(10)
-        return {"log_px": torch.logsumexp(log_px_given_label, -1) - math.log(10), "log_pxy": log_pxy}
-    log_lik = model.log_likelihood(x, nodes)  # (N, B)
-    out = {"log_px": log_mean(log_lik + model.log_marginal_prior(nodes)) + log_area}
-    if model.kind == "hvae-l":
-        out["log_pxy"] = log_mean(log_lik + model.log_prior(nodes, y)) + log_area - math.log(10)
-    return out
+    log_mean = lambda values: torch.logsumexp(values, 0) - math.log(QUADRATURE_POINTS)  # noqa: E731
+    if model.kind == "hvae":
+        return {"log_px": log_mean(model.log_likelihood(x, nodes).double() + _log_prior(model, nodes, 0)) + log_area}
+    log_pxy_all = log_mean(_log_joint_per_label(model, x, nodes)) + log_area  # (B, C)
+    log_pxy = log_pxy_all.gather(-1, y.view(-1, 1)).squeeze(-1)
+    return {"log_px": torch.logsumexp(log_pxy_all, -1), "log_pxy": log_pxy, "log_px_given_y": log_pxy + math.log(10)}
+
+
+@torch.no_grad()
+def _log_weights(model, x, y, num_samples):
+    """Log importance weights (S, B) per estimate name, for the Monte Carlo tolerance only."""
+    q = model.proposal(x, y)
+    z = q.sample((num_samples,))
+    return {name: value - q.log_prob(z) for name, value in model.log_joint(x, y, z).items()}
 
 
 @pytest.mark.parametrize("kind", ["hvae", "hvae-c", "hvae-l"])
@@ -68,16 +95,13 @@ def test_iwae_converges_to_the_exact_log_likelihood(kind):
     model = _tiny_model(kind)
     x, y = _data()
     exact = _exact(model, x, y)
-    assert set(exact) == ({"log_px"} if kind == "hvae" else {"log_px", "log_pxy"})
+    assert set(exact) == ({"log_px"} if kind == "hvae" else {"log_px", "log_pxy", "log_px_given_y"})
     torch.manual_seed(0)
     num_samples = 4000
     estimate = importance_weighted_log_likelihood(model, x, y, num_samples=num_samples, chunk_size=1000)
     assert set(estimate) == set(exact)
     # Tolerance from the spread of the importance weights: SE(log mean w) ~ std(w) / (mean(w) sqrt(K)).
-    with torch.no_grad():
-        q = model.encode(x)
-        z = q.sample((num_samples,))
-        weights = log_importance_weights(model, x, y, z, q.log_prob(z))
+    weights = _log_weights(model, x, y, num_samples)
     for name, value in estimate.items():
         relative_std = torch.exp(weights[name].double() - torch.logsumexp(weights[name].double(), 0)).std(0)
         relative_std = relative_std * num_samples  # std(w) / mean(w)
@@ -116,15 +140,13 @@ def test_label_marginalization_equals_brute_force_sum(kind):
     model = _tiny_model(kind)
     x, y = _data(size=5)
     with torch.no_grad():
-        q = model.encode(x)
-        z = q.sample((7,))
-        log_q = q.log_prob(z)
-        weights = log_importance_weights(model, x, y, z, log_q)
-        per_label = torch.stack(
-            [log_importance_weights(model, x, torch.full_like(y, c), z, log_q)["log_pxy"] for c in range(10)], -1
-        )  # (S, B, C): log p(x, y=c, z) - log q(z|x)
-    torch.testing.assert_close(weights["log_px"], torch.logsumexp(per_label, -1), rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(weights["log_pxy"], per_label.gather(-1, y.view(1, -1, 1).expand(7, 5, 1)).squeeze(-1))
+        z = model.proposal(x, y).sample((7,))  # (S, B, 3)
+        joint = model.log_joint(x, y, z)
+    per_label = _log_joint_per_label(model, x, z)  # (S, B, C), independent of the model's prior code
+    chosen = per_label.gather(-1, y.view(1, -1, 1).expand(7, 5, 1)).squeeze(-1)
+    torch.testing.assert_close(joint["log_px"].double(), torch.logsumexp(per_label, -1), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(joint["log_pxy"].double(), chosen, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(joint["log_px_given_y"].double(), chosen + math.log(10), rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 10])
@@ -136,11 +158,11 @@ def test_streaming_over_chunks_matches_one_logsumexp(chunk_size):
     estimate = importance_weighted_log_likelihood(model, x, y, num_samples, chunk_size=chunk_size)
     torch.manual_seed(5)
     with torch.no_grad():
-        q = model.encode(x)
+        q = model.proposal(x, y)
         chunks = []
         for start in range(0, num_samples, chunk_size):
             z = q.sample((min(chunk_size, num_samples - start),))
-            chunks.append(log_importance_weights(model, x, y, z, q.log_prob(z))["log_px"])
+            chunks.append(model.log_joint(x, y, z)["log_px"] - q.log_prob(z))
     reference = torch.logsumexp(torch.cat(chunks).double(), 0) - math.log(num_samples)
     torch.testing.assert_close(estimate["log_px"], reference)
 
@@ -151,7 +173,7 @@ def test_evaluate_test_set_averages_batches():
     torch.manual_seed(2)
     result = evaluate_test_set(model, x, y, num_samples=20, batch_size=4, chunk_size=8)
     torch.manual_seed(2)
-    sums = {"log_px": 0.0, "log_pxy": 0.0, "elbo": 0.0}
+    sums = {"log_px": 0.0, "log_pxy": 0.0, "log_px_given_y": 0.0, "elbo": 0.0}
     for start in range(0, 10, 4):
         batch_x, batch_y = x[start : start + 4], y[start : start + 4]
         estimate = importance_weighted_log_likelihood(model, batch_x, batch_y, 20, 8)

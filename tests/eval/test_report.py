@@ -63,8 +63,8 @@ def test_write_section_replaces_only_its_own_section(tmp_path):
     text = path.read_text()
     assert text.startswith("# Results\n\nVAE table stays.\n")
     assert "second" in text and "first" not in text and "kept" in text
-    assert text.count("<!-- eval.report:gan:start -->") == 1
-    path.write_text("<!-- eval.report:gan:start -->\nbroken\n")
+    assert text.count("<!-- gan:start -->") == 1
+    path.write_text("<!-- gan:start -->\nbroken\n")
     with pytest.raises(ValueError, match="markers"):
         write_section(path, "gan", "x")
 

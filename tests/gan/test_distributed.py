@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.gan.helpers import tiny_args
-from vmfprior.runs import read_metrics
+from common.runs import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 

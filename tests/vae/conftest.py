@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from vmfprior.data import ImageData
+from common.data import ImageData
 
 
 def synthetic_arrays(num_train=300, num_test=60, seed=0):

@@ -7,26 +7,26 @@ from vae.experiment import QUICK, ExperimentConfig, effective_config, format_res
 
 
 def test_quick_overrides_and_defaults():
-    config = effective_config(ExperimentConfig(quick=True, z_dims=(5, 10)))
+    config = effective_config(ExperimentConfig(quick=True, latent_dims=(5, 10)))
     for key, value in QUICK.items():
         assert getattr(config, key) == value
-    assert config.ablation_z_dims == (5,) and config.out == "runs/table4-quick"
-    full = effective_config(ExperimentConfig(z_dims=(5, 10)))
-    assert full.ablation_z_dims == (5, 10) and full.out == "runs/table4" and full.max_epochs == 100
+    assert config.ablation_latent_dims == (5,) and config.out == "runs/table4-quick"
+    full = effective_config(ExperimentConfig(latent_dims=(5, 10)))
+    assert full.ablation_latent_dims == (5, 10) and full.out == "runs/table4" and full.max_epochs == 100
 
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [({"z_dims": (1,)}, "z_dims"), ({"z_dims": ()}, "z_dims"), ({"num_samples": 0}, "num_samples"),
-     ({"z_dims": (3,), "ablation_z_dims": (5,)}, "ablation_z_dims")],
+    [({"latent_dims": (1,)}, "latent_dims"), ({"latent_dims": ()}, "latent_dims"), ({"num_samples": 0}, "num_samples"),
+     ({"latent_dims": (3,), "ablation_latent_dims": (5,)}, "ablation_latent_dims")],
 )
 def test_bad_settings(overrides, message):
     with pytest.raises(ValueError, match=message):
         effective_config(ExperimentConfig(**overrides))
 
 
-def _run(name, model, z_dim, head, log_px, log_pxy=None):
-    return {"name": name, "model": model, "z_dim": z_dim, "head": head, "run_dir": "x", "epochs": 3, "best_epoch": 2,
+def _run(name, model, latent_dim, head, log_px, log_pxy=None):
+    return {"name": name, "model": model, "latent_dim": latent_dim, "head": head, "run_dir": "x", "epochs": 3, "best_epoch": 2,
             "stopped": "max_epochs", "best_validation_elbo": -100.0, "classifier_test_accuracy": 0.9 if head else None,
             "log_px": log_px, "log_pxy": log_pxy, "elbo": log_px - 5, "num_examples": 10, "num_samples": 7}
 
@@ -37,19 +37,19 @@ def test_format_results_puts_each_number_in_its_cell():
         _run("hvae-l", "hvae-l", 3, "linear", -128.26, -130.5), _run("hvae-l-random", "hvae-l", 3, "random", -140.0, -142.0),
         _run("hvae", "hvae", 5, None, -110.0),
     ]
-    config = {"z_dims": [3, 5], "quick": False, "prior_concentration": 5.0}
-    text = format_results({"command": "python -m vae.experiment --z-dims 3 5", "config": config, "runs": runs})
+    config = {"latent_dims": [3, 5], "quick": False, "prior_concentration": 5.0}
+    text = format_results({"command": "python -m vae.experiment --latent-dims 3 5", "config": config, "runs": runs})
     assert "| HVAE | -130.0 | -110.0 |" in text
     assert "| HVAE-L | -128.3 | – |" in text
     assert "| HVAE-C | -133.3 | – |" in text  # the log p(x, y) table
     assert "| 3 | random | 0.9000 | -140.0 | -142.0 | -145.0 |" in text
     assert "K = 7" in text and "10 MNIST test images" in text
-    assert "python -m vae.experiment --z-dims 3 5" in text
+    assert "python -m vae.experiment --latent-dims 3 5" in text
     assert "-135.0 / -139.4 / -133.0" in text  # the paper's row at d = 3
 
 
 def test_tiny_end_to_end_run_and_rerun_reuses_it(tmp_path, tiny_npz):
-    config = ExperimentConfig(z_dims=(3,), data=str(tiny_npz), out=str(tmp_path / "exp"), max_epochs=1,
+    config = ExperimentConfig(latent_dims=(3,), data=str(tiny_npz), out=str(tmp_path / "exp"), max_epochs=1,
                               classifier_epochs=1, ablation_heads=("random",), num_validation=60, num_samples=3,
                               num_test=20, figures=False)
     results = run_experiment(config, command="test", log=lambda *_: None)

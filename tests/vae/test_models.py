@@ -16,10 +16,10 @@ def _prior_weight(num_classes=10, dim=5, seed=0):
     return torch.randn(num_classes, dim, generator=torch.Generator().manual_seed(seed))
 
 
-def _model(kind, dim=5, seed=0, **kwargs):
+def _model(kind, dim=5, seed=0, prior_concentration=5.0, **kwargs):
     torch.manual_seed(seed)
-    weight = _prior_weight(dim=dim) if kind == "hvae-l" else None
-    return HypersphericalVAE(kind, dim, prior_weight=weight, **kwargs)
+    prior = VMFPrior.from_weight(_prior_weight(dim=dim), prior_concentration) if kind == "hvae-l" else None
+    return HypersphericalVAE(kind, dim, class_prior=prior, **kwargs)
 
 
 def _batch(size=8, seed=0):
@@ -110,7 +110,7 @@ def test_log_likelihood_is_the_bernoulli_log_density():
 def test_uniform_density_is_one_over_the_sphere_area(dim):
     model = _model("hvae", dim=dim)
     area = 2 * math.pi ** (dim / 2) / math.gamma(dim / 2)
-    assert model.log_uniform_density() == pytest.approx(-math.log(area), rel=1e-12)
+    assert model.log_uniform_density == pytest.approx(-math.log(area), rel=1e-12)
     z = F.normalize(torch.randn(4, 2, dim), dim=-1)
     torch.testing.assert_close(model.log_prior(z, None), torch.full((4, 2), -math.log(area)))
 
@@ -129,21 +129,20 @@ def test_hvae_l_label_prior_and_mixture():
     )
 
 
-def test_hvae_l_label_prior_is_built_once_and_follows_the_weight():
+def test_hvae_l_holds_its_prior_as_a_submodule():
     model = _model("hvae-l", dim=3)
-    prior = model.label_prior()
-    assert model.label_prior() is prior
-    assert not any(isinstance(module, VMFPrior) for module in model.modules())  # not a submodule: no state-dict keys
+    assert isinstance(model.class_prior, VMFPrior)
+    state = model.state_dict()
+    assert {"class_prior.weight", "class_prior.mean_directions", "class_prior.concentration"} <= set(state)
     replacement = _prior_weight(dim=3, seed=1)
-    model.load_state_dict({**model.state_dict(), "prior_weight": replacement})  # in-place copy
-    rebuilt = model.label_prior()
-    assert rebuilt is not prior
-    torch.testing.assert_close(rebuilt.mean_directions, F.normalize(replacement, dim=-1))
-    model.double()  # a new buffer tensor
-    assert model.label_prior().mean_directions.dtype == torch.float64
-    model.prior_concentration = 20.0
-    assert model.label_prior().concentration[0].item() == 20.0
-    with torch.inference_mode():  # buffers without a version counter still work
+    other = _model("hvae-l", dim=3, seed=1, prior_concentration=20.0)
+    other.class_prior = VMFPrior.from_weight(replacement, 20.0)
+    model.load_state_dict(other.state_dict())  # the prior travels with the weights
+    torch.testing.assert_close(model.class_prior.mean_directions, F.normalize(replacement, dim=-1))
+    assert model.class_prior.concentration[0].item() == 20.0
+    model.double()  # .to() moves the prior with the rest
+    assert model.class_prior.mean_directions.dtype == torch.float64
+    with torch.inference_mode():  # inference-mode tensors work too
         inference_model = _model("hvae-l", dim=3)
         x, y = _batch(4)
         assert torch.isfinite(inference_model.elbo(x, y).elbo).all()
@@ -156,21 +155,21 @@ def test_gradients_reach_every_parameter():
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
         assert parameter.grad.abs().sum() > 0, name
-    assert "prior_weight" not in dict(model.named_parameters())  # a fixed buffer, not trained
+    assert not any(name.startswith("class_prior") for name, _ in model.named_parameters())  # buffers, not trained
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"kind": "vae"}, "kind"),
-        ({"kind": "hvae", "z_dim": 1}, "z_dim"),
-        ({"kind": "hvae-l"}, "prior_weight"),
-        ({"kind": "hvae-l", "prior_weight": torch.randn(10, 4)}, "prior_weight must have shape"),
-        ({"kind": "hvae-l", "prior_weight": torch.randn(10, 5), "prior_concentration": 0.0}, "prior_concentration"),
+        ({"kind": "hvae", "latent_dim": 1}, "latent_dim"),
+        ({"kind": "hvae-l"}, "class_prior"),
+        ({"kind": "hvae", "class_prior": VMFPrior.from_weight(torch.randn(10, 5), 5.0)}, "only for it"),
+        ({"kind": "hvae-l", "class_prior": VMFPrior.from_weight(torch.randn(10, 4), 5.0)}, "must cover"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, message):
-    kwargs = {"z_dim": 5, **kwargs}
+    kwargs = {"latent_dim": 5, **kwargs}
     with pytest.raises(ValueError, match=message):
         HypersphericalVAE(**kwargs)
 

@@ -6,21 +6,24 @@ import math
 import pytest
 import torch
 
+from common.runs import read_config, read_metrics
 from vae import train as train_module
 from vae.classifier import ClassifierConfig, MNISTClassifier, train_classifier
-from vae.sampling import load_model, load_sampler
+from common.data import DataUnavailableError
+from vae.checkpoints import load_model
+from vae.sampling import load_sampler
 from vae.train import TrainConfig, check_config, train
-from vmfprior.runs import read_config, read_metrics
+
 
 TINY = dict(num_validation=60, batch_size=64, progress=False, figures=False, cpu=True)
 
 
 def _config(tmp_path, name="run", **overrides):
-    return TrainConfig(**{**TINY, "model": "hvae", "z_dim": 3, "out": str(tmp_path / name), **overrides})
+    return TrainConfig(**{**TINY, "model": "hvae", "latent_dim": 3, "out": str(tmp_path / name), **overrides})
 
 
 def _state(run_dir):
-    return torch.load(run_dir / "last.pt", weights_only=False)
+    return torch.load(run_dir / "last.pt", weights_only=True)
 
 
 def test_resume_continues_exactly(tmp_path, tiny_data):
@@ -43,8 +46,8 @@ def test_resume_continues_exactly(tmp_path, tiny_data):
 
 def test_resume_refuses_a_different_config_naming_the_keys(tmp_path, tiny_data):
     train(_config(tmp_path, max_epochs=1), data=tiny_data, log=lambda *_: None)
-    with pytest.raises(ValueError, match=r"learning_rate: 0.001 -> 0.01.*z_dim: 3 -> 4"):
-        train(_config(tmp_path, max_epochs=2, resume=True, learning_rate=0.01, z_dim=4), data=tiny_data)
+    with pytest.raises(ValueError, match=r"latent_dim: 3 -> 4; learning_rate: 0.001 -> 0.01"):
+        train(_config(tmp_path, max_epochs=2, resume=True, learning_rate=0.01, latent_dim=4), data=tiny_data)
     with pytest.raises(FileExistsError, match="--resume"):
         train(_config(tmp_path, max_epochs=2), data=tiny_data)
     with pytest.raises(FileNotFoundError, match="last.pt"):
@@ -84,7 +87,7 @@ def test_early_stopping_and_best_checkpoint(tmp_path, tiny_data):
     assert summary["best_validation_elbo"] == pytest.approx(best["validation_elbo"])
     if summary["stopped"] == "patience":
         assert summary["epochs"] == summary["best_epoch"] + 1 <= 8
-    saved = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    saved = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert saved["epoch"] == best["epoch"]
     # Resuming a run that stopped early does nothing.
     again = train(_config(tmp_path, max_epochs=8, patience=1, learning_rate=0.05, resume=True), data=tiny_data,
@@ -104,7 +107,7 @@ def test_kl_warmup_weights_rise_linearly(tmp_path, tiny_data):
     "overrides, message",
     [
         ({"model": "vae"}, "model"),
-        ({"z_dim": 1}, "z_dim"),
+        ({"latent_dim": 1}, "latent_dim"),
         ({"model": "hvae-l"}, "--classifier"),
         ({"batch_size": 0}, "batch_size"),
         ({"learning_rate": -1.0}, "learning_rate"),
@@ -119,7 +122,7 @@ def test_bad_configs_are_refused(tmp_path, overrides, message):
 
 def test_classifier_prior_hvae_l_and_sampler(tmp_path, tiny_data):
     result = train_classifier(
-        ClassifierConfig(z_dim=3, out=str(tmp_path / "clf"), epochs=15, learning_rate=3e-3, num_validation=60, device="cpu"),
+        ClassifierConfig(latent_dim=3, out=str(tmp_path / "clf"), epochs=15, learning_rate=3e-3, num_validation=60),
         data=tiny_data, log=lambda *_: None,
     )
     assert 0.0 <= result["test_accuracy"] <= 1.0 and result["test_accuracy"] > 0.3  # 10 well-separated blocks
@@ -132,7 +135,8 @@ def test_classifier_prior_hvae_l_and_sampler(tmp_path, tiny_data):
                      prior_concentration=50.0)
     train(config, data=tiny_data, log=lambda *_: None)
     model = load_model(tmp_path / "hvae-l")
-    torch.testing.assert_close(model.prior_weight, torch.nn.functional.normalize(head_weight, dim=-1))
+    directions = torch.nn.functional.normalize(head_weight, dim=-1)
+    torch.testing.assert_close(model.class_prior.mean_directions, directions)
 
     sampler = load_sampler(tmp_path / "hvae-l")
     assert sampler.num_classes == 10 and sampler.latent_dim == 3 and sampler.spherical
@@ -142,8 +146,8 @@ def test_classifier_prior_hvae_l_and_sampler(tmp_path, tiny_data):
     assert z.shape == (4000, 3)
     torch.testing.assert_close(z.norm(dim=-1), torch.ones(4000))
     # E[mu^T z] = A_3(50) = coth(50) - 1/50 for the prior of class 2.
-    alignment = (z @ model.prior_weight[2]).mean()
-    assert abs(float(alignment) - (1 / math.tanh(50.0) - 1 / 50.0)) < 5 * float((z @ model.prior_weight[2]).std()) / 60
+    alignment = (z @ directions[2]).mean()
+    assert abs(float(alignment) - (1 / math.tanh(50.0) - 1 / 50.0)) < 5 * float((z @ directions[2]).std()) / 60
     images = sampler.decode(z[:6], torch.nn.functional.one_hot(labels[:6], 10).float())
     assert images.shape == (6, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
     with pytest.raises(ValueError, match="label_probs"):
@@ -163,20 +167,20 @@ def test_uniform_sampler_and_classifier_heads(tmp_path, tiny_data):
 
 
 def test_command_lines_write_run_folders_and_loglik_json(tmp_path, tiny_npz):
-    from eval.loglik import main as loglik_main
+    from vae.loglik import main as loglik_main
     from vae.train import main as train_main
 
     out = tmp_path / "cli"
-    summary = train_main(["--model", "hvae", "--z-dim", "3", "--data", str(tiny_npz), "--out", str(out),
+    summary = train_main(["--model", "hvae", "--latent-dim", "3", "--data", str(tiny_npz), "--out", str(out),
                           "--max-epochs", "1", "--num-validation", "60", "--no-progress", "--cpu"])
     assert summary["epochs"] == 1
     for name in ("config.json", "last.pt", "best.pt", "metrics.jsonl", "reconstructions.png", "samples.png",
                  "interpolations.png", "learning_curve.png"):
         assert (out / name).is_file(), name
-    result = loglik_main(["--checkpoint", str(out), "--num-samples", "5", "--data", str(tiny_npz), "--num-test", "20"])
-    written = json.loads((out / "loglik.json").read_text())
+    result = loglik_main(["--run", str(out), "--num-samples", "5", "--data", str(tiny_npz), "--num-test", "20"])
+    written = json.loads((out / "loglik-K5-n20.json").read_text())
     assert written["num_examples"] == 20 and written["model"] == "hvae" and written["binarization_seed"] == 0
     assert written["log_px"] == pytest.approx(result["log_px"]) and written["log_px"] < 0
-    with pytest.raises(SystemExit):
-        train_main(["--model", "hvae", "--z-dim", "3", "--data", str(tmp_path / "missing.npz"), "--out",
+    with pytest.raises(DataUnavailableError):
+        train_main(["--model", "hvae", "--latent-dim", "3", "--data", str(tmp_path / "missing.npz"), "--out",
                     str(tmp_path / "x")])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,9 +32,12 @@ __all__ = [
     "binarize_fixed",
     "TEST_BINARIZATION_SEED",
     "NUM_VALIDATION",
+    "QUICK_MNIST",
 ]
 
 DEFAULT_ROOT = "~/.cache/vmfprior"
+QUICK_MNIST = Path(__file__).resolve().parent.parent / "data" / "mnist-quick.npz"
+"""The MNIST subset that ships in the repository (6,000 training and 1,000 test images; see data/README.md)."""
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 TEST_BINARIZATION_SEED = 0
 """Seed of the single Bernoulli draw that binarizes the MNIST test set (documented; do not change)."""
@@ -120,7 +124,7 @@ def _download(name: str, root: str, channels: int) -> ImageData:
         raise DataUnavailableError(
             f"could not download {name} with torchvision into {root!r} ({type(error).__name__}: {error}). "
             f"On an offline machine pass --data PATH.npz, a numpy archive with keys {', '.join(NPZ_KEYS)} "
-            f"(this project's copy: ../shared/data/{'mnist' if name == 'MNIST' else 'cifar10-jpeg-q75-subset'}.npz)."
+            "."
         ) from error
     arrays = {
         "x_train": np.asarray(train.data),

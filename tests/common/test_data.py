@@ -1,10 +1,10 @@
-"""Tests for vmfprior.data: npz loading and validation, offline errors, binarization, validation split."""
+"""Tests for common.data: npz loading and validation, offline errors, binarization, validation split."""
 import numpy as np
 import pytest
 import torch
 
-from vmfprior import data as data_module
-from vmfprior.data import (
+from common import data as data_module
+from common.data import (
     DataUnavailableError,
     binarize,
     binarize_fixed,

@@ -1,4 +1,4 @@
-"""Tests for vmfprior.runs: dataclass <-> argparse, config files, config checks, atomic saves, metrics."""
+"""Tests for common.runs: dataclass <-> argparse, config files, config checks, atomic saves, metrics."""
 import argparse
 import json
 from dataclasses import dataclass, field
@@ -7,7 +7,7 @@ from typing import Optional
 import pytest
 import torch
 
-from vmfprior.runs import (
+from common.runs import (
     MetricsLog,
     add_dataclass_arguments,
     atomic_save,
@@ -22,11 +22,11 @@ from vmfprior.runs import (
 @dataclass
 class ToyConfig:
     model: str = "hvae"
-    z_dim: int = 5
+    latent_dim: int = 5
     learning_rate: float = 1e-3
     warmup: bool = False
     data: Optional[str] = None
-    z_dims: tuple[int, ...] = (3, 5)
+    latent_dims: tuple[int, ...] = (3, 5)
     names: list[str] = field(default_factory=lambda: ["a"])
 
 
@@ -41,28 +41,28 @@ def test_defaults_round_trip():
 
 def test_options_are_typed():
     config = _parse(
-        ["--model", "hvae-l", "--z-dim", "10", "--learning-rate", "0.01", "--warmup", "--data", "x.npz",
-         "--z-dims", "3", "20", "--names", "p", "q"]
+        ["--model", "hvae-l", "--latent-dim", "10", "--learning-rate", "0.01", "--warmup", "--data", "x.npz",
+         "--latent-dims", "3", "20", "--names", "p", "q"]
     )
     assert config == ToyConfig("hvae-l", 10, 0.01, True, "x.npz", (3, 20), ["p", "q"])
-    assert isinstance(config.z_dims, tuple)
+    assert isinstance(config.latent_dims, tuple)
     assert _parse(["--no-warmup"]).warmup is False
 
 
 def test_bad_option_value_is_rejected():
     with pytest.raises(SystemExit):
-        _parse(["--z-dim", "three"])
+        _parse(["--latent-dim", "three"])
 
 
 def test_write_and_read_config(tmp_path):
     run = tmp_path / "run"
-    write_config(run, ToyConfig(z_dim=7), kind="vae")
+    write_config(run, ToyConfig(latent_dim=7), kind="vae")
     kind, config = read_config(run)
-    assert kind == "vae" and config["z_dim"] == 7 and config["z_dims"] == [3, 5]
+    assert kind == "vae" and config["latent_dim"] == 7 and config["latent_dims"] == [3, 5]
     assert json.loads((run / "config.json").read_text())["kind"] == "vae"
     assert "command" not in json.loads((run / "config.json").read_text())
-    write_config(run, ToyConfig(), kind="vae", command="python -m vae.train --z-dim 3")
-    assert json.loads((run / "config.json").read_text())["command"] == "python -m vae.train --z-dim 3"
+    write_config(run, ToyConfig(), kind="vae", command="python -m vae.train --latent-dim 3")
+    assert json.loads((run / "config.json").read_text())["command"] == "python -m vae.train --latent-dim 3"
     with pytest.raises(FileNotFoundError, match="run folder"):
         read_config(tmp_path / "nothing")
     with pytest.raises(ValueError, match="kind"):
@@ -74,11 +74,11 @@ def test_check_same_config_names_each_differing_key(tmp_path):
     _, saved = read_config(tmp_path)
     check_same_config(saved, ToyConfig())  # tuples vs JSON lists compare equal
     with pytest.raises(ValueError) as error:
-        check_same_config(saved, ToyConfig(z_dim=6, learning_rate=0.1))
+        check_same_config(saved, ToyConfig(latent_dim=6, learning_rate=0.1))
     message = str(error.value)
-    assert "z_dim: 5 -> 6" in message and "learning_rate: 0.001 -> 0.1" in message
+    assert "latent_dim: 5 -> 6" in message and "learning_rate: 0.001 -> 0.1" in message
     assert "model" not in message
-    check_same_config(saved, ToyConfig(z_dim=6), ignore=("z_dim",))
+    check_same_config(saved, ToyConfig(latent_dim=6), ignore=("latent_dim",))
 
 
 def test_atomic_save_replaces_and_leaves_no_temp_on_failure(tmp_path):
@@ -112,7 +112,7 @@ def test_help_texts_come_from_field_comments():
     import argparse
     import dataclasses
 
-    from vmfprior.runs import add_dataclass_arguments
+    from common.runs import add_dataclass_arguments
 
     @dataclasses.dataclass
     class Commented:

@@ -27,11 +27,22 @@ __all__ = [
     "read_config",
     "check_same_config",
     "atomic_save",
+    "atomic_write_text",
     "MetricsLog",
     "read_metrics",
+    "read_run",
+    "load_checkpoint",
+    "CheckpointError",
+    "CONFIG_FILE",
+    "METRICS_FILE",
 ]
 
 CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupted, or not the kind of file the caller expects."""
 
 
 def _field_kind(annotation) -> tuple[type, bool, bool]:
@@ -175,15 +186,65 @@ def read_config(run_dir: str | os.PathLike) -> tuple[str, dict]:
         ``(kind, config_dict)``.
 
     Raises:
-        FileNotFoundError: when the run folder has no config.json.
+        FileNotFoundError: the folder does not exist or has no config.json.
+        ValueError: config.json is not a run record.
     """
-    path = Path(run_dir) / CONFIG_FILE
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {str(run_dir)!r} does not exist")
+    path = run_dir / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {str(run_dir)!r} a run folder?")
-    payload = json.loads(path.read_text())
-    if not isinstance(payload, dict) or "kind" not in payload or "config" not in payload:
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a run folder: it has no {CONFIG_FILE}")
+    try:
+        payload = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from error
+    if not isinstance(payload, dict) or "kind" not in payload or not isinstance(payload.get("config"), dict):
         raise ValueError(f"{path} must hold {{'kind': ..., 'config': {{...}}}}")
     return payload["kind"], payload["config"]
+
+
+def read_run(run_dir: str | os.PathLike, kinds: tuple[str, ...]) -> tuple[str, dict]:
+    """:func:`read_config` for a run folder that must be of one of ``kinds``.
+
+    Raises:
+        ValueError: naming the folder's kind and the expected ones.
+    """
+    kind, config = read_config(run_dir)
+    if kind not in kinds:
+        raise ValueError(f"{str(run_dir)!r} holds a {kind!r} run; expected {' or '.join(map(repr, kinds))}")
+    return kind, config
+
+
+def load_checkpoint(path: str | os.PathLike, required_keys: tuple[str, ...] = (), what: str = "checkpoint") -> dict:
+    """``torch.load(path, weights_only=True)`` onto the CPU, with one clear error for every way it can fail.
+
+    Args:
+        path: the file.
+        required_keys: keys the loaded dict must have.
+        what: what the file should be, for messages (e.g. "vae.classifier checkpoint").
+
+    Returns:
+        the loaded dict.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, corrupted, not a dict, or lacks a required key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 -- truncated zip, pickle, foreign objects: all mean "bad file"
+        raise CheckpointError(
+            f"{str(path)!r} is corrupted or not a {what} ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+        ) from error
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{str(path)!r} is not a {what}: it holds a {type(payload).__name__}, not a dict")
+    missing = [key for key in required_keys if key not in payload]
+    if missing:
+        raise CheckpointError(f"{str(path)!r} is not a {what}: it lacks {missing}")
+    return payload
 
 
 def check_same_config(saved: dict, current, ignore=()) -> None:
@@ -228,6 +289,11 @@ def _atomic_write(path: Path, write) -> None:
         if os.path.exists(temp):
             os.remove(temp)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file and a rename: a crash never leaves a half-written file."""
+    _atomic_write(Path(path), lambda stream: stream.write(text.encode()))
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:

@@ -1,0 +1,72 @@
+"""Command-line plumbing shared by every entry point: a user's mistake becomes one ``error:`` line.
+
+Every script ends with ``sys.exit(run_cli(main))``. ``main(argv)`` raises on a mistake (a bad flag, a missing
+or foreign file, a data file of the wrong shape); :func:`run_cli` prints ``error: <message>`` on one line to
+stderr and returns exit status 2. Anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from common.data import DataUnavailableError
+
+__all__ = ["UserError", "USER_ERRORS", "ArgumentParser", "run_cli", "set_threads", "select_device"]
+
+
+class UserError(ValueError):
+    """A mistake in what the user asked for; its message says what to do instead."""
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+               PermissionError, DataUnavailableError)
+"""Exceptions that mean "the input was wrong", not "the code is wrong" (ValueError includes UserError)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise :class:`UserError` instead of printing usage and exiting."""
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message}")
+
+
+def run_cli(main, argv=None) -> int:
+    """Call ``main(argv)``; turn a user mistake into one ``error:`` line on stderr.
+
+    Args:
+        main: the entry point; it raises one of :data:`USER_ERRORS` on a mistake.
+        argv: arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        the exit status: 0, 2 after a user mistake, or an int ``main`` returned.
+    """
+    try:
+        result = main(argv)
+    except USER_ERRORS as error:
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` unless None (torch's default); 1 suits small models on a busy CPU."""
+    if threads is None:
+        return
+    if not isinstance(threads, int) or threads < 1:
+        raise UserError(f"threads must be a positive integer, got {threads!r}")
+    torch.set_num_threads(threads)
+
+
+def select_device(cpu: bool = False) -> torch.device:
+    """The device Accelerate assigns to this process (its GPU when there is one), or the CPU with ``cpu=True``.
+
+    Every entry point chooses its device this way; training scripts use ``Accelerator(cpu=...)``, which agrees.
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=cpu).device
