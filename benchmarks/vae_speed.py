@@ -1,7 +1,7 @@
 """Speed of the hyperspherical VAE: an HVAE-L training step against the same network with a Gaussian latent,
 and the 500-sample importance-weighted log-likelihood on the MNIST test set.
 
-    python benchmarks/vae_speed.py --data ../shared/data/mnist.npz [--latent-dim 5] [--steps 100] [--num-test 500]
+    python benchmarks/vae_speed.py --data PATH/mnist.npz [--latent-dim 5] [--steps 100] [--num-test 500]
 
 A timed step is what an epoch of ``vae.train`` repeats: gather the batch, binarize it afresh, forward,
 backward, Adam. Prints one JSON object: milliseconds per step for both latents, the implied seconds per

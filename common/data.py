@@ -1,7 +1,7 @@
 """MNIST and CIFAR-10 loading: a torchvision download, or a local ``.npz`` archive for offline machines.
 
 Both loaders return an :class:`ImageData` with uint8 images ``(N, C, H, W)`` (channels first) and int64
-labels ``(N,)``. The ``.npz`` format is the one of ``../shared/data``: keys ``x_train``, ``y_train``,
+labels ``(N,)``. The ``.npz`` format has the keys ``x_train``, ``y_train``,
 ``x_test``, ``y_test``; images ``NHW`` or ``NHWC`` uint8.
 
 MNIST helpers for the VAEs live here too, so every model sees the same bits:

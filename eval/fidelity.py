@@ -158,7 +158,7 @@ def load_reference(reference="cifar10-train", split=None):
 
     Args:
         reference: "cifar10-train" / "cifar10-test" (torchvision download through common.data), or a
-            path to an .npz with x_train/x_test (e.g. ../shared/data/cifar10-jpeg-q75-subset.npz).
+            path to an .npz with x_train/x_test (e.g. an offline copy of a CIFAR-10 subset).
         split: "train" or "test"; default: the suffix of the name, or "train" for a file.
 
     Returns:

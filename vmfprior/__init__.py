@@ -1,6 +1,6 @@
 """vmfprior: von Mises-Fisher priors from a classifier's final layer.
 
-Public API (see DESIGN.md):
+Public API:
     VonMisesFisher, HypersphericalUniform  -- distributions on the unit sphere S^{d-1} of R^d, with registered KLs
     VMFPrior                               -- the class-conditional vMF defined by a classifier's last layer
     log_bessel_iv, mean_resultant_length   -- the Bessel-function numerics they rest on

@@ -1,4 +1,4 @@
-"""Small stand-ins shared by the eval tests: a conditional sampler following .interfaces.md."""
+"""Small stand-ins shared by the eval tests: a conditional sampler of the eval.sampler protocol."""
 
 import math
 
