@@ -35,6 +35,8 @@ KEY_IS_MEAN = torch_fidelity.KEY_METRIC_ISC_MEAN
 KEY_IS_STD = torch_fidelity.KEY_METRIC_ISC_STD
 KEY_FID = torch_fidelity.KEY_METRIC_FID
 REFERENCE_SPLITS = ("train", "test")
+ISC_SPLITS = 10
+"""Splits of the generated images for the Inception Score's mean and standard deviation (torch-fidelity's default)."""
 
 
 class FeatureExtractorUnavailableError(DataUnavailableError):
@@ -187,7 +189,7 @@ def _extractor_tag(feature_extractor, weights_path):
 
 def compute_fidelity(sampler, reference=None, num_samples=5000, feature_extractor=INCEPTION,
                      feature_extractor_weights_path=None, reference_cache_name=None, batch_size=64,
-                     device="cpu", seed=0, isc_splits=10, cache=True, cache_root=None, verbose=False):
+                     device="cpu", seed=0, isc_splits=ISC_SPLITS, cache=True, cache_root=None, verbose=False):
     """Inception Score (and FID against `reference`) of a conditional sampler, via torch_fidelity.calculate_metrics.
 
     Args:

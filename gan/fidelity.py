@@ -21,7 +21,7 @@ import torch_fidelity
 from common.cli import ArgumentParser, UserError, run_cli, select_device
 from common.data import DataUnavailableError
 from common.runs import atomic_write_text, read_run
-from eval.fidelity import (INCEPTION, INCEPTION_WEIGHTS_FILE, KEY_FID, KEY_IS_MEAN, KEY_IS_STD, REFERENCE_SPLITS,
+from eval.fidelity import (INCEPTION, ISC_SPLITS, INCEPTION_WEIGHTS_FILE, KEY_FID, KEY_IS_MEAN, KEY_IS_STD, REFERENCE_SPLITS,
                            compute_fidelity, load_reference, reference_split)
 from gan.classifier import load_classifier
 from gan.sampling import load_sampler
@@ -73,6 +73,8 @@ def main(argv=None) -> dict:
         raise UserError("--classifier-checkpoint replaces --inception-weights; pass only one")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.num_samples < ISC_SPLITS:
+        raise UserError(f"--num-samples must be at least {ISC_SPLITS} (the Inception Score's splits), got {args.num_samples}")
     _, run_config = read_run(args.run, ("gan",))
     device = select_device(args.cpu)
     feature_extractor = INCEPTION if args.classifier_checkpoint is None else classifier_extractor(args.classifier_checkpoint)
