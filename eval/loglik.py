@@ -12,6 +12,11 @@ The model is anything with:
   ``"log_px_given_y"`` (log p(x, z | y)); every entry becomes an estimate of the same name;
 * ``elbo(x, y)`` -> terms with an ``elbo`` field ``(B,)`` (reported next to the estimates).
 
+When the proposal depends on the label (``model.proposal_uses_label``, e.g. an encoder ``q(z | x, y)``), the
+label cannot be summed out inside one importance weight. Then every label ``c`` gets its own estimate of
+``log p(x, y = c)`` from its own proposal ``q(z | x, c)`` (``log_joint(..., marginal=False)``), and
+``log p(x) = logsumexp_c log p(x, y = c)``: ``C`` times the work.
+
 ``vae.models.HypersphericalVAE`` is one; ``python -m vae.loglik --run RUN`` scores a trained run.
 """
 from __future__ import annotations
@@ -46,6 +51,13 @@ def importance_weighted_log_likelihood(
         raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+    if getattr(model, "proposal_uses_label", False):
+        return _sum_labels_out(model, x, y, int(num_samples), int(chunk_size))
+    return _estimate(model, x, y, int(num_samples), int(chunk_size))
+
+
+def _estimate(model, x, y, num_samples: int, chunk_size: int, **joint_options) -> dict:
+    """One IWAE estimate per entry of ``model.log_joint``, with the proposal ``model.proposal(x, y)``."""
     proposal = model.proposal(x, y)
     totals: dict[str, torch.Tensor] = {}
     remaining = int(num_samples)
@@ -54,10 +66,23 @@ def importance_weighted_log_likelihood(
         remaining -= count
         z = proposal.sample((count,))  # (S, B, d)
         log_q = proposal.log_prob(z)  # (S, B)
-        for name, log_joint in model.log_joint(x, y, z).items():
+        for name, log_joint in model.log_joint(x, y, z, **joint_options).items():
             chunk_total = torch.logsumexp((log_joint - log_q).double(), dim=0)  # (B,)
             totals[name] = chunk_total if name not in totals else torch.logaddexp(totals[name], chunk_total)
     return {name: total - math.log(num_samples) for name, total in totals.items()}
+
+
+def _sum_labels_out(model, x, y, num_samples: int, chunk_size: int) -> dict:
+    """Estimates for a label-dependent proposal: each label with its own proposal, ``log p(x)`` by a sum over labels."""
+    per_label = []
+    for label in range(model.num_classes):
+        labels = torch.full((x.shape[0],), label, dtype=torch.long, device=x.device)
+        per_label.append(_estimate(model, x, labels, num_samples, chunk_size, marginal=False))
+    stacked = {name: torch.stack([estimate[name] for estimate in per_label], dim=-1) for name in per_label[0]}  # (B, C)
+    index = torch.as_tensor(y, device=x.device).long().view(-1, 1)
+    result = {name: values.gather(-1, index).squeeze(-1) for name, values in stacked.items()}
+    result["log_px"] = torch.logsumexp(stacked["log_pxy"], dim=-1)
+    return result
 
 
 @torch.no_grad()

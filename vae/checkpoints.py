@@ -36,6 +36,7 @@ def upgrade_legacy(config: dict, state: dict) -> tuple[dict, dict]:
     """
     if "z_dim" in config and "latent_dim" not in config:
         config = {("latent_dim" if key == "z_dim" else key): value for key, value in config.items()}
+        config.setdefault("encoder_sees_label", False)
     if "prior_weight" in state:
         state = dict(state)
         directions = state.pop("prior_weight")  # (C, d) unit rows: the prior's mean directions
@@ -62,7 +63,8 @@ def model_from_state(config: dict, state: dict) -> HypersphericalVAE:
         class_prior = VMFPrior.from_weight(state["class_prior.weight"], state["class_prior.concentration"],
                                        state.get("class_prior.bias"))
     num_classes = state["class_prior.weight"].shape[0] if class_prior is not None else config.get("num_classes", 10)
-    model = HypersphericalVAE(config["model"], config["latent_dim"], num_classes, class_prior=class_prior)
+    model = HypersphericalVAE(config["model"], config["latent_dim"], num_classes, class_prior=class_prior,
+                              encoder_sees_label=config.get("encoder_sees_label", False))
     try:
         model.load_state_dict(state)
     except RuntimeError as error:  # mismatched keys or shapes: the file belongs to another model

@@ -1,12 +1,15 @@
-"""The paper's Table 4 on MNIST: HVAE, HVAE-C and HVAE-L for several latent dimensions, plus the fixed-head ablation.
+"""The paper's Table 4 on MNIST: HVAE, HVAE-C and HVAE-L for several latent dimensions and seeds, and ablations.
 
-    python -m vae.experiment --latent-dims 3 5 10 20 --data PATH/mnist.npz [--quick] [--out DIR]
+    python -m vae.experiment --latent-dims 3 5 10 20 --seeds 0 1 2 --data PATH/mnist.npz [--quick] [--out DIR]
+        [--models hvae hvae-c hvae-l] [--encoder-ablation-dims 5 10] [--no-ablation] [--results-md RESULTS.md]
 
-For every d: train the prior-source classifier (learned head) and, for the ablation, classifiers with fixed
-heads (random, orthogonal); train HVAE, HVAE-C, HVAE-L (learned-head prior) and HVAE-L with each fixed-head
-prior; score every VAE with ``eval.loglik`` (importance sampling on the test set binarized with seed 0); draw the
-figures. Writes ``OUT/results.json``, ``OUT/RESULTS.md`` (tables + the exact command) and one run folder per model.
-Re-running the same command resumes unfinished runs and reuses finished ones.
+For every seed and d: train the prior-source classifier (learned head) and, for the head ablation (first seed),
+classifiers with fixed heads (random, orthogonal); train the listed models (HVAE-L on the learned-head prior),
+with ``--encoder-ablation-dims`` also HVAE-C / HVAE-L whose encoder sees the label, and HVAE-L with each
+fixed-head prior; score every VAE with ``vae.loglik`` (importance sampling on the test set binarized with seed 0);
+draw the figures. Writes ``OUT/results.json``, ``OUT/RESULTS.md`` (mean ± sd over seeds, differences against their
+standard error, the exact command; see :mod:`vae.report`) and one run folder per model,
+``OUT/seed<S>/d<d>/<name>``. Re-running the same command resumes unfinished runs and reuses finished ones.
 
 ``--quick`` is a few-minute smoke version (see ``QUICK``): 5,000 training images, 2 epochs, 50 importance samples
 on 500 test images and the ablation at the first d only. Without ``--data`` it reads the MNIST subset that ships
@@ -23,23 +26,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-
 from common.cli import ArgumentParser, run_cli, set_threads
 from common.data import QUICK_MNIST, TEST_BINARIZATION_SEED, binarize_fixed, load_mnist
+from common.markdown import write_section
 from common.runs import add_dataclass_arguments, atomic_write_text, config_from_args, load_checkpoint, read_config, write_config
 from vae.checkpoints import LAST_CHECKPOINT
 from vae.classifier import ClassifierConfig, train_classifier
 from vae.figures import make_run_figures
 from vae.loglik import score_run
+from vae.models import MODEL_KINDS
+from vae.report import format_results
 from vae.train import TrainConfig, train
-
-PAPER_LL = {  # Table 4 of the paper (ICLR 2020 version), log-likelihood at d = 3, 5, 10, 20
-    "hvae": {3: -135.0, 5: -115.3, 10: -97.7, 20: -95.0},
-    "hvae-c": {3: -139.4, 5: -119.6, 10: -98.4, 20: -94.7},
-    "hvae-l": {3: -133.0, 5: -114.3, 10: -95.6, 20: -92.8},
-}
-MODEL_NAMES = {"hvae": "HVAE", "hvae-c": "HVAE-C", "hvae-l": "HVAE-L"}
-
 
 @dataclass
 class ExperimentConfig:
@@ -51,17 +48,22 @@ class ExperimentConfig:
     quick: bool = False  # few-minute pipeline check (see QUICK); overrides the settings it lists
     max_epochs: int = 100  # per VAE; early stopping usually ends runs sooner
     patience: int = 10  # epochs without a better validation ELBO before stopping
-    kl_warmup_epochs: float = 0.0
+    kl_warmup_epochs: float = 0.0  # KL weight rises linearly from 0 to 1 over this many epochs (0: off)
     prior_concentration: float = 5.0  # kappa of the HVAE-L prior
     classifier_epochs: int = 10  # training epochs of each prior-source classifier
+    models: tuple[str, ...] = ("hvae", "hvae-c", "hvae-l")  # the table rows
+    seeds: tuple[int, ...] = (0,)  # one classifier and one VAE per model, d and seed; tables give mean ± sd
+    ablation: bool = True  # the fixed-head ablation of HVAE-L (first seed only)
     ablation_heads: tuple[str, ...] = ("random", "orthogonal")  # fixed heads compared with the learned one
     ablation_latent_dims: Optional[tuple[int, ...]] = None  # default: every d (quick: the first d)
+    encoder_ablation_dims: Optional[tuple[int, ...]] = None  # also HVAE-C / HVAE-L with a q(z|x,y) encoder at these d
+    results_md: Optional[str] = None  # also write the tables into this markdown file, between section markers
+    section: str = "vae-table4"  # name of that section
     num_validation: int = 10_000
     train_subset: Optional[int] = None
     validation_subset: Optional[int] = None
     num_samples: int = 500  # importance samples K per test image
     num_test: Optional[int] = None  # score only the first N test images (None: all 10,000)
-    seed: int = 0
     threads: Optional[int] = 1  # torch CPU threads; 1 suits these small MLPs and a busy shared CPU
     figures: bool = True
     progress: bool = False
@@ -85,6 +87,13 @@ def effective_config(config: ExperimentConfig) -> ExperimentConfig:
             raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
     if config.num_test is not None and config.num_test < 1:
         raise ValueError(f"num_test must be a positive integer or None, got {config.num_test}")
+    unknown_models = [m for m in config.models if m not in MODEL_KINDS]
+    if not config.models or unknown_models:
+        raise ValueError(f"models must be among {MODEL_KINDS}, got {config.models}")
+    if not config.seeds or len(set(config.seeds)) != len(config.seeds):
+        raise ValueError(f"seeds must be distinct integers, got {config.seeds}")
+    if config.encoder_ablation_dims and [d for d in config.encoder_ablation_dims if d not in config.latent_dims]:
+        raise ValueError(f"encoder_ablation_dims {config.encoder_ablation_dims} must be among latent_dims {config.latent_dims}")
     if config.ablation_latent_dims is None:
         config = replace(config, ablation_latent_dims=config.latent_dims[:1] if config.quick else config.latent_dims)
     unknown = [d for d in config.ablation_latent_dims if d not in config.latent_dims]
@@ -93,24 +102,26 @@ def effective_config(config: ExperimentConfig) -> ExperimentConfig:
     return config
 
 
-def _classifier(config: ExperimentConfig, data, latent_dim: int, head: str, log) -> dict:
-    out = Path(config.out) / f"d{latent_dim}" / f"classifier-{head}"
+def _classifier(config: ExperimentConfig, data, seed: int, latent_dim: int, head: str, log) -> dict:
+    out = Path(config.out) / f"seed{seed}" / f"d{latent_dim}" / f"classifier-{head}"
     checkpoint = out / "classifier.pt"
     if checkpoint.is_file():
         saved = load_checkpoint(checkpoint, ("test_accuracy",), what="vae.classifier checkpoint")
         return {"checkpoint": str(checkpoint), "test_accuracy": float(saved["test_accuracy"])}
     settings = ClassifierConfig(latent_dim=latent_dim, head=head, data=config.data, out=str(out), epochs=config.classifier_epochs,
-                                seed=config.seed, num_validation=config.num_validation,
+                                seed=seed, num_validation=config.num_validation,
                                 train_subset=config.train_subset)
     return train_classifier(settings, data=data, log=log)
 
 
-def _vae(config: ExperimentConfig, data, name: str, model: str, latent_dim: int, classifier: str | None, log) -> dict:
-    out = Path(config.out) / f"d{latent_dim}" / name
+def _vae(config: ExperimentConfig, data, seed: int, name: str, model: str, latent_dim: int, classifier: str | None,
+         encoder_sees_label: bool, log) -> dict:
+    out = Path(config.out) / f"seed{seed}" / f"d{latent_dim}" / name
     settings = TrainConfig(
         model=model, latent_dim=latent_dim, data=config.data, out=str(out), classifier=classifier,
         prior_concentration=config.prior_concentration, max_epochs=config.max_epochs, patience=config.patience,
-        kl_warmup_epochs=config.kl_warmup_epochs, seed=config.seed, num_validation=config.num_validation,
+        kl_warmup_epochs=config.kl_warmup_epochs, seed=seed, num_validation=config.num_validation,
+        encoder_sees_label=encoder_sees_label,
         train_subset=config.train_subset,
         validation_subset=config.validation_subset, resume=(out / LAST_CHECKPOINT).is_file(),
         progress=config.progress, figures=False,
@@ -121,11 +132,11 @@ def _vae(config: ExperimentConfig, data, name: str, model: str, latent_dim: int,
     return summary
 
 
-def _evaluate(config: ExperimentConfig, run_dir: Path, images, labels) -> dict:
+def _evaluate(config: ExperimentConfig, run_dir: Path, images, labels, seed: int) -> dict:
     path = run_dir / f"loglik-K{config.num_samples}-n{images.shape[0]}.json"
     if path.is_file() and (run_dir / LAST_CHECKPOINT).stat().st_mtime < path.stat().st_mtime:
         return json.loads(path.read_text())
-    result = score_run(run_dir, images, labels, config.num_samples, config.seed, progress=config.progress)
+    result = score_run(run_dir, images, labels, config.num_samples, seed, progress=config.progress)
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return result
 
@@ -156,81 +167,57 @@ def run_experiment(config: ExperimentConfig, command: str, log=print) -> dict:
         test_images, test_labels = test_images[: config.num_test], test_labels[: config.num_test]
     started = time.perf_counter()
     results = {"command": command, "config": asdict(config), "runs": []}
-    for latent_dim in config.latent_dims:
-        heads = ["linear"] + (list(config.ablation_heads) if latent_dim in config.ablation_latent_dims else [])
-        classifiers = {head: _classifier(config, data, latent_dim, head, log) for head in heads}
-        plan = [("hvae", "hvae", None, None), ("hvae-c", "hvae-c", None, None)]
-        plan += [("hvae-l" if h == "linear" else f"hvae-l-{h}", "hvae-l", h, classifiers[h]["checkpoint"]) for h in heads]
-        for name, model, head, classifier in plan:
-            log(f"[{time.perf_counter() - started:.0f}s] d={latent_dim} {name}")
-            summary = _vae(config, data, name, model, latent_dim, classifier, log)
-            run_dir = Path(summary["run_dir"])
-            scores = _evaluate(config, run_dir, test_images, test_labels)
-            if config.figures and head in (None, "linear"):
-                make_run_figures(run_dir, data=data, seed=config.seed)
-            results["runs"].append({
-                "name": name, "model": model, "latent_dim": latent_dim, "head": head, "run_dir": str(run_dir),
-                "classifier_test_accuracy": classifiers[head]["test_accuracy"] if head else None,
-                **{k: summary[k] for k in ("epochs", "best_epoch", "stopped", "best_validation_elbo")},
-                **{k: scores.get(k) for k in ("log_px", "log_pxy", "elbo", "num_examples", "num_samples")},
-            })
-            atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    for seed in config.seeds:
+        for latent_dim in config.latent_dims:
+            for entry in _plan(config, data, seed, latent_dim, log):
+                log(f"[{time.perf_counter() - started:.0f}s] seed {seed} d={latent_dim} {entry['name']}")
+                summary = _vae(config, data, seed, entry["name"], entry["model"], latent_dim, entry["classifier"],
+                               entry["encoder_sees_label"], log)
+                run_dir = Path(summary["run_dir"])
+                scores = _evaluate(config, run_dir, test_images, test_labels, seed)
+                if config.figures and entry["head"] in (None, "linear") and seed == config.seeds[0]:
+                    make_run_figures(run_dir, data=data, seed=seed)
+                results["runs"].append({
+                    "name": entry["name"], "model": entry["model"], "latent_dim": latent_dim, "seed": seed,
+                    "head": entry["head"], "encoder_sees_label": entry["encoder_sees_label"], "run_dir": str(run_dir),
+                    "classifier_test_accuracy": entry["classifier_test_accuracy"],
+                    **{k: summary[k] for k in ("epochs", "best_epoch", "stopped", "best_validation_elbo")},
+                    **{k: scores.get(k) for k in ("log_px", "log_pxy", "log_px_given_y", "elbo", "num_examples",
+                                                  "num_samples", "seconds")},
+                })
+                atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     results["seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    atomic_write_text(out / "RESULTS.md", format_results(results))
+    text = format_results(results)
+    atomic_write_text(out / "RESULTS.md", text)
+    if config.results_md:
+        write_section(config.results_md, config.section, text)
     log(f"wrote {out / 'RESULTS.md'} and {out / 'results.json'} in {results['seconds']:.0f}s")
     return results
 
 
-def _cell(run: dict | None, key: str) -> str:
-    return "–" if run is None or run.get(key) is None else f"{run[key]:.1f}"
+def _plan(config: ExperimentConfig, data, seed: int, latent_dim: int, log) -> list[dict]:
+    """The VAEs of one (seed, d): the table's models, the encoder ablation, the head ablation."""
+    heads = ["linear"] if "hvae-l" in config.models else []
+    if config.ablation and seed == config.seeds[0] and latent_dim in config.ablation_latent_dims:
+        heads += list(config.ablation_heads)
+    classifiers = {head: _classifier(config, data, seed, latent_dim, head, log) for head in heads}
+    plan = []
 
+    def add(name, model, head=None, encoder_sees_label=False):
+        plan.append({"name": name, "model": model, "head": head, "encoder_sees_label": encoder_sees_label,
+                     "classifier": classifiers[head]["checkpoint"] if head else None,
+                     "classifier_test_accuracy": classifiers[head]["test_accuracy"] if head else None})
 
-def format_results(results: dict) -> str:
-    """Markdown tables (log p(x), log p(x, y), ELBO, ablation) for a results dict."""
-    config = results["config"]
-    latent_dims = config["latent_dims"]
-    runs = {(r["name"], r["latent_dim"]): r for r in results["runs"]}
-    header = "| model | " + " | ".join(f"d = {d}" for d in latent_dims) + " |\n|---|" + "---|" * len(latent_dims) + "\n"
-    n, k = results["runs"][0]["num_examples"], results["runs"][0]["num_samples"]
-
-    def table(key: str, names=("hvae", "hvae-c", "hvae-l")) -> str:
-        rows = [f"| {MODEL_NAMES[name]} | " + " | ".join(_cell(runs.get((name, d)), key) for d in latent_dims) + " |"
-                for name in names]
-        return header + "\n".join(rows) + "\n"
-
-    paper = "| paper HVAE / HVAE-C / HVAE-L | " + " | ".join(
-        " / ".join(f"{PAPER_LL[m].get(d, float('nan')):.1f}" for m in ("hvae", "hvae-c", "hvae-l")) for d in latent_dims
-    ) + " |\n"
-    epochs = "| epochs run (best) HVAE / HVAE-C / HVAE-L | " + " | ".join(
-        " / ".join(f"{runs[(m, d)]['epochs']} ({runs[(m, d)]['best_epoch']})" if (m, d) in runs else "–"
-                   for m in ("hvae", "hvae-c", "hvae-l")) for d in latent_dims
-    ) + " |\n"
-    text = [
-        f"Test set: {n} MNIST test images binarized once with seed {TEST_BINARIZATION_SEED}; "
-        f"log-likelihood by importance sampling with K = {k} samples of q(z|x); nats, higher is better.",
-        ("**Quick run** (a pipeline check: training subset, 2 epochs, small K): numbers are far from converged.\n"
-         if config["quick"] else None),
-        "**log p(x)** (labels summed out for HVAE-C and HVAE-L: the quantity comparable across the three models)\n",
-        table("log_px") + paper,
-        "**log p(x, y)** (HVAE-C, HVAE-L; log p(y) = log 1/10 included)\n",
-        table("log_pxy", ("hvae-c", "hvae-l")),
-        "**ELBO** (one-sample estimate; on log p(x, y) for HVAE-C / HVAE-L, on log p(x) for HVAE)\n",
-        table("elbo") + epochs,
-    ]
-    ablation = [r for r in results["runs"] if r["model"] == "hvae-l" and r["head"] != "linear"]
-    if ablation:
-        text.append("**Ablation: where the HVAE-L prior comes from** (classifier head; prior concentration "
-                    f"{config['prior_concentration']})\n")
-        text.append("| d | head | classifier test acc. | log p(x) | log p(x, y) | ELBO |\n|---|---|---|---|---|---|")
-        for run in sorted([r for r in results["runs"] if r["model"] == "hvae-l"], key=lambda r: (r["latent_dim"], r["name"])):
-            if not any(a["latent_dim"] == run["latent_dim"] for a in ablation):
-                continue
-            text.append(f"| {run['latent_dim']} | {run['head']} | {run['classifier_test_accuracy']:.4f} | "
-                        f"{run['log_px']:.1f} | {run['log_pxy']:.1f} | {run['elbo']:.1f} |")
-        text.append("")
-    text.append(f"Command (total {results.get('seconds', 0):.0f} s):\n\n```\n{results['command']}\n```\n")
-    return "\n".join(t for t in text if t is not None) + "\n"
+    for model in config.models:
+        add(model, model, "linear" if model == "hvae-l" else None)
+    if config.encoder_ablation_dims and latent_dim in config.encoder_ablation_dims:
+        for model in ("hvae-c", "hvae-l"):
+            if model in config.models:
+                add(f"{model}-enc", model, "linear" if model == "hvae-l" else None, encoder_sees_label=True)
+    for head in heads[1:]:
+        add(f"hvae-l-{head}", "hvae-l", head)
+    return plan
 
 
 def main(argv=None) -> dict:

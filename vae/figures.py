@@ -32,7 +32,7 @@ def reconstruction_grid(sampler, images: torch.Tensor, labels: torch.Tensor, pat
     """
     model = sampler.model
     x = images.to(sampler.device).float()
-    mean_direction = model.encode(x).loc  # (N, d)
+    mean_direction = model.encode(x, labels.to(sampler.device)).loc  # (N, d)
     label_probs = torch.nn.functional.one_hot(labels.to(sampler.device), model.num_classes).float()
     recon = sampler.decode(mean_direction, label_probs)
     rows = []

@@ -77,6 +77,8 @@ class HypersphericalVAE(nn.Module):
             state dict saves it, so a checkpoint is self-contained.
         input_dim: number of pixels (784 for MNIST).
         hidden: encoder hidden sizes; the decoder mirrors them.
+        encoder_sees_label: the encoder reads ``concat(x, onehot(y))``, so the posterior is ``q(z | x, y)``
+            (a literal reading of the paper's Eq. 11-12; hvae-c and hvae-l only). Default: ``q(z | x)``.
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class HypersphericalVAE(nn.Module):
         class_prior: VMFPrior | None = None,
         input_dim: int = 784,
         hidden: tuple[int, ...] = (256, 128),
+        encoder_sees_label: bool = False,
     ):
         super().__init__()
         if kind not in MODEL_KINDS:
@@ -99,7 +102,11 @@ class HypersphericalVAE(nn.Module):
         self.latent_dim = int(latent_dim)
         self.num_classes = int(num_classes)
         self.input_dim = int(input_dim)
-        self.encoder = nn.Sequential(_mlp([input_dim, *hidden]), nn.ReLU())
+        if encoder_sees_label and kind == "hvae":
+            raise ValueError("encoder_sees_label needs a label-aware model (hvae-c or hvae-l), got kind='hvae'")
+        self.encoder_sees_label = bool(encoder_sees_label)
+        encoder_input = input_dim + (self.num_classes if self.encoder_sees_label else 0)
+        self.encoder = nn.Sequential(_mlp([encoder_input, *hidden]), nn.ReLU())
         self.mean_layer = nn.Linear(hidden[-1], self.latent_dim)
         self.concentration_layer = nn.Linear(hidden[-1], 1)
         decoder_input = self.latent_dim + (self.num_classes if kind == "hvae-c" else 0)
@@ -148,16 +155,21 @@ class HypersphericalVAE(nn.Module):
         return y.long()
 
     # ----- distributions ------------------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> VonMisesFisher:
-        """The posterior ``q(z | x)``.
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> VonMisesFisher:
+        """The posterior ``q(z | x)``, or ``q(z | x, y)`` with ``encoder_sees_label``.
 
         Args:
             x: ``(B, 784)`` or ``(B, 1, 28, 28)`` binary images.
+            y: ``(B,)`` labels, read only with ``encoder_sees_label`` (required there).
 
         Returns:
             VonMisesFisher with batch shape ``(B,)`` and event shape ``(d,)``.
         """
-        hidden = self.encoder(self.flatten(x))  # (B, 128)
+        x = self.flatten(x)
+        if self.encoder_sees_label:
+            y = self.check_labels(y, x.shape[0])
+            x = torch.cat([x, F.one_hot(y, self.num_classes).to(x.dtype)], dim=-1)  # (B, 784 + C)
+        hidden = self.encoder(x)  # (B, 128)
         mean_direction = F.normalize(self.mean_layer(hidden), dim=-1)  # (B, d)
         concentration = F.softplus(self.concentration_layer(hidden)).squeeze(-1) + MIN_CONCENTRATION  # (B,)
         # Valid by construction (unit mean, kappa >= 1); a nan from a diverged network reaches the loss, where
@@ -230,7 +242,7 @@ class HypersphericalVAE(nn.Module):
         """
         x = self.flatten(x)
         y = self.check_labels(y, x.shape[0])
-        posterior = self.encode(x)
+        posterior = self.encode(x, y)
         z = posterior.rsample()  # (B, d)
         label_probs = F.one_hot(y, self.num_classes).float() if self.kind == "hvae-c" else None
         reconstruction = self.log_likelihood(x, z.unsqueeze(0), label_probs).squeeze(0)  # (B,)
@@ -242,12 +254,22 @@ class HypersphericalVAE(nn.Module):
         """Same as :meth:`elbo` (so wrappers such as DDP see a forward call)."""
         return self.elbo(x, y, kl_weight)
 
-    def proposal(self, x: torch.Tensor, y: torch.Tensor | None = None) -> VonMisesFisher:
-        """The importance sampler's proposal for ``x (B, 784)``: the posterior ``q(z | x)`` (``y`` unused)."""
-        return self.encode(x)
+    @property
+    def proposal_uses_label(self) -> bool:
+        """True when the importance sampler's proposal is ``q(z | x, y)`` (see :mod:`eval.loglik`)."""
+        return self.encoder_sees_label
 
-    def log_joint(self, x: torch.Tensor, y: torch.Tensor | None, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    def proposal(self, x: torch.Tensor, y: torch.Tensor | None = None) -> VonMisesFisher:
+        """The importance sampler's proposal for ``x (B, 784)``: the posterior ``q(z | x (, y))``."""
+        return self.encode(x, y)
+
+    def log_joint(self, x: torch.Tensor, y: torch.Tensor | None, z: torch.Tensor,
+                  marginal: bool = True) -> dict[str, torch.Tensor]:
         """Log joint densities of ``x``, the latents ``z (S, B, d)`` and, for the label-aware models, ``y``.
+
+        Args:
+            marginal: also return ``"log_px"`` for the label-aware models (the label summed out inside the
+                weight; valid when the proposal does not depend on the label).
 
         Returns:
             dict of ``(S, B)`` tensors: ``"log_px"`` = log p(x, z) (the label summed out for hvae-c / hvae-l)
@@ -258,6 +280,10 @@ class HypersphericalVAE(nn.Module):
         if not self.uses_labels:
             return {"log_px": self.log_likelihood(x, z) + self.log_prior(z, None)}
         log_label_prior = -math.log(self.num_classes)
+        if not marginal:
+            label_probs = F.one_hot(y, self.num_classes).float() if self.kind == "hvae-c" else None
+            log_px_given_y = self.log_likelihood(x, z, label_probs) + self.log_prior(z, y)
+            return {"log_pxy": log_px_given_y + log_label_prior, "log_px_given_y": log_px_given_y}
         if self.kind == "hvae-l":
             log_lik = self.log_likelihood(x, z)  # (S, B)
             log_px_given_y = log_lik + self.log_prior(z, y)

@@ -47,6 +47,7 @@ class TrainConfig:
     out: str = "runs/vae"  # run folder: config.json, last.pt, best.pt, metrics.jsonl, figures
     classifier: Optional[str] = None  # classifier checkpoint providing the HVAE-L prior
     prior_concentration: float = 5.0  # kappa of the HVAE-L class prior (the paper used 5)
+    encoder_sees_label: bool = False  # encoder reads concat(x, onehot y): q(z|x,y) (hvae-c / hvae-l; Eq. 11-12 read literally)
     batch_size: int = 64  # training batch size
     learning_rate: float = 1e-3  # Adam step size
     max_epochs: int = 100  # stop after this many epochs (may grow on --resume)
@@ -69,6 +70,8 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"model must be one of {MODEL_KINDS}, got {config.model!r}")
     if config.latent_dim < 2:
         raise ValueError(f"latent_dim must be at least 2, got {config.latent_dim}")
+    if config.encoder_sees_label and config.model == "hvae":
+        raise ValueError("--encoder-sees-label needs a label-aware model (hvae-c or hvae-l)")
     if config.model == "hvae-l" and not config.classifier:
         raise ValueError("model 'hvae-l' needs --classifier PATH (a checkpoint written by vae.classifier)")
     for name in ("batch_size", "max_epochs", "patience"):
@@ -109,7 +112,8 @@ def build_model(config: TrainConfig, num_classes: int) -> HypersphericalVAE:
         if class_prior.dim != config.latent_dim:
             raise ValueError(f"--classifier {config.classifier!r} has a {class_prior.dim}-dimensional penultimate "
                              f"layer, but --latent-dim is {config.latent_dim}")
-    return HypersphericalVAE(config.model, config.latent_dim, num_classes, class_prior=class_prior)
+    return HypersphericalVAE(config.model, config.latent_dim, num_classes, class_prior=class_prior,
+                             encoder_sees_label=config.encoder_sees_label)
 
 
 def _epoch_order(num_examples: int, seed: int, epoch: int) -> torch.Tensor:

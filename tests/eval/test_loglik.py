@@ -25,11 +25,12 @@ def _one_thread(single_thread):
     """Every test here runs on one thread (see tests/conftest.py)."""
 
 
-def _tiny_model(kind, seed=0):
+def _tiny_model(kind, seed=0, encoder_sees_label=False):
     """A d=3 model with 12 'pixels' so exact log p(x) by quadrature on S^2 is cheap."""
     torch.manual_seed(seed)
     prior = VMFPrior.from_weight(torch.randn(10, 3), PRIOR_CONCENTRATION) if kind == "hvae-l" else None
-    model = HypersphericalVAE(kind, 3, class_prior=prior, input_dim=INPUT_DIM, hidden=(16, 8))
+    model = HypersphericalVAE(kind, 3, class_prior=prior, input_dim=INPUT_DIM, hidden=(16, 8),
+                              encoder_sees_label=encoder_sees_label)
     return model.eval()
 
 
@@ -107,6 +108,29 @@ def test_iwae_converges_to_the_exact_log_likelihood(kind):
         relative_std = relative_std * num_samples  # std(w) / mean(w)
         tolerance = 6 * relative_std / math.sqrt(num_samples) + 2e-3
         assert value.shape == (4,)
+        assert ((value - exact[name]).abs() < tolerance).all(), (name, value, exact[name], tolerance)
+
+
+@pytest.mark.parametrize("kind", ["hvae-c", "hvae-l"])
+def test_a_label_conditioned_proposal_sums_labels_out_with_one_proposal_each(kind):
+    model = _tiny_model(kind, encoder_sees_label=True)
+    assert model.proposal_uses_label
+    x, y = _data()
+    exact = _exact(model, x, y)  # the model's likelihood does not depend on the encoder
+    torch.manual_seed(0)
+    num_samples = 4000
+    estimate = importance_weighted_log_likelihood(model, x, y, num_samples=num_samples, chunk_size=1000)
+    assert set(estimate) == set(exact)
+    worst = torch.zeros(x.shape[0], dtype=torch.float64)  # std(w) / mean(w), worst over the labels' proposals
+    with torch.no_grad():
+        for label in range(10):
+            labels = torch.full_like(y, label)
+            q = model.proposal(x, labels)
+            z = q.sample((num_samples,))
+            log_w = (model.log_joint(x, labels, z, marginal=False)["log_pxy"] - q.log_prob(z)).double()
+            worst = torch.maximum(worst, torch.exp(log_w - torch.logsumexp(log_w, 0)).std(0) * num_samples)
+    tolerance = 6 * worst / math.sqrt(num_samples) + 2e-3
+    for name, value in estimate.items():
         assert ((value - exact[name]).abs() < tolerance).all(), (name, value, exact[name], tolerance)
 
 

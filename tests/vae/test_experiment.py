@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from vae.experiment import QUICK, ExperimentConfig, effective_config, format_results, run_experiment
+from vae.experiment import QUICK, ExperimentConfig, effective_config, run_experiment
+from vae.report import format_results
 
 
 def test_quick_overrides_and_defaults():
@@ -18,15 +19,18 @@ def test_quick_overrides_and_defaults():
 @pytest.mark.parametrize(
     "overrides, message",
     [({"latent_dims": (1,)}, "latent_dims"), ({"latent_dims": ()}, "latent_dims"), ({"num_samples": 0}, "num_samples"),
-     ({"latent_dims": (3,), "ablation_latent_dims": (5,)}, "ablation_latent_dims")],
+     ({"latent_dims": (3,), "ablation_latent_dims": (5,)}, "ablation_latent_dims"),
+     ({"models": ("hvae", "vae")}, "models"), ({"seeds": (1, 1)}, "seeds"),
+     ({"latent_dims": (3,), "encoder_ablation_dims": (5,)}, "encoder_ablation_dims")],
 )
 def test_bad_settings(overrides, message):
     with pytest.raises(ValueError, match=message):
         effective_config(ExperimentConfig(**overrides))
 
 
-def _run(name, model, latent_dim, head, log_px, log_pxy=None):
+def _run(name, model, latent_dim, head, log_px, log_pxy=None, seed=0):
     return {"name": name, "model": model, "latent_dim": latent_dim, "head": head, "run_dir": "x", "epochs": 3, "best_epoch": 2,
+            "seed": seed, "log_px_given_y": None if log_pxy is None else log_pxy + 2.3,
             "stopped": "max_epochs", "best_validation_elbo": -100.0, "classifier_test_accuracy": 0.9 if head else None,
             "log_px": log_px, "log_pxy": log_pxy, "elbo": log_px - 5, "num_examples": 10, "num_samples": 7}
 
@@ -42,7 +46,7 @@ def test_format_results_puts_each_number_in_its_cell():
     assert "| HVAE | -130.0 | -110.0 |" in text
     assert "| HVAE-L | -128.3 | – |" in text
     assert "| HVAE-C | -133.3 | – |" in text  # the log p(x, y) table
-    assert "| 3 | random | 0.9000 | -140.0 | -142.0 | -145.0 |" in text
+    assert "| 3 | random | 0 | 0.9000 | -140.0 | -142.0 | -145.0 |" in text
     assert "K = 7" in text and "10 MNIST test images" in text
     assert "python -m vae.experiment --latent-dims 3 5" in text
     assert "-135.0 / -139.4 / -133.0" in text  # the paper's row at d = 3
@@ -51,10 +55,15 @@ def test_format_results_puts_each_number_in_its_cell():
 def test_tiny_end_to_end_run_and_rerun_reuses_it(tmp_path, tiny_npz):
     config = ExperimentConfig(latent_dims=(3,), data=str(tiny_npz), out=str(tmp_path / "exp"), max_epochs=1,
                               classifier_epochs=1, ablation_heads=("random",), num_validation=60, num_samples=3,
-                              num_test=20, figures=False)
+                              num_test=20, figures=False, seeds=(0, 1), encoder_ablation_dims=(3,),
+                              results_md=str(tmp_path / "RESULTS.md"))
     results = run_experiment(config, command="test", log=lambda *_: None)
-    names = [r["name"] for r in results["runs"]]
-    assert names == ["hvae", "hvae-c", "hvae-l", "hvae-l-random"]
+    names = [(r["seed"], r["name"]) for r in results["runs"]]
+    assert names == [(0, "hvae"), (0, "hvae-c"), (0, "hvae-l"), (0, "hvae-c-enc"), (0, "hvae-l-enc"), (0, "hvae-l-random"),
+                     (1, "hvae"), (1, "hvae-c"), (1, "hvae-l"), (1, "hvae-c-enc"), (1, "hvae-l-enc")]
+    assert (tmp_path / "exp" / "seed1" / "d3" / "hvae-l-enc" / "best.pt").is_file()
+    section = (tmp_path / "RESULTS.md").read_text()
+    assert section.startswith("<!-- vae-table4:start -->") and "± " in section and "larger than SE?" in section
     for run in results["runs"]:
         assert run["log_px"] < 0 and run["num_examples"] == 20 and run["epochs"] == 1
         assert (run["log_pxy"] is None) == (run["model"] == "hvae")
@@ -62,3 +71,16 @@ def test_tiny_end_to_end_run_and_rerun_reuses_it(tmp_path, tiny_npz):
     assert "**log p(x)**" in (tmp_path / "exp" / "RESULTS.md").read_text()
     again = run_experiment(config, command="test", log=lambda *_: None)
     assert [r["log_px"] for r in again["runs"]] == [r["log_px"] for r in results["runs"]]
+
+
+def test_mean_sd_over_seeds_and_differences_against_their_standard_error():
+    runs = [_run("hvae", "hvae", 5, None, value, seed=seed) for seed, value in enumerate((-110.0, -112.0, -111.0))]
+    runs += [_run("hvae-l", "hvae-l", 5, "linear", value, value - 3, seed=seed)
+             for seed, value in enumerate((-108.0, -109.0, -108.5))]
+    text = format_results({"command": "c", "config": {"latent_dims": [5], "prior_concentration": 5.0}, "runs": runs})
+    assert "| HVAE | -111.0 ± 1.0 (3) |" in text  # mean -111, sample sd 1
+    assert "| HVAE-L | -108.5 ± 0.5 (3) |" in text
+    # difference +2.5, SE = sqrt(1/3 + 0.25/3) = 0.645: more than two standard errors
+    assert "| HVAE-L − HVAE | 5 | +2.50 | 0.65 | yes (> 2 SE) |" in text
+    assert "| HVAE-L | -111.5 ± 0.5 (3) |" in text  # log p(x, y)
+    assert text.split("**log p(x | y)**")[1].split("**ELBO**")[0].count("| HVAE-L | -109.2 ± 0.5 (3) |") == 1

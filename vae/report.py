@@ -1,0 +1,124 @@
+"""Markdown tables of a Table-4 experiment: mean ± sd over seeds per model and latent dimension, the paper's
+numbers beside them, which differences exceed their standard error, and the head ablation.
+
+    text = format_results(json.load(open("runs/table4/results.json")))
+"""
+from __future__ import annotations
+
+import math
+import statistics
+
+from common.data import TEST_BINARIZATION_SEED
+
+__all__ = ["PAPER_LL", "MODEL_NAMES", "QUANTITIES", "summarize", "format_results"]
+
+PAPER_LL = {  # Table 4 of the paper (ICLR 2020 version), log-likelihood at d = 3, 5, 10, 20
+    "hvae": {3: -135.0, 5: -115.3, 10: -97.7, 20: -95.0},
+    "hvae-c": {3: -139.4, 5: -119.6, 10: -98.4, 20: -94.7},
+    "hvae-l": {3: -133.0, 5: -114.3, 10: -95.6, 20: -92.8},
+}
+MODEL_NAMES = {"hvae": "HVAE", "hvae-c": "HVAE-C", "hvae-l": "HVAE-L",
+               "hvae-c-enc": "HVAE-C, q(z|x,y)", "hvae-l-enc": "HVAE-L, q(z|x,y)"}
+QUANTITIES = {
+    "log_px": "**log p(x)** (the label summed out for the label-aware models: the quantity comparable across all)",
+    "log_pxy": "**log p(x, y)** (label-aware models; includes log p(y) = log 1/10, the footing of their ELBO)",
+    "log_px_given_y": "**log p(x | y)** (label-aware models)",
+    "elbo": "**ELBO** (one-sample estimate; on log p(x, y) for the label-aware models, on log p(x) for HVAE)",
+}
+COMPARISONS = (("hvae-l", "hvae"), ("hvae-l", "hvae-c"), ("hvae-c", "hvae"), ("hvae-l-enc", "hvae-l"),
+               ("hvae-c-enc", "hvae-c"))
+
+
+def summarize(values: list[float]) -> tuple[float, float, int]:
+    """``(mean, sample sd, n)``; sd is nan for a single value."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return math.nan, math.nan, 0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan, len(values)
+
+
+def _cell(summary: tuple[float, float, int]) -> str:
+    mean, sd, n = summary
+    if n == 0:
+        return "–"
+    return f"{mean:.1f}" if n == 1 else f"{mean:.1f} ± {sd:.1f} ({n})"
+
+
+def _by_cell(runs: list[dict], key: str) -> dict:
+    """{(name, d): summary of key over seeds}."""
+    grouped: dict = {}
+    for run in runs:
+        grouped.setdefault((run["name"], run["latent_dim"]), []).append(run.get(key))
+    return {cell: summarize(values) for cell, values in grouped.items()}
+
+
+def format_results(results: dict) -> str:
+    """Markdown tables for a results dict written by ``vae.experiment``."""
+    config, runs = results["config"], [r for r in results["runs"] if r.get("head") in (None, "linear")]
+    latent_dims = config["latent_dims"]
+    names = [name for name in MODEL_NAMES if any(r["name"] == name for r in runs)]
+    header = "| model | " + " | ".join(f"d = {d}" for d in latent_dims) + " |\n|---|" + "---|" * len(latent_dims)
+    first = results["runs"][0]
+    seeds = sorted({r.get("seed", 0) for r in results["runs"]})
+    text = [
+        f"Test set: {first['num_examples']} MNIST test images binarized once with seed {TEST_BINARIZATION_SEED}; "
+        f"log-likelihood by importance sampling with K = {first['num_samples']} samples of the proposal per image; "
+        f"nats, higher is better. Cells: mean ± sd over seeds (number of seeds); seeds {seeds}.\n",
+    ]
+    if config.get("quick"):
+        text.append("**Quick run** (a pipeline check: training subset, 2 epochs, small K): numbers are far from converged.\n")
+    for key, title in QUANTITIES.items():
+        cells = _by_cell(runs, key)
+        rows = [f"| {MODEL_NAMES[name]} | " + " | ".join(_cell(cells.get((name, d), (0, 0, 0))) for d in latent_dims) + " |"
+                for name in names if any(cells.get((name, d), (0, 0, 0))[2] for d in latent_dims)]
+        if not rows:
+            continue
+        text.append(title + "\n")
+        text.append(header + "\n" + "\n".join(rows))
+        if key == "log_px":
+            text.append("| paper HVAE / HVAE-C / HVAE-L | " + " | ".join(
+                " / ".join(f"{PAPER_LL[m].get(d, math.nan):.1f}" for m in ("hvae", "hvae-c", "hvae-l"))
+                for d in latent_dims) + " |")
+        text.append("")
+    epochs = _by_cell(runs, "epochs")
+    text.append("Epochs trained (mean over seeds): " + "; ".join(
+        f"{MODEL_NAMES[name]} " + " / ".join(f"{epochs[(name, d)][0]:.0f}" if (name, d) in epochs else "–"
+                                              for d in latent_dims) for name in names) + f" (d = {latent_dims}).\n")
+    text += _comparisons(runs, latent_dims)
+    text += _ablation(results)
+    text.append(f"Command (total {results.get('seconds', 0):.0f} s):\n\n```\n{results['command']}\n```\n")
+    return "\n".join(text) + "\n"
+
+
+def _comparisons(runs: list[dict], latent_dims) -> list[str]:
+    """Differences of mean log p(x) with their combined standard error sqrt(sd_a^2/n_a + sd_b^2/n_b)."""
+    cells = _by_cell(runs, "log_px")
+    rows = []
+    for a, b in COMPARISONS:
+        for d in latent_dims:
+            (mean_a, sd_a, n_a), (mean_b, sd_b, n_b) = cells.get((a, d), (0, 0, 0)), cells.get((b, d), (0, 0, 0))
+            if n_a < 2 or n_b < 2:
+                continue
+            difference, error = mean_a - mean_b, math.sqrt(sd_a**2 / n_a + sd_b**2 / n_b)
+            verdict = "yes (> 2 SE)" if abs(difference) > 2 * error else "yes" if abs(difference) > error else "no"
+            rows.append(f"| {MODEL_NAMES[a]} − {MODEL_NAMES[b]} | {d} | {difference:+.2f} | {error:.2f} | {verdict} |")
+    if not rows:
+        return []
+    return ["**Differences in log p(x)** (mean over seeds; SE = sqrt(sd_a²/n_a + sd_b²/n_b))\n",
+            "| difference | d | nats | SE | larger than SE? |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"]
+
+
+def _ablation(results: dict) -> list[str]:
+    runs = [r for r in results["runs"] if r["model"] == "hvae-l" and not r.get("encoder_sees_label")]
+    ablated = {r["latent_dim"] for r in runs if r["head"] != "linear"}
+    if not ablated:
+        return []
+    lines = ["**Ablation: where the HVAE-L prior comes from** (classifier head; prior concentration "
+             f"{results['config']['prior_concentration']})\n",
+             "| d | head | seed | classifier test acc. | log p(x) | log p(x, y) | ELBO |\n|---|---|---|---|---|---|---|"]
+    for run in sorted(runs, key=lambda r: (r["latent_dim"], r["name"], r.get("seed", 0))):
+        if run["latent_dim"] in ablated:
+            lines.append(f"| {run['latent_dim']} | {run['head']} | {run.get('seed', 0)} | "
+                         f"{run['classifier_test_accuracy']:.4f} | {run['log_px']:.1f} | {run['log_pxy']:.1f} | "
+                         f"{run['elbo']:.1f} |")
+    return lines + [""]
