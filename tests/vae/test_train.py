@@ -78,29 +78,56 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny
     assert records[-1] == {"event": "non-finite loss", "epoch": 2, "step": 0}
 
 
-def test_early_stopping_and_best_checkpoint(tmp_path, tiny_data):
-    summary = train(_config(tmp_path, max_epochs=8, patience=1, learning_rate=0.05), data=tiny_data,
-                    log=lambda *_: None)
-    records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "validation_elbo" in r]
-    best = max(records, key=lambda r: r["validation_elbo"])
-    assert summary["best_epoch"] == best["epoch"]
-    assert summary["best_validation_elbo"] == pytest.approx(best["validation_elbo"])
-    if summary["stopped"] == "patience":
-        assert summary["epochs"] == summary["best_epoch"] + 1 <= 8
-    saved = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
-    assert saved["epoch"] == best["epoch"]
-    # Resuming a run that stopped early does nothing.
-    again = train(_config(tmp_path, max_epochs=8, patience=1, learning_rate=0.05, resume=True), data=tiny_data,
-                  log=lambda *_: None)
-    assert again["epochs"] == summary["epochs"]
-
-
-def test_kl_warmup_weights_rise_linearly(tmp_path, tiny_data):
-    train(_config(tmp_path, max_epochs=3, kl_warmup_epochs=2.0), data=tiny_data, log=lambda *_: None)
+@pytest.mark.parametrize(
+    "scores, patience, stopped_at, best_epoch",
+    [([-100.0, -101.0, -102.0, -103.0, -104.0], 2, 3, 1),  # never improves after epoch 1
+     ([-100.0, -101.0, -99.0, -99.5, -99.7, -98.0], 2, 5, 3)],  # an improvement resets the count
+)
+def test_early_stopping_stops_on_patience(tmp_path, tiny_data, monkeypatch, scores, patience, stopped_at, best_epoch):
+    sequence = iter(scores)
+    monkeypatch.setattr(train_module, "validation_elbo", lambda *args, **kwargs: next(sequence))
+    summary = train(_config(tmp_path, max_epochs=8, patience=patience), data=tiny_data, log=lambda *_: None)
+    assert summary["stopped"] == "patience"
+    assert summary["epochs"] == stopped_at and summary["best_epoch"] == best_epoch
+    assert summary["best_validation_elbo"] == scores[best_epoch - 1]
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["epoch"] == best_epoch
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
-    steps = math.ceil(240 / 64)
-    expected = [min(1.0, (epoch - 1 + (steps - 1) / steps) / 2.0) for epoch in (1, 2, 3)]
-    assert [r["kl_weight"] for r in records] == pytest.approx(expected)
+    assert [r["validation_elbo"] for r in records] == scores[:stopped_at]
+    # Resuming a run that stopped early does nothing.
+    again = train(_config(tmp_path, max_epochs=8, patience=patience, resume=True), data=tiny_data, log=lambda *_: None)
+    assert again["epochs"] == stopped_at and again["stopped"] == "already finished"
+
+
+def test_kl_warmup_weight_enters_the_loss(tmp_path, tiny_data, monkeypatch):
+    """Every step's loss is -(reconstruction - w * KL + log p(y)).mean() with w rising linearly over 2 epochs."""
+    from accelerate import Accelerator
+
+    from vae.models import HypersphericalVAE
+
+    terms_seen, losses_seen = [], []
+    original_elbo, original_backward = HypersphericalVAE.elbo, Accelerator.backward
+
+    def recording_elbo(self, x, y=None, kl_weight=1.0):
+        terms = original_elbo(self, x, y, kl_weight)
+        if self.training:
+            terms_seen.append(terms)
+        return terms
+
+    def recording_backward(self, loss, **kwargs):
+        losses_seen.append(loss.detach())
+        return original_backward(self, loss, **kwargs)
+
+    monkeypatch.setattr(HypersphericalVAE, "elbo", recording_elbo)
+    monkeypatch.setattr(Accelerator, "backward", recording_backward)
+    train(_config(tmp_path, model="hvae-c", max_epochs=3, kl_warmup_epochs=2.0), data=tiny_data, log=lambda *_: None)
+    steps = math.ceil(240 / 64)  # 300 tiny images minus 60 for validation, batch 64
+    assert len(losses_seen) == len(terms_seen) == 3 * steps
+    for index, (terms, loss) in enumerate(zip(terms_seen, losses_seen)):
+        epoch, step = divmod(index, steps)
+        weight = min(1.0, (epoch + step / steps) / 2.0)
+        expected = -(terms.reconstruction - weight * terms.kl - math.log(10)).mean()
+        assert float(loss) == pytest.approx(float(expected.detach()), rel=1e-6), (epoch, step)
+    assert any(0 < min(1.0, (e + s / steps) / 2.0) < 1 for e in range(3) for s in range(steps))
 
 
 @pytest.mark.parametrize(
