@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from accelerate import Accelerator
 
 from common.cli import ArgumentParser, run_cli, set_threads
 from common.data import load_mnist, train_validation_split
@@ -103,8 +104,6 @@ def train_classifier(config: ClassifierConfig, data=None, log=print) -> dict:
             raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
     if not config.learning_rate > 0:
         raise ValueError(f"learning_rate must be positive, got {config.learning_rate}")
-    from accelerate import Accelerator
-
     set_threads(config.threads)
     device = Accelerator(cpu=config.cpu).device
     data = data if data is not None else load_mnist(config.data)

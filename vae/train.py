@@ -28,6 +28,7 @@ from common.data import binarize, binarize_fixed, load_mnist, train_validation_s
 from common.runs import (METRICS_FILE, MetricsLog, add_dataclass_arguments, atomic_save, check_same_config,
                          config_from_args, load_checkpoint, write_config)
 from vae.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, model_from_state, upgrade_legacy
+from vae.figures import make_run_figures
 from vae.models import MODEL_KINDS, HypersphericalVAE
 from vmfprior import VMFPrior
 from vmfprior.prior import CheckpointFormatError
@@ -283,8 +284,6 @@ def main(argv=None) -> dict:
     if summary["stopped"] == "non-finite loss":
         return 1
     if config.figures and summary["epochs"] > 0:
-        from vae.figures import make_run_figures
-
         make_run_figures(config.out, data_path=config.data)
     print(summary)
     return summary
