@@ -51,8 +51,8 @@ QUADRATURE = {torch.float64: (64, 30.0), torch.float32: (24, 16.0)}
 # Above this dimension float32 gradients take the float64 quadrature: the integrand's log carries a factor
 # (d - 3) / 2, which multiplies float32 rounding errors.
 FLOAT32_QUADRATURE_MAX_DIM = 130
-# Newton steps that tighten the truncation bound to where log f(t)/f(w) = -e_folds (see ``_quadrature_span``).
-TRUNCATION_NEWTON_STEPS = 3
+# Newton steps that tighten the truncation bound (one brings the bound within the accuracy above) to where log f(t)/f(w) = -e_folds (see ``_quadrature_span``).
+TRUNCATION_NEWTON_STEPS = 1
 
 
 def _sample_one_minus_w_inverse_cdf_d3(kappa: torch.Tensor) -> torch.Tensor:
