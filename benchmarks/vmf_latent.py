@@ -222,10 +222,9 @@ GPU use: the common path has one host synchronisation per round of Wood's reject
 entries still rejected decides whether another round runs; at batch 64 a round draws 4 proposals per entry and
 almost always ends the loop), and one more where validation is on (`validate_args`, the torch default: the
 constraint checks call `.all()`); the Bessel terms, the KL and the implicit gradient have none. On a machine
-with a GPU, the same table comes from `python benchmarks/vmf_latent.py --device cuda` (add `--compile` to time
-the opt-in `torch.compile` path of the radial gradient as well), and
-`nsys profile python benchmarks/vmf_latent.py --device cuda --batches 64 --dims 10 --no-hvae` shows the
-synchronisations."""
+with a GPU, the same table comes from `python benchmarks/vmf_latent.py --device cuda --write BENCHMARKS.md`, and
+`nsys profile python benchmarks/vmf_latent.py --device cuda --batches 64 --dims 10 --hvae-batches` shows the
+synchronisations (no GPU was available for this table; no `torch.compile` path is offered yet)."""
 
 
 def main(argv: list[str] | None = None) -> int:
