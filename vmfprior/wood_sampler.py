@@ -26,8 +26,8 @@ d log f / d kappa = t - A_d(kappa), the normalizer cancels from the ratio:
               = -integral_-1^w (t - A) f(t)/f(w) dt      (used for w <  A: the integrand is <= 0)
 
 so neither side suffers cancellation. Each side is integrated with Gauss-Legendre quadrature over the part of
-the interval where f(t)/f(w) exceeds exp(-e_folds), bounded with the concavity of log f and tightened by Newton
-steps (``_quadrature_span``). The node count and e_folds depend on the precision wanted (``QUADRATURE``): the
+the interval where f(t)/f(w) exceeds exp(-e_folds), bounded from above with Newton steps that the concavity of
+log f keeps on the safe side (``_quadrature_span``). The node count and e_folds depend on the precision wanted (``QUADRATURE``): the
 per-node sum, which is the whole cost at large batches, runs in float32 for float32 distributions, with log f
 written per node as one log of a product of two affine functions of s^2 plus one linear term.
 """
@@ -51,8 +51,8 @@ QUADRATURE = {torch.float64: (64, 30.0), torch.float32: (24, 16.0)}
 # Above this dimension float32 gradients take the float64 quadrature: the integrand's log carries a factor
 # (d - 3) / 2, which multiplies float32 rounding errors.
 FLOAT32_QUADRATURE_MAX_DIM = 130
-# Newton steps that tighten the truncation bound (one brings the bound within the accuracy above) to where log f(t)/f(w) = -e_folds (see ``_quadrature_span``).
-TRUNCATION_NEWTON_STEPS = 1
+# Newton steps towards the cut where log f(t)/f(w) = -e_folds (see ``_quadrature_span``).
+TRUNCATION_NEWTON_STEPS = 2
 
 
 def _sample_one_minus_w_inverse_cdf_d3(kappa: torch.Tensor) -> torch.Tensor:
@@ -187,46 +187,40 @@ def _dw_dkappa_d3(w: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
     return (one_minus_w - 2.0 * tail) / kappa
 
 
-def _quadrature_span(w, kappa, one_minus_w, one_plus_w, right, direction, length, far, dim, e_folds):
+def _quadrature_span(w, kappa, right, direction, length, far, dim, e_folds):
     """How far from w the integrand f(t)/f(w) stays above exp(-e_folds) (an upper bound), shape (N,).
 
-    For d > 3, log f is concave with |phi''(t)| = (d-3)(1+t^2)/(1-t^2)^2, even in t and increasing in |t|,
-    and its mode is t* = kappa / (a + sqrt(a^2 + kappa^2)), a = (d-3)/2. Walking away from w, the integrand
-    falls at least as fast as its tangent line when it starts downhill (slope bound), and at least as fast as
-    the smallest curvature on the walk beyond its peak (curvature bound). That bound can be loose by orders of
-    magnitude (the smallest curvature may lie far beyond the cut), so it is tightened with Newton steps on
-    g(h) = phi(w + direction h) - phi(w) + e_folds, concave in h and decreasing beyond the peak: the tangent lies
-    above g, so every Newton iterate lands where g <= 0, i.e. still beyond the true cut, and the iterates
-    decrease to it. For d = 3 log f = kappa t: the right side rises to t = 1, the left falls at rate kappa; for
-    d = 2, exp(kappa (t - w)) bounds the left side in the same way.
+    For d > 3, log f = phi is strictly concave, with its mode at t* = kappa / (a + sqrt(a^2 + kappa^2)),
+    a = (d-3)/2, and the mean A lies below the mode. So walking left from w < A the integrand only falls, and
+    walking right from w >= A it rises to max(w, t*) and then falls. In the walk distance h, with 1 -+ t =
+    length - h and 1 +- t = far + h,
+
+        g(h) = phi(w + direction h) - phi(w) + e_folds
+             = direction kappa h + a log((length - h) (far + h) / (length far)) + e_folds
+
+    is concave and decreasing beyond the peak, where its root is the cut. Its tangent lies above it, so a Newton
+    step from any point beyond the peak lands where g <= 0, beyond the root (an upper bound), and further steps
+    decrease to the root. The steps start halfway between the peak and the end of [-1, 1]. For d = 3
+    log f = kappa t: the right side rises to t = 1, the left falls at rate kappa; for d = 2 (log f convex),
+    exp(kappa (t - w)) bounds the left side in the same way.
     """
     if dim <= 3:
         return torch.where(right, length, torch.clamp(e_folds / kappa, max=length))
     a = (dim - 3) / 2.0
     mode = kappa / (a + torch.sqrt(kappa * kappa + a * a))
-    slope = torch.addcdiv(kappa, w, one_minus_w * one_plus_w, value=-2.0 * a)  # phi'(w)
-    # On the right side with w below the mode the walk first rises to the mode, then falls.
-    peak = torch.where(right, torch.maximum(w, mode), w)
-    descent = (slope * direction).neg_().clamp_(min=0.0)  # how fast phi falls along the walk at w
-    slope_bound = torch.where(peak == w, e_folds / descent, math.inf)
-    # Smallest curvature on the walk beyond the peak: at the peak if the walk moves away from 0, else at 0.
-    curvature_at = torch.where(direction * peak >= 0, peak, 0.0)
-    squared = curvature_at * curvature_at
-    curvature = (1.0 + squared).div_((1.0 - squared).square_()).mul_(float(dim - 3))
-    rise = torch.add(kappa * (peak - w), torch.log1p(-peak * peak) - torch.log(one_minus_w * one_plus_w), alpha=a)
-    curvature_bound = (peak - w).abs_() + ((rise + e_folds) * 2.0 / curvature).sqrt_()
-    span = torch.minimum(length, torch.minimum(slope_bound, curvature_bound))
-    # Newton from just inside the bound (g = -inf at the end of [-1, 1]): in h, with 1 -+ t = length - h and
-    # 1 +- t = far + h, g(h) = direction kappa h + a log1p(-h / length) + a log1p(h / far) + e_folds.
+    peak = torch.where(right, (mode - w).clamp_(min=0.0), 0.0)  # distance from w to the peak of the walk
+    h = peak.add_(length).mul_(0.5)
+    top = length * (1.0 - 2.0**-20)  # g = -inf at the end itself
     slope_along = direction * kappa
-    h = span * (1.0 - 2.0**-20)
+    scale = torch.reciprocal(length * far)
+    length_minus_far = length - far
     for _ in range(TRUNCATION_NEWTON_STEPS):
-        value = slope_along * h + a * (torch.log1p(-h / length) + torch.log1p(h / far)) + e_folds
-        derivative = slope_along - a / (length - h) + a / (far + h)
-        step = h - value / derivative
-        # A Newton iterate is a valid bound only from where g decreases; otherwise keep the current one.
-        h = torch.where(derivative < 0, torch.minimum(step, span), h)
-    return torch.where(torch.isfinite(h) & (h > 0), h, span)
+        product = (length - h) * (far + h)
+        value = torch.log(product * scale).mul_(a).addcmul_(slope_along, h).add_(e_folds)
+        derivative = torch.addcdiv(slope_along, torch.add(length_minus_far, h, alpha=-2.0), product, value=a)
+        h = torch.addcdiv(h, value, derivative, value=-1.0).minimum(top)
+    # beyond the top, or nan where w rounded to +-1: take the whole side
+    return torch.where(h < top, h, length)
 
 
 def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: torch.Tensor | None = None,
@@ -260,7 +254,7 @@ def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: tor
     # w = +-1 has probability zero but can round there in float64 at extreme kappa; keep the logs finite.
     length = torch.where(right, one_minus_w, one_plus_w).clamp_(min=torch.finfo(w.dtype).tiny)  # to the end
     far = torch.where(right, one_plus_w, one_minus_w)  # to the other end
-    span = _quadrature_span(w, kappa, one_minus_w, one_plus_w, right, direction, length, far, dim, e_folds)
+    span = _quadrature_span(w, kappa, right, direction, length, far, dim, e_folds)
 
     # Distance from w: h = span (1 - s^2). Where the span reaches the end of [-1, 1], the distance to it is
     # span s^2, whose Jacobian 2 span s removes the (1 - t^2)^((d-3)/2) endpoint singularity at d = 2.
