@@ -249,7 +249,7 @@ def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: tor
     num_nodes, e_folds = QUADRATURE[dtype]
     a = (dim - 3) / 2.0
     right = w >= mean  # integrate over [w, 1]; otherwise over [-1, w]
-    direction = torch.where(right, 1.0, -1.0).to(w.dtype)
+    direction = torch.where(right, 1.0, -1.0)
     one_minus_w, one_plus_w = 1.0 - w, 1.0 + w
     # w = +-1 has probability zero but can round there in float64 at extreme kappa; keep the logs finite.
     length = torch.where(right, one_minus_w, one_plus_w).clamp_(min=torch.finfo(w.dtype).tiny)  # to the end
@@ -262,17 +262,16 @@ def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: tor
     # (1 -+ t) / length = (length - span) / length + (span / length) s^2 (exact where the span reaches the end)
     # and (1 +- t) / far = (1 + span / far) - (span / far) s^2: per node, two fused products, a log and an exp.
     one_minus_s2, s2, weights = _quadrature_rule(num_nodes, dtype, w.device)
-    span_over_far = span / far
+    span_over_far, span_along = span / far, direction * span
+    # integral of (t - A) f(t)/f(w) over the walk = span [(w - A) sums_0 + direction span sums_1] (sums below),
+    # and dw/dkappa is direction times it: coefficients direction span (w - A) and span^2.
     columns = torch.stack([(length - span) / length, span / length, 1.0 + span_over_far, -span_over_far,
-                           direction * kappa * span], dim=1).to(dtype)  # (N, 5)
+                           kappa * span_along, (w - mean) * span_along, span * span], dim=1).to(dtype)  # (N, 7)
     log_ratio = torch.addcmul(columns[:, 0:1], columns[:, 1:2], s2)  # (N, Q)
     log_ratio = log_ratio.mul_(torch.addcmul(columns[:, 2:3], columns[:, 3:4], s2)).log_().mul_(a)
     log_ratio = log_ratio.addcmul_(columns[:, 4:5], one_minus_s2)
     sums = log_ratio.exp_() @ weights  # (N, 2): sum of f(t)/f(w) and of (h / span) f(t)/f(w), with weights
-    # integral of (t - A) f(t)/f(w) = span [(w - A) sums_0 + direction span sums_1]
-    offset = (w - mean).to(dtype)
-    span, direction = span.to(dtype), direction.to(dtype)
-    return direction * span * torch.addcmul(offset * sums[:, 0], direction * span, sums[:, 1])
+    return sums.mul_(columns[:, 5:7]).sum(dim=1)
 
 
 def _quadrature_dtype(result_dtype: torch.dtype, work: torch.dtype, dim: int) -> torch.dtype:
