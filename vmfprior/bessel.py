@@ -202,6 +202,8 @@ def _evaluate(v: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, t
         # I_v(0) = 1 for v = 0 and 0 for v > 0 (for -1 < v < 0 it is infinite).
         log_at_zero = 0.0 if v == 0 else -math.inf if v > 0 else math.inf
         special = ~(x_work > 0)  # x = 0, x < 0 or nan
+        if x_work.device.type == "cpu" and not special.any():  # the common case; asking costs no sync on a CPU
+            return (*_log_iv_and_ratio(float(v), x_work, _num_shifts(v)), float(v))
         log_value, ratio = _log_iv_and_ratio(float(v), torch.where(special, 1.0, x_work), _num_shifts(v))
         at_zero = x_work == 0
         log_value = torch.where(special, torch.where(at_zero, log_at_zero, math.nan), log_value)

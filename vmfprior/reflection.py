@@ -51,8 +51,8 @@ class _ReflectToMeanDirection(torch.autograd.Function):
         scale = tangent_length / normal_length  # c
         one_minus_first = 1.0 - loc[..., 0]
         distance_sq = one_minus_first * one_minus_first + row_dot(loc[..., 1:], loc[..., 1:])  # |v|^2
-        # 2 / |v|^2, and 0 where mu = e_1 (no reflection)
-        two_over_distance_sq = torch.where(distance_sq > 0, 2.0 / distance_sq, 0.0)
+        # 2 / |v|^2, finite where mu = e_1, where it multiplies exact zeros (1 - mu_1 = 0 and mu.g = g_1 = 0)
+        two_over_distance_sq = 2.0 / distance_sq.clamp(min=torch.finfo(distance_sq.dtype).tiny)
         loc_dot_normal = row_dot(normal, loc)
         gamma = (w * one_minus_first - scale * loc_dot_normal) * two_over_distance_sq
         z = torch.addcmul(gamma.unsqueeze(-1) * loc, scale.unsqueeze(-1), normal)

@@ -296,21 +296,21 @@ class _RadialSample(torch.autograd.Function):
         one_minus_w = one_minus_w.reshape(kappa.shape)
         w = 1.0 - one_minus_w
         tangent_length = torch.sqrt(one_minus_w * (2.0 - one_minus_w))  # sqrt(1 - w^2) without cancellation
-        ctx.dim, ctx.mean = dim, mean  # mean: a detached tensor or None
-        ctx.save_for_backward(kappa, w, tangent_length)
+        ctx.dim, ctx.mean, ctx.kappa_dtype = dim, mean, kappa.dtype  # mean: a detached tensor or None
+        ctx.save_for_backward(work, w, tangent_length)
         return w.to(kappa.dtype), tangent_length.to(kappa.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_w: torch.Tensor, grad_tangent_length: torch.Tensor):
-        kappa, w, tangent_length = ctx.saved_tensors
+        kappa, w, tangent_length = ctx.saved_tensors  # kappa: flat, in the work dtype
         mean = None if ctx.mean is None else ctx.mean.to(w.dtype).reshape(-1)
-        derivative = implicit_dw_dkappa(w.reshape(-1), kappa.detach().to(w.dtype).reshape(-1), ctx.dim, mean,
-                                        dtype=_quadrature_dtype(kappa.dtype, w.dtype, ctx.dim))
+        derivative = implicit_dw_dkappa(w.reshape(-1), kappa, ctx.dim, mean,
+                                        dtype=_quadrature_dtype(ctx.kappa_dtype, w.dtype, ctx.dim))
         # d sqrt(1 - w^2) / dw = -w / sqrt(1 - w^2); w = +-1 has probability zero but must not give nan.
         slope = -w / tangent_length.clamp(min=torch.finfo(w.dtype).tiny)
         total = grad_w.to(w.dtype) + grad_tangent_length.to(w.dtype) * slope
-        return (total * derivative.reshape(w.shape)).to(kappa.dtype), None, None
+        return (total * derivative.reshape(w.shape)).to(ctx.kappa_dtype), None, None
 
 
 def gradient_needs_mean(dim: int) -> bool:
