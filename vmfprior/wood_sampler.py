@@ -50,7 +50,7 @@ from .bessel import mean_resultant_length, work_dtype
 QUADRATURE = {torch.float64: (64, 30.0), torch.float32: (24, 16.0)}
 # Above this dimension float32 gradients take the float64 quadrature: the integrand's log carries a factor
 # (d - 3) / 2, which multiplies float32 rounding errors.
-FLOAT32_QUADRATURE_MAX_DIM = 130
+FLOAT32_QUADRATURE_MAX_DIM = 96
 # Newton steps towards the cut where log f(t)/f(w) = -e_folds (see ``_quadrature_span``).
 TRUNCATION_NEWTON_STEPS = 2
 
