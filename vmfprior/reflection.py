@@ -73,7 +73,9 @@ class _ReflectToMeanDirection(torch.autograd.Function):
         grad_tangent_length = (row_dot(grad_z, normal) - t * loc_dot_normal) / normal_length
         grad_loc = None
         if ctx.needs_input_grad[4]:
-            grad_loc = gamma.unsqueeze(-1) * (grad_z - t.unsqueeze(-1) * loc) - (t * scale).unsqueeze(-1) * normal
+            # gamma dz - (gamma t) mu - (t c) g: three passes over the (..., d) arrays
+            grad_loc = (grad_z * gamma.unsqueeze(-1)).addcmul_((gamma * t).neg_().unsqueeze(-1), loc)
+            grad_loc = grad_loc.addcmul_((t * scale).neg_().unsqueeze(-1), normal)
             grad_loc[..., 0] += t * (gamma - w)
             grad_loc = grad_loc.sum_to_size(loc.shape)  # loc broadcast over the sample dimensions
         return grad_w, grad_tangent_length, None, None, grad_loc
