@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import shlex
 import statistics
@@ -184,6 +185,14 @@ def _repeats_for(batch: int, repeats: int) -> int:
     return max(5, repeats // max(1, batch // 4096))
 
 
+def _load_average() -> str:
+    """The 1-minute load average of this machine (CPU processes waiting or running), or '?' where unknown."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except (AttributeError, OSError):
+        return "?"
+
+
 def _milliseconds(seconds: float) -> str:
     return f"{seconds * 1e3:.3g} ms" if seconds < 1.0 else f"{seconds * 1e3:,.0f} ms"
 
@@ -262,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device != "cpu":
         torch.set_default_device(args.device)
 
+    load_before = _load_average()
     peers = _peers(args.svae)
     names = [peer.name for peer in peers]
     latent_results = []
@@ -313,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             f"Command: `{command}`",
             "",
             f"Machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), "
-            f"device {args.device}, float32. Each figure is the median over repeats of one call's time (a block of "
+            f"device {args.device}, float32, load average {load_before} before and {_load_average()} after the "
+            "run (the machine is shared: compare the ratios within the run, not the times across runs). Each figure is the median over repeats of one call's time (a block of "
             "calls divided by its length), the peers timed in turn within each repeat. Latent step: fresh encoder "
             "outputs requiring grad, the distribution built from them (unit loc, concentration softplus + 1), "
             "rsample, KL to the uniform prior (Gaussian: Normal and KL to N(0, I)), backward. HVAE step: one Adam "
