@@ -17,7 +17,6 @@ s-vae-pytorch (``PATH/hyperspherical_vae``); nothing of it is copied here.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import shlex
