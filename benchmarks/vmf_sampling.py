@@ -90,10 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per measurement (median kept)")
     parser.add_argument("--budget", type=int, default=2_000_000, help="numbers per call: n = budget // d samples")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--output", default=str(Path(__file__).resolve().parent.parent / "BENCHMARKS.md"))
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
+    load_before = os.getloadavg()[0]
     rows = []
     for dim, kappa in CASES:
         for dtype_name, dtype in DTYPES.items():
@@ -124,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             "Command: `python " + " ".join(shlex.quote(part) for part in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]) + "`",
             "",
             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch "
-            f"{torch.__version__} with {torch.get_num_threads()} threads, scipy {scipy.__version__}. "
+            f"{torch.__version__} with {torch.get_num_threads()} threads, scipy {scipy.__version__}, load average "
+            f"{load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run (a shared machine: compare the "
+            "ratios within the run). "
             f"n = {args.budget:,} / d samples per call, median of {args.repeats} calls, the three samplers timed in turn. "
             "rsample: one distribution with per-row directions and concentrations requiring grad, built once and "
             "reused by every call, forward only (a reused-distribution figure: no backward, no Bessel evaluation per "
