@@ -78,11 +78,40 @@ def _work(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _version_of(tensor: torch.Tensor) -> int | None:
-    """The tensor's in-place modification counter (shared with its views); None for inference tensors."""
+    """The tensor's in-place modification counter (shared with its views); None for inference tensors.
+
+    Not used here any more; ``VMFPrior`` (prior.py) still imports it for its class-normalizer cache.
+    """
     try:
         return tensor._version
     except RuntimeError:  # inference-mode tensors do not track versions
         return None
+
+
+class _KLToUniform(torch.autograd.Function):
+    """KL(vMF(mu, kappa) || U(S^{d-1})) from precomputed Bessel terms, with its derivative in closed form.
+
+    KL = kappa A + v log kappa - (d/2) log(2 pi) - log I_v(kappa) + log |S^{d-1}|, v = d/2 - 1. With
+    d/dkappa log I_v = A + v / kappa and A' = 1 - A^2 - (d - 1) A / kappa, the derivative is
+    dKL/dkappa = A + kappa A' - A = kappa (1 - A^2) - (d - 1) A: one node instead of a chain of small ones.
+    """
+
+    @staticmethod
+    def forward(ctx, concentration, log_bessel, mean_length, dim):
+        kappa = _work(concentration)
+        order = 0.5 * dim - 1.0
+        kl = kappa * mean_length + order * torch.log(kappa) - log_bessel
+        kl = kl + (log_sphere_area(dim) - 0.5 * dim * math.log(2.0 * math.pi))
+        ctx.dim = dim
+        ctx.save_for_backward(kappa, mean_length)
+        return kl.to(concentration.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_kl):
+        kappa, mean_length = ctx.saved_tensors
+        derivative = kappa * (1.0 - mean_length * mean_length) - (ctx.dim - 1.0) * mean_length
+        return (grad_kl.to(kappa.dtype) * derivative).to(grad_kl.dtype), None, None, None
 
 
 class VonMisesFisher(Distribution):
@@ -128,7 +157,7 @@ class VonMisesFisher(Distribution):
         dim = loc.shape[-1]
         self.loc = loc.expand(batch_shape + (dim,))
         self.concentration = concentration.expand(batch_shape)
-        self._bessel_cache = None
+        self._bessel = None
         super().__init__(batch_shape, torch.Size([dim]), validate_args=validate_args)
 
     @property
@@ -141,29 +170,26 @@ class VonMisesFisher(Distribution):
         batch_shape = torch.Size(batch_shape)
         new.loc = self.loc.expand(batch_shape + self.event_shape)
         new.concentration = self.concentration.expand(batch_shape)
-        new._bessel_cache = None
+        new._bessel = None
         super(VonMisesFisher, new).__init__(batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
 
-    # ----- Bessel terms, evaluated once per distribution --------------------------------------------------
+    # ----- Bessel terms, evaluated at most once per distribution ------------------------------------------
     def _bessel_values(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(log I_{d/2-1}(kappa), A_d(kappa)), without gradient, in the work dtype; shape batch_shape each.
 
         Sampling (its kappa-gradient needs A_d), ``log_prob``, ``entropy``, ``mean`` and the KLs all need these;
-        they are evaluated once and reused. An in-place change of the concentration (an optimizer step on a
-        parameter) bumps its version counter and drops the cache.
+        they are evaluated on first use and kept with the distribution, which like every torch distribution
+        describes its parameters as they were when it was built (build a new one after changing them in place).
         """
-        version = _version_of(self.concentration)
-        if self._bessel_cache is not None and version is not None and self._bessel_cache[0] == version:
-            return self._bessel_cache[1]
-        values = bessel_values(0.5 * self.dim - 1.0, _work(self.concentration))
-        self._bessel_cache = (version, values)
-        return values
+        if self._bessel is None:
+            self._bessel = bessel_values(0.5 * self.dim - 1.0, _work(self.concentration))
+        return self._bessel
 
     def _use_bessel_values(self, values: tuple[torch.Tensor, torch.Tensor]) -> None:
-        """Seed the cache with ``bessel_values(d/2 - 1, concentration)`` known to the caller (``VMFPrior``)."""
-        self._bessel_cache = (_version_of(self.concentration), tuple(v.expand(self.batch_shape) for v in values))
+        """Use ``bessel_values(d/2 - 1, concentration)`` known to the caller (``VMFPrior``) instead of evaluating."""
+        self._bessel = tuple(v.expand(self.batch_shape) for v in values)
 
     def _normalizer_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(log C_d(kappa), A_d(kappa)) in the work dtype, differentiable in the concentration.
@@ -276,7 +302,7 @@ def _check_same_dim(p_dim: int, q_dim: int) -> None:
 def _kl_vmf_uniform(p: VonMisesFisher, q: HypersphericalUniform) -> torch.Tensor:
     """KL(vMF(mu, kappa) || U(S^{d-1})) = kappa A_d(kappa) + log C_d(kappa) + log |S^{d-1}|."""
     _check_same_dim(p.dim, q.dim)
-    kl = (log_sphere_area(p.dim) - p._entropy_work()).to(p.concentration.dtype)
+    kl = _KLToUniform.apply(p.concentration, *p._bessel_values(), p.dim)
     return kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
 
 

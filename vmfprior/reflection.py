@@ -51,8 +51,8 @@ class _ReflectToMeanDirection(torch.autograd.Function):
         scale = tangent_length / normal_length  # c
         one_minus_first = 1.0 - loc[..., 0]
         distance_sq = one_minus_first * one_minus_first + row_dot(loc[..., 1:], loc[..., 1:])  # |v|^2
-        # 2 / |v|^2, and 0 where mu = e_1 (no reflection)
-        two_over_distance_sq = torch.where(distance_sq > 0, 2.0 / distance_sq, 0.0)
+        # 2 / |v|^2, finite where mu = e_1, where it multiplies exact zeros (1 - mu_1 = 0 and mu.g = g_1 = 0)
+        two_over_distance_sq = 2.0 / distance_sq.clamp(min=torch.finfo(distance_sq.dtype).tiny)
         loc_dot_normal = row_dot(normal, loc)
         gamma = (w * one_minus_first - scale * loc_dot_normal) * two_over_distance_sq
         z = torch.addcmul(gamma.unsqueeze(-1) * loc, scale.unsqueeze(-1), normal)
@@ -73,7 +73,9 @@ class _ReflectToMeanDirection(torch.autograd.Function):
         grad_tangent_length = (row_dot(grad_z, normal) - t * loc_dot_normal) / normal_length
         grad_loc = None
         if ctx.needs_input_grad[4]:
-            grad_loc = gamma.unsqueeze(-1) * (grad_z - t.unsqueeze(-1) * loc) - (t * scale).unsqueeze(-1) * normal
+            # gamma dz - (gamma t) mu - (t c) g: three passes over the (..., d) arrays
+            grad_loc = (grad_z * gamma.unsqueeze(-1)).addcmul_((gamma * t).neg_().unsqueeze(-1), loc)
+            grad_loc = grad_loc.addcmul_((t * scale).neg_().unsqueeze(-1), normal)
             grad_loc[..., 0] += t * (gamma - w)
             grad_loc = grad_loc.sum_to_size(loc.shape)  # loc broadcast over the sample dimensions
         return grad_w, grad_tangent_length, None, None, grad_loc

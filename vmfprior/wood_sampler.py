@@ -26,7 +26,10 @@ d log f / d kappa = t - A_d(kappa), the normalizer cancels from the ratio:
               = -integral_-1^w (t - A) f(t)/f(w) dt      (used for w <  A: the integrand is <= 0)
 
 so neither side suffers cancellation. Each side is integrated with Gauss-Legendre quadrature over the part of
-the interval where f(t)/f(w) exceeds exp(-QUADRATURE_E_FOLDS), bounded with the concavity of log f.
+the interval where f(t)/f(w) exceeds exp(-e_folds), bounded from above with Newton steps that the concavity of
+log f keeps on the safe side (``_quadrature_span``). The node count and e_folds depend on the precision wanted (``QUADRATURE``): the
+per-node sum, which is the whole cost at large batches, runs in float32 for float32 distributions, with log f
+written per node as one log of a product of two affine functions of s^2 plus one linear term.
 """
 
 from __future__ import annotations
@@ -39,11 +42,17 @@ import torch
 
 from .bessel import mean_resultant_length, work_dtype
 
-# Gauss-Legendre nodes for the implicit gradient; the integrand spans at most QUADRATURE_E_FOLDS e-folds on the
-# truncated interval, which this many nodes integrate to about 1e-12 relative (tests check 1e-8 against mpmath's
-# adaptive quadrature).
-QUADRATURE_NODES = 64
-QUADRATURE_E_FOLDS = 40.0
+# The implicit gradient's quadrature, per dtype it is computed in: Gauss-Legendre nodes, and how many e-folds of
+# the integrand f(t)/f(w) the truncated interval keeps (its tail beyond is below exp(-e_folds) relative). float64
+# keeps about 1e-10 relative (tests check 1e-8 against mpmath's adaptive quadrature); float32 keeps a few float32
+# ulps of the float64 value (tests check it). The slowest convergence is at d = 2 and 4, where (1 +- t)^((d-3)/2)
+# has a branch point just beyond the far end of the interval when w is near 1.
+QUADRATURE = {torch.float64: (64, 30.0), torch.float32: (24, 16.0)}
+# Above this dimension float32 gradients take the float64 quadrature: the integrand's log carries a factor
+# (d - 3) / 2, which multiplies float32 rounding errors.
+FLOAT32_QUADRATURE_MAX_DIM = 96
+# Newton steps towards the cut where log f(t)/f(w) = -e_folds (see ``_quadrature_span``).
+TRUNCATION_NEWTON_STEPS = 2
 
 
 def _sample_one_minus_w_inverse_cdf_d3(kappa: torch.Tensor) -> torch.Tensor:
@@ -157,13 +166,16 @@ def _sample_one_minus_w_wood(kappa: torch.Tensor, dim: int, proposal_dtype: torc
 
 @lru_cache(maxsize=None)
 def _quadrature_rule(num_nodes: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gauss-Legendre on [0, 1] for the substitution h = span (1 - s^2): (1 - s^2, s^2, 2 s weights), cached.
+    """Gauss-Legendre on [0, 1] for the substitution h = span (1 - s^2), cached: 1 - s^2 and s^2, shapes (Q,),
+    and (Q, 2) weights: the Jacobian weights 2 s weight_j, and those times 1 - s^2.
 
     The integral of g over h in [0, span] is span * sum_j g(span (1 - s_j^2)) * 2 s_j weight_j.
     """
     nodes, weights = np.polynomial.legendre.leggauss(num_nodes)
     s, weights = (nodes + 1.0) / 2.0, weights / 2.0
-    return tuple(torch.as_tensor(values, dtype=dtype, device=device) for values in (1.0 - s * s, s * s, 2.0 * s * weights))
+    jacobian_weights = 2.0 * s * weights
+    both = np.stack([jacobian_weights, jacobian_weights * (1.0 - s * s)], axis=1)
+    return tuple(torch.as_tensor(values, dtype=dtype, device=device) for values in (1.0 - s * s, s * s, both))
 
 
 def _dw_dkappa_d3(w: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
@@ -175,72 +187,98 @@ def _dw_dkappa_d3(w: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
     return (one_minus_w - 2.0 * tail) / kappa
 
 
-def _quadrature_span(w, kappa, one_minus_w, one_plus_w, right, direction, length, dim):
-    """How far from w the integrand f(t)/f(w) stays above exp(-QUADRATURE_E_FOLDS) (an upper bound).
+def _quadrature_span(w, kappa, right, direction, length, far, dim, e_folds):
+    """How far from w the integrand f(t)/f(w) stays above exp(-e_folds) (an upper bound), shape (N,).
 
-    For d > 3, log f is concave with |phi''(t)| = (d-3)(1+t^2)/(1-t^2)^2, even in t and increasing in |t|,
-    and its mode is t* = kappa / (a + sqrt(a^2 + kappa^2)), a = (d-3)/2. Walking away from w, the integrand
-    falls at least as fast as its tangent line when it starts downhill (slope bound), and at least as fast as
-    the smallest curvature on the walk beyond its peak (curvature bound). For d = 3 log f = kappa t: the
-    right side rises to t = 1, the left falls at rate kappa; for d = 2, exp(kappa (t - w)) bounds the left
-    side in the same way.
+    For d > 3, log f = phi is strictly concave, with its mode at t* = kappa / (a + sqrt(a^2 + kappa^2)),
+    a = (d-3)/2, and the mean A lies below the mode. So walking left from w < A the integrand only falls, and
+    walking right from w >= A it rises to max(w, t*) and then falls. In the walk distance h, with 1 -+ t =
+    length - h and 1 +- t = far + h,
+
+        g(h) = phi(w + direction h) - phi(w) + e_folds
+             = direction kappa h + a log((length - h) (far + h) / (length far)) + e_folds
+
+    is concave and decreasing beyond the peak, where its root is the cut. Its tangent lies above it, so a Newton
+    step from any point beyond the peak lands where g <= 0, beyond the root (an upper bound), and further steps
+    decrease to the root. The steps start halfway between the peak and the end of [-1, 1]. For d = 3
+    log f = kappa t: the right side rises to t = 1, the left falls at rate kappa; for d = 2 (log f convex),
+    exp(kappa (t - w)) bounds the left side in the same way.
     """
     if dim <= 3:
-        return torch.where(right, length, torch.clamp(QUADRATURE_E_FOLDS / kappa, max=length))
+        return torch.where(right, length, torch.clamp(e_folds / kappa, max=length))
     a = (dim - 3) / 2.0
     mode = kappa / (a + torch.sqrt(kappa * kappa + a * a))
-    slope = torch.addcdiv(kappa, w, one_minus_w * one_plus_w, value=-2.0 * a)  # phi'(w)
-    # On the right side with w below the mode the walk first rises to the mode, then falls.
-    peak = torch.where(right, torch.maximum(w, mode), w)
-    descent = (slope * direction).neg_().clamp_(min=0.0)  # how fast phi falls along the walk at w
-    slope_bound = torch.where(peak == w, QUADRATURE_E_FOLDS / descent, math.inf)
-    # Smallest curvature on the walk beyond the peak: at the peak if the walk moves away from 0, else at 0.
-    curvature_at = torch.where(direction * peak >= 0, peak, 0.0)
-    squared = curvature_at * curvature_at
-    curvature = (1.0 + squared).div_((1.0 - squared).square_()).mul_(float(dim - 3))
-    rise = torch.add(kappa * (peak - w), torch.log1p(-peak * peak) - torch.log(one_minus_w * one_plus_w), alpha=a)
-    curvature_bound = (peak - w).abs_() + ((rise + QUADRATURE_E_FOLDS) * 2.0 / curvature).sqrt_()
-    return torch.minimum(length, torch.minimum(slope_bound, curvature_bound))
+    peak = torch.where(right, (mode - w).clamp_(min=0.0), 0.0)  # distance from w to the peak of the walk
+    h = peak.add_(length).mul_(0.5)
+    top = length * (1.0 - 2.0**-20)  # g = -inf at the end itself
+    slope_along = direction * kappa
+    scale = torch.reciprocal(length * far)
+    length_minus_far = length - far
+    for _ in range(TRUNCATION_NEWTON_STEPS):
+        product = (length - h) * (far + h)
+        value = torch.log(product * scale).mul_(a).addcmul_(slope_along, h).add_(e_folds)
+        derivative = torch.addcdiv(slope_along, torch.add(length_minus_far, h, alpha=-2.0), product, value=a)
+        h = torch.addcdiv(h, value, derivative, value=-1.0).minimum(top)
+    # beyond the top, or nan where w rounded to +-1: take the whole side
+    return torch.where(h < top, h, length)
 
 
-def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: torch.Tensor | None = None) -> torch.Tensor:
+def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: torch.Tensor | None = None,
+                       dtype: torch.dtype | None = None) -> torch.Tensor:
     """dw/dkappa at fixed CDF value for the w-marginal of vMF on S^{d-1} (see the module docstring).
 
-    Closed form for d = 3; Gauss-Legendre quadrature over the truncated side integral otherwise.
+    Closed form for d = 3; Gauss-Legendre quadrature over the truncated side integral otherwise. The
+    per-sample bookkeeping runs in the dtype of ``w``; the sum over the quadrature nodes, which is the cost, in
+    ``dtype`` with the node count and truncation of ``QUADRATURE[dtype]``.
 
     Args:
-        w: (N,) samples in (-1, 1), float64.
-        kappa: (N,) concentrations, float64.
+        w: (N,) samples in (-1, 1), float64 (float32 on MPS).
+        kappa: (N,) concentrations, dtype of ``w``.
         dim: ambient dimension d >= 2.
-        mean: (N,) A_d(kappa) = E[w] if the caller has it (float64); evaluated here otherwise.
+        mean: (N,) A_d(kappa) = E[w] if the caller has it (dtype of ``w``); evaluated here otherwise.
+        dtype: float64 or float32, the precision of the result (default: that of ``w``).
 
     Returns:
-        (N,) derivatives, float64.
+        (N,) derivatives, in ``dtype``.
     """
+    dtype = w.dtype if dtype is None else dtype
     if dim == 3:
-        return _dw_dkappa_d3(w, kappa)
+        return _dw_dkappa_d3(w, kappa).to(dtype)
     if mean is None:
         mean = mean_resultant_length(dim, kappa)
+    num_nodes, e_folds = QUADRATURE[dtype]
     a = (dim - 3) / 2.0
     right = w >= mean  # integrate over [w, 1]; otherwise over [-1, w]
-    direction = torch.where(right, 1.0, -1.0).to(w.dtype)
+    direction = torch.where(right, 1.0, -1.0)
     one_minus_w, one_plus_w = 1.0 - w, 1.0 + w
     # w = +-1 has probability zero but can round there in float64 at extreme kappa; keep the logs finite.
     length = torch.where(right, one_minus_w, one_plus_w).clamp_(min=torch.finfo(w.dtype).tiny)  # to the end
     far = torch.where(right, one_plus_w, one_minus_w)  # to the other end
-    span = _quadrature_span(w, kappa, one_minus_w, one_plus_w, right, direction, length, dim)
+    span = _quadrature_span(w, kappa, right, direction, length, far, dim, e_folds)
 
     # Distance from w: h = span (1 - s^2). Where the span reaches the end of [-1, 1], the distance to it is
     # span s^2, whose Jacobian 2 span s removes the (1 - t^2)^((d-3)/2) endpoint singularity at d = 2.
-    one_minus_s2, s2, jacobian_weights = _quadrature_rule(QUADRATURE_NODES, w.dtype, w.device)
-    h = span[:, None] * one_minus_s2  # (N, Q)
-    # log f(t)/f(w) = kappa (t - w) + a [log((end distance of t) / length) + log((far + h) / far)]
-    log_ratio = (kappa * direction)[:, None] * h
-    if a != 0.0:
-        to_end = (length - span)[:, None] + span[:, None] * s2  # 1 -+ t, exactly
-        log_ratio = log_ratio + a * (torch.log(to_end / length[:, None]) + torch.log1p(h / far[:, None]))
-    integrand = ((w - mean)[:, None] + direction[:, None] * h) * torch.exp(log_ratio)  # (t - A) f(t)/f(w)
-    return direction * span * (integrand @ jacobian_weights)
+    # log f(t)/f(w) = direction kappa h + a log[(1 -+ t) / length * (1 +- t) / far], with
+    # (1 -+ t) / length = (length - span) / length + (span / length) s^2 (exact where the span reaches the end)
+    # and (1 +- t) / far = (1 + span / far) - (span / far) s^2: per node, two fused products, a log and an exp.
+    one_minus_s2, s2, weights = _quadrature_rule(num_nodes, dtype, w.device)
+    span_over_far, span_along = span / far, direction * span
+    # integral of (t - A) f(t)/f(w) over the walk = span [(w - A) sums_0 + direction span sums_1] (sums below),
+    # and dw/dkappa is direction times it: coefficients direction span (w - A) and span^2.
+    columns = torch.stack([(length - span) / length, span / length, 1.0 + span_over_far, -span_over_far,
+                           kappa * span_along, (w - mean) * span_along, span * span], dim=1).to(dtype)  # (N, 7)
+    log_ratio = torch.addcmul(columns[:, 0:1], columns[:, 1:2], s2)  # (N, Q)
+    log_ratio = log_ratio.mul_(torch.addcmul(columns[:, 2:3], columns[:, 3:4], s2)).log_().mul_(a)
+    log_ratio = log_ratio.addcmul_(columns[:, 4:5], one_minus_s2)
+    sums = log_ratio.exp_() @ weights  # (N, 2): sum of f(t)/f(w) and of (h / span) f(t)/f(w), with weights
+    return sums.mul_(columns[:, 5:7]).sum(dim=1)
+
+
+def _quadrature_dtype(result_dtype: torch.dtype, work: torch.dtype, dim: int) -> torch.dtype:
+    """The dtype of the implicit gradient's quadrature: float32 for float32 (or lower) results at moderate d."""
+    if result_dtype != torch.float64 and dim <= FLOAT32_QUADRATURE_MAX_DIM:
+        return torch.float32
+    return work
 
 
 class _RadialSample(torch.autograd.Function):
@@ -258,20 +296,21 @@ class _RadialSample(torch.autograd.Function):
         one_minus_w = one_minus_w.reshape(kappa.shape)
         w = 1.0 - one_minus_w
         tangent_length = torch.sqrt(one_minus_w * (2.0 - one_minus_w))  # sqrt(1 - w^2) without cancellation
-        ctx.dim, ctx.mean = dim, mean  # mean: a detached tensor or None
-        ctx.save_for_backward(kappa, w, tangent_length)
+        ctx.dim, ctx.mean, ctx.kappa_dtype = dim, mean, kappa.dtype  # mean: a detached tensor or None
+        ctx.save_for_backward(work, w, tangent_length)
         return w.to(kappa.dtype), tangent_length.to(kappa.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_w: torch.Tensor, grad_tangent_length: torch.Tensor):
-        kappa, w, tangent_length = ctx.saved_tensors
+        kappa, w, tangent_length = ctx.saved_tensors  # kappa: flat, in the work dtype
         mean = None if ctx.mean is None else ctx.mean.to(w.dtype).reshape(-1)
-        derivative = implicit_dw_dkappa(w.reshape(-1), kappa.detach().to(w.dtype).reshape(-1), ctx.dim, mean)
+        derivative = implicit_dw_dkappa(w.reshape(-1), kappa, ctx.dim, mean,
+                                        dtype=_quadrature_dtype(ctx.kappa_dtype, w.dtype, ctx.dim))
         # d sqrt(1 - w^2) / dw = -w / sqrt(1 - w^2); w = +-1 has probability zero but must not give nan.
         slope = -w / tangent_length.clamp(min=torch.finfo(w.dtype).tiny)
         total = grad_w.to(w.dtype) + grad_tangent_length.to(w.dtype) * slope
-        return (total * derivative.reshape(w.shape)).to(kappa.dtype), None, None
+        return (total * derivative.reshape(w.shape)).to(ctx.kappa_dtype), None, None
 
 
 def gradient_needs_mean(dim: int) -> bool:

@@ -98,3 +98,22 @@ def test_mean_resultant_length_gradient_matches_finite_differences():
     small = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     mean_resultant_length(4, small).sum().backward()
     assert math.isclose(small.grad.item(), 0.25, rel_tol=1e-12)  # dA/dkappa = 1/d at 0
+
+
+@pytest.mark.parametrize("v", [0.0, 1.5, 4.0, 31.0])
+def test_large_batches_take_the_blocked_series_with_the_same_accuracy(v):
+    # Above DEBYE_BLOCKS_ABOVE values the fixed-order Debye series is summed in blocks of powers.
+    from vmfprior.bessel import DEBYE_BLOCKS_ABOVE, bessel_values
+
+    x = torch.logspace(-6, 6, DEBYE_BLOCKS_ABOVE + 1000, dtype=torch.float64)
+    log_value, ratio = bessel_values(v, x)
+    picks = torch.linspace(0, len(x) - 1, 12).long()
+    reference = torch.tensor([_mp_log_iv(v, x[i].item()) for i in picks], dtype=torch.float64)
+    assert torch.all((log_value[picks] - reference).abs() <= 1e-8 * reference.abs().clamp(min=1.0))
+    reference_ratio = torch.tensor(
+        [float(mpmath.besseli(v + 1, x[i].item()) / mpmath.besseli(v, x[i].item())) for i in picks], dtype=torch.float64
+    )
+    assert torch.allclose(ratio[picks], reference_ratio, rtol=1e-8, atol=0)
+    small_log_value, small_ratio = bessel_values(v, x[:1000])  # the other summation, on the first values
+    assert torch.allclose(log_value[:1000], small_log_value, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(ratio[:1000], small_ratio, rtol=1e-12, atol=0)

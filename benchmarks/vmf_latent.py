@@ -1,0 +1,350 @@
+"""Cost of one vMF latent step as a VAE runs it, against Gaussian, Power Spherical and (optionally) s-vae latents.
+
+    python benchmarks/vmf_latent.py [--svae PATH] [--write BENCHMARKS.md] [--batches 64 1024 65536] [--dims 5 10 64]
+
+A *latent step* is what a VAE does with its encoder outputs every batch, timed forward and backward together:
+fresh encoder outputs that require grad, the distribution built from them (unit ``loc``, concentration
+softplus + 1), ``rsample``, KL to the uniform prior (N(0, I) for the Gaussian floor), and backward of
+``sum(z * weights) + sum(KL)``. The *HVAE step* is a whole training step of a small VAE (784-256-128 MLP encoder,
+latent, 128-256-784 decoder, Bernoulli loss, Adam) on a fixed batch of random binary images.
+
+Peers are timed in turn within each repeat (interleaved, one torch thread), and each figure is the median over
+repeats of the mean time of a block of calls, so that the ratios hold even when a shared CPU changes speed.
+``--svae PATH`` imports the reference implementation of Davidson et al. (2018) from a local checkout of
+s-vae-pytorch (``PATH/hyperspherical_vae``); nothing of it is copied here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import Normal, kl_divergence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.report import replace_section  # noqa: E402
+from vmfprior import HypersphericalUniform, VonMisesFisher  # noqa: E402
+
+# Targets of issue 10, as ratios within one run.
+TARGET_VS_POWER_SPHERICAL = 1.0  # latent step, batch <= 1024
+TARGET_VS_SVAE = 0.5  # latent step, every batch
+TARGET_HVAE_VS_GAUSSIAN = 1.25  # whole HVAE step, batch 64
+POWER_SPHERICAL_TARGET_MAX_BATCH = 1024
+HVAE_TARGET_BATCH = 64
+
+
+class _Peer:
+    """One latent family: how to build it from raw encoder outputs, and its KL to its prior."""
+
+    def __init__(self, name: str, concentration_width, build):
+        self.name = name
+        self.concentration_width = concentration_width  # columns of the raw concentration output, given d
+        self.build = build  # (raw_loc (B, d), raw_concentration (B, k)) -> (z (B, d), kl (B,))
+
+
+def _gaussian(raw_loc, raw_scale):
+    posterior = Normal(raw_loc, F.softplus(raw_scale) + 1e-3)
+    prior = Normal(torch.zeros_like(raw_loc), torch.ones_like(raw_loc))
+    return posterior.rsample(), kl_divergence(posterior, prior).sum(-1)
+
+
+def _vmfprior(raw_loc, raw_concentration):
+    posterior = VonMisesFisher(F.normalize(raw_loc, dim=-1), F.softplus(raw_concentration.squeeze(-1)) + 1.0)
+    prior = HypersphericalUniform(raw_loc.shape[-1], dtype=raw_loc.dtype, device=raw_loc.device)
+    return posterior.rsample(), kl_divergence(posterior, prior)
+
+
+def _peers(svae_path: str | None) -> list[_Peer]:
+    peers = [_Peer("gaussian", lambda d: d, _gaussian)]
+    if svae_path is not None:
+        sys.path.insert(0, str(Path(svae_path).resolve()))
+        from hyperspherical_vae.distributions import HypersphericalUniform as SvaeUniform
+        from hyperspherical_vae.distributions import VonMisesFisher as SvaeVonMisesFisher
+
+        def svae(raw_loc, raw_concentration):
+            posterior = SvaeVonMisesFisher(F.normalize(raw_loc, dim=-1), F.softplus(raw_concentration) + 1.0)
+            prior = SvaeUniform(raw_loc.shape[-1] - 1, device=raw_loc.device)  # its dim is the sphere's, d - 1
+            return posterior.rsample(), kl_divergence(posterior, prior)
+
+        peers.append(_Peer("s-vae", lambda d: 1, svae))
+    try:
+        import power_spherical
+    except ImportError:
+        print("power_spherical is not installed (pip install power-spherical): its column is left out")
+    else:
+
+        def power(raw_loc, raw_concentration):
+            posterior = power_spherical.PowerSpherical(
+                F.normalize(raw_loc, dim=-1), F.softplus(raw_concentration.squeeze(-1)) + 1.0
+            )
+            prior = power_spherical.HypersphericalUniform(raw_loc.shape[-1], device=raw_loc.device, dtype=raw_loc.dtype)
+            return posterior.rsample(), kl_divergence(posterior, prior)
+
+        peers.append(_Peer("power_spherical", lambda d: 1, power))
+    peers.append(_Peer("vmfprior", lambda d: 1, _vmfprior))
+    return peers
+
+
+def _latent_step(peer: _Peer, batch: int, dim: int, seed: int):
+    """A closure running one latent step of ``peer`` on fresh leaves holding fixed encoder outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    loc_values = torch.randn(batch, dim, generator=generator)
+    concentration_values = torch.randn(batch, peer.concentration_width(dim), generator=generator) * 2.0 + 3.0
+    weights = torch.randn(batch, dim, generator=generator)
+
+    def step():
+        raw_loc = loc_values.detach().requires_grad_()  # new leaves: nothing carries over between steps
+        raw_concentration = concentration_values.detach().requires_grad_()
+        z, kl = peer.build(raw_loc, raw_concentration)
+        ((z * weights).sum() + kl.sum()).backward()
+
+    return step
+
+
+class _HVAE(torch.nn.Module):
+    """784-256-128 MLP encoder, a latent of ``dim`` coordinates, 128-256-784 decoder (Bernoulli logits)."""
+
+    def __init__(self, dim: int, peer: _Peer):
+        super().__init__()
+        self.peer = peer
+        self.encoder = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128), torch.nn.ReLU())
+        self.loc_head = torch.nn.Linear(128, dim)
+        self.concentration_head = torch.nn.Linear(128, peer.concentration_width(dim))
+        self.decoder = torch.nn.Sequential(
+            torch.nn.Linear(dim, 128), torch.nn.ReLU(), torch.nn.Linear(128, 256), torch.nn.ReLU(), torch.nn.Linear(256, 784)
+        )
+
+    def loss(self, images: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(images)  # (B, 128)
+        z, kl = self.peer.build(self.loc_head(hidden), self.concentration_head(hidden))  # (B, d), (B,)
+        reconstruction = F.binary_cross_entropy_with_logits(self.decoder(z), images, reduction="none").sum(-1)
+        return (reconstruction + kl).mean()
+
+
+def _hvae_step(peer: _Peer, batch: int, dim: int, seed: int):
+    """A closure running one Adam step of the small VAE with ``peer``'s latent on a fixed random binary batch."""
+    torch.manual_seed(seed)
+    model = _HVAE(dim, peer)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    images = (torch.rand(batch, 784, generator=torch.Generator().manual_seed(seed)) < 0.3).float()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        model.loss(images).backward()
+        optimizer.step()
+
+    return step
+
+
+def _count_operations(step) -> int:
+    """How many tensor operations (ATen calls, forward and backward) one call of ``step`` runs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Counter.count += 1
+            return func(*args, **(kwargs or {}))
+
+    step()  # first-call work (caches) is not what a training loop repeats
+    with Counter():
+        step()
+    return Counter.count
+
+
+def _interleaved_medians(steps: dict, repeats: int, block_seconds: float) -> dict:
+    """Median over ``repeats`` of each step's mean time (seconds) in a block of calls, the steps taken in turn."""
+    per_block = {}
+    for name, step in steps.items():  # warm-up, and the block length that makes a block last ~block_seconds
+        step()
+        start = time.perf_counter()
+        step()
+        per_block[name] = max(1, round(block_seconds / max(time.perf_counter() - start, 1e-6)))
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(per_block[name]):
+                step()
+            times[name].append((time.perf_counter() - start) / per_block[name])
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _repeats_for(batch: int, repeats: int) -> int:
+    """Fewer repeats where one call takes long (batch 65,536), at least 5."""
+    return max(5, repeats // max(1, batch // 4096))
+
+
+def _load_average() -> str:
+    """The 1-minute load average of this machine (CPU processes waiting or running), or '?' where unknown."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except (AttributeError, OSError):
+        return "?"
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms" if seconds < 1.0 else f"{seconds * 1e3:,.0f} ms"
+
+
+def _verdict(ratio: float, target: float) -> str:
+    return f"met ({ratio:.2f}x <= {target:g}x)" if ratio <= target else f"**not met** ({ratio:.2f}x > {target:g}x, by {ratio / target - 1:.0%})"
+
+
+def _latent_table(results: list[tuple[int, int, dict]], names: list[str]) -> tuple[str, list[str]]:
+    header = "| batch | d | " + " | ".join(names) + " | vmfprior / power_spherical | vmfprior / s-vae | targets |"
+    lines = [header, "|---:|---:|" + "---:|" * len(names) + "---:|---:|---|"]
+    misses = []
+    for batch, dim, seconds in results:
+        cells = [_milliseconds(seconds[name]) for name in names]
+        verdicts, ratio_cells = [], []
+        for peer, target, applies in (
+            ("power_spherical", TARGET_VS_POWER_SPHERICAL, batch <= POWER_SPHERICAL_TARGET_MAX_BATCH),
+            ("s-vae", TARGET_VS_SVAE, True),
+        ):
+            if peer not in seconds:
+                ratio_cells.append("-")
+                continue
+            ratio = seconds["vmfprior"] / seconds[peer]
+            ratio_cells.append(f"{ratio:.2f}x")
+            if applies:
+                verdict = _verdict(ratio, target)
+                verdicts.append(f"vs {peer}: {verdict}")
+                if ratio > target:
+                    misses.append(f"batch {batch:,}, d = {dim} vs {peer}: {ratio:.2f}x")
+        lines.append(f"| {batch:,} | {dim} | " + " | ".join(cells) + " | " + " | ".join(ratio_cells) + " | "
+                     + ("; ".join(verdicts) or "-") + " |")
+    return "\n".join(lines), misses
+
+
+def _hvae_table(results: list[tuple[int, int, dict]], names: list[str]) -> tuple[str, list[str]]:
+    lines = ["| batch | d | " + " | ".join(names) + " | " + " | ".join(f"{n} / gaussian" for n in names[1:]) + " | target |",
+             "|---:|---:|" + "---:|" * (2 * len(names) - 1) + "---|"]
+    misses = []
+    for batch, dim, seconds in results:
+        ratio = seconds["vmfprior"] / seconds["gaussian"]
+        verdict = "-"
+        if batch == HVAE_TARGET_BATCH:
+            verdict = "vmfprior / gaussian: " + _verdict(ratio, TARGET_HVAE_VS_GAUSSIAN)
+            if ratio > TARGET_HVAE_VS_GAUSSIAN:
+                misses.append(f"HVAE step, batch {batch}: {ratio:.2f}x")
+        lines.append(f"| {batch:,} | {dim} | " + " | ".join(_milliseconds(seconds[n]) for n in names) + " | "
+                     + " | ".join(f"{seconds[n] / seconds['gaussian']:.2f}x" for n in names[1:]) + f" | {verdict} |")
+    return "\n".join(lines), misses
+
+
+GPU_NOTE = """\
+GPU use: the common path has one host synchronisation per round of Wood's rejection sampler (the count of
+entries still rejected decides whether another round runs; at batch 64 a round draws 4 proposals per entry and
+almost always ends the loop), and two more where validation is on (`validate_args`, the torch default: the
+two parameter checks call `.all()`); the Bessel terms, the KL and the implicit gradient have none (on a CPU the
+Bessel terms ask once whether every concentration is positive, which costs no synchronisation there). On a machine
+with a GPU, the same table comes from `python benchmarks/vmf_latent.py --device cuda --write BENCHMARKS.md`, and
+`nsys profile python benchmarks/vmf_latent.py --device cuda --batches 64 --dims 10 --hvae-batches` shows the
+synchronisations (no GPU was available for this table; no `torch.compile` path is offered yet)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 1024, 65536])
+    parser.add_argument("--dims", type=int, nargs="+", default=[5, 10, 64])
+    parser.add_argument("--hvae-batches", type=int, nargs="*", default=[64, 256])
+    parser.add_argument("--hvae-dim", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=21, help="interleaved repeats per setting (median kept)")
+    parser.add_argument("--block-seconds", type=float, default=0.02, help="length of one timed block of calls")
+    parser.add_argument("--svae", default=None, help="path to a local checkout of s-vae-pytorch (adds its column)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--write", default=None, help="markdown file whose vmf-latent section is replaced")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.device != "cpu":
+        torch.set_default_device(args.device)
+
+    load_before = _load_average()
+    peers = _peers(args.svae)
+    names = [peer.name for peer in peers]
+    latent_results = []
+    for batch in args.batches:
+        for dim in args.dims:
+            steps = {peer.name: _latent_step(peer, batch, dim, seed=batch + dim) for peer in peers}
+            seconds = _interleaved_medians(steps, _repeats_for(batch, args.repeats), args.block_seconds)
+            latent_results.append((batch, dim, seconds))
+            print(f"latent batch={batch:6d} d={dim:3d}: "
+                  + "  ".join(f"{name} {_milliseconds(value)}" for name, value in seconds.items()), flush=True)
+    hvae_results = []
+    for batch in args.hvae_batches:
+        steps = {peer.name: _hvae_step(peer, batch, args.hvae_dim, seed=batch) for peer in peers}
+        seconds = _interleaved_medians(steps, args.repeats, args.block_seconds)
+        hvae_results.append((batch, args.hvae_dim, seconds))
+        print(f"HVAE   batch={batch:6d} d={args.hvae_dim:3d}: "
+              + "  ".join(f"{name} {_milliseconds(value)}" for name, value in seconds.items()), flush=True)
+
+    latent_table, misses = _latent_table(latent_results, names)
+    operations = {peer.name: _count_operations(_latent_step(peer, 64, 10, seed=0)) for peer in peers}
+    notes = [
+        "Tensor operations in one latent step (batch 64, d = 10, forward and backward, counted in this run): "
+        + ", ".join(f"{name} {count}" for name, count in operations.items())
+        + ". At small batches each costs a few microseconds of dispatch whatever its size, so this count, not "
+        "the arithmetic, sets the latent step's time there."
+    ]
+    for batch, dim, seconds in latent_results:
+        floor = seconds["gaussian"] / seconds["s-vae"] if "s-vae" in seconds else 0.0
+        if floor > TARGET_VS_SVAE and seconds["vmfprior"] > TARGET_VS_SVAE * seconds["s-vae"]:
+            notes.append(
+                f"At batch {batch:,}, d = {dim} the Gaussian floor alone takes {floor:.2f}x s-vae's time, so no "
+                f"spherical latent can reach {TARGET_VS_SVAE}x s-vae there: the work per coordinate (d normals per "
+                "sample, the reflection and its backward) that every sampler pays dominates, and s-vae's per-sample "
+                "overheads are small beside it."
+            )
+    hvae_table, hvae_misses = _hvae_table(hvae_results, names) if hvae_results else ("", [])
+    misses += hvae_misses
+    summary = "All targets checked in this run are met." if not misses else "Targets missed: " + "; ".join(misses) + "."
+    print()
+    print(latent_table)
+    print()
+    print(hvae_table)
+    print()
+    print(summary)
+    print("\n".join(notes))
+    if args.write:
+        command = "python " + " ".join(shlex.quote(part) for part in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+        body = "\n".join([
+            f"Command: `{command}`",
+            "",
+            f"Machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), "
+            f"device {args.device}, float32, load average {load_before} before and {_load_average()} after the "
+            "run (the machine is shared: compare the ratios within the run, not the times across runs). Each figure is the median over repeats of one call's time (a block of "
+            "calls divided by its length), the peers timed in turn within each repeat. Latent step: fresh encoder "
+            "outputs requiring grad, the distribution built from them (unit loc, concentration softplus + 1), "
+            "rsample, KL to the uniform prior (Gaussian: Normal and KL to N(0, I)), backward. HVAE step: one Adam "
+            "step of a 784-256-128 / 128-256-784 MLP VAE with a Bernoulli likelihood. Targets: vmfprior <= "
+            f"power_spherical at batch <= {POWER_SPHERICAL_TARGET_MAX_BATCH:,}, <= {TARGET_VS_SVAE}x s-vae at every "
+            f"batch, HVAE step <= {TARGET_HVAE_VS_GAUSSIAN}x Gaussian at batch {HVAE_TARGET_BATCH}.",
+            "",
+            "Latent step (forward + backward):",
+            "",
+            latent_table,
+            "",
+            *(["Whole HVAE training step:", "", hvae_table, ""] if hvae_results else []),
+            summary,
+            "",
+            *[line for note in notes for line in (note, "")],
+            GPU_NOTE,
+        ])
+        replace_section(Path(args.write), "vmf-latent", "The vMF latent step, as a VAE runs it", body)
+        print(f"wrote {args.write}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
