@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import replace_section  # noqa: E402
+from common.cli import ArgumentParser, UserError, run_cli, set_threads  # noqa: E402
+from common.markdown import write_section  # noqa: E402
 from vmfprior import HypersphericalUniform, VonMisesFisher  # noqa: E402
 
 # Targets of issue 10, as ratios within one run.
@@ -254,7 +255,8 @@ synchronisations (no GPU was available for this table; no `torch.compile` path i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python benchmarks/vmf_latent.py", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 1024, 65536])
     parser.add_argument("--dims", type=int, nargs="+", default=[5, 10, 64])
     parser.add_argument("--hvae-batches", type=int, nargs="*", default=[64, 256])
@@ -266,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--write", default=None, help="markdown file whose vmf-latent section is replaced")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if min(args.batches) < 1 or min(args.dims) < 2 or args.repeats < 1 or args.block_seconds <= 0:
+        raise UserError("--batches must be >= 1, --dims >= 2, --repeats >= 1 and --block-seconds > 0")
+    if args.svae is not None and not Path(args.svae, "hyperspherical_vae").is_dir():
+        raise UserError(f"--svae {args.svae!r} is not a checkout of s-vae-pytorch (no hyperspherical_vae/ inside)")
+    set_threads(args.threads)
     if args.device != "cpu":
         torch.set_default_device(args.device)
 
@@ -341,10 +347,10 @@ def main(argv: list[str] | None = None) -> int:
             *[line for note in notes for line in (note, "")],
             GPU_NOTE,
         ])
-        replace_section(Path(args.write), "vmf-latent", "The vMF latent step, as a VAE runs it", body)
+        write_section(args.write, "vmf-latent", "## The vMF latent step, as a VAE runs it\n\n" + body)
         print(f"wrote {args.write}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_cli(main))

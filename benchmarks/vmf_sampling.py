@@ -28,6 +28,7 @@ import scipy.stats
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common.cli import ArgumentParser, UserError, run_cli, set_threads  # noqa: E402
 from common.markdown import write_section  # noqa: E402
 from vmfprior import VonMisesFisher  # noqa: E402
 
@@ -87,15 +88,17 @@ def format_table(rows: list[tuple[int, float, str, dict]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python benchmarks/vmf_sampling.py", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per measurement (median kept)")
     parser.add_argument("--budget", type=int, default=2_000_000, help="numbers per call: n = budget // d samples")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--output", default=str(Path(__file__).resolve().parent.parent / "BENCHMARKS.md"))
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    if args.repeats < 1 or args.budget < 1000:
+        raise UserError(f"--repeats must be >= 1 and --budget >= 1000, got {args.repeats} and {args.budget}")
+    set_threads(args.threads)
 
     load_before = os.getloadavg()[0]
     rows = []
@@ -146,4 +149,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_cli(main))

@@ -77,17 +77,6 @@ def _work(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(work_dtype(tensor.device))
 
 
-def _version_of(tensor: torch.Tensor) -> int | None:
-    """The tensor's in-place modification counter (shared with its views); None for inference tensors.
-
-    Not used here any more; ``VMFPrior`` (prior.py) still imports it for its class-normalizer cache.
-    """
-    try:
-        return tensor._version
-    except RuntimeError:  # inference-mode tensors do not track versions
-        return None
-
-
 class _KLToUniform(torch.autograd.Function):
     """KL(vMF(mu, kappa) || U(S^{d-1})) from precomputed Bessel terms, with its derivative in closed form.
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .bessel import bessel_values, mean_resultant_length, work_dtype
-from .distributions import VonMisesFisher, _version_of
+from .distributions import VonMisesFisher
 
 __all__ = ["VMFPrior", "find_final_layer_key", "concentration_from_mean_cosine", "read_state_dict", "CheckpointFormatError"]
 
@@ -141,7 +141,6 @@ class VMFPrior(nn.Module):
         self.register_buffer("bias", bias)
         self.register_buffer("mean_directions", weight / norms[:, None])
         self.register_buffer("concentration", concentration)
-        self._bessel_cache = None  # (concentration tensor, its version, bessel_values per class)
 
     # ---- construction -------------------------------------------------------------------------------------
 
@@ -236,23 +235,11 @@ class VMFPrior(nn.Module):
 
     # ---- the model ----------------------------------------------------------------------------------------
 
-    def _class_bessel_values(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``bessel_values(d/2 - 1, kappa_i)`` for every class, (C,) each, evaluated once.
-
-        Re-evaluated when the concentration buffer is replaced (``.to``) or changed in place (``load_state_dict``).
-        """
-        cached, concentration = self._bessel_cache, self.concentration
-        version = _version_of(concentration)
-        if cached is not None and cached[0] is concentration and version is not None and cached[1] == version:
-            return cached[2]
-        values = bessel_values(0.5 * self.dim - 1.0, concentration.to(work_dtype(concentration.device)))
-        self._bessel_cache = (concentration, version, values)
-        return values
-
     def _distribution(self, labels: torch.Tensor | None) -> VonMisesFisher:
         """vMF(w_y/|w_y|, kappa_y) for checked labels (B,), or for every class with ``labels=None``."""
         mean_directions, concentration = self.mean_directions, self.concentration
-        log_bessel, ratio = self._class_bessel_values()
+        # The C classes' Bessel terms, evaluated once per call and gathered per label: C evaluations, not B.
+        log_bessel, ratio = bessel_values(0.5 * self.dim - 1.0, concentration.to(work_dtype(concentration.device)))
         if labels is not None:
             mean_directions, concentration = mean_directions[labels], concentration[labels]
             log_bessel, ratio = log_bessel[labels], ratio[labels]

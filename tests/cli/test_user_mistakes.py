@@ -78,6 +78,9 @@ CASES = [
     ("eval.report", ["{missing}"], "does not exist"),
     ("eval.report", ["{not_a_run}"], "fidelity"),
     ("benchmarks/vae_speed.py", ["--steps", "0"], "--steps"),
+    ("benchmarks/vmf_latent.py", ["--dims", "1"], "--dims"),
+    ("benchmarks/vmf_latent.py", ["--svae", "{missing}"], "s-vae-pytorch"),
+    ("benchmarks/vmf_sampling.py", ["--repeats", "0", "--no-write"], "--repeats"),
     ("examples/figure1_demo.py", ["--latent-dim", "1"], "--latent-dim"),
     ("examples/figure1_demo.py", ["--data", "{wrong_keys}"], "lacks key"),
 ]
