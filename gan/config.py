@@ -90,8 +90,8 @@ PRESETS = {
     "chainer": dict(iterations=50_000, n_dis=5, batch_size_d=64, batch_size_g=128, upsample="nearest"),
     "mimicry": dict(iterations=100_000, n_dis=5, batch_size_d=64, batch_size_g=64, upsample="bilinear"),
     "small": dict(
-        out="runs/sngan-small", latent_dim=64, g_channels=64, d_channels=64, iterations=4000, n_dis=2, batch_size_d=32, batch_size_g=32, checkpoint_every=500,
-        sample_every=1000, log_every=50,
+        out="runs/sngan-small", latent_dim=64, g_channels=32, d_channels=32, iterations=3000, n_dis=2,
+        batch_size_d=32, batch_size_g=32, checkpoint_every=250, sample_every=500, log_every=50,
     ),
     "tiny": dict(
         out="runs/sngan-tiny", latent_dim=64, g_channels=16, d_channels=16, iterations=200, n_dis=2,

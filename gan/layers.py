@@ -112,12 +112,29 @@ def sn_linear(in_features: int, out_features: int, gain: float = SHORTCUT_INIT_G
     return spectral_norm(xavier_init(nn.Linear(in_features, out_features, bias=bias), gain))
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum of a tensor over processes. Every process uses the sum, so the gradient with respect to each
+    process's term is the sum of all processes' gradients: the backward pass is the same all-reduce."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        torch.distributed.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        torch.distributed.all_reduce(total)
+        return total
+
+
 class SyncBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training-mode statistics cover the batches of all processes (any device, gloo or NCCL).
 
     ``torch.nn.SyncBatchNorm`` refuses CPU tensors; this one all-reduces the per-channel sums, sums of squares
-    and counts with ``torch.distributed.nn.functional.all_reduce``, whose backward all-reduces the gradients, so
-    the gradient equals that of one batch norm over the concatenated global batch. Without an initialized
+    and counts in one collective whose backward all-reduces the gradients, so the gradient equals that of one
+    batch norm over the concatenated global batch. Without an initialized
     process group of more than one process, or in eval mode, it is a plain BatchNorm2d. Parameters and buffers
     have the names of BatchNorm2d, so state dicts load into either class.
     """
@@ -127,12 +144,10 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         if not (self.training and distributed and torch.distributed.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         values = x.float()
         count = torch.tensor([values.numel() / values.shape[1]], device=x.device, dtype=torch.float32)
         local = torch.cat([values.sum(dim=(0, 2, 3)), values.square().sum(dim=(0, 2, 3)), count])  # (2F + 1,)
-        total = all_reduce(local)  # summed over processes, differentiable
+        total = _AllReduceSum.apply(local)  # summed over processes, differentiable
         features = x.shape[1]
         count = total[-1]
         mean = total[:features] / count  # (F,)

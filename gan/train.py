@@ -56,6 +56,7 @@ GRID_SEED = 1234  # fixed noise of the sample grids, drawn from its own RNG stre
 GRID_PER_CLASS = 10
 EMA_STATISTICS_SEED = 4321  # noise of the EMA generator's batch-norm statistics, its own RNG stream too
 EMA_STATISTICS_SAMPLES = 2048  # images over which the EMA generator's batch-norm statistics are averaged
+EMA_STATISTICS_BATCH = 256  # in batches of this size (the averages estimate population statistics at any size)
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=2)
 """How long a collective waits (NCCL's default is 10 minutes): while the main process samples and scores IS/FID,
 the others wait at a barrier; 50k samples with Inception on a slow GPU can take longer than 10 minutes."""
@@ -305,7 +306,7 @@ def train(config: GANConfig, command: str | None = None) -> dict:
         sample_generator = ema.module if ema is not None else accelerator.unwrap_model(generator)
         if ema is not None and accelerator.is_main_process and (sample_now or evaluate_now or checkpoint_now):
             # The EMA weights need their own BN statistics; the copied ones belong to the live weights.
-            recompute_batch_norm_statistics(ema.module, latent, EMA_STATISTICS_SAMPLES, batch_g * accelerator.num_processes,
+            recompute_batch_norm_statistics(ema.module, latent, EMA_STATISTICS_SAMPLES, EMA_STATISTICS_BATCH,
                                             EMA_STATISTICS_SEED)
         if accelerator.is_main_process and sample_now:
             _save_grid(sample_generator, grid_z, grid_labels, run_dir / "samples" / f"iter_{done:07d}.png")

@@ -256,14 +256,15 @@ def test_ema_generator_file_holds_its_own_batch_norm_statistics(fake_cifar, tmp_
     from gan.ema import recompute_batch_norm_statistics
     from gan.latent import GaussianSampler
     from gan.models import Generator
-    from gan.train import EMA_STATISTICS_SAMPLES, EMA_STATISTICS_SEED
+    from gan.train import EMA_STATISTICS_BATCH, EMA_STATISTICS_SAMPLES, EMA_STATISTICS_SEED
 
     out = tmp_path / "run"
     main(tiny_args(fake_cifar, out, "--iterations", "2", "--ema-decay", "0.5"))
     saved = torch.load(out / "generator.pt")
     reference = Generator(16, 8)
     reference.load_state_dict(saved["ema"])
-    recompute_batch_norm_statistics(reference, GaussianSampler(16), EMA_STATISTICS_SAMPLES, 4, EMA_STATISTICS_SEED)
+    recompute_batch_norm_statistics(reference, GaussianSampler(16), EMA_STATISTICS_SAMPLES, EMA_STATISTICS_BATCH,
+                                    EMA_STATISTICS_SEED)
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(saved["ema"][key], value, rtol=0, atol=1e-6)
     # and they are not the live generator's, which the EMA used to copy
