@@ -2,14 +2,18 @@
 
 On a GPU machine (Inception weights from a local file, full CIFAR-10 through torchvision or an .npz)::
 
-    python -m gan.table5 --preset chainer --seeds 3 --prior-checkpoint runs/wrn-40-2/classifier.pt \\
+    python -m gan.table5 --preset chainer --seeds 0 1 2 --prior-checkpoint runs/wrn-40-2/classifier.pt \\
         --inception-weights PATH/weights-inception-2015-12-05-6726825d.pth --num-samples 5000 50000 \\
         --results RESULTS.md
-    python -m gan.table5 ... --launcher "accelerate launch --num_processes 8"    # each run on 8 GPUs
+
+Several GPUs: one run per GPU (a 64-image batch split over 8 GPUs leaves each of them mostly idle), e.g. nine
+GPUs ``CUDA_VISIBLE_DEVICES=$i python -m gan.table5 ... --samplers $noise --seeds $seed`` in parallel, then
+``python -m gan.table5 ... --report-only --results RESULTS.md``; or every run data-parallel over all GPUs with
+``--launcher "accelerate launch --num_processes 8"`` (batch norm is synchronized, so the protocol is unchanged).
 
 On a CPU, the ``small`` preset scored with the project's own classifier (see RESULTS.md)::
 
-    python -m gan.table5 --preset small --seeds 3 --threads 1 --data PATH/cifar10-jpeg-q75-subset.npz \\
+    python -m gan.table5 --preset small --seeds 0 1 2 --threads 1 --data PATH/cifar10-jpeg-q75-subset.npz \\
         --prior-checkpoint runs/wrn-tiny/classifier.pt --classifier-checkpoint runs/wrn-tiny/classifier.pt \\
         --num-samples 2000 --eval-every 500 --eval-num-samples 1000 --round-robin 500 --cpu --results RESULTS.md
 
@@ -143,7 +147,7 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m gan.table5", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="chainer", help="training protocol")
     parser.add_argument("--samplers", nargs="+", choices=NOISE_ORDER, default=list(NOISE_ORDER))
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (one run each)")
     parser.add_argument("--runs-dir", default=None, help="default runs/table5-<preset>")
     parser.add_argument("--data", default=None, help="CIFAR-10 .npz (default: torchvision download)")
     parser.add_argument("--prior-checkpoint", default=None, help="gan.classifier checkpoint: the vMF prior")
@@ -215,8 +219,8 @@ def _run(command: list[str], dry_run: bool) -> None:
 def main(argv=None) -> str:
     """Train and score every (sampler, seed) that is not done yet, then write the table; returns its markdown."""
     args = build_parser().parse_args(argv)
-    if args.seeds < 1 or args.round_robin < 0 or min(args.num_samples) < 10:
-        raise UserError("--seeds must be >= 1, --round-robin >= 0 and every --num-samples >= 10")
+    if min(args.seeds) < 0 or args.round_robin < 0 or min(args.num_samples) < 10:
+        raise UserError("--seeds must be >= 0, --round-robin >= 0 and every --num-samples >= 10")
     if args.inception_weights and args.classifier_checkpoint:
         raise UserError("--classifier-checkpoint replaces --inception-weights; pass only one")
     iterations = parse_config(["--preset", args.preset]).iterations
@@ -230,8 +234,7 @@ def main(argv=None) -> str:
             if stored.get("concentration_mle") is None:
                 raise UserError(f"{args.prior_checkpoint} stores no concentration_mle; pass --concentration")
             concentration = float(stored["concentration_mle"])
-    runs = [(sampler, seed, run_folder(runs_dir, sampler, seed)) for seed in range(args.seeds)
-            for sampler in args.samplers]
+    runs = [(sampler, seed, run_folder(runs_dir, sampler, seed)) for seed in args.seeds for sampler in args.samplers]
     if not args.report_only:
         step = args.round_robin or iterations
         for target in range(step, iterations + step, step):  # round r trains every run up to r * step
@@ -244,7 +247,7 @@ def main(argv=None) -> str:
             for num_samples in args.num_samples:
                 if not list(run.glob(f"fidelity-*-n{num_samples}.json")):
                     _run(_fidelity_command(args, run, seed, num_samples), args.dry_run)
-    text = (f"### SNGAN on CIFAR-10, Table 5 protocol: preset `{args.preset}`, {args.seeds} seed(s)\n\n"
+    text = (f"### SNGAN on CIFAR-10, Table 5 protocol: preset `{args.preset}`, seeds {args.seeds}\n\n"
             f"Produced by `python -m gan.table5 {shlex.join(argv if argv is not None else sys.argv[1:])}`.\n\n"
             + summarize([run for _, _, run in runs]))
     print(text)
