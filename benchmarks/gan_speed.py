@@ -17,6 +17,7 @@ FlopCounterMode on the meta device: nothing is computed, so it is instant even f
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shlex
 import statistics
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{flops * config.iterations / 1e15:.3g} PFLOP for {config.iterations} iterations")
         return {"preset": args.preset, "flops_per_iteration": flops, "iterations": config.iterations}
     per_sampler = {sampler: [] for sampler in args.sampler}
+    loads = []  # the machine's 1-minute load average after each run: a shared machine slows every noise alike
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         prior_checkpoint = args.prior_checkpoint
@@ -147,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         for repeat in range(args.repeats):
             for sampler in args.sampler:  # interleaved: every repeat visits every sampler
                 per_sampler[sampler].append(time_training(args, sampler, prior_checkpoint, scratch / f"{sampler}-{repeat}"))
+                loads.append(os.getloadavg()[0])
         noise = {sampler: time_noise(config, sampler, prior_checkpoint, args.concentration) for sampler in args.sampler}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else \
         f"CPU ({platform.machine()}, {torch.get_num_threads()} thread(s))"
@@ -163,7 +166,11 @@ def main(argv: list[str] | None = None) -> dict:
                  f"Preset `{args.preset}` (G width {config.g_channels}, D width {config.d_channels}, latent "
                  f"{config.latent_dim}, n_dis {config.n_dis}, batches {config.batch_size_d}/{config.batch_size_g}) on "
                  f"{device}; {args.repeats} interleaved run(s) per noise of {args.iterations} timed iterations "
-                 f"after {args.warmup} warm-up ones.", "",
+                 f"after {args.warmup} warm-up ones. One iteration of this preset is "
+                 f"{iteration_flops(config) / 1e9:.1f} GFLOP; one of the full-size `chainer` preset is "
+                 f"{iteration_flops(parse_config(['--preset', 'chainer'])) / 1e12:.2f} TFLOP (FlopCounterMode). "
+                 f"Load average of the machine ({os.cpu_count()} cores) during the runs: "
+                 f"{min(loads):.1f}–{max(loads):.1f}.", "",
                  "| noise | s / iteration (median) | mean | median of each run | noise of one iteration (ms) |",
                  "|---|---|---|---|---|"]
         for sampler, result in results.items():

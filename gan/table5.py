@@ -27,8 +27,6 @@ has been trained equally long. ``--report-only`` writes the table from what exis
 from __future__ import annotations
 
 import json
-import math
-import os
 import shlex
 import statistics
 import subprocess

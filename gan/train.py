@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import importlib.util
+import json
 import shlex
 import shutil
 import sys
@@ -40,7 +41,8 @@ from tqdm.auto import tqdm
 
 from common.cli import run_cli, set_threads
 from common.data import load_cifar10
-from common.runs import METRICS_FILE, MetricsLog, load_checkpoint, atomic_save, check_same_config, read_config, write_config
+from common.runs import (METRICS_FILE, MetricsLog, atomic_save, atomic_write_text, check_same_config, load_checkpoint,
+                         read_config, read_metrics, write_config)
 from gan.config import ADDED_KEYS, RESUME_IGNORED_KEYS, GANConfig, learning_rate_factor, parse_config
 from gan.ema import ExponentialMovingAverage, recompute_batch_norm_statistics
 from gan.latent import VMFSampler, build_latent_sampler
@@ -246,6 +248,9 @@ def train(config: GANConfig, command: str | None = None) -> dict:
         start = trainer["iteration"]
         if ema is not None:
             ema.module.load_state_dict(trainer["ema"])
+        if accelerator.is_main_process:  # lines logged after this checkpoint by the interrupted run are redone
+            kept = [record for record in read_metrics(run_dir / METRICS_FILE) if record.get("iteration", 0) <= start]
+            atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(record, sort_keys=True) + "\n" for record in kept))
         accelerator.print(f"resumed {run_dir} at iteration {start}")
     elif accelerator.is_main_process:
         write_config(run_dir, config, "gan", command=command)

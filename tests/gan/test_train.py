@@ -205,8 +205,12 @@ def test_half_written_checkpoint_folder_is_ignored_by_resume(fake_cifar, tmp_pat
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"\x00" * 10)
     (partial / "stray.tmp").write_text("")
+    with open(interrupted / "metrics.jsonl", "a") as stream:  # logged after the checkpoint, before the kill
+        stream.write(json.dumps({"iteration": 3, "d_loss": 99.0}) + "\n")
     assert main(tiny_args(fake_cifar, interrupted, *extra, "--resume"))["iteration"] == 4
     assert not (partial / "stray.tmp").exists()  # the leftover was replaced, not mixed into the new checkpoint
+    records = read_metrics(interrupted / "metrics.jsonl")
+    assert [r["iteration"] for r in records] == [1, 2, 3, 4] and all(r["d_loss"] != 99.0 for r in records)
     for expected, actual in zip(_weights(straight), _weights(interrupted)):
         for key in expected:
             torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6)
