@@ -27,6 +27,7 @@ has been trained equally long. ``--report-only`` writes the table from what exis
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -100,7 +101,12 @@ def summarize(run_dirs: list[Path]) -> str:
         lines += ["No run has finished and been scored yet."]
     curves = _periodic_fid(run_dirs)
     if curves:
-        lines += ["", "FID during training (periodic evaluation, mean ± sd over the runs that reached the iteration):",
+        config = curves["config"]
+        reference = os.path.basename(config.get("eval_reference") or config.get("data") or "cifar10-train")
+        extractor = (f"features of the classifier `{config['eval_classifier']}`" if config.get("eval_classifier")
+                     else "Inception features")
+        lines += ["", f"FID during training: {config.get('eval_num_samples')} generated images against the training "
+                      f"split of `{reference}`, {extractor}; mean ± sd over the runs that reached the iteration:",
                   "", "| noise | " + " | ".join(f"it {i}" for i in curves["iterations"]) + " |",
                   "|---|" + "---|" * len(curves["iterations"])]
         for noise, values in curves["rows"].items():
@@ -121,13 +127,16 @@ def summarize(run_dirs: list[Path]) -> str:
 
 
 def _periodic_fid(run_dirs: list[Path]) -> dict:
-    """{"iterations": [...], "rows": {noise: [[FID of each run at that iteration], ...]}} from metrics.jsonl."""
+    """{"iterations": [...], "rows": {noise: [[FID of each run at that iteration], ...]}, "config": the config of
+    one run (for the evaluation settings)} from the runs' metrics.jsonl."""
     per_noise: dict[str, dict[int, list[float]]] = {}
+    config = {}
     for run in run_dirs:
         config_path = run / "config.json"
         if not config_path.is_file():
             continue
-        noise = json.loads(config_path.read_text())["config"]["sampler"]
+        config = json.loads(config_path.read_text())["config"]
+        noise = config["sampler"]
         for record in read_metrics(run / "metrics.jsonl"):
             if KEY_FID in record:
                 per_noise.setdefault(noise, {})[record["iteration"]] = per_noise.get(noise, {}).get(
@@ -136,7 +145,7 @@ def _periodic_fid(run_dirs: list[Path]) -> dict:
     if not iterations:
         return {}
     order = {name: index for index, name in enumerate(NOISE_ORDER)}
-    return {"iterations": iterations,
+    return {"iterations": iterations, "config": config,
             "rows": {noise: [per_noise[noise].get(i, []) for i in iterations]
                      for noise in sorted(per_noise, key=lambda n: order.get(n, 9))}}
 
