@@ -1,7 +1,18 @@
 """The SNGAN training config: one dataclass, presets, and the command-line/config-file parser.
 
-Precedence, lowest to highest: dataclass defaults (the reference protocol of Miyato & Koyama 2018) <
-``--preset`` < ``--config FILE`` < explicit ``--key value`` flags.
+Precedence, lowest to highest: dataclass defaults (the reference protocol of Miyato & Koyama 2018, the same
+as ``--preset chainer``) < ``--preset`` < ``--config FILE`` < explicit ``--key value`` flags.
+
+Presets are named after the protocol they reproduce; results compare with a published table only under its
+protocol (training and the IS/FID sample counts):
+
+* ``chainer``: pfnet-research/sngan_projection, the code of Miyato & Koyama (2018): 50k generator iterations,
+  n_dis 5, D batch 64, G batch 128, nearest-neighbour up-sampling. The defaults.
+* ``mimicry``: kwotsin/mimicry's SNGAN on CIFAR-10 (the code Seo, Lee & Kwak used): 100k iterations, G batch
+  = real batch = 64, bilinear up-sampling. Its headline FIDs use 50k real / 50k fake images; its reproduction
+  of the SNGAN paper uses 10k real / 5k fake.
+* ``small``: narrow models for one CPU core (about half an hour), see :data:`PRESETS`.
+* ``tiny``: a smoke run of a few minutes.
 """
 from __future__ import annotations
 
@@ -11,6 +22,7 @@ from dataclasses import dataclass
 
 from common.cli import ArgumentParser
 from gan.latent import SAMPLERS
+from gan.layers import UPSAMPLE_MODES
 from gan.losses import LOSSES
 
 __all__ = ["GANConfig", "PRESETS", "RESUME_IGNORED_KEYS", "parse_config", "learning_rate_factor", "validate"]
@@ -31,6 +43,7 @@ class GANConfig:
     g_channels: int = 256  # generator width (256: the 4.3M-parameter SNGAN)
     d_channels: int = 128  # discriminator width (128: the 1.1M-parameter projection discriminator)
     num_classes: int = 10  # classes of the conditional BN and the projection
+    upsample: str = "nearest"  # 2x up-sampling in the generator: nearest (chainer) | bilinear (Mimicry)
     # optimization (reference protocol)
     loss: str = "hinge"  # hinge | nonsaturating
     iterations: int = 50_000  # generator updates
@@ -43,7 +56,7 @@ class GANConfig:
     beta2: float = 0.9  # Adam beta2
     lr_decay: str = "linear"  # linear (to 0 at `iterations`) | none
     ema_decay: float = 0.0  # EMA of generator weights; 0 disables (e.g. 0.9999 to enable)
-    mixed_precision: str = "no"  # no | fp16 | bf16 (through Accelerate)
+    mixed_precision: str | None = None  # no | fp16 | bf16; None: what accelerate launch / accelerate config say
     seed: int = 0  # base seed; each process adds its rank
     threads: int | None = None  # torch CPU threads (None: torch's default; 1 suits a busy shared CPU)
     # bookkeeping (may change when resuming)
@@ -52,7 +65,7 @@ class GANConfig:
     sample_every: int = 5_000  # iterations between sample grids (fixed noise, one row per class)
     eval_every: int = 0  # IS/FID through eval.fidelity every N iterations; 0 disables
     eval_num_samples: int = 5_000  # generated images per periodic IS/FID
-    eval_reference: str = "cifar10-train"  # cifar10-train | cifar10-test | PATH.npz
+    eval_reference: str | None = None  # cifar10-train | cifar10-test | PATH.npz; None: --data if given, else cifar10-train
     eval_inception_weights: str | None = None  # local copy of torch-fidelity's Inception weights (offline)
     eval_classifier: str | None = None  # score with this gan.classifier checkpoint instead of Inception (CPU, offline)
     log_every: int = 100  # iterations between metrics lines
@@ -62,24 +75,37 @@ class GANConfig:
 
 RESUME_IGNORED_KEYS = (
     "out", "resume", "stop_at", "threads", "checkpoint_every", "keep_checkpoints", "sample_every", "eval_every",
-    "eval_num_samples", "eval_reference", "eval_inception_weights", "eval_classifier", "log_every",
+    "eval_num_samples", "eval_reference", "eval_inception_weights", "eval_classifier", "log_every", "mixed_precision",
 )
-"""Keys that may differ between a run and its resumption: they do not change the trained weights."""
+"""Keys that may differ between a run and its resumption: they do not change the trained weights (mixed
+precision does change the arithmetic; the precision in effect is recorded in every checkpoint's trainer.pt)."""
+
+ADDED_KEYS = {"upsample": "nearest"}
+"""Keys added after runs were already written, with the value that reproduces those runs (for --resume)."""
 
 INVOCATION_KEYS = ("resume", "stop_at")
 """Keys of one invocation, not of the run: not taken over from a run's config.json passed as --config."""
 
 PRESETS = {
+    "chainer": dict(iterations=50_000, n_dis=5, batch_size_d=64, batch_size_g=128, upsample="nearest"),
+    "mimicry": dict(iterations=100_000, n_dis=5, batch_size_d=64, batch_size_g=64, upsample="bilinear"),
+    "small": dict(
+        out="runs/sngan-small", latent_dim=64, g_channels=32, d_channels=32, iterations=3000, n_dis=2,
+        batch_size_d=32, batch_size_g=32, checkpoint_every=250, sample_every=500, log_every=50,
+    ),
     "tiny": dict(
         out="runs/sngan-tiny", latent_dim=64, g_channels=16, d_channels=16, iterations=200, n_dis=2,
         batch_size_d=16, batch_size_g=32, checkpoint_every=100, sample_every=50, log_every=10,
     ),
 }
-"""``tiny``: small widths, n_dis 2 and few iterations: trains end to end on a laptop CPU in minutes. Its latent_dim matches the
-penultimate width of ``python -m gan.classifier --preset tiny`` (WRN-10-1: 64) so ``--sampler vmf`` works."""
+"""``chainer`` and ``mimicry``: the two published protocols (module docstring). ``small``: narrow models, n_dis 2,
+for one CPU core in about half an hour; the iteration count is where FID with the project's own classifier
+(on the offline CIFAR subset) stopped improving (RESULTS.md). ``tiny``: small widths, n_dis 2 and 200
+iterations: a smoke run of minutes. The CPU presets' latent_dim matches the penultimate width of
+``python -m gan.classifier --preset tiny`` (WRN-10-1: 64), so ``--sampler vmf`` works with that classifier."""
 
 CHOICES = {"sampler": SAMPLERS, "loss": tuple(LOSSES), "lr_decay": ("linear", "none"),
-           "mixed_precision": ("no", "fp16", "bf16")}
+           "mixed_precision": (None, "no", "fp16", "bf16"), "upsample": UPSAMPLE_MODES}
 POSITIVE_INTS = ("latent_dim", "g_channels", "d_channels", "num_classes", "iterations", "n_dis", "batch_size_d",
                  "batch_size_g", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every",
                  "eval_num_samples")
@@ -133,7 +159,8 @@ def build_parser() -> ArgumentParser:
     from common.runs import add_dataclass_arguments
 
     parser = ArgumentParser(prog="gan/train.py", description="Train a conditional SNGAN on CIFAR-10.")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named set of defaults (tiny)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="named set of defaults: chainer (the defaults), mimicry, small (CPU), tiny (smoke)")
     parser.add_argument("--config", default=None, help="JSON file of config keys (or a run's config.json)")
     return add_dataclass_arguments(parser, GANConfig)
 

@@ -10,23 +10,27 @@ other).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
 import shlex
 import sys
 
+import torch
 import torch_fidelity
+from torch.utils.data import Dataset
 
 from common.cli import ArgumentParser, UserError, run_cli, select_device
 from common.data import DataUnavailableError
 from common.runs import atomic_write_text, read_run
-from eval.fidelity import (INCEPTION, ISC_SPLITS, INCEPTION_WEIGHTS_FILE, KEY_FID, KEY_IS_MEAN, KEY_IS_STD, REFERENCE_SPLITS,
-                           compute_fidelity, load_reference, reference_split)
+from eval.fidelity import (INCEPTION, INCEPTION_WEIGHTS_FILE, ISC_SPLITS, KEY_FID, KEY_IS_MEAN, KEY_IS_STD,
+                           REFERENCE_SPLITS, FeatureExtractorUnavailableError, _extractor_tag, compute_fidelity,
+                           load_reference, reference_split)
 from gan.classifier import load_classifier
 from gan.sampling import load_sampler
 
-__all__ = ["classifier_extractor", "main"]
+__all__ = ["classifier_extractor", "PeriodicEvaluation", "prepare_evaluation", "main"]
 
 
 def classifier_extractor(checkpoint: str) -> str:
@@ -43,6 +47,79 @@ def classifier_extractor(checkpoint: str) -> str:
     if name not in FEATURE_EXTRACTORS_REGISTRY:
         register_classifier_extractor(name, classifier)
     return name
+
+
+@dataclasses.dataclass
+class PeriodicEvaluation:
+    """IS/FID during training, with the extractor and the reference statistics already loaded and cached.
+
+    Built by :func:`prepare_evaluation` before training starts, so a missing file or an offline download fails
+    then, not at the first evaluation hours later while the other processes wait at a barrier.
+    """
+
+    feature_extractor: str  # torch-fidelity extractor name
+    weights_path: str | None  # local Inception weights, or None
+    reference: Dataset  # uint8 reference images
+    cache_name: str  # torch-fidelity cache name of the reference statistics (without the extractor tag)
+    num_samples: int  # generated images per evaluation
+    batch_size: int = 64
+
+    def __call__(self, sampler, device) -> dict:
+        """Scores of ``sampler`` (a GANSampler): {"inception_score_mean", "inception_score_std",
+        "frechet_inception_distance"}; the caller's RNG streams do not move."""
+        return compute_fidelity(sampler, self.reference, num_samples=self.num_samples,
+                                feature_extractor=self.feature_extractor,
+                                feature_extractor_weights_path=self.weights_path,
+                                reference_cache_name=self.cache_name, batch_size=self.batch_size, device=device)
+
+
+def prepare_evaluation(reference: str, num_samples: int, inception_weights: str | None = None,
+                       classifier_checkpoint: str | None = None, device: str | torch.device = "cpu",
+                       batch_size: int = 64) -> PeriodicEvaluation:
+    """Load the feature extractor and the reference images, and compute and cache the reference statistics now.
+
+    Args:
+        reference: "cifar10-train", "cifar10-test" or PATH.npz (its train split).
+        num_samples: generated images per later evaluation.
+        inception_weights: local copy of torch-fidelity's Inception weights (offline), or None.
+        classifier_checkpoint: score with this gan.classifier checkpoint instead of Inception, or None.
+        device: where torch-fidelity runs.
+        batch_size: images per batch.
+
+    Returns:
+        a :class:`PeriodicEvaluation`.
+
+    Raises:
+        DataUnavailableError: the reference images or the extractor's weights cannot be loaded (message says
+            what to pass instead); ValueError/CheckpointError: a bad path or checkpoint.
+    """
+    if classifier_checkpoint and inception_weights:
+        raise ValueError("a classifier checkpoint replaces the Inception weights; set only one")
+    if int(num_samples) < 10:
+        raise ValueError(f"the number of evaluation samples must be at least 10 (the IS splits), got {num_samples}")
+    extractor = classifier_extractor(classifier_checkpoint) if classifier_checkpoint else INCEPTION
+    if inception_weights is not None and not os.path.isfile(inception_weights):
+        raise FeatureExtractorUnavailableError(f"the Inception weights file {inception_weights!r} does not exist")
+    try:
+        dataset, cache_name = load_reference(reference)
+    except DataUnavailableError as error:
+        raise DataUnavailableError(f"reference images for IS/FID unavailable: {error} Pass --eval-reference PATH.npz "
+                                   "(or --data PATH.npz, which it defaults to).") from error
+    evaluation = PeriodicEvaluation(extractor, inception_weights, dataset, cache_name, int(num_samples), batch_size)
+    # FID of the reference against itself, with both inputs under the cache name compute_fidelity will use:
+    # torch-fidelity extracts the features once (loading, or downloading, the extractor) and caches the statistics.
+    cached = f"{cache_name}-{_extractor_tag(extractor, inception_weights)}"
+    try:
+        torch_fidelity.calculate_metrics(
+            input1=dataset, input2=dataset, input1_cache_name=cached, input2_cache_name=cached, fid=True,
+            feature_extractor=extractor, feature_extractor_weights_path=inception_weights, batch_size=batch_size,
+            cuda=torch.device(device).type == "cuda", verbose=False, save_cpu_ram=True)
+    except OSError as error:  # a failed download of the Inception weights (URLError, HTTP and socket errors)
+        raise FeatureExtractorUnavailableError(
+            f"cannot load the weights of {extractor!r} ({type(error).__name__}: {error}); pass "
+            f"--eval-inception-weights PATH (a local copy of {INCEPTION_WEIGHTS_FILE}) or --eval-classifier "
+            "CHECKPOINT") from error
+    return evaluation
 
 
 def build_parser() -> ArgumentParser:

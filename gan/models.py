@@ -14,6 +14,7 @@ from gan.layers import (
     DiscriminatorBlock,
     GeneratorBlock,
     OptimizedDiscriminatorBlock,
+    UPSAMPLE_MODES,
     xavier_init,
     label_probabilities,
     sn_linear,
@@ -39,15 +40,19 @@ class Generator(nn.Module):
         channels: feature channels of every block (256 in the reference model).
         num_classes: C for conditional batch norm.
         image_channels: output channels (3 for RGB).
+        upsample: 2x up-sampling in the blocks, "nearest" (chainer SNGAN) or "bilinear" (Mimicry).
     """
 
-    def __init__(self, latent_dim: int = 128, channels: int = 256, num_classes: int = 10, image_channels: int = 3):
+    def __init__(self, latent_dim: int = 128, channels: int = 256, num_classes: int = 10, image_channels: int = 3,
+                 upsample: str = "nearest"):
         super().__init__()
         _check_positive(latent_dim=latent_dim, channels=channels, num_classes=num_classes,
                         image_channels=image_channels)
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {list(UPSAMPLE_MODES)}, got {upsample!r}")
         self.latent_dim, self.channels, self.num_classes = latent_dim, channels, num_classes
         self.input = xavier_init(nn.Linear(latent_dim, BOTTOM_SIZE * BOTTOM_SIZE * channels), SHORTCUT_INIT_GAIN)
-        self.blocks = nn.ModuleList([GeneratorBlock(channels, channels, num_classes) for _ in range(3)])
+        self.blocks = nn.ModuleList([GeneratorBlock(channels, channels, num_classes, upsample) for _ in range(3)])
         self.output_norm = nn.BatchNorm2d(channels)
         self.output = xavier_init(nn.Conv2d(channels, image_channels, 3, padding=1), SHORTCUT_INIT_GAIN)
 
@@ -56,7 +61,8 @@ class Generator(nn.Module):
 
         Args:
             z: (B, latent_dim) noise.
-            labels: (B,) long class indices or (B, C) float class probabilities (soft labels blend classes).
+            labels: (B,) long class indices in [0, C), not range-checked here (gan.layers.check_labels does that
+                once at the entry point), or (B, C) float class probabilities (soft labels blend classes).
 
         Returns:
             (B, image_channels, 32, 32) images in [-1, 1].
@@ -65,9 +71,10 @@ class Generator(nn.Module):
             raise ValueError(f"z must have shape (B, {self.latent_dim}), got {tuple(z.shape)}")
         if labels.shape[0] != z.shape[0]:
             raise ValueError(f"labels must have batch size {z.shape[0]}, got {tuple(labels.shape)}")
+        probs = label_probabilities(labels, self.num_classes, z.dtype)  # (B, C), once for the 6 conditional BNs
         h = self.input(z).view(z.shape[0], self.channels, BOTTOM_SIZE, BOTTOM_SIZE)  # (B, ch, 4, 4)
         for block in self.blocks:
-            h = block(h, labels)  # 8x8, 16x16, 32x32
+            h = block(h, probs)  # 8x8, 16x16, 32x32
         return torch.tanh(self.output(F.relu(self.output_norm(h))))
 
 
@@ -101,7 +108,7 @@ class Discriminator(nn.Module):
 
         Args:
             images: (B, image_channels, 32, 32) in [-1, 1].
-            labels: (B,) long or (B, C) float class probabilities.
+            labels: (B,) long in [0, C) (not range-checked here) or (B, C) float class probabilities.
 
         Returns:
             (B,) logits; larger means "real".

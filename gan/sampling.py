@@ -10,11 +10,13 @@ import dataclasses
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from common.runs import load_checkpoint, read_run
 from gan.config import GANConfig
 from gan.latent import LatentSampler, build_latent_sampler
+from gan.layers import check_labels
 from gan.models import Generator
 
 __all__ = ["GENERATOR_FILE", "GANSampler", "load_sampler", "build_sampler_from_state"]
@@ -46,8 +48,10 @@ class GANSampler:
 
     @torch.no_grad()
     def sample_latent(self, labels: torch.Tensor) -> torch.Tensor:
-        """Draw the model's noise. Args: labels (B,) long. Returns: z (B, latent_dim) on the generator's device."""
-        return self.latent.sample(labels.to(self.device))
+        """Draw the model's noise. Args: labels (B,) long in [0, C). Returns: z (B, latent_dim) on the generator's device."""
+        labels = labels.to(self.device)
+        check_labels(labels, self.num_classes)  # the entry point: the sampler and the generator trust labels
+        return self.latent.sample(labels)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, label_probs: torch.Tensor) -> torch.Tensor:
@@ -61,9 +65,12 @@ class GANSampler:
         Returns:
             (B, 3, 32, 32) float images in [0, 1].
         """
+        label_probs = label_probs.to(self.device)
+        if not label_probs.is_floating_point():
+            check_labels(label_probs, self.num_classes)
         was_training = self.generator.training
         self.generator.eval()
-        images = self.generator(z.to(self.device, torch.float32), label_probs.to(self.device))
+        images = self.generator(z.to(self.device, torch.float32), label_probs)
         self.generator.train(was_training)
         return ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
@@ -71,7 +78,8 @@ class GANSampler:
     def sample(self, labels: torch.Tensor) -> torch.Tensor:
         """Images for labels (B,) long: ``decode(sample_latent(labels), labels)``. Returns (B, 3, 32, 32) in [0, 1]."""
         labels = labels.to(self.device)
-        return self.decode(self.sample_latent(labels), labels)
+        z = self.sample_latent(labels)  # checks the labels
+        return self.decode(z, F.one_hot(labels, self.num_classes).float())
 
 
 def _config_from_dict(values: dict) -> GANConfig:
@@ -93,7 +101,7 @@ def build_sampler_from_state(config: GANConfig, state: dict, device: str | torch
     Returns:
         a :class:`GANSampler` using the EMA weights when the run kept an EMA.
     """
-    generator = Generator(config.latent_dim, config.g_channels, config.num_classes)
+    generator = Generator(config.latent_dim, config.g_channels, config.num_classes, upsample=config.upsample)
     weights = state.get("ema") or state["generator"]
     generator.load_state_dict(weights)
     generator.to(device).eval()

@@ -1,0 +1,268 @@
+"""The paper's Table 5: SNGAN on CIFAR-10 with Gaussian, vMF and sphere noise, N seeds, IS/FID, mean ± sd.
+
+On a GPU machine (Inception weights from a local file, full CIFAR-10 through torchvision or an .npz)::
+
+    python -m gan.table5 --preset chainer --seeds 0 1 2 --prior-checkpoint runs/wrn-40-2/classifier.pt \\
+        --inception-weights PATH/weights-inception-2015-12-05-6726825d.pth --num-samples 5000 50000 \\
+        --results RESULTS.md
+
+Several GPUs: one run per GPU (a 64-image batch split over 8 GPUs leaves each of them mostly idle), e.g. nine
+GPUs ``CUDA_VISIBLE_DEVICES=$i python -m gan.table5 ... --samplers $noise --seeds $seed`` in parallel, then
+``python -m gan.table5 ... --report-only --results RESULTS.md``; or every run data-parallel over all GPUs with
+``--launcher "accelerate launch --num_processes 8"`` (batch norm is synchronized, so the protocol is unchanged).
+
+On a CPU, the ``small`` preset scored with the project's own classifier (see RESULTS.md)::
+
+    python -m gan.table5 --preset small --seeds 0 1 2 --threads 1 --data PATH/cifar10-jpeg-q75-subset.npz \\
+        --prior-checkpoint runs/wrn-tiny/classifier.pt --classifier-checkpoint runs/wrn-tiny/classifier.pt \\
+        --num-samples 2000 --eval-every 500 --eval-num-samples 1000 --round-robin 500 --cpu --results RESULTS.md
+
+Run it from the repository root. Runs are ``RUNS/<sampler>-s<seed>`` (``--runs-dir``, default ``runs/table5-<preset>``). Every step is a
+subprocess and is skipped when its output exists, so the same command continues an interrupted table:
+training resumes from the run's latest checkpoint, scoring writes ``fidelity-*.json`` once per sample count.
+``--round-robin K`` advances the runs K iterations at a time in turn, so that when time runs out every noise
+has been trained equally long. ``--report-only`` writes the table from what exists. κ of the vMF noise is
+``--concentration`` or, by default, the MLE stored in the classifier checkpoint (``concentration_mle``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from common.cli import ArgumentParser, UserError, run_cli
+from common.markdown import write_section
+from common.runs import load_checkpoint, read_metrics
+from eval.fidelity import KEY_FID, KEY_IS_MEAN
+from eval.report import NOISE_NAMES, NOISE_ORDER, collect_runs
+from gan.config import PRESETS, parse_config
+
+__all__ = ["main", "run_folder", "trained_iterations", "summarize"]
+
+
+def run_folder(runs_dir: Path, sampler: str, seed: int) -> Path:
+    """The folder of one run of the table."""
+    return runs_dir / f"{sampler}-s{seed}"
+
+
+def trained_iterations(run: Path) -> int:
+    """Iterations of the run's latest complete checkpoint (0 when it has none)."""
+    pointer = run / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return 0
+    return int(pointer.read_text().strip().removeprefix("iter_"))
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def summarize(run_dirs: list[Path]) -> str:
+    """Markdown: final scores (mean ± sd over seeds), the periodic FID during training, and every command.
+
+    Args:
+        run_dirs: run folders of the table (finished or not).
+
+    Returns:
+        the markdown text.
+    """
+    lines = []
+    finished = [run for run in run_dirs if any(run.glob("fidelity-*.json"))]
+    if finished:
+        records = collect_runs([str(run) for run in finished])
+        groups: dict[tuple, list[dict]] = {}
+        for record in records:
+            key = (record["noise"], record.get("num_samples"), record.get("feature_extractor"),
+                   record.get("reference_id"))
+            groups.setdefault(key, []).append(record)
+        lines += ["| noise | κ | seeds | iterations | fake images | real images | extractor | IS ↑ | FID ↓ |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        order = {name: index for index, name in enumerate(NOISE_ORDER)}
+        for key in sorted(groups, key=lambda k: (k[1] or 0, order.get(k[0], 9), str(k[2]))):
+            rows = groups[key]
+            noise, fake, extractor, reference_id = key
+            real = str(reference_id).rsplit("-n", 1)[-1] if reference_id else "–"
+            kappa = rows[0].get("concentration")
+            lines.append(" | ".join([
+                f"| {NOISE_NAMES.get(noise, noise)}", "–" if kappa is None else f"{kappa:.1f}", str(len(rows)),
+                str(rows[0].get("iterations")), str(fake), real, f"`{extractor}`",
+                _mean_sd([r[KEY_IS_MEAN] for r in rows]),
+                _mean_sd([r[KEY_FID] for r in rows if r.get(KEY_FID) is not None]) + " |"]))
+        lines += ["", "Mean ± sample standard deviation over seeds (one training run per seed)."]
+    else:
+        lines += ["No run has finished and been scored yet."]
+    curves = _periodic_fid(run_dirs)
+    if curves:
+        config = curves["config"]
+        reference = os.path.basename(config.get("eval_reference") or config.get("data") or "cifar10-train")
+        extractor = (f"features of the classifier `{config['eval_classifier']}`" if config.get("eval_classifier")
+                     else "Inception features")
+        lines += ["", f"FID during training: {config.get('eval_num_samples')} generated images against the training "
+                      f"split of `{reference}`, {extractor}; mean ± sd over the runs that reached the iteration:",
+                  "", "| noise | " + " | ".join(f"it {i}" for i in curves["iterations"]) + " |",
+                  "|---|" + "---|" * len(curves["iterations"])]
+        for noise, values in curves["rows"].items():
+            lines.append(f"| {NOISE_NAMES.get(noise, noise)} | " + " | ".join(
+                (_mean_sd(v) + f" (n={len(v)})") if v else "–" for v in values) + " |")
+    lines += ["", "Progress: " + ", ".join(f"`{run.name}` {trained_iterations(run)}" for run in run_dirs)]
+    commands = []
+    for run in run_dirs:
+        config_path = run / "config.json"
+        if config_path.is_file():
+            commands.append(json.loads(config_path.read_text()).get("command", ""))
+        for path in sorted(run.glob("fidelity-*.json")):
+            commands.append(json.loads(path.read_text()).get("command", ""))
+    if commands:
+        lines += ["", "Commands (training, as recorded in each run's config.json, then scoring):", "", "```"]
+        lines += [command for command in commands if command] + ["```"]
+    return "\n".join(lines) + "\n"
+
+
+def _periodic_fid(run_dirs: list[Path]) -> dict:
+    """{"iterations": [...], "rows": {noise: [[FID of each run at that iteration], ...]}, "config": the config of
+    one run (for the evaluation settings)} from the runs' metrics.jsonl."""
+    per_noise: dict[str, dict[int, list[float]]] = {}
+    config = {}
+    for run in run_dirs:
+        config_path = run / "config.json"
+        if not config_path.is_file():
+            continue
+        config = json.loads(config_path.read_text())["config"]
+        noise = config["sampler"]
+        for record in read_metrics(run / "metrics.jsonl"):
+            if KEY_FID in record:
+                per_noise.setdefault(noise, {})[record["iteration"]] = per_noise.get(noise, {}).get(
+                    record["iteration"], []) + [record[KEY_FID]]
+    iterations = sorted({i for values in per_noise.values() for i in values})
+    if not iterations:
+        return {}
+    order = {name: index for index, name in enumerate(NOISE_ORDER)}
+    return {"iterations": iterations, "config": config,
+            "rows": {noise: [per_noise[noise].get(i, []) for i in iterations]
+                     for noise in sorted(per_noise, key=lambda n: order.get(n, 9))}}
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m gan.table5", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="chainer", help="training protocol")
+    parser.add_argument("--samplers", nargs="+", choices=NOISE_ORDER, default=list(NOISE_ORDER))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (one run each)")
+    parser.add_argument("--runs-dir", default=None, help="default runs/table5-<preset>")
+    parser.add_argument("--data", default=None, help="CIFAR-10 .npz (default: torchvision download)")
+    parser.add_argument("--prior-checkpoint", default=None, help="gan.classifier checkpoint: the vMF prior")
+    parser.add_argument("--concentration", type=float, default=None,
+                        help="κ of the vMF noise (default: the checkpoint's concentration_mle)")
+    parser.add_argument("--num-samples", type=int, nargs="+", default=[5000, 50000], help="generated images per score")
+    parser.add_argument("--reference", default=None, help="FID reference: cifar10-train | PATH.npz (default: --data)")
+    parser.add_argument("--inception-weights", default=None, help="local copy of torch-fidelity's Inception weights")
+    parser.add_argument("--classifier-checkpoint", default=None,
+                        help="score with this gan.classifier instead of Inception (CPU scale; not comparable)")
+    parser.add_argument("--launcher", default="python", help='e.g. "accelerate launch --num_processes 8"')
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per training process")
+    parser.add_argument("--eval-every", type=int, default=0, help="periodic IS/FID during training (0: off)")
+    parser.add_argument("--eval-num-samples", type=int, default=1000)
+    parser.add_argument("--round-robin", type=int, default=0,
+                        help="advance the runs this many iterations at a time, in turn (0: one run after another)")
+    parser.add_argument("--cpu", action="store_true", help="score on the CPU")
+    parser.add_argument("--fidelity-batch-size", type=int, default=200)
+    parser.add_argument("--results", default=None, help="markdown file for the table (section --section)")
+    parser.add_argument("--section", default=None, help="default gan-table5-<preset>")
+    parser.add_argument("--report-only", action="store_true", help="only write the table from existing runs")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+    return parser
+
+
+def _training_command(args, run: Path, sampler: str, seed: int, concentration: float | None, stop_at: int) -> list[str]:
+    command = [*shlex.split(args.launcher), "gan/train.py", "--preset", args.preset, "--out", str(run),
+               "--seed", str(seed), "--sampler", sampler]
+    if args.data:
+        command += ["--data", args.data]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    if sampler == "vmf":
+        command += ["--prior-checkpoint", args.prior_checkpoint, "--concentration", f"{concentration:.4f}"]
+    if args.eval_every:
+        command += ["--eval-every", str(args.eval_every), "--eval-num-samples", str(args.eval_num_samples)]
+        if args.classifier_checkpoint:
+            command += ["--eval-classifier", args.classifier_checkpoint]
+        if args.inception_weights:
+            command += ["--eval-inception-weights", args.inception_weights]
+    if trained_iterations(run):
+        command += ["--resume"]
+    if stop_at:
+        command += ["--stop-at", str(stop_at)]
+    return command
+
+
+def _fidelity_command(args, run: Path, seed: int, num_samples: int) -> list[str]:
+    command = [sys.executable, "-m", "gan.fidelity", "--run", str(run), "--num-samples", str(num_samples),
+               "--seed", str(seed), "--batch-size", str(args.fidelity_batch_size)]
+    reference = args.reference or args.data
+    if reference:
+        command += ["--reference", reference]
+    if args.classifier_checkpoint:
+        command += ["--classifier-checkpoint", args.classifier_checkpoint]
+    if args.inception_weights:
+        command += ["--inception-weights", args.inception_weights]
+    if args.cpu:
+        command += ["--cpu"]
+    return command
+
+
+def _run(command: list[str], dry_run: bool) -> None:
+    print("+ " + shlex.join(command), flush=True)
+    if not dry_run:
+        subprocess.run([sys.executable if command[0] == "python" else command[0], *command[1:]], check=True)
+
+
+def main(argv=None) -> str:
+    """Train and score every (sampler, seed) that is not done yet, then write the table; returns its markdown."""
+    args = build_parser().parse_args(argv)
+    if min(args.seeds) < 0 or args.round_robin < 0 or min(args.num_samples) < 10:
+        raise UserError("--seeds must be >= 0, --round-robin >= 0 and every --num-samples >= 10")
+    if args.inception_weights and args.classifier_checkpoint:
+        raise UserError("--classifier-checkpoint replaces --inception-weights; pass only one")
+    iterations = parse_config(["--preset", args.preset]).iterations
+    runs_dir = Path(args.runs_dir or f"runs/table5-{args.preset}")
+    concentration = args.concentration
+    if "vmf" in args.samplers and not args.report_only:
+        if not args.prior_checkpoint:
+            raise UserError("vMF noise needs --prior-checkpoint (a gan.classifier checkpoint)")
+        if concentration is None:
+            stored = load_checkpoint(args.prior_checkpoint, ("model",), what="gan.classifier checkpoint")
+            if stored.get("concentration_mle") is None:
+                raise UserError(f"{args.prior_checkpoint} stores no concentration_mle; pass --concentration")
+            concentration = float(stored["concentration_mle"])
+    runs = [(sampler, seed, run_folder(runs_dir, sampler, seed)) for seed in args.seeds for sampler in args.samplers]
+    if not args.report_only:
+        step = args.round_robin or iterations
+        for target in range(step, iterations + step, step):  # round r trains every run up to r * step
+            for sampler, seed, run in runs:
+                stop = min(target, iterations)
+                if trained_iterations(run) < stop:
+                    _run(_training_command(args, run, sampler, seed, concentration,
+                                           stop if stop < iterations else 0), args.dry_run)
+        for sampler, seed, run in runs:
+            for num_samples in args.num_samples:
+                if not list(run.glob(f"fidelity-*-n{num_samples}.json")):
+                    _run(_fidelity_command(args, run, seed, num_samples), args.dry_run)
+    text = (f"### SNGAN on CIFAR-10, Table 5 protocol: preset `{args.preset}`, seeds {args.seeds}\n\n"
+            f"Produced by `python -m gan.table5 {shlex.join(argv if argv is not None else sys.argv[1:])}`.\n\n"
+            + summarize([run for _, _, run in runs]))
+    print(text)
+    if args.results and not args.dry_run:
+        write_section(args.results, args.section or f"gan-table5-{args.preset}", text)
+        print(f"wrote section of {args.results}")
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,66 @@
+"""gan.table5: the commands it runs, and the mean ± sd table it writes (on hand-made run folders)."""
+import json
+
+import pytest
+import torch
+
+from gan import table5
+
+
+def _fake_run(folder, sampler, fids, iscores, periodic):
+    """A finished run folder: config.json, one fidelity JSON per (num_samples, FID, IS), periodic FIDs."""
+    folder.mkdir(parents=True)
+    config = {"sampler": sampler, "iterations": 3000, "concentration": 25.0 if sampler == "vmf" else None}
+    (folder / "config.json").write_text(json.dumps({"kind": "gan", "config": config,
+                                                    "command": f"gan/train.py --sampler {sampler}"}))
+    for num_samples, fid, score in zip((2000, 5000), fids, iscores):
+        (folder / f"fidelity-classifier-abc-n{num_samples}.json").write_text(json.dumps({
+            "inception_score_mean": score, "inception_score_std": 0.1, "frechet_inception_distance": fid,
+            "num_samples": num_samples, "feature_extractor": "classifier-abc", "noise": sampler,
+            "reference_id": "vmfprior-cifar-train-n10000", "command": f"python -m gan.fidelity --run {folder.name}"}))
+    (folder / "metrics.jsonl").write_text("".join(
+        json.dumps({"iteration": iteration, "frechet_inception_distance": fid}) + "\n" for iteration, fid in periodic))
+
+
+def test_summary_is_mean_and_sample_sd_over_seeds(tmp_path):
+    runs = []
+    for seed, (fid, score) in enumerate([(10.0, 2.0), (12.0, 2.5), (14.0, 3.0)]):
+        runs.append(tmp_path / f"vmf-s{seed}")
+        _fake_run(runs[-1], "vmf", (fid, fid / 2), (score, score), [(500, 2 * fid), (1000, fid)])
+    runs.append(tmp_path / "gaussian-s0")
+    _fake_run(runs[-1], "gaussian", (20.0, 9.0), (1.5, 1.5), [(500, 30.0)])
+    text = table5.summarize(runs)
+    # FID 10, 12, 14: mean 12, sample sd 2; IS 2, 2.5, 3: mean 2.5, sd 0.5; half-FIDs at 5000 samples: 6 ± 1
+    assert "| vMF | 25.0 | 3 | 3000 | 2000 | 10000 | `classifier-abc` | 2.50 ± 0.50 | 12.00 ± 2.00 |" in text
+    assert "| vMF | 25.0 | 3 | 3000 | 5000 | 10000 | `classifier-abc` | 2.50 ± 0.50 | 6.00 ± 1.00 |" in text
+    assert "| Gaussian | – | 1 | 3000 | 2000 | 10000 | `classifier-abc` | 1.50 | 20.00 |" in text
+    # periodic FIDs: vMF at 500 is 20, 24, 28 -> 24 ± 4; the Gaussian run has no value at 1000
+    assert "| Gaussian | 30.00 (n=1) | – |" in text
+    assert "| vMF | 24.00 ± 4.00 (n=3) | 12.00 ± 2.00 (n=3) |" in text
+    assert "gan/train.py --sampler vmf" in text and "python -m gan.fidelity --run vmf-s2" in text
+
+
+def test_commands_resume_round_robin_and_use_the_stored_concentration(tmp_path, capsys):
+    classifier = tmp_path / "classifier.pt"
+    torch.save({"model": {"head.weight": torch.randn(10, 64)}, "concentration_mle": 25.06783}, classifier)
+    started = tmp_path / "runs" / "gaussian-s0" / "checkpoints"
+    started.mkdir(parents=True)
+    (started / "latest").write_text("iter_0000500\n")  # this run has already reached iteration 500
+    table5.main(["--preset", "small", "--seeds", "0", "--runs-dir", str(tmp_path / "runs"), "--round-robin", "1000",
+                 "--prior-checkpoint", str(classifier), "--classifier-checkpoint", str(classifier),
+                 "--num-samples", "2000", "--dry-run"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("+ ")]
+    training = [line for line in lines if "gan/train.py" in line]
+    assert len(training) == 9  # 3 noises x 3 rounds (1000, 2000, 3000 = the end, without --stop-at)
+    assert "--sampler gaussian" in training[0] and "--resume --stop-at 1000" in training[0]
+    assert "--sampler vmf" in training[1] and "--concentration 25.0678" in training[1]
+    assert "--resume" not in training[1] and training[1].endswith("--stop-at 1000")
+    assert "--stop-at" not in training[-1] and "--eval-every" not in training[-1]  # periodic IS/FID is off by default
+    scoring = [line for line in lines if "gan.fidelity" in line]
+    assert len(scoring) == 3 and all("--num-samples 2000" in line and "--classifier-checkpoint" in line
+                                     for line in scoring)
+
+
+def test_vmf_needs_a_classifier(tmp_path):
+    with pytest.raises(ValueError, match="--prior-checkpoint"):
+        table5.main(["--preset", "tiny", "--runs-dir", str(tmp_path), "--dry-run"])
