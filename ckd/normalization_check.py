@@ -78,7 +78,8 @@ def check_model_checkpoint(path: str, dataset: str, data: str | None, device) ->
     images = load_dataset(dataset, data)
     features = features_of(model, images.x_test)
     head = model.head.cpu()
-    return normalized_accuracy(features, images.y_test, head.weight.detach(), head.bias.detach())
+    bias = head.bias.detach() if head.bias is not None else None
+    return normalized_accuracy(features, images.y_test, head.weight.detach(), bias)
 
 
 def final_linear_layer(model: nn.Module, num_classes: int = 1000) -> nn.Linear:

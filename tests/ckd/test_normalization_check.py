@@ -59,3 +59,25 @@ def test_torchvision_path_on_a_fake_imagenet_folder(tmp_path):
     assert result["count"] == 16
     assert result["accuracy"] == pytest.approx(float((logits.argmax(1) == labels).float().mean()))
     assert result["normalized_accuracy"] == pytest.approx(float((cosines.argmax(1) == labels).float().mean()))
+
+
+@pytest.mark.parametrize("architecture", ["mnist-conv-2", "mnist-conv-2-cosine"])
+def test_the_check_on_a_ckd_model(tmp_path, tiny_npz, tiny_data, architecture):
+    from ckd.models import build_model
+    from ckd.normalization_check import check_model_checkpoint
+    from common.runs import atomic_save
+
+    torch.manual_seed(0)
+    model = build_model(architecture, 10, (1, 28, 28)).eval()
+    atomic_save({"model": model.state_dict(), "architecture": architecture, "num_classes": 10,
+                 "image_shape": [1, 28, 28], "dataset": "mnist", "test_accuracy": 0.0}, tmp_path / "model.pt")
+    result = check_model_checkpoint(str(tmp_path), "mnist", str(tiny_npz), "cpu")
+    with torch.no_grad():
+        features = model.features(tiny_data.x_test.float() / 255)
+        logits = model(tiny_data.x_test.float() / 255)
+    weight = model.head.weight.detach()
+    cosines = torch.nn.functional.normalize(features, dim=1) @ torch.nn.functional.normalize(weight, dim=1).T
+    assert result["accuracy"] == pytest.approx(float((logits.argmax(1) == tiny_data.y_test).float().mean()))
+    assert result["normalized_accuracy"] == pytest.approx(float((cosines.argmax(1) == tiny_data.y_test).float().mean()))
+    if architecture.endswith("cosine"):  # no bias, unit rows: normalizing a changes no argmax
+        assert result["normalized_accuracy"] == result["accuracy"]
