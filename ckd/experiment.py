@@ -44,7 +44,7 @@ PRESETS = {
         "students": ["mnist-conv-half"],
         "shifts": [None, "photometric:0.8", "downsample:0.75", "downsample:0.5", "downsample:0.25"],
         "losses": list(LOSSES),
-        "student": {"epochs": 4, "learning_rate": 1e-2, "schedule": "cosine", "train_subset": 10_000},
+        "student": {"epochs": 3, "learning_rate": 1e-2, "schedule": "cosine", "train_subset": 8_000},
         "seeds": [0, 1, 2],
     },
     "cifar100-table2": {
@@ -97,23 +97,31 @@ def _run(config, runner, data, log):
 
 
 def run_grid(preset: dict, out: Path, data_path: str | None, seeds, threads, progress: bool, cpu: bool,
-             log=print) -> list[dict]:
-    """Train the teacher and every student of ``preset`` (skipping finished runs); returns one row per student."""
+             log=print, report_only: bool = False) -> list[dict]:
+    """Train the teacher and every student of ``preset`` (skipping finished runs); returns one row per student.
+
+    With ``report_only``, train nothing: return the rows of the finished students (the teacher must be finished).
+    """
     data = load_dataset(preset["dataset"], data_path)
     common = {"dataset": preset["dataset"], "data": data_path, "threads": threads, "progress": progress, "cpu": cpu}
     teacher_config = TeacherConfig(**{**common, **preset["teacher"], "out": str(out / "teacher"), "seed": 0})
     started = time.perf_counter()
+    if report_only and not (out / "teacher" / MODEL_CHECKPOINT).is_file():
+        raise FileNotFoundError(f"--report-only: {out / 'teacher' / MODEL_CHECKPOINT} does not exist yet")
     teacher = _run(teacher_config, train_teacher, data, log)
     log(f"teacher {preset['teacher']['architecture']}: test accuracy {teacher['test_accuracy']:.4f}")
     rows = []
-    for student in preset["students"]:
-        for shift in preset["shifts"]:
-            for seed in seeds:
+    # Seeds outermost: a grid stopped early still has every cell for the seeds it finished.
+    for seed in seeds:
+        for student in preset["students"]:
+            for shift in preset["shifts"]:
                 for loss in preset["losses"]:
                     name = run_name(student, shift, loss, seed)
                     config = TrainConfig(**{**common, **preset["student"], "student": student, "loss": loss,
                                             "shift": shift, "seed": seed, "out": str(out / "students" / name),
                                             "teacher": str(out / "teacher")})
+                    if report_only and not (Path(config.out) / MODEL_CHECKPOINT).is_file():
+                        continue
                     result = _run(config, train, data, log)
                     rows.append({"student": student, "shift": shift, "loss": loss, "seed": seed,
                                  "test_accuracy": result["test_accuracy"], "seconds": result.get("seconds")})
@@ -245,6 +253,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="student seeds (default: 0 1 2)")
     parser.add_argument("--results", default=None, help="also write the report as a section of this markdown file")
     parser.add_argument("--estimate-cost", action="store_true", help="time a few steps and print the cost per run")
+    parser.add_argument("--report-only", action="store_true", help="train nothing; report the finished runs")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 suits a busy shared CPU)")
     parser.add_argument("--progress", action=__import__("argparse").BooleanOptionalAction, default=True,
                         help="tqdm bars")
@@ -260,9 +269,10 @@ def main(argv=None) -> dict:
     for shift in preset["shifts"]:
         parse_shift(shift)
     out = Path(args.out or f"runs/ckd-{args.preset}")
-    rows = run_grid(preset, out, args.data, seeds, args.threads, args.progress, args.cpu)
+    rows = run_grid(preset, out, args.data, seeds, args.threads, args.progress, args.cpu, report_only=args.report_only)
     teacher = load_checkpoint(out / "teacher" / MODEL_CHECKPOINT, ("test_accuracy",), what="ckd model checkpoint")
-    command = "python -m ckd.experiment " + " ".join(argv if argv is not None else sys.argv[1:])
+    shown = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--report-only"]
+    command = "python -m ckd.experiment " + " ".join(shown)
     text = report_markdown(preset["title"], rows, teacher["test_accuracy"], command)
     atomic_write_text(out / "report.md", text + "\n")
     if args.results:
