@@ -72,7 +72,8 @@ def _plot(path: str, panels: list[tuple[str, dict]], labels: torch.Tensor, log_a
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(19, 5.2), gridspec_kw={"width_ratios": [1.25, 1.25, 1]})
+    figure, axes = plt.subplots(1, 3, figsize=(19, 5.2), gridspec_kw={"width_ratios": [1.25, 1.25, 1]},
+                                layout="constrained")
     colors = plt.get_cmap("tab10")
     grid = torch.linspace(-math.pi, math.pi, 720, dtype=torch.float64)
     points = torch.stack([grid.cos(), grid.sin()], dim=1).float()
@@ -91,7 +92,6 @@ def _plot(path: str, panels: list[tuple[str, dict]], labels: torch.Tensor, log_a
     axes[2].set_xticks(range(log_affinity.shape[0]))
     axes[2].set_yticks(range(log_affinity.shape[0]))
     figure.colorbar(image, ax=axes[2], fraction=0.046)
-    figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
