@@ -18,18 +18,10 @@ import torch
 
 from common.cli import ArgumentParser, run_cli, set_threads
 from common.runs import add_dataclass_arguments, config_from_args
-from ckd.train import features_of, train
+from ckd.train import PRESETS, features_of, train
 from vmfprior import VMFPrior
 
 __all__ = ["TeacherConfig", "train_teacher", "teacher_statistics", "PRESETS"]
-
-PRESETS = {
-    # The CRD code base's CIFAR-100 protocol (Tian et al. 2020), which the paper's Table 2 numbers follow.
-    "cifar": {"epochs": 240, "batch_size": 64, "optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9,
-              "weight_decay": 5e-4, "schedule": "step", "milestones": (150, 180, 210), "augment": True},
-}
-"""Option sets chosen with ``--preset NAME`` (explicit options still win)."""
-
 
 @dataclass
 class TeacherConfig:

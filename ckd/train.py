@@ -37,7 +37,7 @@ from ckd.models import build_model, check_architecture
 from ckd.shifts import apply_shift, parse_shift
 from vmfprior import VMFPrior
 
-__all__ = ["TrainConfig", "train", "load_model", "load_dataset", "teacher_affinity", "accuracy", "features_of",
+__all__ = ["TrainConfig", "PRESETS", "train", "load_model", "load_dataset", "teacher_affinity", "accuracy", "features_of",
            "DATASETS", "MODEL_CHECKPOINT", "LAST_CHECKPOINT", "AFFINITY_SEED"]
 
 DATASETS = ("mnist", "cifar10", "cifar100")
@@ -45,6 +45,14 @@ MODEL_CHECKPOINT = "model.pt"
 LAST_CHECKPOINT = "last.pt"
 AFFINITY_SEED = 0
 """The Monte Carlo draws of the class affinity use this seed (the same targets for every student)."""
+PRESETS = {
+    # The CRD code base's CIFAR-100 protocol (Tian et al. 2020), which the paper's Table 2 numbers follow.
+    "cifar": {"epochs": 240, "batch_size": 64, "optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9,
+              "weight_decay": 5e-4, "schedule": "step", "milestones": (150, 180, 210), "augment": True},
+}
+"""Option sets chosen with ``--preset NAME`` (explicit options still win)."""
+
+
 RESUME_MAY_CHANGE = ("resume", "stop_after", "progress", "cpu", "threads")
 SCHEDULES = ("constant", "cosine", "step")
 OPTIMIZERS = ("adam", "sgd")
@@ -396,8 +404,13 @@ def train(config, data=None, log=None, kind: str = "ckd-student", finish=None) -
 
 def main(argv=None) -> dict:
     """Command-line entry point."""
-    parser = add_dataclass_arguments(ArgumentParser(prog="python -m ckd.train", description=__doc__.split("\n\n")[0]),
-                                     TrainConfig)
+    parser = ArgumentParser(prog="python -m ckd.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="cifar: 240 epochs, SGD 0.05, x0.1 at 150/180/210, batch 64, wd 5e-4, crop+flip")
+    add_dataclass_arguments(parser, TrainConfig)
+    known, _ = parser.parse_known_args(argv)
+    if known.preset:
+        parser.set_defaults(**PRESETS[known.preset])
     config = config_from_args(TrainConfig, parser.parse_args(argv))
     set_threads(config.threads)
     return train(config)
