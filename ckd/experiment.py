@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from common.cli import ArgumentParser, run_cli, set_threads
+from common.cli import ArgumentParser, run_cli, select_device, set_threads
 from common.markdown import write_section
 from common.runs import atomic_write_text, load_checkpoint
 from ckd.losses import LOSSES
@@ -161,8 +161,18 @@ def summarize(rows: list[dict]) -> dict:
     return {"cells": cells, "differences": differences}
 
 
-def report_markdown(title: str, rows: list[dict], teacher_accuracy: float | None, command: str) -> str:
-    """The report: accuracy mean ± sd per shift and loss, and the paired differences of CKD against the others."""
+def report_markdown(title: str, rows: list[dict], teacher_accuracy: float | None, command: str,
+                    teacher_on_shifted: dict | None = None) -> str:
+    """The report: accuracy mean ± sd per shift and loss, and the paired differences of CKD against the others.
+
+    Args:
+        title: heading.
+        rows: ``run_grid``'s rows.
+        teacher_accuracy: the teacher's clean test accuracy.
+        command: the command line shown under the heading.
+        teacher_on_shifted: optional {shift: the teacher's accuracy on test images with that shift (seed 0)},
+            shown as a last column: how far each shift moves the images away from what the teacher knows.
+    """
     summary = summarize(rows)
     students = list(dict.fromkeys(row["student"] for row in rows))
     shifts = list(dict.fromkeys(row["shift"] for row in rows))
@@ -172,13 +182,16 @@ def report_markdown(title: str, rows: list[dict], teacher_accuracy: float | None
              f"Clean test accuracy (%) of the student, mean ± sd over seeds {seeds}"
              + (f"; teacher {100 * teacher_accuracy:.2f} %." if teacher_accuracy is not None else "."), ""]
     for student in students:
-        lines += [f"| {student}: training images | " + " | ".join(losses) + " |",
-                  "|---|" + "---|" * len(losses)]
+        extra = " teacher on shifted test images |" if teacher_on_shifted else ""
+        lines += [f"| {student}: training images | " + " | ".join(losses) + " |" + extra,
+                  "|---|" + "---|" * (len(losses) + bool(teacher_on_shifted))]
         for shift in shifts:
             cells = []
             for loss in losses:
                 mean, sd, n = summary["cells"].get((student, shift, loss), (math.nan, math.nan, 0))
                 cells.append("–" if n == 0 else f"{100 * mean:.2f} ± {100 * sd:.2f}" if n > 1 else f"{100 * mean:.2f}")
+            if teacher_on_shifted:
+                cells.append(f"{100 * teacher_on_shifted[shift]:.2f}" if shift in teacher_on_shifted else "–")
             lines.append(f"| {_shift_name(shift)} | " + " | ".join(cells) + " |")
         lines.append("")
         pairs = [(a, b) for a, b in (("ckd", "label"), ("ckd", "kd"), ("ckd+kd", "kd"), ("kd", "label"))
@@ -196,6 +209,17 @@ def report_markdown(title: str, rows: list[dict], teacher_accuracy: float | None
             lines.append(f"| {_shift_name(shift)} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def teacher_shift_accuracy(teacher_path: Path, preset: dict, data_path: str | None) -> dict:
+    """{shift: the teacher's accuracy on the test images shifted like the students' training images (seed 0)}."""
+    from ckd.shifts import apply_shift
+    from ckd.train import accuracy, load_model
+
+    data = load_dataset(preset["dataset"], data_path)
+    model, _ = load_model(str(teacher_path), select_device())
+    return {shift: accuracy(model, apply_shift(data.x_test, parse_shift(shift), seed=0), data.y_test)
+            for shift in preset["shifts"]}
 
 
 def estimate_cost(preset: dict, cpu: bool, steps: int, log=print) -> dict:
@@ -271,9 +295,10 @@ def main(argv=None) -> dict:
     out = Path(args.out or f"runs/ckd-{args.preset}")
     rows = run_grid(preset, out, args.data, seeds, args.threads, args.progress, args.cpu, report_only=args.report_only)
     teacher = load_checkpoint(out / "teacher" / MODEL_CHECKPOINT, ("test_accuracy",), what="ckd model checkpoint")
+    teacher_on_shifted = teacher_shift_accuracy(out / "teacher", preset, args.data)
     shown = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--report-only"]
     command = "python -m ckd.experiment " + " ".join(shown)
-    text = report_markdown(preset["title"], rows, teacher["test_accuracy"], command)
+    text = report_markdown(preset["title"], rows, teacher["test_accuracy"], command, teacher_on_shifted)
     atomic_write_text(out / "report.md", text + "\n")
     if args.results:
         write_section(args.results, f"ckd-{args.preset}", text)

@@ -72,6 +72,8 @@ def test_summary_and_report_against_hand_statistics():
     assert "| downsample-0.5 | 85.00 ± 5.00 | 87.00 ± 5.57 |" in text
     assert f"+2.00 ± {100 * 0.01 / math.sqrt(3):.2f}**" in text  # 2 / 0.577 > 2 standard errors
     assert statistics.stdev([0.93, 0.82, 0.86]) == pytest.approx(0.0557, abs=1e-4)
+    with_teacher = report_markdown("T", rows, 0.95, "cmd", {"downsample:0.5": 0.7125})
+    assert "| downsample-0.5 | 85.00 ± 5.00 | 87.00 ± 5.57 | 71.25 |" in with_teacher
     assert run_name("wrn-16-2", "photometric:0.6", "ckd+kd", 2) == "wrn-16-2_photometric-0.6_ckd-kd_s2"
 
 
