@@ -36,7 +36,7 @@ __all__ = ["PRESETS", "run_grid", "summarize", "report_markdown", "main"]
 _CIFAR = TEACHER_PRESETS["cifar"]
 PRESETS = {
     "mnist-table3": {
-        "title": "Table 3 on MNIST (CPU scale)",
+        "title": "Class-wise distillation (CKD): Table 3 on MNIST (CPU scale)",
         "dataset": "mnist",
         # A cosine final layer for the 2-D teacher: see ckd.models and RESULTS.md (with a bias, or with unequal
         # row norms, Eq. 7 gave three classes' affinity rows to other classes).
@@ -48,7 +48,7 @@ PRESETS = {
         "seeds": [0, 1, 2],
     },
     "cifar100-table2": {
-        "title": "Table 2 on CIFAR-100 (teacher WRN-40-2)",
+        "title": "Class-wise distillation (CKD): Table 2 on CIFAR-100 (teacher WRN-40-2)",
         "dataset": "cifar100",
         "teacher": {"architecture": "wrn-40-2", **_CIFAR},
         "students": ["wrn-16-2", "wrn-40-2"],
@@ -58,7 +58,7 @@ PRESETS = {
         "seeds": [0, 1, 2],
     },
     "cifar100-table3": {
-        "title": "Table 3 on CIFAR-100 (teacher WRN-40-2, student WRN-16-2)",
+        "title": "Class-wise distillation (CKD): Table 3 on CIFAR-100 (teacher WRN-40-2, student WRN-16-2)",
         "dataset": "cifar100",
         "teacher": {"architecture": "wrn-40-2", **_CIFAR},
         "students": ["wrn-16-2"],
@@ -178,7 +178,7 @@ def report_markdown(title: str, rows: list[dict], teacher_accuracy: float | None
     shifts = list(dict.fromkeys(row["shift"] for row in rows))
     losses = [loss for loss in LOSSES if any(row["loss"] == loss for row in rows)]
     seeds = sorted({row["seed"] for row in rows})
-    lines = [f"### {title}", "", f"`{command}`", "",
+    lines = [f"## {title}", "", f"`{command}`", "",
              f"Clean test accuracy (%) of the student, mean ± sd over seeds {seeds}"
              + (f"; teacher {100 * teacher_accuracy:.2f} %." if teacher_accuracy is not None else "."), ""]
     for student in students:
