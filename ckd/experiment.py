@@ -14,6 +14,7 @@ differences with their standard errors; ``--results FILE`` also writes it as a m
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import statistics
@@ -279,7 +280,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--estimate-cost", action="store_true", help="time a few steps and print the cost per run")
     parser.add_argument("--report-only", action="store_true", help="train nothing; report the finished runs")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 suits a busy shared CPU)")
-    parser.add_argument("--progress", action=__import__("argparse").BooleanOptionalAction, default=True,
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="tqdm bars")
     parser.add_argument("--cpu", action="store_true", help="force the CPU even when a GPU is present")
     args = parser.parse_args(argv)
