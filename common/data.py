@@ -1,4 +1,4 @@
-"""MNIST and CIFAR-10 loading: a torchvision download, or a local ``.npz`` archive for offline machines.
+"""MNIST, CIFAR-10 and CIFAR-100 loading: a torchvision download, or a local ``.npz`` archive for offline machines.
 
 Both loaders return an :class:`ImageData` with uint8 images ``(N, C, H, W)`` (channels first) and int64
 labels ``(N,)``. The ``.npz`` format has the keys ``x_train``, ``y_train``,
@@ -27,6 +27,7 @@ __all__ = [
     "ImageData",
     "load_mnist",
     "load_cifar10",
+    "load_cifar100",
     "train_validation_split",
     "binarize",
     "binarize_fixed",
@@ -58,7 +59,7 @@ class ImageData:
         y_train: int64 labels ``(N_train,)``.
         x_test: uint8 images ``(N_test, C, H, W)``.
         y_test: int64 labels ``(N_test,)``.
-        num_classes: number of classes (10 for MNIST and CIFAR-10).
+        num_classes: number of classes (10 for MNIST and CIFAR-10, 100 for CIFAR-100).
     """
 
     x_train: torch.Tensor
@@ -111,8 +112,27 @@ def load_cifar10(data: str | os.PathLike | None = None, root: str = DEFAULT_ROOT
     return _download("CIFAR10", root, channels=3)
 
 
-def _download(name: str, root: str, channels: int) -> ImageData:
-    """Download ``name`` ("MNIST" or "CIFAR10") with torchvision and convert it to an ImageData."""
+def load_cifar100(data: str | os.PathLike | None = None, root: str = DEFAULT_ROOT) -> ImageData:
+    """Load CIFAR-100 (fine labels): from ``data`` (a ``.npz`` path) if given, else download with torchvision.
+
+    Args:
+        data: path to an ``.npz`` archive (keys x_train, y_train, x_test, y_test; labels 0..99) or None.
+        root: torchvision download folder (``~`` expanded).
+
+    Returns:
+        ImageData with images ``(N, 3, 32, 32)`` uint8, labels ``(N,)`` int64 and ``num_classes = 100``.
+
+    Raises:
+        DataUnavailableError: the download failed (e.g. offline) or the file is missing or unreadable.
+        ValueError: the file is readable but has the wrong keys, shapes, dtypes or labels.
+    """
+    if data is not None:
+        return _load_npz(data, name="CIFAR-100", channels=3, height_width=(32, 32), num_classes=100)
+    return _download("CIFAR100", root, channels=3, num_classes=100)
+
+
+def _download(name: str, root: str, channels: int, num_classes: int = 10) -> ImageData:
+    """Download ``name`` ("MNIST", "CIFAR10" or "CIFAR100") with torchvision and convert it to an ImageData."""
     root = os.path.expanduser(root)
     try:
         import torchvision.datasets as tv_datasets
@@ -133,10 +153,12 @@ def _download(name: str, root: str, channels: int) -> ImageData:
         "y_test": np.asarray(test.targets),
     }
     hw = (28, 28) if channels == 1 else (32, 32)
-    return _to_image_data(arrays, source=f"torchvision {name}", channels=channels, height_width=hw)
+    return _to_image_data(arrays, source=f"torchvision {name}", channels=channels, height_width=hw,
+                          num_classes=num_classes)
 
 
-def _load_npz(path: str | os.PathLike, name: str, channels: int, height_width: tuple[int, int]) -> ImageData:
+def _load_npz(path: str | os.PathLike, name: str, channels: int, height_width: tuple[int, int],
+              num_classes: int = 10) -> ImageData:
     """Read and validate a local ``.npz`` archive."""
     path = os.path.expanduser(os.fspath(path))
     if not os.path.isfile(path):
@@ -159,10 +181,11 @@ def _load_npz(path: str | os.PathLike, name: str, channels: int, height_width: t
         raise DataUnavailableError(f"{name} data file {path!r} is corrupt or not a numpy archive: {error}") from error
     except (OSError, EOFError, zipfile.BadZipFile) as error:
         raise DataUnavailableError(f"{name} data file {path!r} is corrupt or not a numpy archive: {error}") from error
-    return _to_image_data(arrays, source=path, channels=channels, height_width=height_width)
+    return _to_image_data(arrays, source=path, channels=channels, height_width=height_width, num_classes=num_classes)
 
 
-def _to_image_data(arrays: dict, source: str, channels: int, height_width: tuple[int, int]) -> ImageData:
+def _to_image_data(arrays: dict, source: str, channels: int, height_width: tuple[int, int],
+                   num_classes: int = 10) -> ImageData:
     """Validate raw arrays (images NHW or NHWC uint8, labels 1-D integers) and convert to channels-first tensors."""
     out = {}
     for split in ("train", "test"):
@@ -185,11 +208,12 @@ def _to_image_data(arrays: dict, source: str, channels: int, height_width: tuple
             )
         if not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"{source}: y_{split} must hold integers, got dtype {labels.dtype}")
-        if labels.size and (labels.min() < 0 or labels.max() > 9):
-            raise ValueError(f"{source}: y_{split} labels must lie in 0..9, got {labels.min()}..{labels.max()}")
+        if labels.size and (labels.min() < 0 or labels.max() > num_classes - 1):
+            raise ValueError(f"{source}: y_{split} labels must lie in 0..{num_classes - 1}, "
+                             f"got {labels.min()}..{labels.max()}")
         out[f"x_{split}"] = torch.from_numpy(np.ascontiguousarray(images))
         out[f"y_{split}"] = torch.from_numpy(labels.astype(np.int64))
-    return ImageData(**out, num_classes=10)
+    return ImageData(**out, num_classes=num_classes)
 
 
 def train_validation_split(

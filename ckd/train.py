@@ -1,0 +1,420 @@
+"""Train one student (or, through ``ckd.teacher``, one teacher) with the label, KD, CKD or CKD+KD loss.
+
+    python -m ckd.train --teacher runs/ckd-mnist/teacher --student mnist-conv-half --loss ckd \
+        [--shift photometric:0.6 | --shift downsample:0.5] --dataset mnist --data PATH.npz --out runs/student
+
+The shift (``ckd.shifts``) applies to the student's training images only, drawn once with the run's seed; the
+teacher was trained on clean images and KD queries it on the student's (shifted) images; the test accuracy is
+measured on the clean test images after the last epoch. CKD's targets are ``VMFPrior.class_affinity`` of the
+teacher's final layer (Eq. 7) with kappa = the teacher's maximum-likelihood concentration (``--concentration``
+overrides it) and the sampled activations scaled to the teacher's mean feature norm; both were measured by
+``ckd.teacher`` on clean training images and are stored in its checkpoint. The affinity is computed once with a
+fixed seed and stored with the run.
+
+The run folder gets config.json, metrics.jsonl (one line per epoch, then the test accuracy), ``last.pt``
+(model, optimizer, epoch, RNG state; written atomically every epoch) and ``model.pt`` (the final weights, the
+architecture and the test accuracy: a checkpoint ``ckd.train --teacher`` and ``VMFPrior.from_checkpoint`` read).
+``--resume`` continues from ``last.pt`` exactly; a different config is refused. Plain ``python`` runs on the
+CPU; ``accelerate launch`` on GPUs.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from common.cli import ArgumentParser, run_cli, set_threads
+from common.runs import (METRICS_FILE, MetricsLog, add_dataclass_arguments, atomic_save, check_same_config,
+                         config_from_args, load_checkpoint, write_config)
+from ckd.losses import KD_TEMPERATURE, KD_WEIGHT, LOSSES, NEEDS_AFFINITY, NEEDS_TEACHER_LOGITS, distillation_loss
+from ckd.models import build_model, check_architecture
+from ckd.shifts import apply_shift, parse_shift
+from vmfprior import VMFPrior
+
+__all__ = ["TrainConfig", "PRESETS", "train", "load_model", "load_dataset", "teacher_affinity", "accuracy", "features_of",
+           "DATASETS", "MODEL_CHECKPOINT", "LAST_CHECKPOINT", "AFFINITY_SEED"]
+
+DATASETS = ("mnist", "cifar10", "cifar100")
+MODEL_CHECKPOINT = "model.pt"
+LAST_CHECKPOINT = "last.pt"
+AFFINITY_SEED = 0
+"""The Monte Carlo draws of the class affinity use this seed (the same targets for every student)."""
+PRESETS = {
+    # The CRD code base's CIFAR-100 protocol (Tian et al. 2020), which the paper's Table 2 numbers follow.
+    "cifar": {"epochs": 240, "batch_size": 64, "optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9,
+              "weight_decay": 5e-4, "schedule": "step", "milestones": (150, 180, 210), "augment": True},
+}
+"""Option sets chosen with ``--preset NAME`` (explicit options still win)."""
+
+
+RESUME_MAY_CHANGE = ("resume", "stop_after", "progress", "cpu", "threads")
+SCHEDULES = ("constant", "cosine", "step")
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one student run (saved in config.json and every checkpoint)."""
+
+    student: str = "mnist-conv-half"  # architecture: mnist-conv, mnist-conv-half, mnist-conv-W, wrn-D-K
+    loss: str = "label"  # label, kd, ckd or ckd+kd
+    teacher: Optional[str] = None  # teacher run folder or its model.pt (needed by kd, ckd, ckd+kd)
+    shift: Optional[str] = None  # photometric:DEGREE or downsample:FACTOR on the training images (None: clean)
+    dataset: str = "mnist"  # mnist, cifar10 or cifar100
+    data: Optional[str] = None  # the dataset's .npz (None: download with torchvision)
+    out: str = "runs/ckd-student"  # run folder
+    concentration: Optional[float] = None  # kappa of the CKD affinity (None: the teacher's MLE)
+    activation_norm: Optional[float] = None  # |a| of the sampled activations (None: the teacher's mean feature norm)
+    affinity_samples: int = 10_000  # Monte Carlo samples per class for the affinity (Eq. 7)
+    temperature: float = KD_TEMPERATURE  # KD temperature T
+    kd_weight: float = KD_WEIGHT  # KD's weight alpha on the soft term
+    epochs: int = 5  # training epochs
+    batch_size: int = 128  # global batch size
+    optimizer: str = "adam"  # adam or sgd (nesterov momentum)
+    learning_rate: float = 1e-3  # initial step size
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 0.0  # L2 weight decay
+    schedule: str = "constant"  # constant, cosine (per step, to 0) or step (x0.1 at each milestone epoch)
+    milestones: tuple[int, ...] = ()  # epochs after which the step schedule multiplies the rate by 0.1
+    augment: bool = False  # random crop (pad 4) and horizontal flip per batch (CIFAR)
+    train_subset: Optional[int] = None  # use only the first N training images
+    seed: int = 0  # seeds initialization, shuffling, augmentation and the shift
+    resume: bool = False  # continue OUT/last.pt exactly; refuses a different config
+    stop_after: Optional[int] = None  # stop after this epoch (continue later with --resume)
+    progress: bool = True  # tqdm bar
+    cpu: bool = False  # force the CPU even when a GPU is present
+    threads: Optional[int] = None  # torch CPU threads (None: torch's default; 1 suits a busy shared CPU)
+
+
+def check_config(config) -> None:
+    """Raise ``ValueError`` naming the first bad setting of a :class:`TrainConfig` (or a teacher's config)."""
+    loss = getattr(config, "loss", "label")
+    if loss not in LOSSES:
+        raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    if config.dataset not in DATASETS:
+        raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {config.dataset!r}")
+    if loss != "label" and not getattr(config, "teacher", None):
+        raise ValueError(f"--loss {loss} needs --teacher (a ckd.teacher run folder or its model.pt)")
+    parse_shift(getattr(config, "shift", None))
+    for name in ("epochs", "batch_size", "affinity_samples"):
+        if getattr(config, name, 1) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(config, name)}")
+    for name in ("learning_rate", "temperature"):
+        if not getattr(config, name, 1.0) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}")
+    for name in ("concentration", "activation_norm"):
+        value = getattr(config, name, None)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    if not 0 <= getattr(config, "kd_weight", 0.0) <= 1:
+        raise ValueError(f"--kd-weight must lie in [0, 1], got {config.kd_weight}")
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {config.schedule!r}")
+    if config.weight_decay < 0 or not 0 <= config.momentum < 1:
+        raise ValueError("--weight-decay must be >= 0 and --momentum in [0, 1)")
+    for name in ("train_subset", "stop_after"):
+        if getattr(config, name) is not None and getattr(config, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(config, name)}")
+
+
+def load_dataset(name: str, path: str | None):
+    """The ImageData of ``name`` ("mnist", "cifar10", "cifar100") from ``path`` (.npz) or a torchvision download."""
+    from common import data
+
+    loaders = {"mnist": data.load_mnist, "cifar10": data.load_cifar10, "cifar100": data.load_cifar100}
+    return loaders[name](path)
+
+
+def _resolve_model_path(path: str) -> Path:
+    """A run folder means its model.pt."""
+    path = Path(path)
+    return path / MODEL_CHECKPOINT if path.is_dir() else path
+
+
+def load_model(path: str, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model saved by ``ckd.train`` or ``ckd.teacher`` (eval mode).
+
+    Args:
+        path: a run folder or its model.pt.
+        device: where to put the model.
+
+    Returns:
+        ``(model, checkpoint)``; the checkpoint dict holds "architecture", "num_classes", "image_shape",
+        "dataset", "test_accuracy" and, for a teacher, "concentration_mle" and "activation_norm".
+    """
+    path = _resolve_model_path(path)
+    checkpoint = load_checkpoint(path, ("model", "architecture", "num_classes", "image_shape"),
+                                 what="ckd model checkpoint (model.pt of ckd.teacher or ckd.train)")
+    model = build_model(checkpoint["architecture"], int(checkpoint["num_classes"]), tuple(checkpoint["image_shape"]))
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device).eval(), checkpoint
+
+
+@torch.no_grad()
+def features_of(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Penultimate activations (N, d) of uint8 images (N, C, H, W), in eval mode, on the CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = [model.features(images[start:start + batch_size].to(device).float() / 255.0).cpu()
+              for start in range(0, images.shape[0], batch_size)]
+    return torch.cat(chunks) if chunks else torch.zeros(0, getattr(model, "feature_dim", 0))
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on uint8 images (N, C, H, W) with labels (N,)."""
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for start in range(0, images.shape[0], batch_size):
+        logits = model(images[start:start + batch_size].to(device).float() / 255.0)
+        correct += int((logits.argmax(dim=1).cpu() == labels[start:start + batch_size]).sum())
+    return correct / max(images.shape[0], 1)
+
+
+def teacher_affinity(teacher: torch.nn.Module, concentration: float, activation_norm: float,
+                     num_samples: int, seed: int = AFFINITY_SEED) -> torch.Tensor:
+    """The class affinity p_T(k | i) of the teacher's final layer (Eq. 7), drawn with a fixed seed.
+
+    Args:
+        teacher: a model with a linear ``head``.
+        concentration: kappa of the class-conditional vMF.
+        activation_norm: norm of the sampled activations.
+        num_samples: Monte Carlo samples per class.
+        seed: seeds the draws (the global RNG is restored afterwards).
+
+    Returns:
+        (C, C) float32 on the CPU, rows summing to 1.
+    """
+    prior = VMFPrior.from_linear(teacher.head.cpu(), float(concentration))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        affinity = prior.class_affinity(int(num_samples), activation_norm=float(activation_norm))
+    return affinity.float()
+
+
+def _learning_rate(config, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """The step size at 0-based ``step`` of 1-based ``epoch``."""
+    if config.schedule == "cosine":
+        done = ((epoch - 1) * steps_per_epoch + step) / (config.epochs * steps_per_epoch)
+        return 0.5 * config.learning_rate * (1 + math.cos(math.pi * done))
+    if config.schedule == "step":
+        return config.learning_rate * 0.1 ** sum(epoch > milestone for milestone in config.milestones)
+    return config.learning_rate
+
+
+def _epoch_order(num_examples: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffling of one epoch depends only on (seed, epoch), so a resumed run sees the same batches."""
+    return torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _prepare_teacher(config, device) -> tuple[torch.nn.Module | None, torch.Tensor | None, dict]:
+    """Load the teacher and compute the CKD targets; returns (teacher or None, affinity or None, facts)."""
+    loss = getattr(config, "loss", "label")
+    if loss == "label":
+        return None, None, {}
+    teacher, checkpoint = load_model(config.teacher)
+    if checkpoint.get("dataset") not in (None, config.dataset):
+        raise ValueError(f"--teacher {config.teacher!r} was trained on {checkpoint['dataset']}, "
+                         f"but --dataset is {config.dataset}")
+    facts = {}
+    affinity = None
+    if loss in NEEDS_AFFINITY:
+        kappa = config.concentration if config.concentration is not None else checkpoint.get("concentration_mle")
+        norm = config.activation_norm if config.activation_norm is not None else checkpoint.get("activation_norm")
+        if kappa is None or norm is None:
+            raise ValueError(f"--teacher {config.teacher!r} stores no concentration_mle / activation_norm "
+                             "(not a ckd.teacher model): pass --concentration and --activation-norm")
+        affinity = teacher_affinity(teacher, kappa, norm, config.affinity_samples)
+        facts = {"concentration": float(kappa), "activation_norm": float(norm)}
+    teacher = teacher.to(device) if loss in NEEDS_TEACHER_LOGITS else None
+    return teacher, affinity, facts
+
+
+def train(config, data=None, log=None, kind: str = "ckd-student", finish=None) -> dict:
+    """Train (or resume) one run; see the module docstring.
+
+    Args:
+        config: a :class:`TrainConfig` (or ``ckd.teacher.TeacherConfig``: its ``architecture`` is the model).
+        data: an already loaded ``ImageData`` (None: load ``config.data``).
+        log: function for progress lines (default: ``accelerator.print``).
+        kind: the run's kind in config.json.
+        finish: optional ``finish(model, clean_train_images, train_labels) -> dict`` of numbers that join
+            model.pt and the result (the teacher's statistics).
+
+    Returns:
+        dict with ``test_accuracy``, ``epochs``, ``seconds`` (this invocation), ``run_dir`` and, when the run
+        stopped early on ``--stop-after``, ``stopped: "stop_after"``.
+    """
+    from accelerate import Accelerator
+
+    check_config(config)
+    architecture = getattr(config, "student", None) or config.architecture
+    accelerator = Accelerator(cpu=config.cpu)
+    log = log or accelerator.print
+    out = Path(config.out)
+    last_path = out / LAST_CHECKPOINT
+    checkpoint = None
+    if config.resume:
+        if not last_path.is_file():
+            raise FileNotFoundError(f"--resume: {last_path} does not exist")
+        checkpoint = load_checkpoint(last_path, ("model", "optimizer", "config", "epoch", "rng"), what="ckd checkpoint")
+        check_same_config(checkpoint["config"], asdict(config), ignore=RESUME_MAY_CHANGE)
+    elif last_path.exists():
+        raise FileExistsError(f"{last_path} exists: pass --resume to continue it, or choose another --out")
+
+    data = data if data is not None else load_dataset(config.dataset, config.data)
+    check_architecture(architecture, data.image_shape)
+    x_train, y_train = data.x_train, data.y_train
+    if config.train_subset is not None:
+        x_train, y_train = x_train[:config.train_subset], y_train[:config.train_subset]
+    clean_train, clean_labels = x_train, y_train  # on the CPU, for the teacher's statistics
+    x_train = apply_shift(x_train, parse_shift(getattr(config, "shift", None)), seed=config.seed)
+    device = accelerator.device
+    # uint8 images live on the device (150 MB for CIFAR): no host-to-device copy per step.
+    x_train, y_train = x_train.to(device), y_train.to(device)
+
+    teacher, affinity, facts = _prepare_teacher(config, device)
+    if checkpoint is not None and "affinity" in checkpoint:
+        affinity = checkpoint["affinity"]  # exactly the targets the run started with
+    if affinity is not None:
+        affinity = affinity.to(device)
+
+    torch.manual_seed(config.seed)
+    model = build_model(architecture, data.num_classes, data.image_shape)
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum,
+                                    weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+    epoch_done = 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        epoch_done = int(checkpoint["epoch"])
+    else:
+        write_config(out, config, kind=kind)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model = accelerator.unwrap_model(model)
+    if checkpoint is not None:
+        _set_rng_state(checkpoint["rng"])
+    metrics = MetricsLog(out / METRICS_FILE) if accelerator.is_main_process else None
+    if metrics and checkpoint is None and facts:
+        metrics.write({"event": "ckd targets", **facts, "affinity_diagonal_mean": float(affinity.diagonal().mean())})
+    started = time.perf_counter()
+    if epoch_done >= config.epochs and (out / MODEL_CHECKPOINT).is_file():
+        final = load_checkpoint(out / MODEL_CHECKPOINT, ("test_accuracy",), what="ckd model checkpoint")
+        log(f"{out}: already finished ({epoch_done} epochs); test accuracy {final['test_accuracy']:.4f}")
+        return {"test_accuracy": final["test_accuracy"], "epochs": epoch_done, "seconds": 0.0, "run_dir": str(out)}
+
+    per_process_batch = max(1, config.batch_size // accelerator.num_processes)
+    num_local = len(range(accelerator.process_index, x_train.shape[0], accelerator.num_processes))
+    steps_per_epoch = max(1, math.ceil(num_local / per_process_batch))
+    last_epoch = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
+    loss_name = getattr(config, "loss", "label")
+    from common.wrn import augment as crop_and_flip
+
+    for epoch in range(epoch_done + 1, last_epoch + 1):
+        model.train()
+        order = _epoch_order(x_train.shape[0], config.seed, epoch)[accelerator.process_index::accelerator.num_processes]
+        total, seen = 0.0, 0
+        epoch_started = time.perf_counter()
+        bar = tqdm(range(steps_per_epoch), desc=f"{out.name} epoch {epoch}/{config.epochs}", leave=False,
+                   disable=not (config.progress and accelerator.is_local_main_process))
+        for step in bar:
+            index = order[step * per_process_batch:(step + 1) * per_process_batch]
+            index = index.to(device)
+            x = x_train[index].float() / 255.0
+            y = y_train[index]
+            if config.augment:
+                x = crop_and_flip(x)
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(config, epoch, step, steps_per_epoch)
+            teacher_logits = None
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(x)  # the teacher sees the student's (shifted, augmented) images
+            logits = model(x)
+            loss = distillation_loss(loss_name, logits, y, teacher_logits, affinity,
+                                     getattr(config, "temperature", KD_TEMPERATURE), getattr(config, "kd_weight", KD_WEIGHT))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step}; {last_path} holds "
+                                         f"epoch {epoch - 1}")
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            total += float(loss.detach()) * index.shape[0]
+            seen += index.shape[0]
+        bar.close()
+        record = {"epoch": epoch, "train_loss": total / max(seen, 1), "lr": optimizer.param_groups[0]["lr"],
+                  "epoch_seconds": round(time.perf_counter() - epoch_started, 3)}
+        if accelerator.is_main_process:
+            payload = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                       "config": asdict(config), "rng": _rng_state()}
+            if affinity is not None:
+                payload["affinity"] = affinity.cpu()
+            atomic_save(payload, last_path)
+            metrics.write(record)
+        log(f"{out.name} epoch {epoch}/{config.epochs}: train loss {record['train_loss']:.4f}, "
+            f"{record['epoch_seconds']:.1f}s")
+        accelerator.wait_for_everyone()
+    if last_epoch < config.epochs:
+        return {"test_accuracy": None, "epochs": last_epoch, "seconds": round(time.perf_counter() - started, 2),
+                "run_dir": str(out), "stopped": "stop_after"}
+
+    raw_model.eval()
+    test_accuracy = accuracy(raw_model, data.x_test, data.y_test)
+    extra = finish(raw_model, clean_train, clean_labels) if finish is not None else {}
+    result = {"test_accuracy": test_accuracy, "epochs": config.epochs,
+              "seconds": round(time.perf_counter() - started, 2), "run_dir": str(out)}
+    if accelerator.is_main_process:
+        final = {"model": raw_model.state_dict(), "architecture": architecture, "num_classes": data.num_classes,
+                 "image_shape": list(data.image_shape), "dataset": config.dataset, "test_accuracy": test_accuracy,
+                 "config": asdict(config), **facts, **extra}
+        if affinity is not None:
+            final["affinity"] = affinity.cpu()
+        atomic_save(final, out / MODEL_CHECKPOINT)
+        metrics.write({"event": "test", "test_accuracy": test_accuracy, **facts, **extra})
+    log(f"{out.name}: clean test accuracy {test_accuracy:.4f}"
+        + "".join(f", {key} {value:.4g}" for key, value in extra.items()))
+    accelerator.end_training()
+    return {**result, **extra}
+
+
+def main(argv=None) -> dict:
+    """Command-line entry point."""
+    parser = ArgumentParser(prog="python -m ckd.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="cifar: 240 epochs, SGD 0.05, x0.1 at 150/180/210, batch 64, wd 5e-4, crop+flip")
+    add_dataclass_arguments(parser, TrainConfig)
+    known, _ = parser.parse_known_args(argv)
+    if known.preset:
+        parser.set_defaults(**PRESETS[known.preset])
+    config = config_from_args(TrainConfig, parser.parse_args(argv))
+    set_threads(config.threads)
+    return train(config)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
