@@ -99,8 +99,11 @@ def check_config(config) -> None:
         raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     if config.dataset not in DATASETS:
         raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {config.dataset!r}")
-    if loss != "label" and not getattr(config, "teacher", None):
+    teacher = getattr(config, "teacher", None)
+    if loss != "label" and not teacher:
         raise ValueError(f"--loss {loss} needs --teacher (a ckd.teacher run folder or its model.pt)")
+    if teacher and not Path(teacher).exists():
+        raise ValueError(f"--teacher {teacher!r} does not exist")
     parse_shift(getattr(config, "shift", None))
     for name in ("epochs", "batch_size", "affinity_samples"):
         if getattr(config, name, 1) < 1:
