@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from common.cli import ArgumentParser, run_cli, set_threads
-from common.runs import add_dataclass_arguments, config_from_args
+from common.runs import add_dataclass_arguments, apply_preset, config_from_args
 from ckd.train import PRESETS, features_of, train
 from vmfprior import VMFPrior
 
@@ -85,9 +85,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="cifar: 240 epochs, SGD 0.05, x0.1 at 150/180/210, batch 64, wd 5e-4, crop+flip")
     add_dataclass_arguments(parser, TeacherConfig)
-    known, _ = parser.parse_known_args(argv)
-    if known.preset:
-        parser.set_defaults(**PRESETS[known.preset])
+    apply_preset(parser, PRESETS, argv)
     config = config_from_args(TeacherConfig, parser.parse_args(argv))
     set_threads(config.threads)
     return train_teacher(config)

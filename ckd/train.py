@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 
 from common.cli import ArgumentParser, run_cli, set_threads
 from common.runs import (METRICS_FILE, MetricsLog, add_dataclass_arguments, atomic_save, check_same_config,
-                         config_from_args, load_checkpoint, write_config)
+                         apply_preset, config_from_args, epoch_order, load_checkpoint, rng_state,
+                         set_rng_state, write_config)
 from ckd.losses import KD_TEMPERATURE, KD_WEIGHT, LOSSES, NEEDS_AFFINITY, NEEDS_TEACHER_LOGITS, distillation_loss
 from ckd.models import build_model, check_architecture
 from ckd.shifts import apply_shift, parse_shift
@@ -214,24 +215,6 @@ def _learning_rate(config, epoch: int, step: int, steps_per_epoch: int) -> float
     return config.learning_rate
 
 
-def _epoch_order(num_examples: int, seed: int, epoch: int) -> torch.Tensor:
-    """The shuffling of one epoch depends only on (seed, epoch), so a resumed run sees the same batches."""
-    return torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _prepare_teacher(config, device) -> tuple[torch.nn.Module | None, torch.Tensor | None, dict]:
     """Load the teacher and compute the CKD targets; returns (teacher or None, affinity or None, facts)."""
     loss = getattr(config, "loss", "label")
@@ -321,7 +304,7 @@ def train(config, data=None, log=None, kind: str = "ckd-student", finish=None) -
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
     if checkpoint is not None:
-        _set_rng_state(checkpoint["rng"])
+        set_rng_state(checkpoint["rng"])
     metrics = MetricsLog(out / METRICS_FILE) if accelerator.is_main_process else None
     if metrics and checkpoint is None and facts:
         metrics.write({"event": "ckd targets", **facts, "affinity_diagonal_mean": float(affinity.diagonal().mean())})
@@ -340,7 +323,7 @@ def train(config, data=None, log=None, kind: str = "ckd-student", finish=None) -
 
     for epoch in range(epoch_done + 1, last_epoch + 1):
         model.train()
-        order = _epoch_order(x_train.shape[0], config.seed, epoch)[accelerator.process_index::accelerator.num_processes]
+        order = epoch_order(x_train.shape[0], config.seed, epoch)[accelerator.process_index::accelerator.num_processes]
         total, seen = 0.0, 0
         epoch_started = time.perf_counter()
         bar = tqdm(range(steps_per_epoch), desc=f"{out.name} epoch {epoch}/{config.epochs}", leave=False,
@@ -374,7 +357,7 @@ def train(config, data=None, log=None, kind: str = "ckd-student", finish=None) -
                   "epoch_seconds": round(time.perf_counter() - epoch_started, 3)}
         if accelerator.is_main_process:
             payload = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                       "config": asdict(config), "rng": _rng_state()}
+                       "config": asdict(config), "rng": rng_state()}
             if affinity is not None:
                 payload["affinity"] = affinity.cpu()
             atomic_save(payload, last_path)
@@ -411,9 +394,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="cifar: 240 epochs, SGD 0.05, x0.1 at 150/180/210, batch 64, wd 5e-4, crop+flip")
     add_dataclass_arguments(parser, TrainConfig)
-    known, _ = parser.parse_known_args(argv)
-    if known.preset:
-        parser.set_defaults(**PRESETS[known.preset])
+    apply_preset(parser, PRESETS, argv)
     config = config_from_args(TrainConfig, parser.parse_args(argv))
     set_threads(config.threads)
     return train(config)

@@ -35,6 +35,10 @@ __all__ = [
     "CheckpointError",
     "CONFIG_FILE",
     "METRICS_FILE",
+    "epoch_order",
+    "rng_state",
+    "set_rng_state",
+    "apply_preset",
 ]
 
 CONFIG_FILE = "config.json"
@@ -338,3 +342,31 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffling of one epoch, ``(num_examples,)``: it depends only on (seed, epoch), so a resumed run sees the
+    same batches."""
+    return torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def rng_state() -> dict:
+    """The torch RNG states (CPU and CUDA) as tensors, for a checkpoint loadable with ``weights_only=True``."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def apply_preset(parser: argparse.ArgumentParser, presets: dict, argv) -> None:
+    """Make ``--preset NAME``'s values the parser's defaults, so explicit flags still override them."""
+    known, _ = parser.parse_known_args(argv)
+    if getattr(known, "preset", None):
+        parser.set_defaults(**presets[known.preset])

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from common.cli import ArgumentParser, run_cli, set_threads
 from common.data import binarize, binarize_fixed, load_mnist, train_validation_split
 from common.runs import (METRICS_FILE, MetricsLog, add_dataclass_arguments, atomic_save, check_same_config,
-                         config_from_args, load_checkpoint, write_config)
+                         config_from_args, epoch_order, load_checkpoint, rng_state, set_rng_state, write_config)
 from vae.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, model_from_state, upgrade_legacy
 from vae.figures import make_run_figures
 from vae.models import MODEL_KINDS, HypersphericalVAE
@@ -88,20 +88,6 @@ def check_config(config: TrainConfig) -> None:
             raise ValueError(f"{name} must be a positive integer or None, got {getattr(config, name)}")
 
 
-def _rng_state() -> dict:
-    """The torch RNG states (the only generators training draws from), as tensors: loadable with weights_only."""
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def build_model(config: TrainConfig, num_classes: int) -> HypersphericalVAE:
     """A fresh model for ``config``; HVAE-L's prior comes from the final layer of ``config.classifier``."""
     class_prior = None
@@ -115,11 +101,6 @@ def build_model(config: TrainConfig, num_classes: int) -> HypersphericalVAE:
                              f"layer, but --latent-dim is {config.latent_dim}")
     return HypersphericalVAE(config.model, config.latent_dim, num_classes, class_prior=class_prior,
                              encoder_sees_label=config.encoder_sees_label)
-
-
-def _epoch_order(num_examples: int, seed: int, epoch: int) -> torch.Tensor:
-    """The shuffling of one epoch depends only on (seed, epoch), so a resumed run sees the same batches."""
-    return torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
 @torch.no_grad()
@@ -188,7 +169,7 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
     if checkpoint is not None:
-        _set_rng_state(checkpoint["rng"])
+        set_rng_state(checkpoint["rng"])
     metrics = MetricsLog(out / METRICS_FILE) if accelerator.is_main_process else None
     started = time.perf_counter()
 
@@ -199,7 +180,7 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
     while state["epoch"] < config.max_epochs:
         epoch = state["epoch"] + 1
         model.train()
-        order = _epoch_order(x_train.shape[0], config.seed, epoch)[accelerator.process_index :: accelerator.num_processes]
+        order = epoch_order(x_train.shape[0], config.seed, epoch)[accelerator.process_index :: accelerator.num_processes]
         num_steps = (order.shape[0] + config.batch_size - 1) // config.batch_size
         sums = torch.zeros(3, dtype=torch.float64)
         epoch_started = time.perf_counter()
@@ -250,7 +231,7 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
                 atomic_save({"model": raw_model.state_dict(), "epoch": epoch, "validation_elbo": val_elbo,
                              "config": asdict(config)}, out / BEST_CHECKPOINT)
             atomic_save({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                         "config": asdict(config), "state": dict(state), "rng": _rng_state()}, last_path)
+                         "config": asdict(config), "state": dict(state), "rng": rng_state()}, last_path)
             metrics.write(record)
         log(f"{config.model} d={config.latent_dim} epoch {epoch}: train ELBO {record['train_elbo_kl_weight_1']:.2f} "
             f"(KL {record['train_kl']:.2f}), validation ELBO {val_elbo:.2f}"
