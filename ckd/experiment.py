@@ -29,8 +29,9 @@ from common.markdown import write_section
 from common.runs import atomic_write_text, load_checkpoint
 from ckd.losses import LOSSES
 from ckd.shifts import parse_shift
-from ckd.teacher import PRESETS as TEACHER_PRESETS, TeacherConfig, train_teacher
+from ckd.teacher import TeacherConfig, train_teacher
 from ckd.train import LAST_CHECKPOINT, MODEL_CHECKPOINT, TrainConfig, load_dataset, train
+from ckd.train import PRESETS as TEACHER_PRESETS
 
 __all__ = ["PRESETS", "run_grid", "summarize", "report_markdown", "main"]
 

@@ -16,12 +16,12 @@ from typing import Optional
 
 import torch
 
-from common.cli import ArgumentParser, run_cli, set_threads
-from common.runs import add_dataclass_arguments, apply_preset, config_from_args
-from ckd.train import PRESETS, features_of, train
+from common.cli import run_cli
+from ckd.train import features_of, parse_config, train
 from vmfprior import VMFPrior
 
-__all__ = ["TeacherConfig", "train_teacher", "teacher_statistics", "PRESETS"]
+__all__ = ["TeacherConfig", "train_teacher", "teacher_statistics"]
+
 
 @dataclass
 class TeacherConfig:
@@ -81,14 +81,7 @@ def train_teacher(config: TeacherConfig, data=None, log=None) -> dict:
 
 def main(argv=None) -> dict:
     """Command-line entry point."""
-    parser = ArgumentParser(prog="python -m ckd.teacher", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="cifar: 240 epochs, SGD 0.05, x0.1 at 150/180/210, batch 64, wd 5e-4, crop+flip")
-    add_dataclass_arguments(parser, TeacherConfig)
-    apply_preset(parser, PRESETS, argv)
-    config = config_from_args(TeacherConfig, parser.parse_args(argv))
-    set_threads(config.threads)
-    return train_teacher(config)
+    return train_teacher(parse_config(TeacherConfig, "python -m ckd.teacher", __doc__.split("\n\n")[0], argv))
 
 
 if __name__ == "__main__":

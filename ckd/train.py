@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 
 from common.cli import ArgumentParser, run_cli, set_threads
 from common.runs import (METRICS_FILE, MetricsLog, add_dataclass_arguments, atomic_save, check_same_config,
-                         apply_preset, config_from_args, epoch_order, load_checkpoint, rng_state,
-                         set_rng_state, write_config)
+                         apply_preset, config_from_args, epoch_order, load_checkpoint, open_last_checkpoint,
+                         rng_state, set_rng_state, write_config)
 from ckd.losses import KD_TEMPERATURE, KD_WEIGHT, LOSSES, NEEDS_AFFINITY, NEEDS_TEACHER_LOGITS, distillation_loss
 from ckd.models import build_model, check_architecture
 from ckd.shifts import apply_shift, parse_shift
@@ -261,14 +261,10 @@ def train(config, data=None, log=None, kind: str = "ckd-student", finish=None) -
     log = log or accelerator.print
     out = Path(config.out)
     last_path = out / LAST_CHECKPOINT
-    checkpoint = None
-    if config.resume:
-        if not last_path.is_file():
-            raise FileNotFoundError(f"--resume: {last_path} does not exist")
-        checkpoint = load_checkpoint(last_path, ("model", "optimizer", "config", "epoch", "rng"), what="ckd checkpoint")
+    checkpoint = open_last_checkpoint(last_path, config.resume, ("model", "optimizer", "config", "epoch", "rng"),
+                                      what="ckd checkpoint")
+    if checkpoint is not None:
         check_same_config(checkpoint["config"], asdict(config), ignore=RESUME_MAY_CHANGE)
-    elif last_path.exists():
-        raise FileExistsError(f"{last_path} exists: pass --resume to continue it, or choose another --out")
 
     data = data if data is not None else load_dataset(config.dataset, config.data)
     check_architecture(architecture, data.image_shape)
@@ -388,16 +384,21 @@ def train(config, data=None, log=None, kind: str = "ckd-student", finish=None) -
     return {**result, **extra}
 
 
-def main(argv=None) -> dict:
-    """Command-line entry point."""
-    parser = ArgumentParser(prog="python -m ckd.train", description=__doc__.split("\n\n")[0])
+def parse_config(config_cls, prog: str, description: str, argv=None):
+    """A ``config_cls`` from the command line: ``--preset`` sets defaults, explicit flags override them."""
+    parser = ArgumentParser(prog=prog, description=description)
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="cifar: 240 epochs, SGD 0.05, x0.1 at 150/180/210, batch 64, wd 5e-4, crop+flip")
-    add_dataclass_arguments(parser, TrainConfig)
+    add_dataclass_arguments(parser, config_cls)
     apply_preset(parser, PRESETS, argv)
-    config = config_from_args(TrainConfig, parser.parse_args(argv))
+    config = config_from_args(config_cls, parser.parse_args(argv))
     set_threads(config.threads)
-    return train(config)
+    return config
+
+
+def main(argv=None) -> dict:
+    """Command-line entry point."""
+    return train(parse_config(TrainConfig, "python -m ckd.train", __doc__.split("\n\n")[0], argv))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "apply_preset",
+    "open_last_checkpoint",
 ]
 
 CONFIG_FILE = "config.json"
@@ -370,3 +371,25 @@ def apply_preset(parser: argparse.ArgumentParser, presets: dict, argv) -> None:
     known, _ = parser.parse_known_args(argv)
     if getattr(known, "preset", None):
         parser.set_defaults(**presets[known.preset])
+
+
+def open_last_checkpoint(path: str | os.PathLike, resume: bool, required_keys: tuple[str, ...], what: str) -> dict | None:
+    """The checkpoint a training run continues from, or None for a new run.
+
+    Args:
+        path: the run's last checkpoint (e.g. ``OUT/last.pt``).
+        resume: whether the user asked to continue the run.
+        required_keys, what: as for :func:`load_checkpoint`.
+
+    Raises:
+        FileNotFoundError: ``resume`` without the file. FileExistsError: the file exists but ``resume`` is off
+        (a new run never overwrites an old one).
+    """
+    path = Path(path)
+    if resume:
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume: {path} does not exist")
+        return load_checkpoint(path, required_keys, what=what)
+    if path.exists():
+        raise FileExistsError(f"{path} exists: pass --resume to continue it, or choose another --out")
+    return None

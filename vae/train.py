@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 from common.cli import ArgumentParser, run_cli, set_threads
 from common.data import binarize, binarize_fixed, load_mnist, train_validation_split
 from common.runs import (METRICS_FILE, MetricsLog, add_dataclass_arguments, atomic_save, check_same_config,
-                         config_from_args, epoch_order, load_checkpoint, rng_state, set_rng_state, write_config)
+                         config_from_args, epoch_order, open_last_checkpoint, rng_state, set_rng_state,
+                         write_config)
 from vae.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, model_from_state, upgrade_legacy
 from vae.figures import make_run_figures
 from vae.models import MODEL_KINDS, HypersphericalVAE
@@ -134,16 +135,11 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
     log = log or accelerator.print
     out = Path(config.out)
     last_path = out / LAST_CHECKPOINT
-    checkpoint = None
-    if config.resume:
-        if not last_path.is_file():
-            raise FileNotFoundError(f"--resume: {last_path} does not exist")
-        checkpoint = load_checkpoint(last_path, ("model", "optimizer", "config", "state", "rng"),
-                                     what="vae.train checkpoint")
+    checkpoint = open_last_checkpoint(last_path, config.resume, ("model", "optimizer", "config", "state", "rng"),
+                                      what="vae.train checkpoint")
+    if checkpoint is not None:
         saved_config, _ = upgrade_legacy(checkpoint["config"], {})
         check_same_config(saved_config, asdict(config), ignore=RESUME_MAY_CHANGE)
-    elif last_path.exists():
-        raise FileExistsError(f"{last_path} exists: pass --resume to continue it, or choose another --out")
 
     data = data if data is not None else load_mnist(config.data)
     x_train, y_train, x_val, y_val = train_validation_split(data.x_train, data.y_train, config.num_validation)
