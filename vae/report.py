@@ -2,15 +2,25 @@
 numbers beside them, which differences exceed their standard error, and the head ablation.
 
     text = format_results(json.load(open("runs/table4/results.json")))
+    python -m vae.report results/vae-table4/*.json [--results-md RESULTS.md --section vae-table4-seeds]
+
+The command line merges the ``results.json`` of several ``vae.experiment`` commands (for example seeds or latent
+dimensions run on different cores, machines or days) into one table; they must share the training and scoring
+protocol (``PROTOCOL``), and no (model, d, seed) may appear twice.
 """
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import sys
+from pathlib import Path
 
+from common.cli import ArgumentParser, UserError, run_cli
 from common.data import TEST_BINARIZATION_SEED
+from common.markdown import write_section
 
-__all__ = ["PAPER_LL", "MODEL_NAMES", "QUANTITIES", "summarize", "format_results"]
+__all__ = ["PAPER_LL", "MODEL_NAMES", "QUANTITIES", "PROTOCOL", "summarize", "format_results", "merge_results"]
 
 PAPER_LL = {  # Table 4 of the paper (ICLR 2020 version), log-likelihood at d = 3, 5, 10, 20
     "hvae": {3: -135.0, 5: -115.3, 10: -97.7, 20: -95.0},
@@ -25,6 +35,9 @@ QUANTITIES = {
     "log_px_given_y": "**log p(x | y)** (label-aware models)",
     "elbo": "**ELBO** (one-sample estimate; on log p(x, y) for the label-aware models, on log p(x) for HVAE)",
 }
+PROTOCOL = ("quick", "max_epochs", "patience", "kl_warmup_epochs", "prior_concentration", "classifier_epochs",
+            "num_validation", "train_subset", "validation_subset", "num_samples", "num_test")
+"""Experiment settings that must agree between merged results (they change what a number means)."""
 COMPARISONS = (("hvae-l", "hvae"), ("hvae-l", "hvae-c"), ("hvae-c", "hvae"), ("hvae-l-enc", "hvae-l"),
                ("hvae-c-enc", "hvae-c"))
 
@@ -86,7 +99,9 @@ def format_results(results: dict) -> str:
                                               for d in latent_dims) for name in names) + f" (d = {latent_dims}).\n")
     text += _comparisons(runs, latent_dims)
     text += _ablation(results)
-    text.append(f"Command (total {results.get('seconds', 0):.0f} s):\n\n```\n{results['command']}\n```\n")
+    commands = results["command"] if isinstance(results["command"], list) else [results["command"]]
+    text.append(f"{'Command' if len(commands) == 1 else 'Commands'} (total {results.get('seconds', 0):.0f} s):\n\n```\n"
+                + "\n".join(commands) + "\n```\n")
     return "\n".join(text) + "\n"
 
 
@@ -122,3 +137,58 @@ def _ablation(results: dict) -> list[str]:
                          f"{run['classifier_test_accuracy']:.4f} | {run['log_px']:.1f} | {run['log_pxy']:.1f} | "
                          f"{run['elbo']:.1f} |")
     return lines + [""]
+
+
+def merge_results(parts: list[dict]) -> dict:
+    """One results dict from several ``vae.experiment`` results dicts of the same protocol.
+
+    Raises:
+        ValueError: the parts disagree on a ``PROTOCOL`` setting, or a (model name, d, seed) appears twice.
+    """
+    if not parts:
+        raise ValueError("nothing to merge")
+    first = parts[0]["config"]
+    for part in parts[1:]:
+        differing = [key for key in PROTOCOL if part["config"].get(key) != first.get(key)]
+        if differing:
+            raise ValueError("the results differ in " + ", ".join(
+                f"{key} ({first.get(key)} vs {part['config'].get(key)})" for key in differing))
+    seen, runs = set(), []
+    for part in parts:
+        for run in part["runs"]:
+            cell = (run["name"], run["latent_dim"], run.get("seed", 0), run.get("head"))
+            if cell in seen:
+                raise ValueError(f"{run['name']} at d = {run['latent_dim']}, seed {run.get('seed', 0)} appears twice")
+            seen.add(cell)
+            runs.append(run)
+    config = dict(first, latent_dims=sorted({d for part in parts for d in part["config"]["latent_dims"]}),
+                  seeds=sorted({s for part in parts for s in part["config"]["seeds"]}))
+    return {"command": [c for part in parts for c in (part["command"] if isinstance(part["command"], list) else [part["command"]])],
+            "config": config, "runs": runs, "seconds": sum(part.get("seconds", 0) for part in parts)}
+
+
+def main(argv=None) -> str:
+    """Command-line entry point: print (and optionally write) the merged tables."""
+    parser = ArgumentParser(prog="python -m vae.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="+", help="results.json files written by vae.experiment")
+    parser.add_argument("--results-md", help="also write the tables into this markdown file, between section markers")
+    parser.add_argument("--section", default="vae-table4", help="name of that section (default: %(default)s)")
+    args = parser.parse_args(argv)
+    parts = []
+    for path in args.results:
+        try:
+            part = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise UserError(f"cannot read {path}: {error}") from None
+        if not isinstance(part, dict) or not {"command", "config", "runs"} <= part.keys():
+            raise UserError(f"{path} is not a results.json written by vae.experiment")
+        parts.append(part)
+    text = format_results(merge_results(parts))  # a ValueError becomes one error: line
+    if args.results_md:
+        write_section(args.results_md, args.section, text)
+    print(text, end="")
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

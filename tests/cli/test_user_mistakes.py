@@ -59,6 +59,8 @@ CASES = [
     ("vae.classifier", ["--data", "{wrong_shape}", "--out", "{out}/c"], "shape"),
     ("vae.experiment", ["--latent-dims", "3", "--ablation-latent-dims", "7", "--out", "{out}/e"], "ablation_latent_dims"),
     ("vae.experiment", ["--latent-dims", "1", "--out", "{out}/e"], "latent_dims"),
+    ("vae.report", ["{missing}.json"], "cannot read"),
+    ("vae.report", ["{gan_run}/config.json"], "not a results.json"),
     ("vae.loglik", ["--run", "{missing}"], "does not exist"),
     ("vae.loglik", ["--run", "{not_a_run}"], "not a run folder"),
     ("vae.loglik", ["--run", "{vae_corrupt}"], "corrupted"),

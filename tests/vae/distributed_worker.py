@@ -1,10 +1,10 @@
 """Run by tests/vae/test_distributed.py on 2 CPU processes (torchrun, gloo); not a test module itself.
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/vae/distributed_worker.py OUT
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/vae/distributed_worker.py OUT [--nan-on-rank-1]
 
 Trains a tiny HVAE with vae.train.train on synthetic data whose training images carry their index in two
 pixels, records which images each process binarizes in each epoch, and writes OUT/rank_<rank>.json with those
-indices and the run's summary.
+indices and the run's summary. With ``--nan-on-rank-1`` the third training batch of process 1 (only) is NaN.
 """
 import json
 import os
@@ -23,7 +23,8 @@ NUM_TRAIN, NUM_VALIDATION = 300, 60
 ID_BASE = 250  # index = pixel(0, 0) * 250 + pixel(0, 1): both stay below 256
 
 
-def main(out: Path) -> None:
+def main(out: Path, nan_on_rank_1: bool = False) -> None:
+    rank = int(os.environ["RANK"])
     arrays = synthetic_arrays(num_train=NUM_TRAIN + NUM_VALIDATION, num_test=20)
     x_train = torch.from_numpy(arrays["x_train"]).unsqueeze(1)  # (N, 1, 28, 28) uint8
     index = torch.arange(NUM_TRAIN + NUM_VALIDATION)
@@ -36,6 +37,8 @@ def main(out: Path) -> None:
 
     def recording_binarize(images, generator=None):
         epochs[-1].extend((images[:, 0, 0, 0].long() * ID_BASE + images[:, 0, 0, 1].long()).tolist())
+        if nan_on_rank_1 and rank == 1 and len(epochs) == 1 and len(epochs[0]) > 2 * images.shape[0]:
+            return torch.full(images.shape, float("nan"))
         return binarize(images, generator)
 
     def recording_validation(*args, **kwargs):
@@ -48,10 +51,9 @@ def main(out: Path) -> None:
                                       batch_size=16, learning_rate=0.05, max_epochs=12, patience=1, progress=False,
                                       figures=False, cpu=True)
     summary = train_module.train(config, data=data, log=lambda *_: None)
-    rank = int(os.environ["RANK"])
     (out / f"rank_{rank}.json").write_text(json.dumps({"epochs": epochs[:-1], "summary": summary}))
 
 
 if __name__ == "__main__":
     os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), nan_on_rank_1="--nan-on-rank-1" in sys.argv[2:])

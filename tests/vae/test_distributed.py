@@ -1,5 +1,6 @@
 """vae.train on two processes (DDP over gloo on CPU, launched with torchrun): each epoch's training images are
-split between the processes without overlap, and early stopping ends the run at the same epoch on both."""
+split between the processes without overlap, early stopping ends the run at the same epoch on both, and a
+non-finite loss on one process stops both."""
 import json
 import os
 import subprocess
@@ -12,15 +13,18 @@ REPO = Path(__file__).resolve().parents[2]
 NUM_TRAIN = 300  # as in distributed_worker.py
 
 
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("vae-two-processes")
+def _two_processes(out: Path, *flags: str, timeout: float = 600) -> list[dict]:
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(REPO / "tests" / "vae" / "distributed_worker.py"), str(out)]
-    result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
+               str(REPO / "tests" / "vae" / "distributed_worker.py"), str(out), *flags]
+    result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-4000:]
     return [json.loads((out / f"rank_{rank}.json").read_text()) for rank in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    return _two_processes(tmp_path_factory.mktemp("vae-two-processes"))
 
 
 def test_each_epoch_is_sharded_without_overlap(ranks):
@@ -38,3 +42,10 @@ def test_early_stopping_is_decided_identically_on_every_process(ranks):
     assert summaries[0] == summaries[1]
     assert summaries[0]["stopped"] == "patience"  # early stopping did trigger, before max_epochs (12)
     assert summaries[0]["epochs"] < 12 and summaries[0]["epochs"] == summaries[0]["best_epoch"] + 1
+
+
+def test_a_non_finite_loss_on_one_process_stops_both(tmp_path):
+    # Before the check was reduced over processes, process 1 returned while process 0 waited in backward forever.
+    ranks = _two_processes(tmp_path, "--nan-on-rank-1", timeout=300)
+    for rank in ranks:
+        assert rank["summary"]["stopped"] == "non-finite loss" and rank["summary"]["epochs"] == 0

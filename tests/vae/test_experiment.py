@@ -4,7 +4,7 @@ import json
 import pytest
 
 from vae.experiment import QUICK, ExperimentConfig, effective_config, run_experiment
-from vae.report import format_results
+from vae.report import format_results, main as report_main, merge_results
 
 
 def test_quick_overrides_and_defaults():
@@ -84,3 +84,49 @@ def test_mean_sd_over_seeds_and_differences_against_their_standard_error():
     assert "| HVAE-L − HVAE | 5 | +2.50 | 0.65 | yes (> 2 SE) |" in text
     assert "| HVAE-L | -111.5 ± 0.5 (3) |" in text  # log p(x, y)
     assert text.split("**log p(x | y)**")[1].split("**ELBO**")[0].count("| HVAE-L | -109.2 ± 0.5 (3) |") == 1
+
+
+def _results(runs, latent_dims, seeds, command, **config):
+    return {"command": command, "seconds": 10.0, "runs": runs,
+            "config": {"latent_dims": latent_dims, "seeds": seeds, "prior_concentration": 5.0, "max_epochs": 100,
+                       "patience": 10, "num_samples": 500, **config}}
+
+
+def test_merging_experiments_of_other_seeds_and_dims_gives_one_table():
+    first = _results([_run("hvae", "hvae", 5, None, -110.0, seed=0), _run("hvae", "hvae", 3, None, -130.0, seed=0)],
+                     [3, 5], [0], "cmd-a")
+    second = _results([_run("hvae", "hvae", 5, None, -112.0, seed=1), _run("hvae", "hvae", 10, None, -95.0, seed=1)],
+                      [5, 10], [1], "cmd-b")
+    merged = merge_results([first, second])
+    assert merged["config"]["latent_dims"] == [3, 5, 10] and merged["config"]["seeds"] == [0, 1]
+    assert merged["seconds"] == 20.0
+    text = format_results(merged)
+    assert "| HVAE | -130.0 | -111.0 ± 1.4 (2) | -95.0 |" in text
+    assert "Commands (total 20 s):\n\n```\ncmd-a\ncmd-b\n```" in text
+
+
+@pytest.mark.parametrize("change, message", [({"patience": 3}, "patience"), ({"num_samples": 50}, "num_samples")])
+def test_merging_refuses_other_protocols(change, message):
+    first = _results([_run("hvae", "hvae", 5, None, -110.0, seed=0)], [5], [0], "a")
+    second = _results([_run("hvae", "hvae", 5, None, -112.0, seed=1)], [5], [1], "b", **change)
+    with pytest.raises(ValueError, match=message):
+        merge_results([first, second])
+
+
+def test_merging_refuses_a_run_twice():
+    first = _results([_run("hvae", "hvae", 5, None, -110.0, seed=0)], [5], [0], "a")
+    with pytest.raises(ValueError, match="twice"):
+        merge_results([first, first])
+
+
+def test_report_command_writes_the_merged_section(tmp_path):
+    paths = []
+    for seed, value in ((0, -110.0), (1, -112.0)):
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps(_results([_run("hvae", "hvae", 5, None, value, seed=seed)], [5], [seed], f"c{seed}")))
+        paths.append(str(path))
+    markdown = tmp_path / "RESULTS.md"
+    markdown.write_text("# Results\n")
+    report_main([*paths, "--results-md", str(markdown), "--section", "t4"])
+    text = markdown.read_text()
+    assert "<!-- t4:start -->" in text and "| HVAE | -111.0 ± 1.4 (2) |" in text
