@@ -179,8 +179,8 @@ def load_reference(reference="cifar10-train", split=None):
     return UInt8ImageDataset(images), f"vmfprior-{tag}-{split}-n{images.shape[0]}"
 
 
-def _extractor_tag(feature_extractor, weights_path):
-    """Name part that pins the extractor's exact weights, for cache names."""
+def extractor_tag(feature_extractor, weights_path):
+    """Name part that pins a feature extractor's exact weights (file digest or registered fingerprint), for cache names."""
     fingerprint = extractor_fingerprint(feature_extractor)
     if weights_path is not None:
         fingerprint = file_digest(weights_path)
@@ -238,8 +238,8 @@ def compute_fidelity(sampler, reference=None, num_samples=5000, feature_extracto
     if reference is not None:
         kwargs["input2"] = reference
         if reference_cache_name is not None:
-            extractor_tag = _extractor_tag(feature_extractor, feature_extractor_weights_path)
-            kwargs["input2_cache_name"] = f"{reference_cache_name}-{extractor_tag}"
+            tag = extractor_tag(feature_extractor, feature_extractor_weights_path)
+            kwargs["input2_cache_name"] = f"{reference_cache_name}-{tag}"
     fork_devices = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=fork_devices):

@@ -25,7 +25,7 @@ from common.cli import ArgumentParser, UserError, run_cli, select_device
 from common.data import DataUnavailableError
 from common.runs import atomic_write_text, read_run
 from eval.fidelity import (INCEPTION, INCEPTION_WEIGHTS_FILE, ISC_SPLITS, KEY_FID, KEY_IS_MEAN, KEY_IS_STD,
-                           REFERENCE_SPLITS, FeatureExtractorUnavailableError, _extractor_tag, compute_fidelity,
+                           REFERENCE_SPLITS, FeatureExtractorUnavailableError, compute_fidelity, extractor_tag,
                            load_reference, reference_split)
 from gan.classifier import load_classifier
 from gan.sampling import load_sampler
@@ -108,7 +108,7 @@ def prepare_evaluation(reference: str, num_samples: int, inception_weights: str 
     evaluation = PeriodicEvaluation(extractor, inception_weights, dataset, cache_name, int(num_samples), batch_size)
     # FID of the reference against itself, with both inputs under the cache name compute_fidelity will use:
     # torch-fidelity extracts the features once (loading, or downloading, the extractor) and caches the statistics.
-    cached = f"{cache_name}-{_extractor_tag(extractor, inception_weights)}"
+    cached = f"{cache_name}-{extractor_tag(extractor, inception_weights)}"
     try:
         torch_fidelity.calculate_metrics(
             input1=dataset, input2=dataset, input1_cache_name=cached, input2_cache_name=cached, fid=True,
