@@ -100,7 +100,8 @@ def format_results(results: dict) -> str:
     text += _comparisons(runs, latent_dims)
     text += _ablation(results)
     commands = results["command"] if isinstance(results["command"], list) else [results["command"]]
-    text.append(f"{'Command' if len(commands) == 1 else 'Commands'} (total {results.get('seconds', 0):.0f} s):\n\n```\n"
+    total = f" (total {results['seconds']:.0f} s)" if results.get("seconds") else ""
+    text.append(f"{'Command' if len(commands) == 1 else 'Commands'}{total}:\n\n```\n"
                 + "\n".join(commands) + "\n```\n")
     return "\n".join(text) + "\n"
 
