@@ -155,7 +155,7 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
     torch.manual_seed(config.seed)
     # A resumed run rebuilds its prior from its own checkpoint: the classifier file may be gone.
     model = build_model(config, data.num_classes) if checkpoint is None else model_from_state(asdict(config), checkpoint["model"])
-    # The fused kernel: one pass over the parameters instead of ~10 small ops each, about 15% of a CPU step at
+    # The fused kernel: one pass over the parameters instead of ~10 small ops each, about 10% of a CPU epoch at
     # batch 64 (the parameters are on the CPU here; the kernel also runs on CUDA after accelerator.prepare).
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=True)
     state = {"epoch": 0, "best_validation_elbo": -float("inf"), "best_epoch": 0, "bad_epochs": 0, "stopped": None}
