@@ -99,7 +99,7 @@ def format_results(results: dict) -> str:
                                               for d in latent_dims) for name in names) + f" (d = {latent_dims}).\n")
     text += _comparisons(runs, latent_dims)
     text += _ablation(results)
-    commands = results["command"] if isinstance(results["command"], list) else [results["command"]]
+    commands = _commands(results)
     total = f" (total {results['seconds']:.0f} s)" if results.get("seconds") else ""
     text.append(f"{'Command' if len(commands) == 1 else 'Commands'}{total}:\n\n```\n"
                 + "\n".join(commands) + "\n```\n")
@@ -140,6 +140,11 @@ def _ablation(results: dict) -> list[str]:
     return lines + [""]
 
 
+def _commands(results: dict) -> list[str]:
+    """The command lines of a results dict: one for an experiment, several for a merge."""
+    return results["command"] if isinstance(results["command"], list) else [results["command"]]
+
+
 def merge_results(parts: list[dict]) -> dict:
     """One results dict from several ``vae.experiment`` results dicts of the same protocol.
 
@@ -157,14 +162,14 @@ def merge_results(parts: list[dict]) -> dict:
     seen, runs = set(), []
     for part in parts:
         for run in part["runs"]:
-            cell = (run["name"], run["latent_dim"], run.get("seed", 0), run.get("head"))
+            cell = (run["name"], run["latent_dim"], run.get("seed", 0))  # the name carries the head
             if cell in seen:
                 raise ValueError(f"{run['name']} at d = {run['latent_dim']}, seed {run.get('seed', 0)} appears twice")
             seen.add(cell)
             runs.append(run)
     config = dict(first, latent_dims=sorted({d for part in parts for d in part["config"]["latent_dims"]}),
                   seeds=sorted({s for part in parts for s in part["config"]["seeds"]}))
-    return {"command": [c for part in parts for c in (part["command"] if isinstance(part["command"], list) else [part["command"]])],
+    return {"command": [command for part in parts for command in _commands(part)],
             "config": config, "runs": runs, "seconds": sum(part.get("seconds", 0) for part in parts)}
 
 
