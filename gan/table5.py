@@ -17,18 +17,21 @@ On a CPU, the ``small`` preset scored with the project's own classifier (see RES
         --prior-checkpoint runs/wrn-tiny/classifier.pt --classifier-checkpoint runs/wrn-tiny/classifier.pt \\
         --num-samples 2000 --eval-every 500 --eval-num-samples 1000 --round-robin 500 --cpu --results RESULTS.md
 
-Run it from the repository root. Runs are ``RUNS/<sampler>-s<seed>`` (``--runs-dir``, default ``runs/table5-<preset>``). Every step is a
-subprocess and is skipped when its output exists, so the same command continues an interrupted table:
+Run it from the repository root. Runs are ``RUNS/<sampler>-s<seed>`` (``--runs-dir``, default
+``runs/table5-<preset>``). Every step is a subprocess and is skipped when its output exists, so the same command continues an interrupted table:
 training resumes from the run's latest checkpoint, scoring writes ``fidelity-*.json`` once per sample count.
 ``--round-robin K`` advances the runs K iterations at a time in turn, so that when time runs out every noise
 has been trained equally long. ``--report-only`` writes the table from what exists. κ of the vMF noise is
 ``--concentration`` or, by default, the MLE stored in the classifier checkpoint (``concentration_mle``).
+``--keep DIR`` copies each scored run's small files (no checkpoints) to ``DIR``, so that a table can be kept under
+version control and rewritten later with ``--runs-dir DIR --report-only``.
 """
 from __future__ import annotations
 
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,7 +44,7 @@ from eval.fidelity import KEY_FID, KEY_IS_MEAN
 from eval.report import NOISE_NAMES, NOISE_ORDER, collect_runs
 from gan.config import PRESETS, parse_config
 
-__all__ = ["main", "run_folder", "trained_iterations", "summarize"]
+__all__ = ["main", "run_folder", "trained_iterations", "logged_iterations", "keep_run", "summarize"]
 
 
 def run_folder(runs_dir: Path, sampler: str, seed: int) -> Path:
@@ -55,6 +58,29 @@ def trained_iterations(run: Path) -> int:
     if not pointer.is_file():
         return 0
     return int(pointer.read_text().strip().removeprefix("iter_"))
+
+
+def logged_iterations(run: Path) -> int:
+    """How far the run got: its latest checkpoint or, in a folder kept without checkpoints (config.json,
+    metrics.jsonl and fidelity-*.json copied elsewhere to be kept), the last iteration in its metrics."""
+    return max([trained_iterations(run)]
+               + [record.get("iteration", 0) for record in read_metrics(run / "metrics.jsonl")])
+
+
+def keep_run(run: Path, destination: Path) -> Path:
+    """Copy what the table reads from a run (config.json, metrics.jsonl, fidelity-*.json) and its last sample grid
+    to ``destination/<run name>``: a few hundred kB to keep under version control, without the checkpoints.
+
+    Returns:
+        the copy's folder (a valid ``--runs-dir`` member for ``--report-only``).
+    """
+    kept = destination / run.name
+    kept.mkdir(parents=True, exist_ok=True)
+    grids = sorted((run / "samples").glob("iter_*.png"))
+    for path in [run / "config.json", run / "metrics.jsonl", *sorted(run.glob("fidelity-*.json")), *grids[-1:]]:
+        if path.is_file():
+            shutil.copy2(path, kept / path.name)
+    return kept
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -112,7 +138,7 @@ def summarize(run_dirs: list[Path]) -> str:
         for noise, values in curves["rows"].items():
             lines.append(f"| {NOISE_NAMES.get(noise, noise)} | " + " | ".join(
                 (_mean_sd(v) + f" (n={len(v)})") if v else "–" for v in values) + " |")
-    lines += ["", "Progress: " + ", ".join(f"`{run.name}` {trained_iterations(run)}" for run in run_dirs)]
+    lines += ["", "Progress: " + ", ".join(f"`{run.name}` {logged_iterations(run)}" for run in run_dirs)]
     commands = []
     for run in run_dirs:
         config_path = run / "config.json"
@@ -176,6 +202,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--results", default=None, help="markdown file for the table (section --section)")
     parser.add_argument("--section", default=None, help="default gan-table5-<preset>")
     parser.add_argument("--report-only", action="store_true", help="only write the table from existing runs")
+    parser.add_argument("--keep", default=None, metavar="DIR",
+                        help="copy every scored run's config, metrics, scores and last sample grid to DIR/<run> "
+                             "(no checkpoints); report from there later with --runs-dir DIR --report-only")
     parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     return parser
 
@@ -254,6 +283,10 @@ def main(argv=None) -> str:
             for num_samples in args.num_samples:
                 if not list(run.glob(f"fidelity-*-n{num_samples}.json")):
                     _run(_fidelity_command(args, run, seed, num_samples), args.dry_run)
+    if args.keep and not args.dry_run:
+        for _, _, run in runs:
+            if any(run.glob("fidelity-*.json")):
+                print(f"kept {run} in {keep_run(run, Path(args.keep))}")
     text = (f"### SNGAN on CIFAR-10, Table 5 protocol: preset `{args.preset}`, seeds {args.seeds}\n\n"
             f"Produced by `python -m gan.table5 {shlex.join(argv if argv is not None else sys.argv[1:])}`.\n\n"
             + summarize([run for _, _, run in runs]))

@@ -38,6 +38,16 @@ def test_summary_is_mean_and_sample_sd_over_seeds(tmp_path):
     assert "| Gaussian | 30.00 (n=1) | – |" in text
     assert "| vMF | 24.00 ± 4.00 (n=3) | 12.00 ± 2.00 (n=3) |" in text
     assert "gan/train.py --sampler vmf" in text and "python -m gan.fidelity --run vmf-s2" in text
+    # folders kept without checkpoints report the last logged iteration as their progress
+    assert "`vmf-s0` 1000" in text and "`gaussian-s0` 500" in text
+
+
+def test_progress_is_the_latest_checkpoint_when_there_is_one(tmp_path):
+    run = tmp_path / "sphere-s0"
+    _fake_run(run, "sphere", (10.0, 5.0), (2.0, 2.0), [(500, 20.0)])
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "latest").write_text("iter_0000750\n")
+    assert table5.trained_iterations(run) == 750 and table5.logged_iterations(run) == 750
 
 
 def test_commands_resume_round_robin_and_use_the_stored_concentration(tmp_path, capsys):
@@ -64,3 +74,24 @@ def test_commands_resume_round_robin_and_use_the_stored_concentration(tmp_path, 
 def test_vmf_needs_a_classifier(tmp_path):
     with pytest.raises(ValueError, match="--prior-checkpoint"):
         table5.main(["--preset", "tiny", "--runs-dir", str(tmp_path), "--dry-run"])
+
+
+def test_keep_copies_what_the_table_reads_and_reports_the_same(tmp_path):
+    runs = tmp_path / "runs"
+    _fake_run(runs / "vmf-s0", "vmf", (10.0, 5.0), (2.0, 2.0), [(500, 20.0), (1000, 12.0)])
+    (runs / "vmf-s0" / "checkpoints" / "iter_0001000").mkdir(parents=True)
+    (runs / "vmf-s0" / "checkpoints" / "latest").write_text("iter_0001000\n")
+    (runs / "vmf-s0" / "samples").mkdir()
+    for iteration in (500, 1000):
+        (runs / "vmf-s0" / "samples" / f"iter_{iteration:07d}.png").write_bytes(b"png")
+    _fake_run(runs / "sphere-s0", "sphere", (10.0, 5.0), (2.0, 2.0), [])
+    for path in (runs / "sphere-s0").glob("fidelity-*.json"):
+        path.unlink()  # trained but not scored: not kept
+    kept = tmp_path / "kept"
+    table5.main(["--preset", "small", "--samplers", "vmf", "sphere", "--seeds", "0", "--runs-dir", str(runs),
+                 "--report-only", "--keep", str(kept)])
+    assert sorted(path.name for path in (kept / "vmf-s0").iterdir()) == [
+        "config.json", "fidelity-classifier-abc-n2000.json", "fidelity-classifier-abc-n5000.json",
+        "iter_0001000.png", "metrics.jsonl"]
+    assert not (kept / "sphere-s0").exists()
+    assert table5.summarize([kept / "vmf-s0"]) == table5.summarize([runs / "vmf-s0"])
