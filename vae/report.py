@@ -6,7 +6,8 @@ numbers beside them, which differences exceed their standard error, and the head
 
 The command line merges the ``results.json`` of several ``vae.experiment`` commands (for example seeds or latent
 dimensions run on different cores, machines or days) into one table; they must share the training and scoring
-protocol (``PROTOCOL``), and no (model, d, seed) may appear twice.
+protocol (``PROTOCOL``). A (model, d, seed) that appears twice is counted once when the two runs agree in every
+result (the same run reproduced, for example by a command repeated on another machine) and refused otherwise.
 """
 from __future__ import annotations
 
@@ -99,6 +100,9 @@ def format_results(results: dict) -> str:
                                               for d in latent_dims) for name in names) + f" (d = {latent_dims}).\n")
     text += _comparisons(runs, latent_dims)
     text += _ablation(results)
+    if results.get("repeated"):
+        text.append("Run twice with identical results, counted once: " + ", ".join(
+            f"{MODEL_NAMES.get(name, name)} d = {d} seed {seed}" for name, d, seed in results["repeated"]) + ".\n")
     commands = _commands(results)
     total = f" (total {results['seconds']:.0f} s)" if results.get("seconds") else ""
     text.append(f"{'Command' if len(commands) == 1 else 'Commands'}{total}:\n\n```\n"
@@ -148,8 +152,12 @@ def _commands(results: dict) -> list[str]:
 def merge_results(parts: list[dict]) -> dict:
     """One results dict from several ``vae.experiment`` results dicts of the same protocol.
 
+    A (model name, d, seed) in several parts is kept once, and listed under ``"repeated"``, when the runs agree in
+    everything but ``REPEAT_MAY_DIFFER`` (their folder and time).
+
     Raises:
-        ValueError: the parts disagree on a ``PROTOCOL`` setting, or a (model name, d, seed) appears twice.
+        ValueError: the parts disagree on a ``PROTOCOL`` setting, or a (model name, d, seed) appears twice with
+            different results.
     """
     if not parts:
         raise ValueError("nothing to merge")
@@ -159,18 +167,30 @@ def merge_results(parts: list[dict]) -> dict:
         if differing:
             raise ValueError("the results differ in " + ", ".join(
                 f"{key} ({first.get(key)} vs {part['config'].get(key)})" for key in differing))
-    seen, runs = set(), []
+    seen, runs, repeated = {}, [], []
     for part in parts:
         for run in part["runs"]:
             cell = (run["name"], run["latent_dim"], run.get("seed", 0))  # the name carries the head
             if cell in seen:
-                raise ValueError(f"{run['name']} at d = {run['latent_dim']}, seed {run.get('seed', 0)} appears twice")
-            seen.add(cell)
+                if _results_of(seen[cell]) != _results_of(run):
+                    raise ValueError(f"{run['name']} at d = {run['latent_dim']}, seed {run.get('seed', 0)} appears "
+                                     "twice with different results")
+                repeated.append(cell)
+                continue
+            seen[cell] = run
             runs.append(run)
     config = dict(first, latent_dims=sorted({d for part in parts for d in part["config"]["latent_dims"]}),
                   seeds=sorted({s for part in parts for s in part["config"]["seeds"]}))
     return {"command": [command for part in parts for command in _commands(part)],
-            "config": config, "runs": runs, "seconds": sum(part.get("seconds", 0) for part in parts)}
+            "config": config, "runs": runs, "seconds": sum(part.get("seconds", 0) for part in parts),
+            "repeated": repeated}
+
+
+REPEAT_MAY_DIFFER = ("run_dir", "seconds")
+
+
+def _results_of(run: dict) -> dict:
+    return {key: value for key, value in run.items() if key not in REPEAT_MAY_DIFFER}
 
 
 def main(argv=None) -> str:

@@ -113,10 +113,22 @@ def test_merging_refuses_other_protocols(change, message):
         merge_results([first, second])
 
 
-def test_merging_refuses_a_run_twice():
+def test_merging_refuses_a_run_twice_with_different_results():
     first = _results([_run("hvae", "hvae", 5, None, -110.0, seed=0)], [5], [0], "a")
-    with pytest.raises(ValueError, match="twice"):
-        merge_results([first, first])
+    second = _results([_run("hvae", "hvae", 5, None, -110.5, seed=0)], [5], [0], "b")
+    with pytest.raises(ValueError, match="twice with different results"):
+        merge_results([first, second])
+
+
+def test_merging_counts_a_reproduced_run_once():
+    first = _results([_run("hvae", "hvae", 5, None, -110.0, seed=0)], [5], [0], "a")
+    again = _run("hvae", "hvae", 5, None, -110.0, seed=0)
+    again.update(run_dir="elsewhere/seed0/d5/hvae", seconds=99.0)
+    second = _results([again, _run("hvae", "hvae", 5, None, -112.0, seed=1)], [5], [0, 1], "b")
+    merged = merge_results([first, second])
+    assert [(run["seed"], run["log_px"]) for run in merged["runs"]] == [(0, -110.0), (1, -112.0)]
+    assert merged["repeated"] == [("hvae", 5, 0)]
+    assert "Run twice with identical results, counted once: HVAE d = 5 seed 0." in format_results(merged)
 
 
 def test_report_command_writes_the_merged_section(tmp_path):
