@@ -11,11 +11,12 @@ GPUs ``CUDA_VISIBLE_DEVICES=$i python -m gan.table5 ... --samplers $noise --seed
 ``python -m gan.table5 ... --report-only --results RESULTS.md``; or every run data-parallel over all GPUs with
 ``--launcher "accelerate launch --num_processes 8"`` (batch norm is synchronized, so the protocol is unchanged).
 
-On a CPU, the ``small`` preset scored with the project's own classifier (see RESULTS.md)::
+On a CPU, the ``small`` preset scored with the project's own classifier (RESULTS.md lists the exact commands;
+there each run was one invocation, ``--samplers S --seeds N``, one per core, followed by ``--keep``)::
 
     python -m gan.table5 --preset small --seeds 0 1 2 --threads 1 --data PATH/cifar10-jpeg-q75-subset.npz \\
         --prior-checkpoint runs/wrn-tiny/classifier.pt --classifier-checkpoint runs/wrn-tiny/classifier.pt \\
-        --num-samples 2000 --eval-every 500 --eval-num-samples 1000 --round-robin 500 --cpu --results RESULTS.md
+        --num-samples 2000 --eval-every 500 --eval-num-samples 1000 --cpu --results RESULTS.md
 
 Run it from the repository root. Runs are ``RUNS/<sampler>-s<seed>`` (``--runs-dir``, default
 ``runs/table5-<preset>``). Every step is a subprocess and is skipped when its output exists, so the same command continues an interrupted table:
