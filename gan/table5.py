@@ -41,6 +41,7 @@ from pathlib import Path
 from common.cli import ArgumentParser, UserError, run_cli
 from common.markdown import write_section
 from common.runs import load_checkpoint, read_metrics
+from common.stats import difference, summarize as summarize_values
 from eval.fidelity import KEY_FID, KEY_IS_MEAN
 from eval.report import NOISE_NAMES, NOISE_ORDER, collect_runs
 from gan.config import PRESETS, parse_config
@@ -124,6 +125,7 @@ def summarize(run_dirs: list[Path]) -> str:
                 _mean_sd([r[KEY_IS_MEAN] for r in rows]),
                 _mean_sd([r[KEY_FID] for r in rows if r.get(KEY_FID) is not None]) + " |"]))
         lines += ["", "Mean ± sample standard deviation over seeds (one training run per seed)."]
+        lines += _per_run_and_differences(groups)
     else:
         lines += ["No run has finished and been scored yet."]
     curves = _periodic_fid(run_dirs)
@@ -151,6 +153,41 @@ def summarize(run_dirs: list[Path]) -> str:
         lines += ["", "Commands (training, as recorded in each run's config.json, then scoring):", "", "```"]
         lines += [command for command in commands if command] + ["```"]
     return "\n".join(lines) + "\n"
+
+
+COMPARISONS = (("vmf", "gaussian"), ("vmf", "sphere"), ("sphere", "gaussian"))
+"""Pairs of noises whose final scores are compared (first − second)."""
+
+
+def _per_run_and_differences(groups: dict[tuple, list[dict]]) -> list[str]:
+    """Markdown: each run's final IS / FID, and the differences of means between noises with their standard error,
+    per group of runs scored alike (same sample count, extractor and reference)."""
+    lines = []
+    order = {name: index for index, name in enumerate(NOISE_ORDER)}
+    for setting in sorted({key[1:] for key in groups}, key=lambda k: (k[0] or 0, str(k[1]), str(k[2]))):
+        by_noise = {key[0]: rows for key, rows in groups.items() if key[1:] == setting}
+        fake = setting[0]
+        lines += ["", f"Per run ({fake} generated images), IS / FID:", ""]
+        for noise in sorted(by_noise, key=lambda n: order.get(n, 9)):
+            lines.append(f"- {NOISE_NAMES.get(noise, noise)}: " + ", ".join(
+                f"`{Path(run['run']).name}` {run[KEY_IS_MEAN]:.2f} / {run[KEY_FID]:.2f}"
+                for run in sorted(by_noise[noise], key=lambda r: r["run"])))
+        rows = []
+        for a, b in COMPARISONS:
+            if a not in by_noise or b not in by_noise:
+                continue
+            for metric, key in (("IS", KEY_IS_MEAN), ("FID", KEY_FID)):
+                summary_a = summarize_values([run.get(key) for run in by_noise[a]])
+                summary_b = summarize_values([run.get(key) for run in by_noise[b]])
+                if summary_a[2] < 2 or summary_b[2] < 2:
+                    continue
+                value, error, verdict = difference(summary_a, summary_b)
+                rows.append(f"| {NOISE_NAMES.get(a, a)} − {NOISE_NAMES.get(b, b)} | {metric} | {value:+.2f} | "
+                            f"{error:.2f} | {verdict} |")
+        if rows:
+            lines += ["", f"Differences of the means ({fake} generated images; SE = sqrt(sd_a²/n_a + sd_b²/n_b)):", "",
+                      "| difference | metric | value | SE | larger than SE? |", "|---|---|---|---|---|", *rows]
+    return lines
 
 
 def _periodic_fid(run_dirs: list[Path]) -> dict:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import sys
 from pathlib import Path
 
 from common.cli import ArgumentParser, UserError, run_cli
 from common.data import TEST_BINARIZATION_SEED
+from common.stats import difference, summarize
 from common.markdown import write_section
 
 __all__ = ["PAPER_LL", "MODEL_NAMES", "QUANTITIES", "PROTOCOL", "summarize", "format_results", "merge_results"]
@@ -41,14 +41,6 @@ PROTOCOL = ("quick", "max_epochs", "patience", "kl_warmup_epochs", "prior_concen
 """Experiment settings that must agree between merged results (they change what a number means)."""
 COMPARISONS = (("hvae-l", "hvae"), ("hvae-l", "hvae-c"), ("hvae-c", "hvae"), ("hvae-l-enc", "hvae-l"),
                ("hvae-c-enc", "hvae-c"))
-
-
-def summarize(values: list[float]) -> tuple[float, float, int]:
-    """``(mean, sample sd, n)``; sd is nan for a single value."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return math.nan, math.nan, 0
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan, len(values)
 
 
 def _cell(summary: tuple[float, float, int]) -> str:
@@ -116,12 +108,11 @@ def _comparisons(runs: list[dict], latent_dims) -> list[str]:
     rows = []
     for a, b in COMPARISONS:
         for d in latent_dims:
-            (mean_a, sd_a, n_a), (mean_b, sd_b, n_b) = cells.get((a, d), (0, 0, 0)), cells.get((b, d), (0, 0, 0))
-            if n_a < 2 or n_b < 2:
+            summary_a, summary_b = cells.get((a, d), (0, 0, 0)), cells.get((b, d), (0, 0, 0))
+            if summary_a[2] < 2 or summary_b[2] < 2:
                 continue
-            difference, error = mean_a - mean_b, math.sqrt(sd_a**2 / n_a + sd_b**2 / n_b)
-            verdict = "yes (> 2 SE)" if abs(difference) > 2 * error else "yes" if abs(difference) > error else "no"
-            rows.append(f"| {MODEL_NAMES[a]} − {MODEL_NAMES[b]} | {d} | {difference:+.2f} | {error:.2f} | {verdict} |")
+            value, error, verdict = difference(summary_a, summary_b)
+            rows.append(f"| {MODEL_NAMES[a]} − {MODEL_NAMES[b]} | {d} | {value:+.2f} | {error:.2f} | {verdict} |")
     if not rows:
         return []
     return ["**Differences in log p(x)** (mean over seeds; SE = sqrt(sd_a²/n_a + sd_b²/n_b))\n",

@@ -42,6 +42,20 @@ def test_summary_is_mean_and_sample_sd_over_seeds(tmp_path):
     assert "`vmf-s0` 1000" in text and "`gaussian-s0` 500" in text
 
 
+def test_summary_lists_each_run_and_the_differences_between_noises(tmp_path):
+    runs = []
+    for sampler, fids, scores in (("gaussian", (20.0, 24.0), (2.2, 2.6)), ("vmf", (10.0, 12.0), (2.0, 3.0))):
+        for seed, (fid, score) in enumerate(zip(fids, scores)):
+            runs.append(tmp_path / f"{sampler}-s{seed}")
+            _fake_run(runs[-1], sampler, (fid, fid), (score, score), [(500, fid)])
+    text = table5.summarize(runs)
+    assert "- vMF: `vmf-s0` 2.00 / 10.00, `vmf-s1` 3.00 / 12.00" in text
+    # FID: 11 - 22 = -11, SE sqrt(2/2 + 8/2) = 2.24; IS: 2.5 - 2.4 = +0.10, SE sqrt(0.5/2 + 0.08/2) = 0.54
+    assert "| vMF − Gaussian | FID | -11.00 | 2.24 | yes (> 2 SE) |" in text
+    assert "| vMF − Gaussian | IS | +0.10 | 0.54 | no |" in text
+    assert "vMF − sphere" not in text  # no sphere runs
+
+
 def test_progress_is_the_latest_checkpoint_when_there_is_one(tmp_path):
     run = tmp_path / "sphere-s0"
     _fake_run(run, "sphere", (10.0, 5.0), (2.0, 2.0), [(500, 20.0)])

@@ -1,0 +1,30 @@
+"""Summaries over seeds for the result tables: mean ± sample sd, and whether a difference of means exceeds its
+standard error."""
+from __future__ import annotations
+
+import math
+import statistics
+
+
+def summarize(values: list[float | None]) -> tuple[float, float, int]:
+    """``(mean, sample sd, n)`` of the values that are not None; sd is nan for one value, everything for none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return math.nan, math.nan, 0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan, len(values)
+
+
+def difference(a: tuple[float, float, int], b: tuple[float, float, int]) -> tuple[float, float, str]:
+    """Difference of two summarized means with its standard error sqrt(sd_a²/n_a + sd_b²/n_b).
+
+    Args:
+        a, b: ``summarize`` results, each of at least two values.
+
+    Returns:
+        ``(mean_a - mean_b, standard error, verdict)``, the verdict "yes (> 2 SE)", "yes" (> 1 SE) or "no".
+    """
+    (mean_a, sd_a, n_a), (mean_b, sd_b, n_b) = a, b
+    if n_a < 2 or n_b < 2:
+        raise ValueError("a standard error needs at least two values on each side")
+    value, error = mean_a - mean_b, math.sqrt(sd_a**2 / n_a + sd_b**2 / n_b)
+    return value, error, "yes (> 2 SE)" if abs(value) > 2 * error else "yes" if abs(value) > error else "no"
