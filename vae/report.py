@@ -12,7 +12,6 @@ result (the same run reproduced, for example by a command repeated on another ma
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -21,13 +20,16 @@ from common.data import TEST_BINARIZATION_SEED
 from common.stats import difference, summarize
 from common.markdown import write_section
 
-__all__ = ["PAPER_LL", "MODEL_NAMES", "QUANTITIES", "PROTOCOL", "summarize", "format_results", "merge_results"]
+__all__ = ["PAPER_LL", "DAVIDSON_SVAE_LL", "MODEL_NAMES", "QUANTITIES", "PROTOCOL", "summarize", "format_results", "merge_results"]
 
 PAPER_LL = {  # Table 4 of the paper (ICLR 2020 version), log-likelihood at d = 3, 5, 10, 20
     "hvae": {3: -135.0, 5: -115.3, 10: -97.7, 20: -95.0},
     "hvae-c": {3: -139.4, 5: -119.6, 10: -98.4, 20: -94.7},
     "hvae-l": {3: -133.0, 5: -114.3, 10: -95.6, 20: -92.8},
 }
+DAVIDSON_SVAE_LL = {11: (-93.16, 0.31)}
+"""Davidson et al. (2018), S-VAE on MNIST with latent S^10, whose ambient dimension is this project's d = 11:
+log-likelihood mean ± sd as they report it for MNIST."""
 MODEL_NAMES = {"hvae": "HVAE", "hvae-c": "HVAE-C", "hvae-l": "HVAE-L",
                "hvae-c-enc": "HVAE-C, q(z|x,y)", "hvae-l-enc": "HVAE-L, q(z|x,y)"}
 QUANTITIES = {
@@ -81,9 +83,13 @@ def format_results(results: dict) -> str:
             continue
         text.append(title + "\n")
         text.append(header + "\n" + "\n".join(rows))
-        if key == "log_px":
+        if key == "log_px" and any(d in PAPER_LL["hvae"] for d in latent_dims):
             text.append("| paper HVAE / HVAE-C / HVAE-L | " + " | ".join(
-                " / ".join(f"{PAPER_LL[m].get(d, math.nan):.1f}" for m in ("hvae", "hvae-c", "hvae-l"))
+                " / ".join(f"{PAPER_LL[m][d]:.1f}" for m in ("hvae", "hvae-c", "hvae-l")) if d in PAPER_LL["hvae"]
+                else "–" for d in latent_dims) + " |")
+        if key == "log_px" and any(d in DAVIDSON_SVAE_LL for d in latent_dims):
+            text.append("| Davidson et al. S-VAE | " + " | ".join(
+                "{:.2f} ± {:.2f}".format(*DAVIDSON_SVAE_LL[d]) if d in DAVIDSON_SVAE_LL else "–"
                 for d in latent_dims) + " |")
         text.append("")
     epochs = _by_cell(runs, "epochs")

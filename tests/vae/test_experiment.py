@@ -142,3 +142,11 @@ def test_report_command_writes_the_merged_section(tmp_path):
     report_main([*paths, "--results-md", str(markdown), "--section", "t4"])
     text = markdown.read_text()
     assert "<!-- t4:start -->" in text and "| HVAE | -111.0 ± 1.4 (2) |" in text
+
+
+def test_long_runs_at_d11_are_set_against_davidsons_s_vae_not_the_paper():
+    text = format_results(_results([_run("hvae", "hvae", 11, None, -93.5, seed=0),
+                                    _run("hvae", "hvae", 11, None, -93.1, seed=1)], [11], [0, 1], "long"))
+    assert "| HVAE | -93.3 ± 0.3 (2) |" in text
+    assert "| Davidson et al. S-VAE | -93.16 ± 0.31 |" in text
+    assert "paper HVAE" not in text and "nan" not in text
