@@ -5,8 +5,8 @@
 
 For every seed and d: train the prior-source classifier (learned head) and, for the head ablation (first seed),
 classifiers with fixed heads (random, orthogonal); train the listed models (HVAE-L on the learned-head prior),
-with ``--encoder-ablation-dims`` also HVAE-C / HVAE-L whose encoder sees the label, and HVAE-L with each
-fixed-head prior; score every VAE with ``vae.loglik`` (importance sampling on the test set binarized with seed 0);
+with ``--encoder-ablation-dims`` also HVAE-C / HVAE-L whose encoder sees the label (``--encoder-ablation-only``:
+only those, for splitting the work across runs), and HVAE-L with each fixed-head prior; score every VAE with ``vae.loglik`` (importance sampling on the test set binarized with seed 0);
 draw the figures. Writes ``OUT/results.json``, ``OUT/RESULTS.md`` (mean ± sd over seeds, differences against their
 standard error, the exact command; see :mod:`vae.report`) and one run folder per model,
 ``OUT/seed<S>/d<d>/<name>``. Re-running the same command resumes unfinished runs and reuses finished ones.
@@ -57,6 +57,7 @@ class ExperimentConfig:
     ablation_heads: tuple[str, ...] = ("random", "orthogonal")  # fixed heads compared with the learned one
     ablation_latent_dims: Optional[tuple[int, ...]] = None  # default: every d (quick: the first d)
     encoder_ablation_dims: Optional[tuple[int, ...]] = None  # also HVAE-C / HVAE-L with a q(z|x,y) encoder at these d
+    encoder_ablation_only: bool = False  # train only those q(z|x,y) variants (the --models rows come from another run)
     results_md: Optional[str] = None  # also write the tables into this markdown file, between section markers
     section: str = "vae-table4"  # name of that section
     num_validation: int = 10_000
@@ -94,6 +95,11 @@ def effective_config(config: ExperimentConfig) -> ExperimentConfig:
         raise ValueError(f"seeds must be distinct integers, got {config.seeds}")
     if config.encoder_ablation_dims and [d for d in config.encoder_ablation_dims if d not in config.latent_dims]:
         raise ValueError(f"encoder_ablation_dims {config.encoder_ablation_dims} must be among latent_dims {config.latent_dims}")
+    if config.encoder_ablation_only and (set(config.encoder_ablation_dims or ()) != set(config.latent_dims)
+                                         or not {"hvae-c", "hvae-l"} & set(config.models)):
+        raise ValueError("encoder_ablation_only needs encoder_ablation_dims equal to latent_dims and hvae-c or hvae-l "
+                         f"among models, got encoder_ablation_dims {config.encoder_ablation_dims}, "
+                         f"latent_dims {config.latent_dims}, models {config.models}")
     if config.ablation_latent_dims is None:
         config = replace(config, ablation_latent_dims=config.latent_dims[:1] if config.quick else config.latent_dims)
     unknown = [d for d in config.ablation_latent_dims if d not in config.latent_dims]
@@ -199,7 +205,8 @@ def run_experiment(config: ExperimentConfig, command: str, log=print) -> dict:
 def _plan(config: ExperimentConfig, data, seed: int, latent_dim: int, log) -> list[dict]:
     """The VAEs of one (seed, d): the table's models, the encoder ablation, the head ablation."""
     heads = ["linear"] if "hvae-l" in config.models else []
-    if config.ablation and seed == config.seeds[0] and latent_dim in config.ablation_latent_dims:
+    if (config.ablation and not config.encoder_ablation_only and seed == config.seeds[0]
+            and latent_dim in config.ablation_latent_dims):
         heads += list(config.ablation_heads)
     classifiers = {head: _classifier(config, data, seed, latent_dim, head, log) for head in heads}
     plan = []
@@ -209,7 +216,7 @@ def _plan(config: ExperimentConfig, data, seed: int, latent_dim: int, log) -> li
                      "classifier": classifiers[head]["checkpoint"] if head else None,
                      "classifier_test_accuracy": classifiers[head]["test_accuracy"] if head else None})
 
-    for model in config.models:
+    for model in () if config.encoder_ablation_only else config.models:
         add(model, model, "linear" if model == "hvae-l" else None)
     if config.encoder_ablation_dims and latent_dim in config.encoder_ablation_dims:
         for model in ("hvae-c", "hvae-l"):

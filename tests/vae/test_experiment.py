@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from vae import experiment
 from vae.experiment import QUICK, ExperimentConfig, effective_config, run_experiment
 from vae.report import format_results, main as report_main, merge_results
 
@@ -21,7 +22,11 @@ def test_quick_overrides_and_defaults():
     [({"latent_dims": (1,)}, "latent_dims"), ({"latent_dims": ()}, "latent_dims"), ({"num_samples": 0}, "num_samples"),
      ({"latent_dims": (3,), "ablation_latent_dims": (5,)}, "ablation_latent_dims"),
      ({"models": ("hvae", "vae")}, "models"), ({"seeds": (1, 1)}, "seeds"),
-     ({"latent_dims": (3,), "encoder_ablation_dims": (5,)}, "encoder_ablation_dims")],
+     ({"latent_dims": (3,), "encoder_ablation_dims": (5,)}, "encoder_ablation_dims"),
+     ({"latent_dims": (3,), "encoder_ablation_only": True}, "encoder_ablation_only"),
+     ({"latent_dims": (3, 5), "encoder_ablation_dims": (3,), "encoder_ablation_only": True}, "encoder_ablation_only"),
+     ({"latent_dims": (3,), "encoder_ablation_dims": (3,), "encoder_ablation_only": True, "models": ("hvae",)},
+      "encoder_ablation_only")],
 )
 def test_bad_settings(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -71,6 +76,24 @@ def test_tiny_end_to_end_run_and_rerun_reuses_it(tmp_path, tiny_npz):
     assert "**log p(x)**" in (tmp_path / "exp" / "RESULTS.md").read_text()
     again = run_experiment(config, command="test", log=lambda *_: None)
     assert [r["log_px"] for r in again["runs"]] == [r["log_px"] for r in results["runs"]]
+
+
+@pytest.mark.parametrize("only, expected", [(False, ["hvae", "hvae-c", "hvae-l", "hvae-c-enc", "hvae-l-enc", "hvae-l-random"]),
+                                            (True, ["hvae-c-enc", "hvae-l-enc"])])
+def test_plan_with_and_without_encoder_ablation_only(monkeypatch, only, expected):
+    trained_heads = []
+
+    def fake_classifier(config, data, seed, latent_dim, head, log):
+        trained_heads.append(head)
+        return {"checkpoint": f"classifier-{head}.pt", "test_accuracy": 0.9}
+
+    monkeypatch.setattr(experiment, "_classifier", fake_classifier)
+    config = effective_config(ExperimentConfig(latent_dims=(5,), encoder_ablation_dims=(5,), ablation_heads=("random",),
+                                               encoder_ablation_only=only))
+    plan = experiment._plan(config, None, 0, 5, log=lambda *_: None)
+    assert [run["name"] for run in plan] == expected
+    assert trained_heads == (["linear"] if only else ["linear", "random"])
+    assert all(run["encoder_sees_label"] == run["name"].endswith("-enc") for run in plan)
 
 
 def test_mean_sd_over_seeds_and_differences_against_their_standard_error():
