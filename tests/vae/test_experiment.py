@@ -109,6 +109,18 @@ def test_mean_sd_over_seeds_and_differences_against_their_standard_error():
     assert text.split("**log p(x | y)**")[1].split("**ELBO**")[0].count("| HVAE-L | -109.2 ± 0.5 (3) |") == 1
 
 
+def test_encoder_ablation_differences_put_the_papers_claims_to_that_reading():
+    runs = []
+    for seed, (c_enc, l_enc, plain) in enumerate(((-110.0, -113.0, -115.0), (-111.0, -114.0, -115.5))):
+        runs += [_run("hvae-c-enc", "hvae-c", 5, None, c_enc, c_enc - 1, seed=seed),
+                 _run("hvae-l-enc", "hvae-l", 5, "linear", l_enc, l_enc - 1, seed=seed),
+                 _run("hvae", "hvae", 5, None, plain, seed=seed)]
+    text = format_results({"command": "c", "config": {"latent_dims": [5], "prior_concentration": 5.0}, "runs": runs})
+    # -113.5 - (-110.5) = -3.0 and -113.5 - (-115.25) = +1.75; every sd is 0.707 (0.354 for HVAE): SE 0.707, 0.559
+    assert "| HVAE-L, q(z|x,y) − HVAE-C, q(z|x,y) | 5 | -3.00 | 0.71 | yes (> 2 SE) |" in text
+    assert "| HVAE-L, q(z|x,y) − HVAE | 5 | +1.75 | 0.56 | yes (> 2 SE) |" in text
+
+
 def _results(runs, latent_dims, seeds, command, **config):
     return {"command": command, "seconds": 10.0, "runs": runs,
             "config": {"latent_dims": latent_dims, "seeds": seeds, "prior_concentration": 5.0, "max_epochs": 100,
