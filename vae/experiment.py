@@ -9,7 +9,8 @@ with ``--encoder-ablation-dims`` also HVAE-C / HVAE-L whose encoder sees the lab
 only those, for splitting the work across runs), and HVAE-L with each fixed-head prior; score every VAE with
 ``vae.loglik`` (importance sampling on the test set binarized with seed 0); draw the figures. Writes
 ``OUT/results.json``, ``OUT/RESULTS.md`` (mean ± sd over seeds, differences against their standard error, the exact
-command; see :mod:`vae.report`) and one run folder per model, ``OUT/seed<S>/d<d>/<name>``. Re-running the same command resumes unfinished runs and reuses finished ones.
+command; see :mod:`vae.report`) and one run folder per model, ``OUT/seed<S>/d<d>/<name>``. Re-running the same
+command resumes unfinished runs and reuses finished ones.
 
 ``--quick`` is a few-minute smoke version (see ``QUICK``): 5,000 training images, 2 epochs, 50 importance samples
 on 500 test images and the ablation at the first d only. Without ``--data`` it reads the MNIST subset that ships
