@@ -217,7 +217,8 @@ def _evaluate(v: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, t
     """(log I_v(x), I_{v+1}(x)/I_v(x), v) in the compute dtype, with x = 0 and values outside the domain handled.
 
     A number ``v`` (the common case: v = d/2 - 1) is handled on the host, which saves most of the
-    elementwise bookkeeping a tensor order needs.
+    elementwise bookkeeping a tensor order needs. No branch depends on the values of ``x``: the special
+    values are replaced elementwise, so the evaluation traces, exports and compiles as one graph.
     """
     dtype = work_dtype(x.device)
     x_work = x.detach().to(dtype)
@@ -228,8 +229,6 @@ def _evaluate(v: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, t
         # I_v(0) = 1 for v = 0 and 0 for v > 0 (for -1 < v < 0 it is infinite).
         log_at_zero = 0.0 if v == 0 else -math.inf if v > 0 else math.inf
         special = ~(x_work > 0)  # x = 0, x < 0 or nan
-        if x_work.device.type == "cpu" and not special.any():  # the common case; asking costs no sync on a CPU
-            return (*_log_iv_and_ratio(float(v), x_work, _num_shifts(v)), float(v))
         log_value, ratio = _log_iv_and_ratio(float(v), torch.where(special, 1.0, x_work), _num_shifts(v))
         at_zero = x_work == 0
         log_value = torch.where(special, torch.where(at_zero, log_at_zero, math.nan), log_value)
@@ -249,42 +248,69 @@ def _evaluate(v: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, t
     return log_value, ratio, v_work
 
 
-class _BesselTerms(torch.autograd.Function):
-    """(log I_v(x), R_v(x) = I_{v+1}(x) / I_v(x)) from one evaluation, with the exact derivatives
-    d/dx log I_v(x) = R_v(x) + v / x  and  R_v'(x) = 1 - R_v^2 - (2v + 1) R_v / x."""
+def _ratio_over_x(ratio: torch.Tensor, x: torch.Tensor, order: torch.Tensor | float) -> torch.Tensor:
+    """R_v(x) / x, with its limit 1 / (2v + 2) at x = 0."""
+    at_zero = x == 0
+    return torch.where(at_zero, 1.0 / (2.0 * order + 2.0), ratio / torch.where(at_zero, 1.0, x))
+
+
+class _Ratio(torch.autograd.Function):
+    """R_v(x) = I_{v+1}(x) / I_v(x) from a value evaluated beforehand, differentiable in x to every order.
+
+    R_v solves the Riccati equation R_v' = 1 - R_v^2 - (2v + 1) R_v / x. The backward writes this derivative
+    with the saved output R_v itself, which stays attached to the graph: differentiating the backward again
+    applies the same equation, so derivatives of every order are exact (not only the first).
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, v: torch.Tensor | float, values=None) -> tuple[torch.Tensor, torch.Tensor]:
-        if values is None:
-            log_value, ratio, order = _evaluate(v, x)
-        else:  # evaluated earlier by bessel_values: only the gradient is attached here
-            log_value, ratio = values
-            order = _order_as_evaluated(v, ratio)
-        ctx.order = order if isinstance(order, float) else None
-        ctx.save_for_backward(x, ratio, *([] if isinstance(order, float) else [order]))
-        ctx.set_materialize_grads(False)  # an unused output's gradient stays None: no 0 * inf at x = 0
-        return log_value.to(x.dtype), ratio.to(x.dtype)
+    def forward(ctx, x: torch.Tensor, order: torch.Tensor | float, ratio: torch.Tensor) -> torch.Tensor:
+        result = ratio.to(dtype=x.dtype, copy=True)
+        ctx.order = order if not isinstance(order, torch.Tensor) else None
+        ctx.save_for_backward(x, result, *([order] if isinstance(order, torch.Tensor) else []))
+        return result
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_log_value: torch.Tensor | None, grad_ratio: torch.Tensor | None):
+    def backward(ctx, grad_ratio: torch.Tensor):
         x, ratio, *order_tensor = ctx.saved_tensors
         order = ctx.order if ctx.order is not None else order_tensor[0]
-        x_work = x.to(ratio.dtype)
-        grad = torch.zeros_like(ratio)
-        if grad_log_value is not None:
-            # d/dx log I_v = R_v + v / x; v / x -> 0 for v = 0 at x = 0 (the derivative of log I_0 at 0 is 0).
-            if isinstance(order, float):
-                v_over_x = order / x_work if order != 0 else torch.zeros_like(x_work)
-            else:
-                v_over_x = torch.where(order == 0, 0.0, order / x_work)
-            grad = grad + grad_log_value.to(ratio.dtype) * (ratio + v_over_x)
-        if grad_ratio is not None:
-            # R_v' = 1 - R_v^2 - (2v + 1) R_v / x, with R_v / x -> 1 / (2v + 2) at x = 0.
-            at_zero = x_work == 0
-            ratio_over_x = torch.where(at_zero, 1.0 / (2.0 * order + 2.0), ratio / torch.where(at_zero, 1.0, x_work))
-            grad = grad + grad_ratio.to(ratio.dtype) * (1.0 - ratio * ratio - (2.0 * order + 1.0) * ratio_over_x)
-        return grad.to(x.dtype), None, None
+        slope = 1.0 - ratio * ratio - (2.0 * order + 1.0) * _ratio_over_x(ratio, x, order)
+        return grad_ratio * slope, None, None
+
+
+class _LogBessel(torch.autograd.Function):
+    """log I_v(x) from a value evaluated beforehand, with d/dx log I_v(x) = R_v(x) + v / x.
+
+    ``ratio`` is the output of ``_Ratio`` for the same x (attached to the graph), so the derivative is itself
+    differentiable, through ``_Ratio``, to every order.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, order: torch.Tensor | float, log_value: torch.Tensor, ratio: torch.Tensor):
+        ctx.order = order if not isinstance(order, torch.Tensor) else None
+        ctx.save_for_backward(x, ratio, *([order] if isinstance(order, torch.Tensor) else []))
+        return log_value.to(dtype=x.dtype, copy=True)
+
+    @staticmethod
+    def backward(ctx, grad_log_value: torch.Tensor):
+        x, ratio, *order_tensor = ctx.saved_tensors
+        order = ctx.order if ctx.order is not None else order_tensor[0]
+        # v / x -> 0 for v = 0 at x = 0 (the derivative of log I_0 at 0 is 0).
+        if isinstance(order, torch.Tensor):
+            v_over_x = torch.where(order == 0, 0.0, order / x)
+        else:
+            v_over_x = order / x if order != 0 else torch.zeros_like(x)
+        return grad_log_value * (ratio + v_over_x), None, None, None
+
+
+def _attach(x: torch.Tensor, v: torch.Tensor | float, log_value: torch.Tensor, ratio: torch.Tensor,
+            order: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The evaluated (log I_v(x), R_v(x)) in x's dtype, differentiable in x to every order."""
+    if not x.requires_grad:  # nothing to attach: plain casts (also what a trace or an export records)
+        return log_value.to(x.dtype), ratio.to(x.dtype)
+    if isinstance(order, torch.Tensor):
+        order = order.to(x.dtype)
+    ratio_attached = _Ratio.apply(x, order, ratio)
+    return _LogBessel.apply(x, order, log_value, ratio_attached), ratio_attached
 
 
 def _order_as_evaluated(v: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor | float:
@@ -316,6 +342,19 @@ def _prepare_arguments(v, x, function_name: str) -> tuple[torch.Tensor, torch.Te
     return x, v
 
 
+def _terms(v, x, function_name: str, values: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """(log I_v(x), R_v(x)) for the public functions: evaluated (or taken from ``values``), then attached."""
+    x, v = _prepare_arguments(v, x, function_name)
+    if values is None:
+        log_value, ratio, order = _evaluate(v, x)
+    else:
+        if values[0].shape != x.shape:
+            raise ValueError(f"values have shape {tuple(values[0].shape)}, but v and x broadcast to {tuple(x.shape)}")
+        log_value, ratio = values
+        order = _order_as_evaluated(v, ratio)
+    return _attach(x, v, log_value, ratio, order)
+
+
 def log_bessel_iv(v: torch.Tensor | float, x: torch.Tensor | float) -> torch.Tensor:
     """log I_v(x), the log of the modified Bessel function of the first kind, elementwise.
 
@@ -331,7 +370,7 @@ def log_bessel_iv(v: torch.Tensor | float, x: torch.Tensor | float) -> torch.Ten
     Returns:
         Tensor of the broadcast shape of ``v`` and ``x`` and the floating dtype of ``x``.
     """
-    return _BesselTerms.apply(*_prepare_arguments(v, x, "log_bessel_iv"))[0]
+    return _terms(v, x, "log_bessel_iv")[0]
 
 
 def bessel_iv_ratio(v: torch.Tensor | float, x: torch.Tensor | float) -> torch.Tensor:
@@ -344,7 +383,7 @@ def bessel_iv_ratio(v: torch.Tensor | float, x: torch.Tensor | float) -> torch.T
     Returns:
         Tensor of the broadcast shape and the floating dtype of ``x``; differentiable in ``x``.
     """
-    return _BesselTerms.apply(*_prepare_arguments(v, x, "bessel_iv_ratio"))[1]
+    return _terms(v, x, "bessel_iv_ratio")[1]
 
 
 def log_bessel_iv_and_ratio(
@@ -359,10 +398,7 @@ def log_bessel_iv_and_ratio(
         values: ``bessel_values(v, x)`` computed earlier for the same ``v`` and ``x``, to reuse instead of
             evaluating again; the result is the same, with its gradient in ``x`` attached.
     """
-    x, v = _prepare_arguments(v, x, "log_bessel_iv_and_ratio")
-    if values is not None and values[0].shape != x.shape:
-        raise ValueError(f"values have shape {tuple(values[0].shape)}, but v and x broadcast to {tuple(x.shape)}")
-    return _BesselTerms.apply(x, v, values)
+    return _terms(v, x, "log_bessel_iv_and_ratio", values)
 
 
 @torch.no_grad()
