@@ -70,6 +70,20 @@ def _debye_polynomials(num_terms: int) -> tuple[tuple[float, ...], ...]:
     return tuple(polynomials)
 
 
+_DEBYE_POLYNOMIALS = _debye_polynomials(DEBYE_TERMS)  # exact rationals, rounded to floats once, at import
+
+
+def cached_constant(function, *args):
+    """``function(*args)`` for an ``lru_cache``-wrapped builder of constant tensors.
+
+    In eager mode the cache saves rebuilding the constants on every call; under ``torch.compile`` the cache
+    is bypassed and the builder's few operations are traced instead (the compiler folds them into constants).
+    """
+    if torch.compiler.is_compiling():
+        return function.__wrapped__(*args)
+    return function(*args)
+
+
 def work_dtype(device: torch.device) -> torch.dtype:
     """The dtype numerically delicate terms are computed in: float64, or float32 on MPS (which has no float64)."""
     return torch.float32 if device.type == "mps" else torch.float64
@@ -81,7 +95,7 @@ def _debye_matrix(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 
     u_k has no constant term for k >= 1, so the powers start at t^1.
     """
-    polynomials = _debye_polynomials(DEBYE_TERMS)
+    polynomials = _DEBYE_POLYNOMIALS
     matrix = torch.zeros(len(polynomials[-1]) - 1, len(polynomials), dtype=torch.float64)
     for column, coefficients in enumerate(polynomials):
         assert coefficients[0] == 0.0  # internal invariant: no constant term
@@ -100,7 +114,7 @@ def _debye_coefficients(order: float, dtype: torch.dtype, device: torch.device) 
     sum_k u_k(t) / mu^k; shapes (2,) and (2, 3K). With the order known, the series is one polynomial in t."""
     orders = torch.tensor([order, order + 1.0], dtype=torch.float64)
     inverse_powers = _powers(1.0 / orders, DEBYE_TERMS)  # (2, K)
-    coefficients = inverse_powers @ _debye_matrix(torch.float64, torch.device("cpu")).T  # (2, 3K)
+    coefficients = inverse_powers @ cached_constant(_debye_matrix, torch.float64, torch.device("cpu")).T  # (2, 3K)
     return orders.to(dtype=dtype, device=device), coefficients.to(dtype=dtype, device=device)
 
 
@@ -108,7 +122,7 @@ def _debye_coefficients(order: float, dtype: torch.dtype, device: torch.device) 
 def _debye_blocks(order: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The coefficients of ``_debye_coefficients`` in blocks, shape (2, B, J): [k, i, j] multiplies t^(j B + i + 1)
     for the order m + k, with B = DEBYE_BLOCK (zero-padded to J whole blocks)."""
-    _, coefficients = _debye_coefficients(order, torch.float64, torch.device("cpu"))
+    _, coefficients = cached_constant(_debye_coefficients, order, torch.float64, torch.device("cpu"))
     count = coefficients.shape[-1]
     num_blocks = -(-count // DEBYE_BLOCK)
     padded = torch.nn.functional.pad(coefficients, (0, num_blocks * DEBYE_BLOCK - count))
@@ -127,16 +141,16 @@ def _debye_series(order: torch.Tensor | float, t: torch.Tensor) -> torch.Tensor:
     number ``order`` the powers come in blocks (``DEBYE_BLOCK``), which keeps the cost per element low too.
     """
     if isinstance(order, float) and t.numel() <= DEBYE_BLOCKS_ABOVE:  # few operations
-        _, coefficients = _debye_coefficients(order, t.dtype, t.device)
+        _, coefficients = cached_constant(_debye_coefficients, order, t.dtype, t.device)
         return torch.log1p(torch.linalg.vecdot(_powers(t, coefficients.shape[-1]), coefficients))
     if isinstance(order, float):  # little work per element
-        blocks = _debye_blocks(order, t.dtype, t.device)  # (2, B, J)
+        blocks = cached_constant(_debye_blocks, order, t.dtype, t.device)  # (2, B, J)
         low = _powers(t, DEBYE_BLOCK).reshape(-1, 2, DEBYE_BLOCK).transpose(0, 1)  # (2, M, B): t^1 .. t^B
         inner = torch.bmm(low, blocks)  # (2, M, J): the block polynomials P_j(t)
         high = _powers(low[..., -1], blocks.shape[-1] - 1)  # (2, M, J - 1): (t^B)^1 .. (t^B)^(J-1)
         total = torch.add(inner[..., 0], (inner[..., 1:] * high).sum(-1))  # (2, M)
         return torch.log1p(total.transpose(0, 1).reshape(t.shape))
-    matrix = _debye_matrix(t.dtype, t.device)
+    matrix = cached_constant(_debye_matrix, t.dtype, t.device)
     orders = torch.stack([order, order + 1.0], dim=-1)
     terms = (_powers(t, matrix.shape[0]) @ matrix) * _powers(1.0 / orders, matrix.shape[1])  # u_k(t) / mu^k
     return torch.log1p(terms.sum(-1))
@@ -153,7 +167,7 @@ def _log_debye(order: torch.Tensor | float, x: torch.Tensor, inverse_x: torch.Te
         asinh((m+1)/x) - asinh(m/x) = asinh((2m + 1) / ((m + 1) h0 + m h1)).
     """
     if isinstance(order, float):
-        orders, _ = _debye_coefficients(order, x.dtype, x.device)
+        orders, _ = cached_constant(_debye_coefficients, order, x.dtype, x.device)
     else:
         orders = torch.stack([order, order + 1.0], dim=-1)
     hypots = torch.hypot(x.unsqueeze(-1), orders)  # (..., 2): sqrt(mu^2 + x^2) without overflow
