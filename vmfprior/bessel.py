@@ -81,6 +81,13 @@ def cached_constant(function, *args):
     """
     if torch.compiler.is_compiling():
         return function.__wrapped__(*args)
+    if torch.jit.is_tracing():  # build (or fetch) the constants unrecorded: the trace sees the same constants each time
+        state = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
+            return function(*args)
+        finally:
+            torch._C._set_tracing_state(state)
     return function(*args)
 
 
