@@ -91,6 +91,19 @@ def cached_constant(function, *args):
     return function(*args)
 
 
+def host_int(value) -> int:
+    """A size as a Python int. Under ``torch.jit.trace`` sizes are 0-dim tensors, and arithmetic on them would be
+    recorded with float32 constants; the size of a traced graph is fixed, so it is read here without recording."""
+    if isinstance(value, torch.Tensor):
+        state = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
+            return int(value)
+        finally:
+            torch._C._set_tracing_state(state)
+    return int(value)
+
+
 def work_dtype(device: torch.device) -> torch.dtype:
     """The dtype numerically delicate terms are computed in: float64, or float32 on MPS (which has no float64)."""
     return torch.float32 if device.type == "mps" else torch.float64

@@ -12,7 +12,7 @@ import math
 import torch
 from torch.distributions import Distribution, constraints, register_kl
 
-from .bessel import bessel_values, log_bessel_iv_and_ratio, work_dtype
+from .bessel import bessel_values, host_int, log_bessel_iv_and_ratio, work_dtype
 from .reflection import reflect_to_mean_direction
 from .reflection import row_dot as _row_dot
 from .wood_sampler import gradient_needs_mean, sample_radial
@@ -50,6 +50,7 @@ positive_finite = _PositiveFinite()
 
 def log_sphere_area(dim: int) -> float:
     """log of the surface area of S^{dim-1}: log(2 pi^(d/2) / Gamma(d/2))."""
+    dim = host_int(dim)
     return math.log(2.0) + 0.5 * dim * math.log(math.pi) - math.lgamma(0.5 * dim)
 
 
@@ -102,7 +103,7 @@ def _log_partition(dim: int, kappa: torch.Tensor, values: tuple[torch.Tensor, to
     of the vMF relative to the uniform: log C_d(kappa) = -log |S^{d-1}| - S(kappa), S' = A_d, S'' = A_d' > 0.
     Every closed form below is written with S, which is 0 at kappa = 0 and needs no cancellation of large terms.
     """
-    order = 0.5 * dim - 1.0
+    order = 0.5 * host_int(dim) - 1.0
     log_bessel, mean_length = log_bessel_iv_and_ratio(order, kappa, values=values)
     from_bessel = log_bessel - order * torch.log(0.5 * kappa) + math.lgamma(order + 1.0)
     reach = SERIES_REACH * math.sqrt(2.0 * (order + 1.0))
@@ -211,7 +212,8 @@ class VonMisesFisher(Distribution):
         log C_d(kappa) = (d/2 - 1) log kappa - (d/2) log(2 pi) - log I_{d/2-1}(kappa) = -log |S^{d-1}| - S(kappa).
         """
         log_partition, mean_length = self._log_partition()
-        return -log_sphere_area(self.dim) - log_partition, mean_length
+        # tensor - number (not number - tensor, which jit.trace records with a float32 constant when tracing grads)
+        return log_partition.neg() - log_sphere_area(self.dim), mean_length
 
     @property
     def mean(self) -> torch.Tensor:
@@ -255,7 +257,7 @@ class VonMisesFisher(Distribution):
         return self._entropy_work().to(self.concentration.dtype)
 
     def _entropy_work(self) -> torch.Tensor:
-        return log_sphere_area(self.dim) - self._kl_to_uniform_work()
+        return self._kl_to_uniform_work().neg() + log_sphere_area(self.dim)
 
     def _kl_to_uniform_work(self) -> torch.Tensor:
         """KL(p || U(S^{d-1})) = kappa A_d(kappa) - S(kappa) >= 0 in the work dtype (kappa^2 / (2 d) at small kappa)."""
