@@ -104,6 +104,14 @@ def host_int(value) -> int:
     return int(value)
 
 
+def eager_on_cpu(tensor: torch.Tensor) -> bool:
+    """Whether a value-dependent shortcut may be taken: an eager CPU tensor (asking ``.any()`` costs no device
+    synchronisation there), not under ``torch.compile``, ``torch.export`` or ``torch.jit.trace``, which need one
+    graph for every value."""
+    return (tensor.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+            and not torch.jit.is_tracing())
+
+
 def work_dtype(device: torch.device) -> torch.dtype:
     """The dtype numerically delicate terms are computed in: float64, or float32 on MPS (which has no float64)."""
     return torch.float32 if device.type == "mps" else torch.float64
@@ -251,8 +259,8 @@ def _evaluate(v: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, t
     """(log I_v(x), I_{v+1}(x)/I_v(x), v) in the compute dtype, with x = 0 and values outside the domain handled.
 
     A number ``v`` (the common case: v = d/2 - 1) is handled on the host, which saves most of the
-    elementwise bookkeeping a tensor order needs. No branch depends on the values of ``x``: the special
-    values are replaced elementwise, so the evaluation traces, exports and compiles as one graph.
+    elementwise bookkeeping a tensor order needs. Under compile, export and trace no branch depends on the values
+    of ``x``: the special values are replaced elementwise, so the evaluation is one graph (``eager_on_cpu``).
     """
     dtype = work_dtype(x.device)
     x_work = x.detach().to(dtype)
@@ -263,6 +271,8 @@ def _evaluate(v: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, t
         # I_v(0) = 1 for v = 0 and 0 for v > 0 (for -1 < v < 0 it is infinite).
         log_at_zero = 0.0 if v == 0 else -math.inf if v > 0 else math.inf
         special = ~(x_work > 0)  # x = 0, x < 0 or nan
+        if eager_on_cpu(x_work) and not special.any():  # the common case, eager on a CPU: skip the replacements
+            return (*_log_iv_and_ratio(float(v), x_work, _num_shifts(v)), float(v))
         log_value, ratio = _log_iv_and_ratio(float(v), torch.where(special, 1.0, x_work), _num_shifts(v))
         at_zero = x_work == 0
         log_value = torch.where(special, torch.where(at_zero, log_at_zero, math.nan), log_value)

@@ -12,7 +12,7 @@ import math
 import torch
 from torch.distributions import Distribution, constraints, register_kl
 
-from .bessel import bessel_values, host_int, log_bessel_iv_and_ratio, work_dtype
+from .bessel import bessel_values, eager_on_cpu, host_int, work_dtype
 from .reflection import reflect_to_mean_direction
 from .reflection import row_dot as _row_dot
 from .wood_sampler import gradient_needs_mean, sample_radial
@@ -96,21 +96,63 @@ def _log_partition_series(order: float, kappa: torch.Tensor) -> torch.Tensor:
     return torch.log1p(torch.cumprod(factors, dim=-1).sum(-1))
 
 
+class _LogPartition(torch.autograd.Function):
+    """(S(kappa), A_d(kappa)) from Bessel values evaluated beforehand; differentiable in kappa to every order.
+
+    S' = A and A' = 1 - A^2 - (d - 1) A / kappa (the Riccati equation of the Bessel ratio). The backward writes
+    these with the saved output A, which stays attached to the graph, so differentiating the backward applies the
+    same equation again: second and higher derivatives are exact. One node for what would otherwise be a chain of
+    small ones (at VAE batch sizes their number is the cost).
+    """
+
+    @staticmethod
+    def forward(ctx, kappa: torch.Tensor, dim: int, log_bessel: torch.Tensor, ratio: torch.Tensor):
+        order = 0.5 * dim - 1.0
+        log_partition = log_bessel - order * torch.log(0.5 * kappa) + math.lgamma(order + 1.0)
+        small = kappa <= SERIES_REACH * math.sqrt(2.0 * (order + 1.0))
+        if not eager_on_cpu(kappa) or small.any():
+            log_partition = torch.where(small, _log_partition_series(order, torch.where(small, kappa, 0.0)),
+                                        log_partition)
+        mean_length = ratio.to(dtype=kappa.dtype, copy=True)
+        ctx.dim = dim
+        ctx.save_for_backward(kappa, mean_length)
+        return log_partition.to(kappa.dtype), mean_length
+
+    @staticmethod
+    def backward(ctx, grad_log_partition: torch.Tensor | None, grad_mean_length: torch.Tensor | None):
+        kappa, mean_length = ctx.saved_tensors
+        grad = grad_log_partition * mean_length if grad_log_partition is not None else None
+        if grad_mean_length is not None:
+            slope = 1.0 - mean_length * mean_length - (ctx.dim - 1.0) * _ratio_over_x(mean_length, kappa)
+            grad = grad_mean_length * slope if grad is None else grad + grad_mean_length * slope
+        return grad, None, None, None
+
+
+def _ratio_over_x(ratio: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    """A_d(kappa) / kappa, kappa > 0 (the distributions' concentrations are positive)."""
+    return ratio / kappa
+
+
 def _log_partition(dim: int, kappa: torch.Tensor, values: tuple[torch.Tensor, torch.Tensor]):
     """(S(kappa), A_d(kappa)) in the work dtype, differentiable in kappa to every order; shapes of kappa.
 
     S(kappa) = log I_v(kappa) - v log(kappa / 2) + log Gamma(v + 1), v = d/2 - 1, is the log-partition function
     of the vMF relative to the uniform: log C_d(kappa) = -log |S^{d-1}| - S(kappa), S' = A_d, S'' = A_d' > 0.
-    Every closed form below is written with S, which is 0 at kappa = 0 and needs no cancellation of large terms.
+    Every closed form below is written with S, which is 0 at kappa = 0 and needs no cancellation of large terms:
+    below kappa = SERIES_REACH sqrt(2 (v + 1)) it is summed from its power series.
     """
-    order = 0.5 * host_int(dim) - 1.0
-    log_bessel, mean_length = log_bessel_iv_and_ratio(order, kappa, values=values)
-    from_bessel = log_bessel - order * torch.log(0.5 * kappa) + math.lgamma(order + 1.0)
-    reach = SERIES_REACH * math.sqrt(2.0 * (order + 1.0))
-    small = kappa <= reach
-    # Both branches are evaluated; each gets an argument where it is finite, so no nan leaks into the gradient.
-    from_series = _log_partition_series(order, torch.where(small, kappa, 0.0))
-    return torch.where(small, from_series, from_bessel), mean_length
+    dim = host_int(dim)
+    log_bessel, mean_length = values
+    if not kappa.requires_grad:
+        return _LogPartition.forward(_NoContext(), kappa, dim, log_bessel, mean_length)
+    return _LogPartition.apply(kappa, dim, log_bessel, mean_length)
+
+
+class _NoContext:
+    """Stands in for autograd's context when nothing needs a gradient (no node is recorded)."""
+
+    def save_for_backward(self, *tensors):
+        pass
 
 
 def _unit_in_work(loc: torch.Tensor) -> torch.Tensor:
