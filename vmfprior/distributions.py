@@ -8,11 +8,12 @@ Both follow ``torch.distributions``: parameters are checked against ``arg_constr
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 from torch.distributions import Distribution, constraints, register_kl
 
-from .bessel import bessel_values, eager_on_cpu, host_int, work_dtype
+from .bessel import bessel_values, cached_constant, eager_on_cpu, host_int, work_dtype
 from .reflection import reflect_to_mean_direction
 from .reflection import row_dot as _row_dot
 from .wood_sampler import gradient_needs_mean, sample_radial
@@ -91,9 +92,15 @@ def _log_partition_series(order: float, kappa: torch.Tensor) -> torch.Tensor:
     Term k + 1 is term k times kappa^2 / (4 (k + 1) (v + k + 1)) <= 1 / (k + 1) where this is used, so
     SERIES_TERMS terms reach float64 rounding. Differentiable to every order by autograd.
     """
-    steps = torch.arange(1, SERIES_TERMS + 1, dtype=kappa.dtype, device=kappa.device)
-    factors = (0.25 * kappa * kappa).unsqueeze(-1) / (steps * (steps + order))  # (..., K)
+    factors = (kappa * kappa).unsqueeze(-1) * cached_constant(_series_coefficients, order, kappa.dtype, kappa.device)
     return torch.log1p(torch.cumprod(factors, dim=-1).sum(-1))
+
+
+@lru_cache(maxsize=None)
+def _series_coefficients(order: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """1 / (4 k (v + k)) for k = 1 .. SERIES_TERMS: term k of the series is term k - 1 times kappa^2 times this."""
+    steps = torch.arange(1, SERIES_TERMS + 1, dtype=torch.float64)
+    return (0.25 / (steps * (steps + order))).to(dtype=dtype, device=device)
 
 
 class _LogPartition(torch.autograd.Function):
@@ -153,6 +160,27 @@ class _NoContext:
 
     def save_for_backward(self, *tensors):
         pass
+
+
+class _KLToUniform(torch.autograd.Function):
+    """kappa A - S as one node: dKL/dkappa = A + kappa A' - S' = kappa A' = kappa (1 - A^2) - (d - 1) A.
+
+    The backward is written with A, the graph-attached output of ``_LogPartition``, so a second backward gets
+    A' + kappa A'' exactly. ``log_partition`` and ``mean_length`` are functions of kappa: their gradient is the
+    total one returned for kappa, not passed on.
+    """
+
+    @staticmethod
+    def forward(ctx, kappa, log_partition, mean_length, dim):
+        ctx.dim = dim
+        ctx.save_for_backward(kappa, mean_length)
+        return kappa * mean_length - log_partition
+
+    @staticmethod
+    def backward(ctx, grad_kl):
+        kappa, mean_length = ctx.saved_tensors
+        derivative = kappa * (1.0 - mean_length * mean_length) - (ctx.dim - 1.0) * mean_length
+        return grad_kl * derivative, None, None, None
 
 
 def _unit_in_work(loc: torch.Tensor) -> torch.Tensor:
@@ -305,7 +333,9 @@ class VonMisesFisher(Distribution):
         """KL(p || U(S^{d-1})) = kappa A_d(kappa) - S(kappa) >= 0 in the work dtype (kappa^2 / (2 d) at small kappa)."""
         kappa = _work(self.concentration)
         log_partition, mean_length = self._log_partition(kappa)
-        return kappa * mean_length - log_partition
+        if not kappa.requires_grad:
+            return kappa * mean_length - log_partition
+        return _KLToUniform.apply(kappa, log_partition, mean_length, self.dim)
 
 
 class HypersphericalUniform(Distribution):

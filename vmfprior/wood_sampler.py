@@ -367,10 +367,12 @@ class _RadialSample(torch.autograd.Function):
         mean = None if ctx.mean is None else ctx.mean.to(w_work.dtype).reshape(-1)
         derivative = implicit_dw_dkappa(w_work.reshape(-1), kappa_work, ctx.dim, mean,
                                         dtype=_quadrature_dtype(ctx.kappa_dtype, w_work.dtype, ctx.dim))
-        derivative = _ImplicitDerivative.apply(w, kappa, derivative.reshape(w.shape).detach())
+        derivative = derivative.reshape(w.shape)
+        if torch.is_grad_enabled():  # create_graph: keep the dependence on w and refuse d^2 w / d kappa^2
+            derivative = _ImplicitDerivative.apply(w, kappa, derivative)
         # d sqrt(1 - w^2) / dw = -w / sqrt(1 - w^2); w = +-1 has probability zero but must not give nan.
         slope = -w / tangent_length.clamp(min=torch.finfo(w.dtype).tiny)
-        return (grad_w + grad_tangent_length * slope) * derivative, None, None
+        return torch.addcmul(grad_w, grad_tangent_length, slope).mul_(derivative.to(w.dtype)), None, None
 
 
 def gradient_needs_mean(dim: int) -> bool:
