@@ -43,8 +43,8 @@ DEBYE_TERMS = 14
 # powers: sum_j (t^B)^j P_j(t), with the block polynomials P_j from one batched matrix product. Computing every
 # power with a cumulative product costs more per element than the rest of the Bessel evaluation together.
 DEBYE_BLOCK = 7
-# ... above this many values of t; below, all 3 DEBYE_TERMS powers at once take fewer operations (measured crossover
-# on a CPU: between 2,048 and 8,192).
+# ... above this many values of t; below, all 3 DEBYE_TERMS powers at once take fewer operations (the crossover
+# on a CPU is recorded in BENCHMARKS.md).
 DEBYE_BLOCKS_ABOVE = 2048
 
 

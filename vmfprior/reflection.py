@@ -31,7 +31,7 @@ import torch
 
 __all__ = ["reflect_to_mean_direction", "row_dot"]
 
-# Rows at most this long take the matrix-vector route in row_dot (measured crossover on CPU: d ~ 10).
+# Rows at most this long take the matrix-vector route in row_dot (the CPU crossover is recorded in BENCHMARKS.md).
 SHORT_ROW = 8
 
 
@@ -39,8 +39,8 @@ def row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Dot products along the last dimension, broadcasting: (..., d), (..., d) -> (...).
 
     For short rows (d <= SHORT_ROW) this is a product with a ones vector (a BLAS matrix-vector product):
-    torch's reductions over a short last dimension are several times slower, which dominated sampling at
-    d <= 10. Longer rows use ``vecdot``, which is faster there.
+    torch's reductions over a short last dimension are slower on CPUs (BENCHMARKS.md). Longer rows use ``vecdot``.
+    Mixed floating dtypes follow torch's promotion (float32 with float64 gives float64).
     """
     if a.dtype != b.dtype:  # follow torch's type promotion (vecdot itself refuses mixed dtypes)
         dtype = torch.promote_types(a.dtype, b.dtype)
