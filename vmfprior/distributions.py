@@ -13,7 +13,7 @@ from functools import lru_cache
 import torch
 from torch.distributions import Distribution, constraints, register_kl
 
-from .bessel import bessel_values, cached_constant, eager_on_cpu, host_int, work_dtype
+from .bessel import bessel_values, cached_constant, eager_on_cpu, host_int, log_bessel_iv_and_ratio, work_dtype
 from .reflection import reflect_to_mean_direction
 from .reflection import row_dot as _row_dot
 from .wood_sampler import gradient_needs_mean, sample_radial
@@ -152,7 +152,19 @@ def _log_partition(dim: int, kappa: torch.Tensor, values: tuple[torch.Tensor, to
     log_bessel, mean_length = values
     if not kappa.requires_grad:
         return _LogPartition.forward(_NoContext(), kappa, dim, log_bessel, mean_length)
+    if torch.jit.is_tracing():  # jit.trace fails on a two-output autograd function with an unused output
+        return _log_partition_autograd(dim, kappa, values)
     return _LogPartition.apply(kappa, dim, log_bessel, mean_length)
+
+
+def _log_partition_autograd(dim: int, kappa: torch.Tensor, values: tuple[torch.Tensor, torch.Tensor]):
+    """``_log_partition`` from single-output autograd functions and plain operations (same values, derivatives)."""
+    order = 0.5 * dim - 1.0
+    log_bessel, mean_length = log_bessel_iv_and_ratio(order, kappa, values=values)
+    from_bessel = log_bessel - order * torch.log(0.5 * kappa) + math.lgamma(order + 1.0)
+    small = kappa <= SERIES_REACH * math.sqrt(2.0 * (order + 1.0))
+    from_series = _log_partition_series(order, torch.where(small, kappa, 0.0))
+    return torch.where(small, from_series, from_bessel), mean_length
 
 
 class _NoContext:
