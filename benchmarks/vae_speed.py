@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import sys
 import time
@@ -74,6 +75,18 @@ def time_training_steps(model: nn.Module, images: torch.Tensor, labels: torch.Te
     return elapsed / steps
 
 
+# Above this 1-minute load average another process competes for this 2-core machine's CPU: not an idle run.
+IDLE_LOAD_AVERAGE = 1.0
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (None where the platform has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def main(argv=None) -> dict:
     """Run the benchmark and print the JSON record."""
     parser = ArgumentParser(prog="python benchmarks/vae_speed.py", description=__doc__.split("\n\n")[0])
@@ -89,6 +102,7 @@ def main(argv=None) -> dict:
         if getattr(args, name) < (2 if name == "latent_dim" else 1):
             raise UserError(f"--{name.replace('_', '-')} is out of range: {getattr(args, name)}")
     set_threads(args.threads)
+    load_before = _load_average()
     torch.manual_seed(0)
     data = load_mnist(args.data)
     images, labels = data.x_train, data.y_train
@@ -121,8 +135,14 @@ def main(argv=None) -> dict:
         "loglik_seconds_10k_extrapolated": round(loglik_seconds * 10_000 / args.num_test, 0),
         "loglik_log_px_untrained": round(scores["log_px"], 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
+        "load_average_before": load_before,
+        "load_average_after": _load_average(),
     }
     print(json.dumps(record, indent=2))
+    busiest = max((v for v in (record["load_average_before"], record["load_average_after"]) if v is not None), default=0.0)
+    if busiest > IDLE_LOAD_AVERAGE:
+        print(f"warning: load average {busiest:.2f} > {IDLE_LOAD_AVERAGE:g} on a {os.cpu_count()}-core machine: other "
+              "processes shared the CPU, so these are not idle-machine figures", file=sys.stderr)
     return record
 
 

@@ -1,6 +1,7 @@
 """Cost of one vMF latent step as a VAE runs it, against Gaussian, Power Spherical and (optionally) s-vae latents.
 
     python benchmarks/vmf_latent.py [--svae PATH] [--write BENCHMARKS.md] [--batches 64 1024 65536] [--dims 5 10 64]
+                                    [--device cpu|cuda] [--no-compile] [--hvae-batches 64 256]
 
 A *latent step* is what a VAE does with its encoder outputs every batch, timed forward and backward together:
 fresh encoder outputs that require grad, the distribution built from them (unit ``loc``, concentration
@@ -10,6 +11,11 @@ latent, 128-256-784 decoder, Bernoulli loss, Adam) on a fixed batch of random bi
 
 Peers are timed in turn within each repeat (interleaved, one torch thread), and each figure is the median over
 repeats of the mean time of a block of calls, so that the ratios hold even when a shared CPU changes speed.
+The *compiled* column times the same vmfprior step with the latent (build, rsample, KL) compiled by
+``torch.compile(fullgraph=True)`` and backward through the compiled graph; its compile time (first call) is
+reported beside it. ``--device cuda`` runs everything on a GPU (blocks are timed between
+``torch.cuda.synchronize()`` calls). The load average is recorded before and after; above 1 (on this 2-core
+machine, another process is then running) the run warns that its times are not idle-machine figures.
 ``--svae PATH`` imports the reference implementation of Davidson et al. (2018) from a local checkout of
 s-vae-pytorch (``PATH/hyperspherical_vae``); nothing of it is copied here.
 """
@@ -94,12 +100,30 @@ def _peers(svae_path: str | None) -> list[_Peer]:
     return peers
 
 
+def _compiled_vmfprior_peer() -> _Peer:
+    """vmfprior with the latent compiled as one graph (validation off: its checks would synchronise)."""
+
+    def build(raw_loc, raw_concentration):
+        posterior = VonMisesFisher(F.normalize(raw_loc, dim=-1), F.softplus(raw_concentration.squeeze(-1)) + 1.0,
+                                   validate_args=False)
+        prior = HypersphericalUniform(raw_loc.shape[-1], dtype=raw_loc.dtype, device=raw_loc.device)
+        return posterior.rsample(), kl_divergence(posterior, prior)
+
+    return _Peer("vmfprior compiled", lambda d: 1, torch.compile(build, fullgraph=True, dynamic=False))
+
+
+def _on_device(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor drawn on the CPU (seeded generator) moved to the default device."""
+    return tensor.to(torch.get_default_device())
+
+
 def _latent_step(peer: _Peer, batch: int, dim: int, seed: int):
     """A closure running one latent step of ``peer`` on fresh leaves holding fixed encoder outputs."""
     generator = torch.Generator().manual_seed(seed)
-    loc_values = torch.randn(batch, dim, generator=generator)
-    concentration_values = torch.randn(batch, peer.concentration_width(dim), generator=generator) * 2.0 + 3.0
-    weights = torch.randn(batch, dim, generator=generator)
+    loc_values = _on_device(torch.randn(batch, dim, generator=generator, device="cpu"))
+    concentration_values = _on_device(
+        torch.randn(batch, peer.concentration_width(dim), generator=generator, device="cpu") * 2.0 + 3.0)
+    weights = _on_device(torch.randn(batch, dim, generator=generator, device="cpu"))
 
     def step():
         raw_loc = loc_values.detach().requires_grad_()  # new leaves: nothing carries over between steps
@@ -135,7 +159,7 @@ def _hvae_step(peer: _Peer, batch: int, dim: int, seed: int):
     torch.manual_seed(seed)
     model = _HVAE(dim, peer)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    images = (torch.rand(batch, 784, generator=torch.Generator().manual_seed(seed)) < 0.3).float()
+    images = _on_device((torch.rand(batch, 784, generator=torch.Generator().manual_seed(seed), device="cpu") < 0.3).float())
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -162,20 +186,39 @@ def _count_operations(step) -> int:
     return Counter.count
 
 
-def _interleaved_medians(steps: dict, repeats: int, block_seconds: float) -> dict:
-    """Median over ``repeats`` of each step's mean time (seconds) in a block of calls, the steps taken in turn."""
+def _synchronize() -> None:
+    """Wait for the GPU's queued work (a no-op on a CPU), so that a block's time includes all of it."""
+    if torch.get_default_device().type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _interleaved_medians(steps: dict, repeats: int, block_seconds: float, first_call: dict | None = None) -> dict:
+    """Median over ``repeats`` of each step's mean time (seconds) in a block of calls, the steps taken in turn.
+
+    ``first_call``, if given, receives the time of each step's first call (a compiled step's compile time).
+    """
     per_block = {}
     for name, step in steps.items():  # warm-up, and the block length that makes a block last ~block_seconds
-        step()
+        _synchronize()
         start = time.perf_counter()
         step()
+        _synchronize()
+        if first_call is not None:
+            first_call[name] = time.perf_counter() - start
+        step()
+        _synchronize()
+        start = time.perf_counter()
+        step()
+        _synchronize()
         per_block[name] = max(1, round(block_seconds / max(time.perf_counter() - start, 1e-6)))
     times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
+            _synchronize()
             start = time.perf_counter()
             for _ in range(per_block[name]):
                 step()
+            _synchronize()
             times[name].append((time.perf_counter() - start) / per_block[name])
     return {name: statistics.median(values) for name, values in times.items()}
 
@@ -185,12 +228,30 @@ def _repeats_for(batch: int, repeats: int) -> int:
     return max(5, repeats // max(1, batch // 4096))
 
 
-def _load_average() -> str:
-    """The 1-minute load average of this machine (CPU processes waiting or running), or '?' where unknown."""
+# Above this 1-minute load average another process competes for this 2-core machine's CPU: not an idle run.
+IDLE_LOAD_AVERAGE = 1.0
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average of this machine (CPU processes waiting or running), or None where unknown."""
     try:
-        return f"{os.getloadavg()[0]:.1f}"
+        return os.getloadavg()[0]
     except (AttributeError, OSError):
-        return "?"
+        return None
+
+
+def _load_text(load: float | None) -> str:
+    return "?" if load is None else f"{load:.2f}"
+
+
+def _busy_warning(before: float | None, after: float | None) -> str | None:
+    """A warning when the load average exceeded IDLE_LOAD_AVERAGE before or after the run."""
+    worst = max((v for v in (before, after) if v is not None), default=None)
+    if worst is None or worst <= IDLE_LOAD_AVERAGE:
+        return None
+    return (f"warning: load average {_load_text(before)} before and {_load_text(after)} after the run "
+            f"(> {IDLE_LOAD_AVERAGE:g} on a {os.cpu_count()}-core machine): other processes shared the CPU, so these "
+            "are not idle-machine figures; compare the ratios within the run only")
 
 
 def _milliseconds(seconds: float) -> str:
@@ -201,9 +262,15 @@ def _verdict(ratio: float, target: float) -> str:
     return f"met ({ratio:.2f}x <= {target:g}x)" if ratio <= target else f"**not met** ({ratio:.2f}x > {target:g}x, by {ratio / target - 1:.0%})"
 
 
-def _latent_table(results: list[tuple[int, int, dict]], names: list[str]) -> tuple[str, list[str]]:
-    header = "| batch | d | " + " | ".join(names) + " | vmfprior / power_spherical | vmfprior / s-vae | targets |"
-    lines = [header, "|---:|---:|" + "---:|" * len(names) + "---:|---:|---|"]
+COMPILED = "vmfprior compiled"
+
+
+def _latent_table(results: list[tuple[int, int, dict]], names: list[str],
+                  compile_seconds: dict | None = None) -> tuple[str, list[str]]:
+    compiled = COMPILED in names
+    header = ("| batch | d | " + " | ".join(names) + " | vmfprior / power_spherical | vmfprior / s-vae"
+              + (" | compiled / power_spherical | compile time (first call)" if compiled else "") + " | targets |")
+    lines = [header, "|---:|---:|" + "---:|" * len(names) + "---:|---:|" + ("---:|---:|" if compiled else "") + "---|"]
     misses = []
     for batch, dim, seconds in results:
         cells = [_milliseconds(seconds[name]) for name in names]
@@ -222,6 +289,10 @@ def _latent_table(results: list[tuple[int, int, dict]], names: list[str]) -> tup
                 verdicts.append(f"vs {peer}: {verdict}")
                 if ratio > target:
                     misses.append(f"batch {batch:,}, d = {dim} vs {peer}: {ratio:.2f}x")
+        if compiled:
+            ratio_cells.append(f"{seconds[COMPILED] / seconds['power_spherical']:.2f}x" if "power_spherical" in seconds
+                               else "-")
+            ratio_cells.append(f"{compile_seconds[(batch, dim)]:.1f} s" if compile_seconds else "-")
         lines.append(f"| {batch:,} | {dim} | " + " | ".join(cells) + " | " + " | ".join(ratio_cells) + " | "
                      + ("; ".join(verdicts) or "-") + " |")
     return "\n".join(lines), misses
@@ -244,14 +315,13 @@ def _hvae_table(results: list[tuple[int, int, dict]], names: list[str]) -> tuple
 
 
 GPU_NOTE = """\
-GPU use: the common path has one host synchronisation per round of Wood's rejection sampler (the count of
-entries still rejected decides whether another round runs; at batch 64 a round draws 4 proposals per entry and
-almost always ends the loop), and two more where validation is on (`validate_args`, the torch default: the
-two parameter checks call `.all()`); the Bessel terms, the KL and the implicit gradient have none (on a CPU the
-Bessel terms ask once whether every concentration is positive, which costs no synchronisation there). On a machine
-with a GPU, the same table comes from `python benchmarks/vmf_latent.py --device cuda --write BENCHMARKS.md`, and
-`nsys profile python benchmarks/vmf_latent.py --device cuda --batches 64 --dims 10 --hvae-batches` shows the
-synchronisations (no GPU was available for this table; no `torch.compile` path is offered yet)."""
+GPU use: in eager mode the sampler has one host synchronisation per round of Wood's rejection sampler (the count
+of entries still rejected decides whether another round runs; at batch 64 a round draws 4 proposals per entry and
+almost always ends the loop), and two more where validation is on (`validate_args`, the torch default: the two
+parameter checks call `.all()`). The Bessel terms, the KL and the implicit gradient have none. The compiled step
+(validation off) has none at all: its sampler runs fixed-shape rounds and decides further rounds inside the graph
+(`while_loop`). On a machine with a GPU the same tables come from `python benchmarks/vmf_latent.py --device cuda`
+(add `--write FILE` to record them); `nsys profile` around it shows the synchronisations."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=21, help="interleaved repeats per setting (median kept)")
     parser.add_argument("--block-seconds", type=float, default=0.02, help="length of one timed block of calls")
     parser.add_argument("--svae", default=None, help="path to a local checkout of s-vae-pytorch (adds its column)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (a GPU: eager and compiled steps on it)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="leave out the compiled vmfprior column (each batch and d compiles once, ~1 min on a CPU)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--write", default=None, help="markdown file whose vmf-latent section is replaced")
     args = parser.parse_args(argv)
@@ -272,18 +344,31 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--batches must be >= 1, --dims >= 2, --repeats >= 1 and --block-seconds > 0")
     if args.svae is not None and not Path(args.svae, "hyperspherical_vae").is_dir():
         raise UserError(f"--svae {args.svae!r} is not a checkout of s-vae-pytorch (no hyperspherical_vae/ inside)")
+    if args.device not in ("cpu", "cuda"):
+        raise UserError(f"--device must be cpu or cuda, got {args.device!r}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is visible to torch on this machine")
     set_threads(args.threads)
     if args.device != "cpu":
         torch.set_default_device(args.device)
 
     load_before = _load_average()
+    warning = _busy_warning(load_before, None)
+    if warning:
+        print(warning, flush=True)
     peers = _peers(args.svae)
     names = [peer.name for peer in peers]
-    latent_results = []
+    if args.compile:
+        names.append(COMPILED)
+    latent_results, compile_seconds = [], {}
     for batch in args.batches:
         for dim in args.dims:
-            steps = {peer.name: _latent_step(peer, batch, dim, seed=batch + dim) for peer in peers}
-            seconds = _interleaved_medians(steps, _repeats_for(batch, args.repeats), args.block_seconds)
+            setting_peers = peers + ([_compiled_vmfprior_peer()] if args.compile else [])
+            steps = {peer.name: _latent_step(peer, batch, dim, seed=batch + dim) for peer in setting_peers}
+            first_call = {}
+            seconds = _interleaved_medians(steps, _repeats_for(batch, args.repeats), args.block_seconds, first_call)
+            if args.compile:
+                compile_seconds[(batch, dim)] = first_call[COMPILED]
             latent_results.append((batch, dim, seconds))
             print(f"latent batch={batch:6d} d={dim:3d}: "
                   + "  ".join(f"{name} {_milliseconds(value)}" for name, value in seconds.items()), flush=True)
@@ -291,11 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     for batch in args.hvae_batches:
         steps = {peer.name: _hvae_step(peer, batch, args.hvae_dim, seed=batch) for peer in peers}
         seconds = _interleaved_medians(steps, args.repeats, args.block_seconds)
-        hvae_results.append((batch, args.hvae_dim, seconds))
+        hvae_results.append((batch, args.hvae_dim, seconds))  # the HVAE step is timed eager
         print(f"HVAE   batch={batch:6d} d={args.hvae_dim:3d}: "
               + "  ".join(f"{name} {_milliseconds(value)}" for name, value in seconds.items()), flush=True)
 
-    latent_table, misses = _latent_table(latent_results, names)
+    latent_table, misses = _latent_table(latent_results, names, compile_seconds)
     operations = {peer.name: _count_operations(_latent_step(peer, 64, 10, seed=0)) for peer in peers}
     notes = [
         "Tensor operations in one latent step (batch 64, d = 10, forward and backward, counted in this run): "
@@ -312,8 +397,12 @@ def main(argv: list[str] | None = None) -> int:
                 "sample, the reflection and its backward) that every sampler pays dominates, and s-vae's per-sample "
                 "overheads are small beside it."
             )
-    hvae_table, hvae_misses = _hvae_table(hvae_results, names) if hvae_results else ("", [])
+    hvae_table, hvae_misses = _hvae_table(hvae_results, [p.name for p in peers]) if hvae_results else ("", [])
     misses += hvae_misses
+    load_after = _load_average()
+    warning = _busy_warning(load_before, load_after)
+    if warning:
+        notes.insert(0, warning)
     summary = "All targets checked in this run are met." if not misses else "Targets missed: " + "; ".join(misses) + "."
     print()
     print(latent_table)
@@ -322,14 +411,16 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(summary)
     print("\n".join(notes))
+    if warning:
+        print(warning, file=sys.stderr)
     if args.write:
         command = "python " + " ".join(shlex.quote(part) for part in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
         body = "\n".join([
             f"Command: `{command}`",
             "",
             f"Machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), "
-            f"device {args.device}, float32, load average {load_before} before and {_load_average()} after the "
-            "run (the machine is shared: compare the ratios within the run, not the times across runs). Each figure is the median over repeats of one call's time (a block of "
+            f"device {args.device}, float32, load average {_load_text(load_before)} before and "
+            f"{_load_text(load_after)} after the run. Each figure is the median over repeats of one call's time (a block of "
             "calls divided by its length), the peers timed in turn within each repeat. Latent step: fresh encoder "
             "outputs requiring grad, the distribution built from them (unit loc, concentration softplus + 1), "
             "rsample, KL to the uniform prior (Gaussian: Normal and KL to N(0, I)), backward. HVAE step: one Adam "

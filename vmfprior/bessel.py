@@ -43,8 +43,8 @@ DEBYE_TERMS = 14
 # powers: sum_j (t^B)^j P_j(t), with the block polynomials P_j from one batched matrix product. Computing every
 # power with a cumulative product costs more per element than the rest of the Bessel evaluation together.
 DEBYE_BLOCK = 7
-# ... above this many values of t; below, all 3 DEBYE_TERMS powers at once take fewer operations (measured crossover
-# on a CPU: between 2,048 and 8,192).
+# ... above this many values of t; below, all 3 DEBYE_TERMS powers at once take fewer operations (the crossover
+# on a CPU is recorded in BENCHMARKS.md).
 DEBYE_BLOCKS_ABOVE = 2048
 
 
@@ -70,6 +70,48 @@ def _debye_polynomials(num_terms: int) -> tuple[tuple[float, ...], ...]:
     return tuple(polynomials)
 
 
+_DEBYE_POLYNOMIALS = _debye_polynomials(DEBYE_TERMS)  # exact rationals, rounded to floats once, at import
+
+
+def cached_constant(function, *args):
+    """``function(*args)`` for an ``lru_cache``-wrapped builder of constant tensors.
+
+    In eager mode the cache saves rebuilding the constants on every call; under ``torch.compile`` the cache
+    is bypassed and the builder's few operations are traced instead (the compiler folds them into constants).
+    """
+    if torch.compiler.is_compiling():
+        return function.__wrapped__(*args)
+    if torch.jit.is_tracing():  # build (or fetch) the constants unrecorded: the trace sees the same constants each time
+        state = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
+            return function(*args)
+        finally:
+            torch._C._set_tracing_state(state)
+    return function(*args)
+
+
+def host_int(value) -> int:
+    """A size as a Python int. Under ``torch.jit.trace`` sizes are 0-dim tensors, and arithmetic on them would be
+    recorded with float32 constants; the size of a traced graph is fixed, so it is read here without recording."""
+    if isinstance(value, torch.Tensor):
+        state = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
+            return int(value)
+        finally:
+            torch._C._set_tracing_state(state)
+    return int(value)
+
+
+def eager_on_cpu(tensor: torch.Tensor) -> bool:
+    """Whether a value-dependent shortcut may be taken: an eager CPU tensor (asking ``.any()`` costs no device
+    synchronisation there), not under ``torch.compile``, ``torch.export`` or ``torch.jit.trace``, which need one
+    graph for every value."""
+    return (tensor.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+            and not torch.jit.is_tracing())
+
+
 def work_dtype(device: torch.device) -> torch.dtype:
     """The dtype numerically delicate terms are computed in: float64, or float32 on MPS (which has no float64)."""
     return torch.float32 if device.type == "mps" else torch.float64
@@ -81,7 +123,7 @@ def _debye_matrix(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 
     u_k has no constant term for k >= 1, so the powers start at t^1.
     """
-    polynomials = _debye_polynomials(DEBYE_TERMS)
+    polynomials = _DEBYE_POLYNOMIALS
     matrix = torch.zeros(len(polynomials[-1]) - 1, len(polynomials), dtype=torch.float64)
     for column, coefficients in enumerate(polynomials):
         assert coefficients[0] == 0.0  # internal invariant: no constant term
@@ -100,7 +142,7 @@ def _debye_coefficients(order: float, dtype: torch.dtype, device: torch.device) 
     sum_k u_k(t) / mu^k; shapes (2,) and (2, 3K). With the order known, the series is one polynomial in t."""
     orders = torch.tensor([order, order + 1.0], dtype=torch.float64)
     inverse_powers = _powers(1.0 / orders, DEBYE_TERMS)  # (2, K)
-    coefficients = inverse_powers @ _debye_matrix(torch.float64, torch.device("cpu")).T  # (2, 3K)
+    coefficients = inverse_powers @ cached_constant(_debye_matrix, torch.float64, torch.device("cpu")).T  # (2, 3K)
     return orders.to(dtype=dtype, device=device), coefficients.to(dtype=dtype, device=device)
 
 
@@ -108,7 +150,7 @@ def _debye_coefficients(order: float, dtype: torch.dtype, device: torch.device) 
 def _debye_blocks(order: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The coefficients of ``_debye_coefficients`` in blocks, shape (2, B, J): [k, i, j] multiplies t^(j B + i + 1)
     for the order m + k, with B = DEBYE_BLOCK (zero-padded to J whole blocks)."""
-    _, coefficients = _debye_coefficients(order, torch.float64, torch.device("cpu"))
+    _, coefficients = cached_constant(_debye_coefficients, order, torch.float64, torch.device("cpu"))
     count = coefficients.shape[-1]
     num_blocks = -(-count // DEBYE_BLOCK)
     padded = torch.nn.functional.pad(coefficients, (0, num_blocks * DEBYE_BLOCK - count))
@@ -127,16 +169,16 @@ def _debye_series(order: torch.Tensor | float, t: torch.Tensor) -> torch.Tensor:
     number ``order`` the powers come in blocks (``DEBYE_BLOCK``), which keeps the cost per element low too.
     """
     if isinstance(order, float) and t.numel() <= DEBYE_BLOCKS_ABOVE:  # few operations
-        _, coefficients = _debye_coefficients(order, t.dtype, t.device)
+        _, coefficients = cached_constant(_debye_coefficients, order, t.dtype, t.device)
         return torch.log1p(torch.linalg.vecdot(_powers(t, coefficients.shape[-1]), coefficients))
     if isinstance(order, float):  # little work per element
-        blocks = _debye_blocks(order, t.dtype, t.device)  # (2, B, J)
+        blocks = cached_constant(_debye_blocks, order, t.dtype, t.device)  # (2, B, J)
         low = _powers(t, DEBYE_BLOCK).reshape(-1, 2, DEBYE_BLOCK).transpose(0, 1)  # (2, M, B): t^1 .. t^B
         inner = torch.bmm(low, blocks)  # (2, M, J): the block polynomials P_j(t)
         high = _powers(low[..., -1], blocks.shape[-1] - 1)  # (2, M, J - 1): (t^B)^1 .. (t^B)^(J-1)
         total = torch.add(inner[..., 0], (inner[..., 1:] * high).sum(-1))  # (2, M)
         return torch.log1p(total.transpose(0, 1).reshape(t.shape))
-    matrix = _debye_matrix(t.dtype, t.device)
+    matrix = cached_constant(_debye_matrix, t.dtype, t.device)
     orders = torch.stack([order, order + 1.0], dim=-1)
     terms = (_powers(t, matrix.shape[0]) @ matrix) * _powers(1.0 / orders, matrix.shape[1])  # u_k(t) / mu^k
     return torch.log1p(terms.sum(-1))
@@ -153,7 +195,7 @@ def _log_debye(order: torch.Tensor | float, x: torch.Tensor, inverse_x: torch.Te
         asinh((m+1)/x) - asinh(m/x) = asinh((2m + 1) / ((m + 1) h0 + m h1)).
     """
     if isinstance(order, float):
-        orders, _ = _debye_coefficients(order, x.dtype, x.device)
+        orders, _ = cached_constant(_debye_coefficients, order, x.dtype, x.device)
     else:
         orders = torch.stack([order, order + 1.0], dim=-1)
     hypots = torch.hypot(x.unsqueeze(-1), orders)  # (..., 2): sqrt(mu^2 + x^2) without overflow
@@ -217,7 +259,8 @@ def _evaluate(v: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, t
     """(log I_v(x), I_{v+1}(x)/I_v(x), v) in the compute dtype, with x = 0 and values outside the domain handled.
 
     A number ``v`` (the common case: v = d/2 - 1) is handled on the host, which saves most of the
-    elementwise bookkeeping a tensor order needs.
+    elementwise bookkeeping a tensor order needs. Under compile, export and trace no branch depends on the values
+    of ``x``: the special values are replaced elementwise, so the evaluation is one graph (``eager_on_cpu``).
     """
     dtype = work_dtype(x.device)
     x_work = x.detach().to(dtype)
@@ -228,7 +271,7 @@ def _evaluate(v: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, t
         # I_v(0) = 1 for v = 0 and 0 for v > 0 (for -1 < v < 0 it is infinite).
         log_at_zero = 0.0 if v == 0 else -math.inf if v > 0 else math.inf
         special = ~(x_work > 0)  # x = 0, x < 0 or nan
-        if x_work.device.type == "cpu" and not special.any():  # the common case; asking costs no sync on a CPU
+        if eager_on_cpu(x_work) and not special.any():  # the common case, eager on a CPU: skip the replacements
             return (*_log_iv_and_ratio(float(v), x_work, _num_shifts(v)), float(v))
         log_value, ratio = _log_iv_and_ratio(float(v), torch.where(special, 1.0, x_work), _num_shifts(v))
         at_zero = x_work == 0
@@ -249,42 +292,69 @@ def _evaluate(v: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, t
     return log_value, ratio, v_work
 
 
-class _BesselTerms(torch.autograd.Function):
-    """(log I_v(x), R_v(x) = I_{v+1}(x) / I_v(x)) from one evaluation, with the exact derivatives
-    d/dx log I_v(x) = R_v(x) + v / x  and  R_v'(x) = 1 - R_v^2 - (2v + 1) R_v / x."""
+def _ratio_over_x(ratio: torch.Tensor, x: torch.Tensor, order: torch.Tensor | float) -> torch.Tensor:
+    """R_v(x) / x, with its limit 1 / (2v + 2) at x = 0."""
+    at_zero = x == 0
+    return torch.where(at_zero, 1.0 / (2.0 * order + 2.0), ratio / torch.where(at_zero, 1.0, x))
+
+
+class _Ratio(torch.autograd.Function):
+    """R_v(x) = I_{v+1}(x) / I_v(x) from a value evaluated beforehand, differentiable in x to every order.
+
+    R_v solves the Riccati equation R_v' = 1 - R_v^2 - (2v + 1) R_v / x. The backward writes this derivative
+    with the saved output R_v itself, which stays attached to the graph: differentiating the backward again
+    applies the same equation, so derivatives of every order are exact (not only the first).
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, v: torch.Tensor | float, values=None) -> tuple[torch.Tensor, torch.Tensor]:
-        if values is None:
-            log_value, ratio, order = _evaluate(v, x)
-        else:  # evaluated earlier by bessel_values: only the gradient is attached here
-            log_value, ratio = values
-            order = _order_as_evaluated(v, ratio)
-        ctx.order = order if isinstance(order, float) else None
-        ctx.save_for_backward(x, ratio, *([] if isinstance(order, float) else [order]))
-        ctx.set_materialize_grads(False)  # an unused output's gradient stays None: no 0 * inf at x = 0
-        return log_value.to(x.dtype), ratio.to(x.dtype)
+    def forward(ctx, x: torch.Tensor, order: torch.Tensor | float, ratio: torch.Tensor) -> torch.Tensor:
+        result = ratio.to(dtype=x.dtype, copy=True)
+        ctx.order = order if not isinstance(order, torch.Tensor) else None
+        ctx.save_for_backward(x, result, *([order] if isinstance(order, torch.Tensor) else []))
+        return result
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_log_value: torch.Tensor | None, grad_ratio: torch.Tensor | None):
+    def backward(ctx, grad_ratio: torch.Tensor):
         x, ratio, *order_tensor = ctx.saved_tensors
         order = ctx.order if ctx.order is not None else order_tensor[0]
-        x_work = x.to(ratio.dtype)
-        grad = torch.zeros_like(ratio)
-        if grad_log_value is not None:
-            # d/dx log I_v = R_v + v / x; v / x -> 0 for v = 0 at x = 0 (the derivative of log I_0 at 0 is 0).
-            if isinstance(order, float):
-                v_over_x = order / x_work if order != 0 else torch.zeros_like(x_work)
-            else:
-                v_over_x = torch.where(order == 0, 0.0, order / x_work)
-            grad = grad + grad_log_value.to(ratio.dtype) * (ratio + v_over_x)
-        if grad_ratio is not None:
-            # R_v' = 1 - R_v^2 - (2v + 1) R_v / x, with R_v / x -> 1 / (2v + 2) at x = 0.
-            at_zero = x_work == 0
-            ratio_over_x = torch.where(at_zero, 1.0 / (2.0 * order + 2.0), ratio / torch.where(at_zero, 1.0, x_work))
-            grad = grad + grad_ratio.to(ratio.dtype) * (1.0 - ratio * ratio - (2.0 * order + 1.0) * ratio_over_x)
-        return grad.to(x.dtype), None, None
+        slope = 1.0 - ratio * ratio - (2.0 * order + 1.0) * _ratio_over_x(ratio, x, order)
+        return grad_ratio * slope, None, None
+
+
+class _LogBessel(torch.autograd.Function):
+    """log I_v(x) from a value evaluated beforehand, with d/dx log I_v(x) = R_v(x) + v / x.
+
+    ``ratio`` is the output of ``_Ratio`` for the same x (attached to the graph), so the derivative is itself
+    differentiable, through ``_Ratio``, to every order.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, order: torch.Tensor | float, log_value: torch.Tensor, ratio: torch.Tensor):
+        ctx.order = order if not isinstance(order, torch.Tensor) else None
+        ctx.save_for_backward(x, ratio, *([order] if isinstance(order, torch.Tensor) else []))
+        return log_value.to(dtype=x.dtype, copy=True)
+
+    @staticmethod
+    def backward(ctx, grad_log_value: torch.Tensor):
+        x, ratio, *order_tensor = ctx.saved_tensors
+        order = ctx.order if ctx.order is not None else order_tensor[0]
+        # v / x -> 0 for v = 0 at x = 0 (the derivative of log I_0 at 0 is 0).
+        if isinstance(order, torch.Tensor):
+            v_over_x = torch.where(order == 0, 0.0, order / x)
+        else:
+            v_over_x = order / x if order != 0 else torch.zeros_like(x)
+        return grad_log_value * (ratio + v_over_x), None, None, None
+
+
+def _attach(x: torch.Tensor, v: torch.Tensor | float, log_value: torch.Tensor, ratio: torch.Tensor,
+            order: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The evaluated (log I_v(x), R_v(x)) in x's dtype, differentiable in x to every order."""
+    if not x.requires_grad:  # nothing to attach: plain casts (also what a trace or an export records)
+        return log_value.to(x.dtype), ratio.to(x.dtype)
+    if isinstance(order, torch.Tensor):
+        order = order.to(x.dtype)
+    ratio_attached = _Ratio.apply(x, order, ratio)
+    return _LogBessel.apply(x, order, log_value, ratio_attached), ratio_attached
 
 
 def _order_as_evaluated(v: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor | float:
@@ -316,6 +386,19 @@ def _prepare_arguments(v, x, function_name: str) -> tuple[torch.Tensor, torch.Te
     return x, v
 
 
+def _terms(v, x, function_name: str, values: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """(log I_v(x), R_v(x)) for the public functions: evaluated (or taken from ``values``), then attached."""
+    x, v = _prepare_arguments(v, x, function_name)
+    if values is None:
+        log_value, ratio, order = _evaluate(v, x)
+    else:
+        if values[0].shape != x.shape:
+            raise ValueError(f"values have shape {tuple(values[0].shape)}, but v and x broadcast to {tuple(x.shape)}")
+        log_value, ratio = values
+        order = _order_as_evaluated(v, ratio)
+    return _attach(x, v, log_value, ratio, order)
+
+
 def log_bessel_iv(v: torch.Tensor | float, x: torch.Tensor | float) -> torch.Tensor:
     """log I_v(x), the log of the modified Bessel function of the first kind, elementwise.
 
@@ -331,7 +414,7 @@ def log_bessel_iv(v: torch.Tensor | float, x: torch.Tensor | float) -> torch.Ten
     Returns:
         Tensor of the broadcast shape of ``v`` and ``x`` and the floating dtype of ``x``.
     """
-    return _BesselTerms.apply(*_prepare_arguments(v, x, "log_bessel_iv"))[0]
+    return _terms(v, x, "log_bessel_iv")[0]
 
 
 def bessel_iv_ratio(v: torch.Tensor | float, x: torch.Tensor | float) -> torch.Tensor:
@@ -344,7 +427,7 @@ def bessel_iv_ratio(v: torch.Tensor | float, x: torch.Tensor | float) -> torch.T
     Returns:
         Tensor of the broadcast shape and the floating dtype of ``x``; differentiable in ``x``.
     """
-    return _BesselTerms.apply(*_prepare_arguments(v, x, "bessel_iv_ratio"))[1]
+    return _terms(v, x, "bessel_iv_ratio")[1]
 
 
 def log_bessel_iv_and_ratio(
@@ -359,10 +442,7 @@ def log_bessel_iv_and_ratio(
         values: ``bessel_values(v, x)`` computed earlier for the same ``v`` and ``x``, to reuse instead of
             evaluating again; the result is the same, with its gradient in ``x`` attached.
     """
-    x, v = _prepare_arguments(v, x, "log_bessel_iv_and_ratio")
-    if values is not None and values[0].shape != x.shape:
-        raise ValueError(f"values have shape {tuple(values[0].shape)}, but v and x broadcast to {tuple(x.shape)}")
-    return _BesselTerms.apply(x, v, values)
+    return _terms(v, x, "log_bessel_iv_and_ratio", values)
 
 
 @torch.no_grad()

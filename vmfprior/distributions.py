@@ -8,11 +8,12 @@ Both follow ``torch.distributions``: parameters are checked against ``arg_constr
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 from torch.distributions import Distribution, constraints, register_kl
 
-from .bessel import bessel_values, log_bessel_iv_and_ratio, work_dtype
+from .bessel import bessel_values, cached_constant, eager_on_cpu, host_int, log_bessel_iv_and_ratio, work_dtype
 from .reflection import reflect_to_mean_direction
 from .reflection import row_dot as _row_dot
 from .wood_sampler import gradient_needs_mean, sample_radial
@@ -50,6 +51,7 @@ positive_finite = _PositiveFinite()
 
 def log_sphere_area(dim: int) -> float:
     """log of the surface area of S^{dim-1}: log(2 pi^(d/2) / Gamma(d/2))."""
+    dim = host_int(dim)
     return math.log(2.0) + 0.5 * dim * math.log(math.pi) - math.lgamma(0.5 * dim)
 
 
@@ -77,30 +79,126 @@ def _work(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(work_dtype(tensor.device))
 
 
-class _KLToUniform(torch.autograd.Function):
-    """KL(vMF(mu, kappa) || U(S^{d-1})) from precomputed Bessel terms, with its derivative in closed form.
+# Below kappa = SERIES_REACH * sqrt(2 (v + 1)) the log-partition S(kappa) is summed from its power series (which
+# is exact there to rounding in SERIES_TERMS terms); above it comes from log I_v. At small kappa the KL to the
+# uniform is kappa^2 / (2 d), far below the rounding of log I_v - v log(kappa / 2) formed from the Bessel terms.
+SERIES_REACH = math.sqrt(2.0)
+SERIES_TERMS = 18
 
-    KL = kappa A + v log kappa - (d/2) log(2 pi) - log I_v(kappa) + log |S^{d-1}|, v = d/2 - 1. With
-    d/dkappa log I_v = A + v / kappa and A' = 1 - A^2 - (d - 1) A / kappa, the derivative is
-    dKL/dkappa = A + kappa A' - A = kappa (1 - A^2) - (d - 1) A: one node instead of a chain of small ones.
+
+def _log_partition_series(order: float, kappa: torch.Tensor) -> torch.Tensor:
+    """S(kappa) = log(Gamma(v + 1) (2 / kappa)^v I_v(kappa)) = log sum_k (kappa^2 / 4)^k / (k! (v + 1)_k).
+
+    Term k + 1 is term k times kappa^2 / (4 (k + 1) (v + k + 1)) <= 1 / (k + 1) where this is used, so
+    SERIES_TERMS terms reach float64 rounding. Differentiable to every order by autograd.
+    """
+    factors = (kappa * kappa).unsqueeze(-1) * cached_constant(_series_coefficients, order, kappa.dtype, kappa.device)
+    return torch.log1p(torch.cumprod(factors, dim=-1).sum(-1))
+
+
+@lru_cache(maxsize=None)
+def _series_coefficients(order: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """1 / (4 k (v + k)) for k = 1 .. SERIES_TERMS: term k of the series is term k - 1 times kappa^2 times this."""
+    steps = torch.arange(1, SERIES_TERMS + 1, dtype=torch.float64)
+    return (0.25 / (steps * (steps + order))).to(dtype=dtype, device=device)
+
+
+class _LogPartition(torch.autograd.Function):
+    """(S(kappa), A_d(kappa)) from Bessel values evaluated beforehand; differentiable in kappa to every order.
+
+    S' = A and A' = 1 - A^2 - (d - 1) A / kappa (the Riccati equation of the Bessel ratio). The backward writes
+    these with the saved output A, which stays attached to the graph, so differentiating the backward applies the
+    same equation again: second and higher derivatives are exact. One node for what would otherwise be a chain of
+    small ones (at VAE batch sizes their number is the cost).
     """
 
     @staticmethod
-    def forward(ctx, concentration, log_bessel, mean_length, dim):
-        kappa = _work(concentration)
+    def forward(ctx, kappa: torch.Tensor, dim: int, log_bessel: torch.Tensor, ratio: torch.Tensor):
         order = 0.5 * dim - 1.0
-        kl = kappa * mean_length + order * torch.log(kappa) - log_bessel
-        kl = kl + (log_sphere_area(dim) - 0.5 * dim * math.log(2.0 * math.pi))
+        log_partition = log_bessel - order * torch.log(0.5 * kappa) + math.lgamma(order + 1.0)
+        small = kappa <= SERIES_REACH * math.sqrt(2.0 * (order + 1.0))
+        if not eager_on_cpu(kappa) or small.any():
+            log_partition = torch.where(small, _log_partition_series(order, torch.where(small, kappa, 0.0)),
+                                        log_partition)
+        mean_length = ratio.to(dtype=kappa.dtype, copy=True)
         ctx.dim = dim
         ctx.save_for_backward(kappa, mean_length)
-        return kl.to(concentration.dtype)
+        return log_partition.to(kappa.dtype), mean_length
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_log_partition: torch.Tensor | None, grad_mean_length: torch.Tensor | None):
+        kappa, mean_length = ctx.saved_tensors
+        grad = grad_log_partition * mean_length if grad_log_partition is not None else None
+        if grad_mean_length is not None:
+            slope = 1.0 - mean_length * mean_length - (ctx.dim - 1.0) * _ratio_over_x(mean_length, kappa)
+            grad = grad_mean_length * slope if grad is None else grad + grad_mean_length * slope
+        return grad, None, None, None
+
+
+def _ratio_over_x(ratio: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    """A_d(kappa) / kappa, kappa > 0 (the distributions' concentrations are positive)."""
+    return ratio / kappa
+
+
+def _log_partition(dim: int, kappa: torch.Tensor, values: tuple[torch.Tensor, torch.Tensor]):
+    """(S(kappa), A_d(kappa)) in the work dtype, differentiable in kappa to every order; shapes of kappa.
+
+    S(kappa) = log I_v(kappa) - v log(kappa / 2) + log Gamma(v + 1), v = d/2 - 1, is the log-partition function
+    of the vMF relative to the uniform: log C_d(kappa) = -log |S^{d-1}| - S(kappa), S' = A_d, S'' = A_d' > 0.
+    Every closed form below is written with S, which is 0 at kappa = 0 and needs no cancellation of large terms:
+    below kappa = SERIES_REACH sqrt(2 (v + 1)) it is summed from its power series.
+    """
+    dim = host_int(dim)
+    log_bessel, mean_length = values
+    if not kappa.requires_grad:
+        return _LogPartition.forward(_NoContext(), kappa, dim, log_bessel, mean_length)
+    if torch.jit.is_tracing():  # jit.trace fails on a two-output autograd function with an unused output
+        return _log_partition_autograd(dim, kappa, values)
+    return _LogPartition.apply(kappa, dim, log_bessel, mean_length)
+
+
+def _log_partition_autograd(dim: int, kappa: torch.Tensor, values: tuple[torch.Tensor, torch.Tensor]):
+    """``_log_partition`` from single-output autograd functions and plain operations (same values, derivatives)."""
+    order = 0.5 * dim - 1.0
+    log_bessel, mean_length = log_bessel_iv_and_ratio(order, kappa, values=values)
+    from_bessel = log_bessel - order * torch.log(0.5 * kappa) + math.lgamma(order + 1.0)
+    small = kappa <= SERIES_REACH * math.sqrt(2.0 * (order + 1.0))
+    from_series = _log_partition_series(order, torch.where(small, kappa, 0.0))
+    return torch.where(small, from_series, from_bessel), mean_length
+
+
+class _NoContext:
+    """Stands in for autograd's context when nothing needs a gradient (no node is recorded)."""
+
+    def save_for_backward(self, *tensors):
+        pass
+
+
+class _KLToUniform(torch.autograd.Function):
+    """kappa A - S as one node: dKL/dkappa = A + kappa A' - S' = kappa A' = kappa (1 - A^2) - (d - 1) A.
+
+    The backward is written with A, the graph-attached output of ``_LogPartition``, so a second backward gets
+    A' + kappa A'' exactly. ``log_partition`` and ``mean_length`` are functions of kappa: their gradient is the
+    total one returned for kappa, not passed on.
+    """
+
+    @staticmethod
+    def forward(ctx, kappa, log_partition, mean_length, dim):
+        ctx.dim = dim
+        ctx.save_for_backward(kappa, mean_length)
+        return kappa * mean_length - log_partition
+
+    @staticmethod
     def backward(ctx, grad_kl):
         kappa, mean_length = ctx.saved_tensors
         derivative = kappa * (1.0 - mean_length * mean_length) - (ctx.dim - 1.0) * mean_length
-        return (grad_kl.to(kappa.dtype) * derivative).to(grad_kl.dtype), None, None, None
+        return grad_kl * derivative, None, None, None
+
+
+def _unit_in_work(loc: torch.Tensor) -> torch.Tensor:
+    """loc in the work dtype, normalized there (the distribution's model is the unit vector loc / |loc|)."""
+    loc = _work(loc)
+    return loc / loc.norm(dim=-1, keepdim=True)
 
 
 class VonMisesFisher(Distribution):
@@ -180,20 +278,29 @@ class VonMisesFisher(Distribution):
         """Use ``bessel_values(d/2 - 1, concentration)`` known to the caller (``VMFPrior``) instead of evaluating."""
         self._bessel = tuple(v.expand(self.batch_shape) for v in values)
 
+    def _log_partition(self, kappa: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S(kappa), A_d(kappa)) of ``_log_partition``: work dtype, batch_shape, differentiable in kappa.
+
+        ``kappa``: the concentration already cast to the work dtype by the caller. A caller that uses kappa in
+        several terms casts it once: the gradients of terms that cancel (A - S' in the KL) then add up in the
+        work dtype, not after a cast back to float32 each.
+        """
+        kappa = _work(self.concentration) if kappa is None else kappa
+        return _log_partition(self.dim, kappa, self._bessel_values())
+
     def _normalizer_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(log C_d(kappa), A_d(kappa)) in the work dtype, differentiable in the concentration.
 
-        log C_d(kappa) = (d/2 - 1) log kappa - (d/2) log(2 pi) - log I_{d/2-1}(kappa), A_d = I_{d/2} / I_{d/2-1}.
+        log C_d(kappa) = (d/2 - 1) log kappa - (d/2) log(2 pi) - log I_{d/2-1}(kappa) = -log |S^{d-1}| - S(kappa).
         """
-        order = 0.5 * self.dim - 1.0
-        kappa = _work(self.concentration)
-        log_bessel, mean_length = log_bessel_iv_and_ratio(order, kappa, values=self._bessel_values())
-        return order * torch.log(kappa) - 0.5 * self.dim * math.log(2.0 * math.pi) - log_bessel, mean_length
+        log_partition, mean_length = self._log_partition()
+        # tensor - number (not number - tensor, which jit.trace records with a float32 constant when tracing grads)
+        return log_partition.neg() - log_sphere_area(self.dim), mean_length
 
     @property
     def mean(self) -> torch.Tensor:
         """E[z] = A_d(kappa) mu, shape batch_shape + (d,)."""
-        return self._normalizer_terms()[1].to(self.loc.dtype).unsqueeze(-1) * self.loc
+        return self._log_partition()[1].to(self.loc.dtype).unsqueeze(-1) * self.loc
 
     @property
     def mode(self) -> torch.Tensor:
@@ -210,24 +317,37 @@ class VonMisesFisher(Distribution):
         w, tangent_length = sample_radial(self.concentration.expand(batch), self.dim, mean_length)  # (S..., B...)
 
         # Around e_1 the sample is w e_1 + sqrt(1 - w^2) g / |g| with g isotropic orthogonal to e_1; a
-        # Householder reflection takes it to loc.
+        # reflection that maps e_1 to loc takes it there (see ``reflection``).
         normal, normal_length = _tangent_directions(shape, dtype, loc.device)
         return reflect_to_mean_direction(w, tangent_length, normal, normal_length, loc)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """log density w.r.t. the surface measure on S^{d-1}; value (..., d) -> (...)."""
+        """log density w.r.t. the surface measure on S^{d-1}; value (..., d) -> (...).
+
+        The result has torch's promoted dtype of ``value`` and the parameters (a float64 value on a float32
+        distribution gives float64).
+        """
         if self._validate_args:
             self._validate_sample(value)
-        log_normalizer = self._normalizer_terms()[0].to(value.dtype)
-        return log_normalizer + self.concentration * _row_dot(value, self.loc)
+        alignment = _row_dot(value, self.loc)  # promoted dtype
+        dtype = torch.promote_types(alignment.dtype, self.concentration.dtype)
+        log_normalizer = self._normalizer_terms()[0].to(dtype)
+        return log_normalizer + self.concentration.to(dtype) * alignment.to(dtype)
 
     def entropy(self) -> torch.Tensor:
-        """H = -log C_d(kappa) - kappa A_d(kappa), shape batch_shape."""
+        """H = -log C_d(kappa) - kappa A_d(kappa) = log |S^{d-1}| - KL(p || uniform), shape batch_shape."""
         return self._entropy_work().to(self.concentration.dtype)
 
     def _entropy_work(self) -> torch.Tensor:
-        log_normalizer, mean_length = self._normalizer_terms()
-        return -log_normalizer - _work(self.concentration) * mean_length
+        return self._kl_to_uniform_work().neg() + log_sphere_area(self.dim)
+
+    def _kl_to_uniform_work(self) -> torch.Tensor:
+        """KL(p || U(S^{d-1})) = kappa A_d(kappa) - S(kappa) >= 0 in the work dtype (kappa^2 / (2 d) at small kappa)."""
+        kappa = _work(self.concentration)
+        log_partition, mean_length = self._log_partition(kappa)
+        if not kappa.requires_grad:
+            return kappa * mean_length - log_partition
+        return _KLToUniform.apply(kappa, log_partition, mean_length, self.dim)
 
 
 class HypersphericalUniform(Distribution):
@@ -289,23 +409,34 @@ def _check_same_dim(p_dim: int, q_dim: int) -> None:
 
 @register_kl(VonMisesFisher, HypersphericalUniform)
 def _kl_vmf_uniform(p: VonMisesFisher, q: HypersphericalUniform) -> torch.Tensor:
-    """KL(vMF(mu, kappa) || U(S^{d-1})) = kappa A_d(kappa) + log C_d(kappa) + log |S^{d-1}|."""
+    """KL(vMF(mu, kappa) || U(S^{d-1})) = kappa A_d(kappa) + log C_d(kappa) + log |S^{d-1}| = kappa A_d - S(kappa).
+
+    Differentiable in kappa to every order (its second derivative is A_d + kappa A_d'').
+    """
     _check_same_dim(p.dim, q.dim)
-    kl = _KLToUniform.apply(p.concentration, *p._bessel_values(), p.dim)
+    kl = p._kl_to_uniform_work().to(p.concentration.dtype)
     return kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
 
 
 @register_kl(VonMisesFisher, VonMisesFisher)
 def _kl_vmf_vmf(p: VonMisesFisher, q: VonMisesFisher) -> torch.Tensor:
-    """KL(vMF(mu_p, kappa_p) || vMF(mu_q, kappa_q)), closed form.
+    """KL(vMF(mu_p, kappa_p) || vMF(mu_q, kappa_q)), closed form, >= 0 and exactly 0 for p = q.
 
     E_p[log p - log q] = log C(kappa_p) - log C(kappa_q) + kappa_p A(kappa_p) - kappa_q A(kappa_p) mu_q^T mu_p,
-    using E_p[z] = A(kappa_p) mu_p.
+    using E_p[z] = A(kappa_p) mu_p. With log C = -log |S^{d-1}| - S and 1 - mu_q^T mu_p = |mu_p - mu_q|^2 / 2
+    (unit vectors, formed in float64), it splits into two terms that are each >= 0:
+
+        KL = [S(kappa_q) - S(kappa_p) - A(kappa_p) (kappa_q - kappa_p)] + kappa_q A(kappa_p) |mu_p - mu_q|^2 / 2.
+
+    The first is the Bregman divergence of the convex S (S' = A), zero for kappa_p = kappa_q; rounding can make
+    it a few ulps of S negative, which is clamped to 0. The second has no cancellation at all.
     """
     _check_same_dim(p.dim, q.dim)
     kappa_p, kappa_q = _work(p.concentration), _work(q.concentration)
-    alignment = _work(_row_dot(p.loc, q.loc))
-    log_normalizer_p, mean_length_p = p._normalizer_terms()
-    log_normalizer_q, _ = q._normalizer_terms()
-    kl = log_normalizer_p - log_normalizer_q + mean_length_p * (kappa_p - kappa_q * alignment)
+    log_partition_p, mean_length_p = p._log_partition(kappa_p)
+    log_partition_q, _ = q._log_partition(kappa_q)
+    bregman = (log_partition_q - log_partition_p - mean_length_p * (kappa_q - kappa_p)).clamp(min=0.0)
+    difference = _unit_in_work(p.loc) - _unit_in_work(q.loc)
+    half_distance_sq = 0.5 * _row_dot(difference, difference)
+    kl = bregman + kappa_q * mean_length_p * half_distance_sq
     return kl.to(torch.promote_types(p.concentration.dtype, q.concentration.dtype))

@@ -40,7 +40,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .bessel import mean_resultant_length, work_dtype
+from .bessel import cached_constant, mean_resultant_length, work_dtype
 
 # The implicit gradient's quadrature, per dtype it is computed in: Gauss-Legendre nodes, and how many e-folds of
 # the integrand f(t)/f(w) the truncated interval keeps (its tail beyond is below exp(-e_folds) relative). float64
@@ -48,6 +48,12 @@ from .bessel import mean_resultant_length, work_dtype
 # ulps of the float64 value (tests check it). The slowest convergence is at d = 2 and 4, where (1 +- t)^((d-3)/2)
 # has a branch point just beyond the far end of the interval when w is near 1.
 QUADRATURE = {torch.float64: (64, 30.0), torch.float32: (24, 16.0)}
+# Gauss-Legendre nodes and weights on [-1, 1] for each node count of QUADRATURE, as Python floats (numpy once,
+# at import; a compiled graph then sees plain constants).
+_LEGENDRE_RULES = {
+    count: tuple(tuple(float(v) for v in values) for values in np.polynomial.legendre.leggauss(count))
+    for count, _ in QUADRATURE.values()
+}
 # Above this dimension float32 gradients take the float64 quadrature: the integrand's log carries a factor
 # (d - 3) / 2, which multiplies float32 rounding errors.
 FLOAT32_QUADRATURE_MAX_DIM = 96
@@ -164,6 +170,33 @@ def _sample_one_minus_w_wood(kappa: torch.Tensor, dim: int, proposal_dtype: torc
     return one_minus_w.to(kappa.dtype)
 
 
+# In a compiled graph every round draws this many proposals for every entry: no indexing by data-dependent sets.
+GRAPH_PROPOSALS_PER_ENTRY = 4
+
+
+def _sample_one_minus_w_wood_graph(kappa: torch.Tensor, dim: int, proposal_dtype: torch.dtype) -> torch.Tensor:
+    """1 - w by Wood's sampler with a fixed shape at every step, for ``torch.compile(fullgraph=True)``.
+
+    One vectorized round of GRAPH_PROPOSALS_PER_ENTRY proposals per entry, then, only while some entry is still
+    rejected, more such rounds inside ``while_loop`` (a loop in the graph: no host synchronisation decides the
+    round count, and no graph break). An entry keeps the first proposal it accepts, so every sample is exact,
+    as in ``_sample_one_minus_w_wood``; entries already accepted ignore later rounds.
+    """
+    constants = _wood_constants(kappa, dim).to(proposal_dtype)
+
+    def one_round(one_minus_w: torch.Tensor, accepted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        proposal, rejected = _wood_proposals(constants, dim, GRAPH_PROPOSALS_PER_ENTRY)
+        first = rejected.to(torch.uint8).argmin(dim=1, keepdim=True)  # index of the first accepted proposal
+        chosen = proposal.gather(1, first).squeeze(1)
+        newly = ~rejected.all(dim=1) & ~accepted
+        return torch.where(newly, chosen, one_minus_w), accepted | newly
+
+    start = torch.zeros(kappa.shape, dtype=proposal_dtype, device=kappa.device)
+    state = one_round(start, torch.zeros(kappa.shape, dtype=torch.bool, device=kappa.device))
+    one_minus_w, _ = torch._higher_order_ops.while_loop(lambda _, accepted: ~accepted.all(), one_round, state)
+    return one_minus_w.to(kappa.dtype)
+
+
 @lru_cache(maxsize=None)
 def _quadrature_rule(num_nodes: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gauss-Legendre on [0, 1] for the substitution h = span (1 - s^2), cached: 1 - s^2 and s^2, shapes (Q,),
@@ -171,11 +204,11 @@ def _quadrature_rule(num_nodes: int, dtype: torch.dtype, device: torch.device) -
 
     The integral of g over h in [0, span] is span * sum_j g(span (1 - s_j^2)) * 2 s_j weight_j.
     """
-    nodes, weights = np.polynomial.legendre.leggauss(num_nodes)
+    nodes, weights = (torch.tensor(values, dtype=torch.float64) for values in _LEGENDRE_RULES[num_nodes])
     s, weights = (nodes + 1.0) / 2.0, weights / 2.0
     jacobian_weights = 2.0 * s * weights
-    both = np.stack([jacobian_weights, jacobian_weights * (1.0 - s * s)], axis=1)
-    return tuple(torch.as_tensor(values, dtype=dtype, device=device) for values in (1.0 - s * s, s * s, both))
+    both = torch.stack([jacobian_weights, jacobian_weights * (1.0 - s * s)], dim=1)
+    return tuple(values.to(dtype=dtype, device=device) for values in (1.0 - s * s, s * s, both))
 
 
 def _dw_dkappa_d3(w: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
@@ -261,7 +294,7 @@ def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: tor
     # log f(t)/f(w) = direction kappa h + a log[(1 -+ t) / length * (1 +- t) / far], with
     # (1 -+ t) / length = (length - span) / length + (span / length) s^2 (exact where the span reaches the end)
     # and (1 +- t) / far = (1 + span / far) - (span / far) s^2: per node, two fused products, a log and an exp.
-    one_minus_s2, s2, weights = _quadrature_rule(num_nodes, dtype, w.device)
+    one_minus_s2, s2, weights = cached_constant(_quadrature_rule, num_nodes, dtype, w.device)
     span_over_far, span_along = span / far, direction * span
     # integral of (t - A) f(t)/f(w) over the walk = span [(w - A) sums_0 + direction span sums_1] (sums below),
     # and dw/dkappa is direction times it: coefficients direction span (w - A) and span^2.
@@ -281,8 +314,33 @@ def _quadrature_dtype(result_dtype: torch.dtype, work: torch.dtype, dim: int) ->
     return work
 
 
+class _ImplicitDerivative(torch.autograd.Function):
+    """dw/dkappa of ``implicit_dw_dkappa``, attached to the graph of (w, kappa) so that a second backward is refused.
+
+    Its own derivatives (what d^2 z / d kappa^2 would need) are not implemented: rather than a gradient that
+    silently lacks them, a second backward through it raises.
+    """
+
+    @staticmethod
+    def forward(ctx, w, kappa, derivative):
+        return derivative.to(dtype=w.dtype, copy=True)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError(
+            "VonMisesFisher.rsample is differentiable once in the concentration (implicit reparameterization): "
+            "second derivatives of samples in the concentration are not implemented. Second derivatives in loc, "
+            "and of log_prob, entropy and the KLs in both parameters, are."
+        )
+
+
 class _RadialSample(torch.autograd.Function):
-    """(w, sqrt(1 - w^2)) with w = mu^T z drawn exactly; backward: implicit reparameterization in kappa."""
+    """(w, sqrt(1 - w^2)) with w = mu^T z drawn exactly; backward: implicit reparameterization in kappa.
+
+    The backward is written with the outputs themselves (attached to the graph), so a second backward sees the
+    dependence of the gradient on w; the implicit derivative dw/dkappa refuses a second backward (see
+    ``_ImplicitDerivative``).
+    """
 
     @staticmethod
     def forward(ctx, kappa: torch.Tensor, dim: int, mean: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,25 +350,29 @@ class _RadialSample(torch.autograd.Function):
             one_minus_w = _sample_one_minus_w_inverse_cdf_d3(work)
         else:
             proposal_dtype = working if kappa.dtype == torch.float64 else torch.float32
-            one_minus_w = _sample_one_minus_w_wood(work, dim, proposal_dtype)
+            sampler = _sample_one_minus_w_wood_graph if torch.compiler.is_compiling() else _sample_one_minus_w_wood
+            one_minus_w = sampler(work, dim, proposal_dtype)
         one_minus_w = one_minus_w.reshape(kappa.shape)
         w = 1.0 - one_minus_w
         tangent_length = torch.sqrt(one_minus_w * (2.0 - one_minus_w))  # sqrt(1 - w^2) without cancellation
         ctx.dim, ctx.mean, ctx.kappa_dtype = dim, mean, kappa.dtype  # mean: a detached tensor or None
-        ctx.save_for_backward(work, w, tangent_length)
-        return w.to(kappa.dtype), tangent_length.to(kappa.dtype)
+        w_out = w.to(kappa.dtype, copy=True)
+        tangent_out = tangent_length.to(kappa.dtype, copy=True)
+        ctx.save_for_backward(kappa, work, w, w_out, tangent_out)
+        return w_out, tangent_out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_w: torch.Tensor, grad_tangent_length: torch.Tensor):
-        kappa, w, tangent_length = ctx.saved_tensors  # kappa: flat, in the work dtype
-        mean = None if ctx.mean is None else ctx.mean.to(w.dtype).reshape(-1)
-        derivative = implicit_dw_dkappa(w.reshape(-1), kappa, ctx.dim, mean,
-                                        dtype=_quadrature_dtype(ctx.kappa_dtype, w.dtype, ctx.dim))
+        kappa, kappa_work, w_work, w, tangent_length = ctx.saved_tensors  # *_work: flat, in the work dtype
+        mean = None if ctx.mean is None else ctx.mean.to(w_work.dtype).reshape(-1)
+        derivative = implicit_dw_dkappa(w_work.reshape(-1), kappa_work, ctx.dim, mean,
+                                        dtype=_quadrature_dtype(ctx.kappa_dtype, w_work.dtype, ctx.dim))
+        derivative = derivative.reshape(w.shape)
+        if torch.is_grad_enabled():  # create_graph: keep the dependence on w and refuse d^2 w / d kappa^2
+            derivative = _ImplicitDerivative.apply(w, kappa, derivative)
         # d sqrt(1 - w^2) / dw = -w / sqrt(1 - w^2); w = +-1 has probability zero but must not give nan.
         slope = -w / tangent_length.clamp(min=torch.finfo(w.dtype).tiny)
-        total = grad_w.to(w.dtype) + grad_tangent_length.to(w.dtype) * slope
-        return (total * derivative.reshape(w.shape)).to(ctx.kappa_dtype), None, None
+        return torch.addcmul(grad_w, grad_tangent_length, slope).mul_(derivative.to(w.dtype)), None, None
 
 
 def gradient_needs_mean(dim: int) -> bool:
