@@ -95,7 +95,7 @@ def test_mixture_log_prob_equals_brute_force_sum():
 def test_class_affinity_rows_sum_to_one_and_match_independent_monte_carlo():
     prior, weight, bias = _prior(num_classes=3, dim=4, concentration=3.0, seed=1)
     torch.manual_seed(0)
-    affinity = prior.class_affinity(n_samples=20_000, activation_norm=2.0)
+    affinity = prior.class_affinity(num_samples=20_000, activation_norm=2.0)
     assert affinity.shape == (3, 3)
     torch.testing.assert_close(affinity.sum(1), torch.ones(3, dtype=torch.float64))
     rng = np.random.default_rng(0)
@@ -110,7 +110,7 @@ def test_class_affinity_rows_sum_to_one_and_match_independent_monte_carlo():
 def test_class_affinity_diagonal_dominates_for_separated_directions():
     weight = 4.0 * torch.eye(5, 8, dtype=torch.float64)
     prior = VMFPrior.from_weight(weight, concentration=20.0)
-    affinity = prior.class_affinity(n_samples=500, activation_norm=3.0)
+    affinity = prior.class_affinity(num_samples=500, activation_norm=3.0)
     assert torch.all(affinity.diagonal() > 0.9)
     assert torch.all(affinity.diagonal()[:, None] > affinity + torch.eye(5, dtype=torch.float64) * -1)
 
@@ -127,7 +127,7 @@ def test_class_affinity_diagonal_dominates_for_separated_directions():
         (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).sample(torch.tensor([0.0])), "integer"),
         (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).sample(torch.tensor([0]), radius=0.0), "radius"),
         (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).log_prob(torch.ones(2, 3), torch.tensor([0, 1])), "z"),
-        (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).class_affinity(n_samples=0), "n_samples"),
+        (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).class_affinity(num_samples=0, activation_norm=1.0), "num_samples"),
     ],
 )
 def test_bad_input_raises_value_error(call, pattern):
