@@ -101,10 +101,25 @@ class VonMisesFisher(Distribution):
     direction from normalized Gaussians (a uniform angle for d = 3), and a Householder reflection maps e_1 to
     ``loc`` (Davidson et al., 2018).
 
+    ``loc`` is normalized once, when the distribution is built: validation accepts vectors within 1e-4 of unit
+    norm, and every method then uses the same unit vector (gradients flow through the normalization).
+
+    Shapes and errors follow ``torch.distributions`` (batch_shape = broadcast of ``loc.shape[:-1]`` and
+    ``concentration.shape``), with these choices:
+
+    * a ``concentration`` of shape ``loc.shape[:-1] + (1,)`` (s-vae's convention) is refused with a ValueError
+      that says to squeeze it: torch's broadcasting would silently turn a batch (B,) into (B, B).
+      ``vmfprior.svae.VonMisesFisher`` accepts that shape;
+    * shapes that do not broadcast raise ``ShapeMismatchError``, both a ValueError naming the shapes and the
+      RuntimeError torch's distributions raise;
+    * a ``loc`` that is not a floating tensor (e.g. a list) raises ``ParameterTypeError``, both a TypeError and the
+      ValueError torch's distributions raise.
+
     Args:
         loc: (..., d) mean directions, unit norm along the last dimension.
         concentration: (...) concentrations kappa > 0, broadcastable with ``loc.shape[:-1]``.
-        validate_args: check the parameters (and ``log_prob`` inputs) against the constraints.
+        validate_args: check the parameters (and ``log_prob`` inputs) against the constraints; a failure names
+            the worst entry and its index, not the whole tensor.
     """
 
     arg_constraints = {"loc": unit_sphere, "concentration": positive_finite}
@@ -366,7 +381,7 @@ def _check_same_dim(p_dim: int, q_dim: int) -> None:
 @register_kl(VonMisesFisher, HypersphericalUniform)
 def _kl_vmf_uniform(p: VonMisesFisher, q: HypersphericalUniform) -> torch.Tensor:
     """KL(vMF(mu, kappa) || U(S^{d-1})) = kappa A_d(kappa) + log C_d(kappa) + log |S^{d-1}|."""
-    _check_same_dim(p.dim, q.dim)
+    _check_same_dim(p.event_shape[0], q.event_shape[0])  # not q.dim: s-vae's uniform counts the sphere's own
     kl = _KLToUniform.apply(p.concentration, *p._bessel_values(), p.dim)
     return kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
 
@@ -394,8 +409,8 @@ def _kl_uniform_vmf(p: HypersphericalUniform, q: VonMisesFisher) -> torch.Tensor
     E_U[log U - log q] = -log |S^{d-1}| - log C_d(kappa) - kappa mu^T E_U[z], and E_U[z] = 0. It does not depend
     on mu; it is the vMF's log-partition relative to the uniform, log(Gamma(d/2) (2 / kappa)^(d/2-1) I_{d/2-1}(kappa)).
     """
-    _check_same_dim(p.dim, q.dim)
-    kl = -log_sphere_area(q.dim) - q._normalizer_terms()[0]
+    _check_same_dim(p.event_shape[0], q.event_shape[0])
+    kl = -log_sphere_area(q.event_shape[0]) - q._normalizer_terms()[0]
     dtype = torch.promote_types(p._dtype, q.concentration.dtype)
     return kl.to(dtype).expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
 
@@ -403,6 +418,6 @@ def _kl_uniform_vmf(p: HypersphericalUniform, q: VonMisesFisher) -> torch.Tensor
 @register_kl(HypersphericalUniform, HypersphericalUniform)
 def _kl_uniform_uniform(p: HypersphericalUniform, q: HypersphericalUniform) -> torch.Tensor:
     """KL(U(S^{d-1}) || U(S^{d-1})) = 0 (different spheres have no KL: ValueError)."""
-    _check_same_dim(p.dim, q.dim)
+    _check_same_dim(p.event_shape[0], q.event_shape[0])
     shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
     return torch.zeros(shape, dtype=torch.promote_types(p._dtype, q._dtype), device=p._device)
