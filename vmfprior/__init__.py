@@ -6,8 +6,10 @@ Public API:
     log_bessel_iv, mean_resultant_length   -- the Bessel-function numerics they rest on
 """
 
+from . import constraints  # noqa: F401 -- registers biject_to / transform_to for the constraints
+from ._version import __version__
 from .bessel import log_bessel_iv, mean_resultant_length
 from .distributions import HypersphericalUniform, VonMisesFisher
 from .prior import VMFPrior
 
-__all__ = ["VonMisesFisher", "HypersphericalUniform", "VMFPrior", "log_bessel_iv", "mean_resultant_length"]
+__all__ = ["__version__", "VonMisesFisher", "HypersphericalUniform", "VMFPrior", "log_bessel_iv", "mean_resultant_length"]

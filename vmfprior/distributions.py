@@ -11,42 +11,31 @@ import math
 from functools import lru_cache
 
 import torch
-from torch.distributions import Distribution, constraints, register_kl
+from torch.distributions import Distribution, register_kl
 
 from .bessel import bessel_values, cached_constant, eager_on_cpu, host_int, log_bessel_iv_and_ratio, work_dtype
+from .constraints import UNIT_NORM_TOLERANCE, off_sphere_message, positive_finite, unit_sphere  # noqa: F401
 from .reflection import reflect_to_mean_direction
 from .reflection import row_dot as _row_dot
 from .wood_sampler import gradient_needs_mean, sample_radial
 
-__all__ = ["VonMisesFisher", "HypersphericalUniform", "unit_sphere"]
-
-# Tolerance on | ||x|| - 1 | when checking that a vector lies on the sphere: loose enough for float32 vectors
-# normalized by the caller, tight enough to catch an unnormalized one.
-UNIT_NORM_TOLERANCE = 1e-4
+__all__ = ["VonMisesFisher", "HypersphericalUniform", "unit_sphere", "ParameterTypeError", "ShapeMismatchError"]
 
 
-class _UnitSphere(constraints.Constraint):
-    """Vectors of unit Euclidean norm along the last dimension."""
+class ParameterTypeError(TypeError, ValueError):
+    """A parameter of the wrong type (e.g. a list ``loc``).
 
-    is_discrete = False
-    event_dim = 1
-
-    def check(self, value: torch.Tensor) -> torch.Tensor:
-        return (value.norm(dim=-1) - 1.0).abs() <= UNIT_NORM_TOLERANCE
+    Both a TypeError (Python's convention for a wrong type) and a ValueError (what torch's distributions raise for
+    a non-tensor parameter), so code written for either catches it.
+    """
 
 
-class _PositiveFinite(constraints.Constraint):
-    """Strictly positive and finite (``constraints.positive`` lets +inf through)."""
+class ShapeMismatchError(ValueError, RuntimeError):
+    """Parameters whose shapes do not broadcast.
 
-    is_discrete = False
-    event_dim = 0
-
-    def check(self, value: torch.Tensor) -> torch.Tensor:
-        return (value > 0) & torch.isfinite(value)
-
-
-unit_sphere = _UnitSphere()
-positive_finite = _PositiveFinite()
+    Both a ValueError (the project's convention: a bad argument, named in the message) and a RuntimeError (what
+    torch's distributions raise, from ``torch.broadcast_tensors``), so code written for either catches it.
+    """
 
 
 def log_sphere_area(dim: int) -> float:
@@ -210,10 +199,25 @@ class VonMisesFisher(Distribution):
     direction from normalized Gaussians (a uniform angle for d = 3), and a Householder reflection maps e_1 to
     ``loc`` (Davidson et al., 2018).
 
+    ``loc`` is normalized once, when the distribution is built: validation accepts vectors within 1e-4 of unit
+    norm, and every method then uses the same unit vector (gradients flow through the normalization).
+
+    Shapes and errors follow ``torch.distributions`` (batch_shape = broadcast of ``loc.shape[:-1]`` and
+    ``concentration.shape``), with these choices:
+
+    * a ``concentration`` of shape ``loc.shape[:-1] + (1,)`` (s-vae's convention) is refused with a ValueError
+      that says to squeeze it: torch's broadcasting would silently turn a batch (B,) into (B, B).
+      ``vmfprior.svae.VonMisesFisher`` accepts that shape;
+    * shapes that do not broadcast raise ``ShapeMismatchError``, both a ValueError naming the shapes and the
+      RuntimeError torch's distributions raise;
+    * a ``loc`` that is not a floating tensor (e.g. a list) raises ``ParameterTypeError``, both a TypeError and the
+      ValueError torch's distributions raise.
+
     Args:
         loc: (..., d) mean directions, unit norm along the last dimension.
         concentration: (...) concentrations kappa > 0, broadcastable with ``loc.shape[:-1]``.
-        validate_args: check the parameters (and ``log_prob`` inputs) against the constraints.
+        validate_args: check the parameters (and ``log_prob`` inputs) against the constraints; a failure names
+            the worst entry and its index, not the whole tensor.
     """
 
     arg_constraints = {"loc": unit_sphere, "concentration": positive_finite}
@@ -222,14 +226,19 @@ class VonMisesFisher(Distribution):
 
     def __init__(self, loc: torch.Tensor, concentration: torch.Tensor | float, validate_args: bool | None = None):
         if not isinstance(loc, torch.Tensor) or not loc.is_floating_point():
-            raise TypeError(f"loc must be a floating-point tensor of shape (..., d), got {type(loc).__name__}")
+            described = f"a tensor of dtype {loc.dtype}" if isinstance(loc, torch.Tensor) else type(loc).__name__
+            raise ParameterTypeError(f"loc must be a floating-point tensor of shape (..., d), got {described}")
         if loc.dim() < 1 or loc.shape[-1] < 2:
             raise ValueError(f"loc must have shape (..., d) with d >= 2, got shape {tuple(loc.shape)}")
+        if isinstance(concentration, bool) or not isinstance(concentration, (torch.Tensor, int, float)):
+            raise ParameterTypeError(f"concentration must be a tensor or a number, got {type(concentration).__name__}")
         if not isinstance(concentration, torch.Tensor):
             concentration = torch.tensor(concentration, dtype=loc.dtype, device=loc.device)
         if not concentration.is_floating_point():
             concentration = concentration.to(loc.dtype)
-        if concentration.dim() >= 1 and concentration.shape == loc.shape[:-1] + (1,) and loc.shape[-1] != 1:
+        # A (..., 1) concentration is s-vae's convention. torch's broadcasting would turn a batch (B,) into (B, B)
+        # without a word, so it is refused here (vmfprior.svae.VonMisesFisher accepts it).
+        if concentration.dim() >= 1 and concentration.shape == loc.shape[:-1] + (1,):
             raise ValueError(
                 f"concentration has shape {tuple(concentration.shape)}, loc has shape {tuple(loc.shape)}: "
                 "concentration must have the batch shape loc.shape[:-1]; squeeze its trailing dimension of size 1"
@@ -237,15 +246,60 @@ class VonMisesFisher(Distribution):
         try:
             batch_shape = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
         except RuntimeError:
-            raise ValueError(
+            raise ShapeMismatchError(
                 f"loc shape {tuple(loc.shape)} and concentration shape {tuple(concentration.shape)} do not broadcast: "
                 "concentration must broadcast with loc.shape[:-1]"
             ) from None
-        dim = loc.shape[-1]
-        self.loc = loc.expand(batch_shape + (dim,))
-        self.concentration = concentration.expand(batch_shape)
+        super().__init__(batch_shape, torch.Size([loc.shape[-1]]), validate_args=False)
+        self._validate_args = Distribution._validate_args if validate_args is None else bool(validate_args)
+        if self._validate_args:
+            self._check_parameters(loc, concentration)
+        self._set_parameters(loc, concentration)
+
+    def _set_parameters(self, loc: torch.Tensor, concentration: torch.Tensor) -> None:
+        """Store the caller's tensors and derive what every method uses from them.
+
+        ``loc`` is normalized here, once: validation accepts vectors within UNIT_NORM_TOLERANCE of unit norm, and
+        every method (log_prob, the KLs, rsample, mean) then sees the same unit vector. The caller's tensors are
+        kept as given so that ``copy.deepcopy`` and pickling copy leaves (see ``__getstate__``).
+        """
+        self._given_loc, self._given_concentration = loc, concentration
+        self.loc = (loc / loc.norm(dim=-1, keepdim=True)).expand(self.batch_shape + self.event_shape)
+        self.concentration = concentration.expand(self.batch_shape)
         self._bessel = None
-        super().__init__(batch_shape, torch.Size([dim]), validate_args=validate_args)
+        self._bessel_source = None
+
+    def _check_parameters(self, loc: torch.Tensor, concentration: torch.Tensor) -> None:
+        """The ``arg_constraints`` checks, with messages that name the worst entry instead of printing the tensor."""
+        message = off_sphere_message(loc, "loc")
+        if message is not None:
+            raise ValueError(message)
+        bad = ~positive_finite.check(concentration.detach())
+        if bool(bad.any()):
+            first = tuple(int(i) for i in torch.nonzero(bad)[0]) if bad.dim() else ()
+            value = float(concentration.detach()[first]) if first else float(concentration.detach())
+            raise ValueError(f"concentration must be positive and finite; {int(bad.sum())} of {bad.numel()} values are "
+                             f"not, the first, at index {first}, is {value!r}")
+
+    def _validate_sample(self, value: torch.Tensor) -> None:
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[-1] == self.dim:
+            message = off_sphere_message(value, "value")
+            if message is not None:
+                raise ValueError(message)
+        super()._validate_sample(value)
+
+    def __getstate__(self) -> dict:
+        """The instance without its derived tensors: the caller's ``loc`` and ``concentration`` (leaves when the
+        caller's were) are copied and the rest is rebuilt, so ``copy.deepcopy`` works on parameters that require
+        grad (torch refuses to deep-copy the non-leaf normalized ``loc``)."""
+        state = dict(self.__dict__)
+        for derived in ("loc", "concentration", "_bessel", "_bessel_source"):
+            state.pop(derived, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._set_parameters(self._given_loc, self._given_concentration)
 
     @property
     def dim(self) -> int:
@@ -255,11 +309,41 @@ class VonMisesFisher(Distribution):
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(VonMisesFisher, _instance)
         batch_shape = torch.Size(batch_shape)
+        super(VonMisesFisher, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        new._given_loc, new._given_concentration = self._given_loc, self._given_concentration
         new.loc = self.loc.expand(batch_shape + self.event_shape)
         new.concentration = self.concentration.expand(batch_shape)
         new._bessel = None
-        super(VonMisesFisher, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._bessel_source = None
+        return new
+
+    def select(self, index: torch.Tensor) -> "VonMisesFisher":
+        """The distributions at ``index`` along the first batch dimension, e.g. one per label out of one per class.
+
+        The selection shares this distribution's Bessel terms: when it first needs them (log_prob, entropy, mean,
+        a KL, a gradient of rsample in the concentration) they are evaluated once for this distribution's batch
+        and gathered, so N selected rows out of C cost C evaluations, not N. Nothing is read on the host: an
+        out-of-range index fails as tensor indexing does.
+
+        Args:
+            index: integer tensor of any shape I, values in [0, batch_shape[0]).
+
+        Returns:
+            VonMisesFisher with batch_shape I + batch_shape[1:], the same validation setting.
+        """
+        if len(self.batch_shape) == 0:
+            raise ValueError("select needs a distribution with a batch dimension; this one has batch_shape ()")
+        if not isinstance(index, torch.Tensor) or index.is_floating_point() or index.dtype == torch.bool:
+            raise ValueError(f"index must be an integer tensor, got {getattr(index, 'dtype', type(index).__name__)}")
+        new = VonMisesFisher.__new__(VonMisesFisher)
+        batch_shape = index.shape + self.batch_shape[1:]
+        Distribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
+        new._given_loc, new._given_concentration = self.loc[index], self.concentration[index]
+        new.loc, new.concentration = new._given_loc, new._given_concentration
+        new._bessel = None
+        new._bessel_source = (self, index)
         return new
 
     # ----- Bessel terms, evaluated at most once per distribution ------------------------------------------
@@ -271,12 +355,12 @@ class VonMisesFisher(Distribution):
         describes its parameters as they were when it was built (build a new one after changing them in place).
         """
         if self._bessel is None:
-            self._bessel = bessel_values(0.5 * self.dim - 1.0, _work(self.concentration))
+            if self._bessel_source is not None:  # a selection: gather from the distribution it was selected from
+                source, index = self._bessel_source
+                self._bessel = tuple(values[index] for values in source._bessel_values())
+            else:
+                self._bessel = bessel_values(0.5 * self.dim - 1.0, _work(self.concentration))
         return self._bessel
-
-    def _use_bessel_values(self, values: tuple[torch.Tensor, torch.Tensor]) -> None:
-        """Use ``bessel_values(d/2 - 1, concentration)`` known to the caller (``VMFPrior``) instead of evaluating."""
-        self._bessel = tuple(v.expand(self.batch_shape) for v in values)
 
     def _log_partition(self, kappa: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(S(kappa), A_d(kappa)) of ``_log_partition``: work dtype, batch_shape, differentiable in kappa.
@@ -375,6 +459,13 @@ class HypersphericalUniform(Distribution):
     def dim(self) -> int:
         return self._dim
 
+    def _validate_sample(self, value: torch.Tensor) -> None:
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[-1] == self._dim:
+            message = off_sphere_message(value, "value")
+            if message is not None:
+                raise ValueError(message)
+        super()._validate_sample(value)
+
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(HypersphericalUniform, _instance)
         new._dim, new._dtype, new._device = self._dim, self._dtype, self._device
@@ -413,7 +504,7 @@ def _kl_vmf_uniform(p: VonMisesFisher, q: HypersphericalUniform) -> torch.Tensor
 
     Differentiable in kappa to every order (its second derivative is A_d + kappa A_d'').
     """
-    _check_same_dim(p.dim, q.dim)
+    _check_same_dim(p.event_shape[0], q.event_shape[0])  # not q.dim: s-vae's uniform counts the sphere's own
     kl = p._kl_to_uniform_work().to(p.concentration.dtype)
     return kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
 
@@ -440,3 +531,24 @@ def _kl_vmf_vmf(p: VonMisesFisher, q: VonMisesFisher) -> torch.Tensor:
     half_distance_sq = 0.5 * _row_dot(difference, difference)
     kl = bregman + kappa_q * mean_length_p * half_distance_sq
     return kl.to(torch.promote_types(p.concentration.dtype, q.concentration.dtype))
+
+
+@register_kl(HypersphericalUniform, VonMisesFisher)
+def _kl_uniform_vmf(p: HypersphericalUniform, q: VonMisesFisher) -> torch.Tensor:
+    """KL(U(S^{d-1}) || vMF(mu, kappa)) = -log |S^{d-1}| - log C_d(kappa), closed form.
+
+    E_U[log U - log q] = -log |S^{d-1}| - log C_d(kappa) - kappa mu^T E_U[z], and E_U[z] = 0. It does not depend
+    on mu; it is the vMF's log-partition relative to the uniform, log(Gamma(d/2) (2 / kappa)^(d/2-1) I_{d/2-1}(kappa)).
+    """
+    _check_same_dim(p.event_shape[0], q.event_shape[0])
+    kl = -log_sphere_area(q.event_shape[0]) - q._normalizer_terms()[0]
+    dtype = torch.promote_types(p._dtype, q.concentration.dtype)
+    return kl.to(dtype).expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
+
+
+@register_kl(HypersphericalUniform, HypersphericalUniform)
+def _kl_uniform_uniform(p: HypersphericalUniform, q: HypersphericalUniform) -> torch.Tensor:
+    """KL(U(S^{d-1}) || U(S^{d-1})) = 0 (different spheres have no KL: ValueError)."""
+    _check_same_dim(p.event_shape[0], q.event_shape[0])
+    shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
+    return torch.zeros(shape, dtype=torch.promote_types(p._dtype, q._dtype), device=p._device)

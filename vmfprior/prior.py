@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+import re
+import warnings
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from .bessel import bessel_values, mean_resultant_length, work_dtype
+from .bessel import mean_resultant_length
+from .constraints import off_sphere_message
 from .distributions import VonMisesFisher
 
-__all__ = ["VMFPrior", "find_final_layer_key", "concentration_from_mean_cosine", "read_state_dict", "CheckpointFormatError"]
+__all__ = ["VMFPrior", "find_final_layer_key", "concentration_from_mean_cosine", "read_state_dict", "load_checkpoint_object",
+           "CheckpointFormatError"]
 
 # Bracket of the bisection that inverts A_d: wide enough for every concentration the tests cover.
 CONCENTRATION_BRACKET = (1e-4, 1e6)
+
+# Keys of a checkpoint (beside its state dict) that hold the mean norm |a| of the penultimate activations the final
+# layer saw; ckd.teacher writes "activation_norm".
+ACTIVATION_NORM_KEYS = ("activation_norm",)
 
 # Substrings that mark a final classification layer in a state-dict key.
 _HEAD_NAME_HINTS = ("head", "fc", "linear", "classifier", "logits", "out")
@@ -31,21 +40,38 @@ class CheckpointFormatError(ValueError):
     """A file is missing, corrupted, or holds no classifier state dict."""
 
 
-def read_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
-    """The state dict of a saved classifier: the file's dict itself, or its "model" / "state_dict" entry.
+def _first_sentence(error: BaseException) -> str:
+    """The first sentence of an exception's message, without terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    return re.split(r"(?<=[.:])\s", text.splitlines()[0] if text else "", maxsplit=1)[0]
 
-    Loads with ``weights_only=True`` onto the CPU: a checkpoint is data, never code.
+
+def load_checkpoint_object(path: str | os.PathLike):
+    """Whatever a checkpoint file holds, loaded safely: ``weights_only=True``, onto the CPU (data, never code).
 
     Raises:
-        CheckpointFormatError: the file is missing, unreadable, or holds no dict of tensors.
+        CheckpointFormatError: the file is missing, unreadable, or holds pickled Python objects (e.g. a whole model
+            saved with ``torch.save(model)``), with a message that says which and what to do.
     """
     if not os.path.isfile(path):
         raise CheckpointFormatError(f"checkpoint file not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 -- truncated file, foreign pickle, ...: all mean "not a checkpoint"
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f" (it refers to {found.group(1)})" if found else ""
+        raise CheckpointFormatError(
+            f"{str(path)!r} holds pickled Python objects{what}, e.g. a whole model saved with torch.save(model), "
+            "which a safe load (weights_only=True) refuses: save model.state_dict() instead, or build the prior "
+            "from the model itself with VMFPrior.from_linear(model.head, concentration)") from error
+    except Exception as error:  # noqa: BLE001 -- truncated file, foreign format, ...: all mean "not a checkpoint"
+        reason = _first_sentence(error)
         raise CheckpointFormatError(f"{str(path)!r} is corrupted or not a torch checkpoint "
-                                    f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from error
+                                    f"({type(error).__name__}{': ' + reason if reason else ''})") from error
+
+
+def _state_dict_of(checkpoint, path) -> dict[str, torch.Tensor]:
+    """The state dict in a loaded checkpoint: the object itself, or its "model" / "state_dict" entry."""
     if isinstance(checkpoint, Mapping):
         for entry in ("model", "state_dict", "model_state_dict"):
             if isinstance(checkpoint.get(entry), Mapping):
@@ -54,6 +80,34 @@ def read_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
     if not isinstance(checkpoint, Mapping) or not any(torch.is_tensor(v) for v in checkpoint.values()):
         raise CheckpointFormatError(f"{str(path)!r} holds no state dict (a dict of tensors, or one under 'model')")
     return {key: value for key, value in checkpoint.items() if torch.is_tensor(value)}
+
+
+def read_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
+    """The state dict of a saved classifier: the file's dict itself, or its "model" / "state_dict" entry.
+
+    Loads with ``weights_only=True`` onto the CPU: a checkpoint is data, never code.
+
+    Raises:
+        CheckpointFormatError: the file is missing, unreadable, holds a whole pickled model, or holds no dict of
+            tensors.
+    """
+    return _state_dict_of(load_checkpoint_object(path), path)
+
+
+def _checked_activation_norm(value, name: str = "activation_norm") -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number (the mean |a| of the penultimate activations), got {value!r}")
+    return float(value)
+
+
+def _checked_radius(radius) -> float:
+    if isinstance(radius, bool) or not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius must be a positive number, got {radius!r}")
+    return float(radius)
 
 
 def find_final_layer_key(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -110,11 +164,15 @@ class VMFPrior(nn.Module):
         weight: (C, d) final-layer weight; every row must be non-zero.
         concentration: kappa, a positive number or a (C,) tensor of per-class concentrations.
         bias: optional (C,) bias, used by ``class_affinity``.
+        activation_norm: optional mean norm |a| of the penultimate activations the layer saw in training, the
+            default of ``class_affinity`` (``from_checkpoint`` reads it from checkpoints that store it).
 
     Buffers (move with ``.to(device)``): ``mean_directions`` (C, d), ``concentration`` (C,), ``weight``, ``bias``.
+    ``activation_norm`` is a plain attribute (float or None), not part of the state dict.
     """
 
-    def __init__(self, weight: torch.Tensor, concentration: torch.Tensor | float, bias: torch.Tensor | None = None):
+    def __init__(self, weight: torch.Tensor, concentration: torch.Tensor | float, bias: torch.Tensor | None = None,
+                 activation_norm: float | None = None):
         super().__init__()
         if not torch.is_tensor(weight) or weight.dim() != 2 or not weight.is_floating_point():
             raise ValueError(f"weight must be a floating (C, d) tensor, got {getattr(weight, 'shape', type(weight))}")
@@ -125,14 +183,18 @@ class VMFPrior(nn.Module):
         norms = weight.norm(dim=1)
         if bool((norms == 0).any()) or not bool(torch.isfinite(weight).all()):
             bad = [int(i) for i in torch.nonzero((norms == 0) | ~torch.isfinite(norms)).flatten()]
-            raise ValueError(f"weight rows {bad} are zero or not finite: they define no mean direction")
+            shown = f"{bad[:10]}{' ...' if len(bad) > 10 else ''}"
+            raise ValueError(f"weight rows {shown} ({len(bad)} of {num_classes}) are zero or not finite: they define no mean direction")
         concentration = torch.as_tensor(concentration, dtype=weight.dtype, device=weight.device).detach().clone()
         if concentration.dim() == 0:
             concentration = concentration.expand(num_classes).clone()
         if concentration.shape != (num_classes,):
             raise ValueError(f"concentration must be a number or a ({num_classes},) tensor, got shape {tuple(concentration.shape)}")
-        if not bool(((concentration > 0) & torch.isfinite(concentration)).all()):
-            raise ValueError(f"concentration must be positive and finite, got {concentration.tolist()}")
+        bad = ~((concentration > 0) & torch.isfinite(concentration))
+        if bool(bad.any()):
+            first = int(torch.nonzero(bad)[0])
+            raise ValueError(f"concentration must be positive and finite; {int(bad.sum())} of {num_classes} values are not, "
+                             f"the first, of class {first}, is {float(concentration[first])!r}")
         if bias is not None:
             bias = torch.as_tensor(bias, dtype=weight.dtype, device=weight.device).detach().clone()
             if bias.shape != (num_classes,):
@@ -141,42 +203,56 @@ class VMFPrior(nn.Module):
         self.register_buffer("bias", bias)
         self.register_buffer("mean_directions", weight / norms[:, None])
         self.register_buffer("concentration", concentration)
+        self.activation_norm = _checked_activation_norm(activation_norm)
 
     # ---- construction -------------------------------------------------------------------------------------
 
     @classmethod
-    def from_weight(cls, weight: torch.Tensor, concentration: torch.Tensor | float, bias: torch.Tensor | None = None) -> "VMFPrior":
-        """The prior of a final layer given by its weight (C, d) (and optional bias (C,))."""
-        return cls(weight, concentration, bias)
+    def from_weight(cls, weight: torch.Tensor, concentration: torch.Tensor | float, bias: torch.Tensor | None = None,
+                    activation_norm: float | None = None) -> "VMFPrior":
+        """The prior of a final layer given by its weight (C, d) (and optional bias (C,) and mean |a|)."""
+        return cls(weight, concentration, bias, activation_norm=activation_norm)
 
     @classmethod
-    def from_linear(cls, linear: nn.Module, concentration: torch.Tensor | float) -> "VMFPrior":
+    def from_linear(cls, linear: nn.Module, concentration: torch.Tensor | float,
+                    activation_norm: float | None = None) -> "VMFPrior":
         """The prior of an ``nn.Linear`` (or any head with a ``weight`` (C, d) and optional ``bias``)."""
         weight = getattr(linear, "weight", None)
         if not torch.is_tensor(weight):
             raise TypeError(f"linear must have a weight tensor (C, d), got {type(linear).__name__}")
         bias = getattr(linear, "bias", None)
-        return cls(weight, concentration, bias if torch.is_tensor(bias) else None)
+        return cls(weight, concentration, bias if torch.is_tensor(bias) else None, activation_norm=activation_norm)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, concentration: torch.Tensor | float, key: str | None = None) -> "VMFPrior":
+    def from_checkpoint(cls, path: str | os.PathLike, concentration: torch.Tensor | float, key: str | None = None,
+                        activation_norm: float | None = None) -> "VMFPrior":
         """The prior of the final layer stored in a saved classifier.
 
         Args:
-            path: a ``torch.save``'d state dict, or a dict with the state dict under "model" / "state_dict".
+            path: a ``torch.save``'d state dict, or a dict with the state dict under "model" / "state_dict" (a whole
+                pickled model is refused with a message saying what to save instead).
             concentration: kappa (number or (C,)).
             key: the weight's key in the state dict; found with ``find_final_layer_key`` when omitted.
                 The bias is read from the same module's ``bias`` key if present.
+            activation_norm: the mean |a| for ``class_affinity``; by default the checkpoint's top-level
+                "activation_norm" entry (written by ``ckd.teacher``) when it has one, else None.
         """
-        state_dict = read_state_dict(path)
+        checkpoint = load_checkpoint_object(path)
+        state_dict = _state_dict_of(checkpoint, path)
         if key is None:
             key = find_final_layer_key(state_dict)
         elif key not in state_dict:
             candidates = [k for k, v in state_dict.items() if torch.is_tensor(v) and v.dim() == 2]
             raise ValueError(f"key {key!r} is not in the checkpoint; 2-D weights there: {candidates}")
+        if activation_norm is None and isinstance(checkpoint, Mapping):
+            for name in ACTIVATION_NORM_KEYS:
+                if checkpoint.get(name) is not None:
+                    activation_norm = _checked_activation_norm(checkpoint[name], f"the checkpoint's {name!r}")
+                    break
         weight = state_dict[key]
         bias = state_dict.get(key[: -len("weight")] + "bias") if key.endswith("weight") else None
-        return cls(weight.float(), concentration, bias.float() if torch.is_tensor(bias) else None)
+        return cls(weight.float(), concentration, bias.float() if torch.is_tensor(bias) else None,
+                   activation_norm=activation_norm)
 
     @torch.no_grad()
     def fit_concentration(self, features: torch.Tensor, labels: torch.Tensor, per_class: bool = False) -> torch.Tensor:
@@ -220,98 +296,154 @@ class VMFPrior(nn.Module):
         """Ambient dimension d of the sphere S^{d-1}."""
         return self.mean_directions.shape[1]
 
-    def _check_labels(self, labels: torch.Tensor) -> torch.Tensor:
+    def _check_labels(self, labels: torch.Tensor, validate: bool = True) -> torch.Tensor:
+        """Labels on the prior's device; their range is read on the host only with ``validate``."""
         if not torch.is_tensor(labels) or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise ValueError(f"labels must be an integer tensor, got {getattr(labels, 'dtype', type(labels).__name__)}")
         if labels.dim() != 1:
             raise ValueError(f"labels must have shape (B,), got {tuple(labels.shape)}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+        if validate and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes}), got values in [{int(labels.min())}, {int(labels.max())}]")
         return labels.to(self.mean_directions.device)
 
-    def _check_points(self, z: torch.Tensor, name: str = "z") -> None:
+    def _check_points(self, z: torch.Tensor, name: str = "z", radius: float | None = None) -> None:
+        """Shape check; with a ``radius``, also that every row lies on that sphere (reads norms on the host)."""
         if not torch.is_tensor(z) or z.dim() != 2 or z.shape[1] != self.dim:
             raise ValueError(f"{name} must have shape (B, {self.dim}), got {tuple(getattr(z, 'shape', ()))}")
+        if radius is not None:
+            message = off_sphere_message(z, name, radius)
+            if message is not None:
+                hint = "" if radius != 1.0 else " (pass radius= for points scaled as by sample(labels, radius=...))"
+                raise ValueError(message + hint)
 
     # ---- the model ----------------------------------------------------------------------------------------
 
     def _distribution(self, labels: torch.Tensor | None) -> VonMisesFisher:
         """vMF(w_y/|w_y|, kappa_y) for checked labels (B,), or for every class with ``labels=None``."""
-        mean_directions, concentration = self.mean_directions, self.concentration
-        # The C classes' Bessel terms, evaluated once per call and gathered per label: C evaluations, not B.
-        log_bessel, ratio = bessel_values(0.5 * self.dim - 1.0, concentration.to(work_dtype(concentration.device)))
-        if labels is not None:
-            mean_directions, concentration = mean_directions[labels], concentration[labels]
-            log_bessel, ratio = log_bessel[labels], ratio[labels]
-        distribution = VonMisesFisher(mean_directions, concentration, validate_args=False)
-        distribution._use_bessel_values((log_bessel, ratio))
-        return distribution
+        every_class = VonMisesFisher(self.mean_directions, self.concentration, validate_args=False)
+        # A selection shares the C classes' Bessel terms, evaluated once if needed: C evaluations, not B.
+        return every_class if labels is None else every_class.select(labels)
 
-    def forward(self, labels: torch.Tensor) -> VonMisesFisher:
-        """The class-conditional distributions for a batch of labels: a VonMisesFisher with batch_shape (B,)."""
-        return self._distribution(self._check_labels(labels))
+    def forward(self, labels: torch.Tensor, validate: bool = True) -> VonMisesFisher:
+        """The class-conditional distributions for a batch of labels: a VonMisesFisher with batch_shape (B,).
 
-    def sample(self, labels: torch.Tensor, radius: float = 1.0) -> torch.Tensor:
-        """z ~ radius * vMF(w_y / |w_y|, kappa_y), shape (B, d); radius = sqrt(d) gives GAN-style noise."""
-        if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
-            raise ValueError(f"radius must be a positive number, got {radius!r}")
+        Args:
+            labels: (B,) integer class labels.
+            validate: check that the labels lie in [0, C), which reads them on the host (a device
+                synchronisation on a GPU). A caller that has checked its labels passes False: nothing is then read
+                on the host, and an out-of-range label fails as tensor indexing does.
+        """
+        return self._distribution(self._check_labels(labels, validate))
+
+    def sample(self, labels: torch.Tensor, radius: float = 1.0, validate: bool = True) -> torch.Tensor:
+        """z ~ radius * vMF(w_y / |w_y|, kappa_y), shape (B, d); radius = sqrt(d) gives GAN-style noise.
+
+        ``validate`` as for ``forward``: False skips the host-side label range check.
+        """
+        radius = _checked_radius(radius)
         with torch.no_grad():
-            return radius * self(labels).sample()
+            return radius * self(labels, validate=validate).sample()
 
-    def log_prob(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """log p(z | y), z (B, d) on the unit sphere -> (B,)."""
-        self._check_points(z)
-        labels = self._check_labels(labels)
+    def log_prob(self, z: torch.Tensor, labels: torch.Tensor, radius: float = 1.0, validate: bool = True) -> torch.Tensor:
+        """log p(z | y) of points z on the sphere of radius ``radius`` (as ``sample`` draws them): (B, d) -> (B,).
+
+        The density of the scaled point z = radius * u, u ~ vMF, with respect to the surface measure of the
+        radius-r sphere: log vMF(z / r) - (d - 1) log r (the Jacobian term of the scaling is included, so the
+        density integrates to 1 over that sphere; for r = 1 it is the vMF log-density itself).
+
+        Args:
+            z: (B, d) points with |z| = radius.
+            labels: (B,) their classes.
+            radius: the sphere's radius, as given to ``sample``.
+            validate: check the labels' range and that every |z| equals ``radius`` (relative tolerance 1e-4):
+                points off that sphere raise ValueError instead of getting a meaningless number. Both read on the
+                host; pass False where the caller guarantees them.
+
+        Returns:
+            (B,) log-densities.
+        """
+        radius = _checked_radius(radius)
+        self._check_points(z, radius=radius if validate else None)
+        labels = self._check_labels(labels, validate)
         if labels.shape[0] != z.shape[0]:
             raise ValueError(f"z has {z.shape[0]} rows but labels has {labels.shape[0]}")
-        return self(labels).log_prob(z)
+        return self._scaled_log_prob(self._distribution(labels), z, radius)
 
-    def class_log_probs(self, z: torch.Tensor) -> torch.Tensor:
-        """log vMF(z; w_i/|w_i|, kappa_i) for every class i: z (B, d) -> (B, C)."""
-        self._check_points(z)
-        return self._distribution(None).log_prob(z.unsqueeze(1))  # (B, 1, d) against batch (C,) -> (B, C)
+    def _scaled_log_prob(self, distribution: VonMisesFisher, z: torch.Tensor, radius: float) -> torch.Tensor:
+        if radius == 1.0:
+            return distribution.log_prob(z)
+        return distribution.log_prob(z / radius) - (self.dim - 1) * math.log(radius)
 
-    def mixture_log_prob(self, z: torch.Tensor, class_probs: torch.Tensor | None = None) -> torch.Tensor:
-        """log sum_i p(i) vMF(z; w_i/|w_i|, kappa_i), z (B, d) -> (B,); class_probs (C,) defaults to uniform."""
-        log_components = self.class_log_probs(z)
+    def class_log_probs(self, z: torch.Tensor, radius: float = 1.0, validate: bool = True) -> torch.Tensor:
+        """log p(z | y = i) for every class i: z (B, d) -> (B, C); ``radius`` and ``validate`` as for ``log_prob``."""
+        radius = _checked_radius(radius)
+        self._check_points(z, radius=radius if validate else None)
+        # (B, 1, d) against batch (C,) -> (B, C)
+        return self._scaled_log_prob(self._distribution(None), z.unsqueeze(1), radius)
+
+    def mixture_log_prob(self, z: torch.Tensor, class_probs: torch.Tensor | None = None, radius: float = 1.0,
+                         validate: bool = True) -> torch.Tensor:
+        """log sum_i p(i) p(z | y = i), z (B, d) -> (B,); class_probs (C,) defaults to uniform.
+
+        ``radius`` and ``validate`` as for ``log_prob`` (``validate`` also checks that class_probs is a
+        distribution).
+        """
+        log_components = self.class_log_probs(z, radius=radius, validate=validate)
         if class_probs is None:
             log_weights = torch.full((self.num_classes,), -math.log(self.num_classes), dtype=z.dtype, device=z.device)
         else:
             class_probs = torch.as_tensor(class_probs, dtype=z.dtype, device=z.device)
             if class_probs.shape != (self.num_classes,):
                 raise ValueError(f"class_probs must have shape ({self.num_classes},), got {tuple(class_probs.shape)}")
-            if bool((class_probs < 0).any()) or abs(float(class_probs.sum()) - 1.0) > 1e-5:
+            if validate and (bool((class_probs < 0).any()) or abs(float(class_probs.sum()) - 1.0) > 1e-5):
                 raise ValueError("class_probs must be non-negative and sum to 1")
             log_weights = torch.log(class_probs)
         return torch.logsumexp(log_components + log_weights, dim=1)
 
     @torch.no_grad()
-    def class_affinity(self, n_samples: int = 1000, activation_norm: float = 1.0, batch_size: int = 10_000) -> torch.Tensor:
+    def class_affinity(self, num_samples: int | None = None, activation_norm: float | None = None,
+                       batch_size: int = 10_000, *, n_samples: int | None = None) -> torch.Tensor:
         """Class affinity p_T(y | i) = mean_j softmax(W a_j + b), a_j ~ activation_norm * vMF(w_i/|w_i|, kappa_i).
 
         Eq. 7 of Seo, Lee & Kwak: soft targets for class-wise knowledge distillation computed from the final
-        layer alone. ``activation_norm`` is the norm of the penultimate activations the layer saw in training
-        (the logits scale with it).
+        layer alone. The logits scale with |a|, so the norm must be the one the layer saw in training: there is
+        no neutral default.
 
         Args:
-            n_samples: Monte Carlo samples per class.
-            activation_norm: |a| of the sampled activations.
+            num_samples: Monte Carlo samples per class (default 1000).
+            activation_norm: |a| of the sampled activations; by default the prior's ``activation_norm`` (from its
+                checkpoint, see ``from_checkpoint``). Without either: ValueError.
             batch_size: samples processed at once (bounds memory).
+            n_samples: deprecated name of ``num_samples``.
 
         Returns:
             (C, C) row-stochastic matrix; row i is the predicted class distribution for class i's activations.
         """
-        if not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-        if not (isinstance(activation_norm, (int, float)) and math.isfinite(activation_norm) and activation_norm > 0):
-            raise ValueError(f"activation_norm must be a positive number, got {activation_norm!r}")
+        if n_samples is not None:
+            warnings.warn("class_affinity(n_samples=...) is deprecated; use num_samples=", DeprecationWarning, stacklevel=3)
+            if num_samples is not None:
+                raise ValueError("pass num_samples only (n_samples is its deprecated name)")
+            num_samples = n_samples
+        num_samples = 1000 if num_samples is None else num_samples
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if activation_norm is None:
+            activation_norm = self.activation_norm
+        if activation_norm is None:
+            raise ValueError(
+                "class_affinity needs activation_norm: the mean |a| of the penultimate activations the final layer saw "
+                "in training (the logits scale with it). This prior's source stored none; pass activation_norm=, or "
+                "build the prior with VMFPrior.from_checkpoint from a checkpoint with an 'activation_norm' entry "
+                "(as ckd.teacher writes)")
+        activation_norm = _checked_activation_norm(activation_norm)
         affinity = torch.zeros(self.num_classes, self.num_classes, dtype=self.weight.dtype, device=self.weight.device)
         per_batch = max(1, batch_size // self.num_classes)
-        for start in range(0, n_samples, per_batch):
-            count = min(per_batch, n_samples - start)
-            activations = activation_norm * self._distribution(None).sample((count,))  # (count, C, d)
+        every_class = self._distribution(None)
+        for start in range(0, num_samples, per_batch):
+            count = min(per_batch, num_samples - start)
+            activations = activation_norm * every_class.sample((count,))  # (count, C, d)
             logits = activations @ self.weight.T  # (count, C, C): [j, i, :] logits of sample j of class i
             if self.bias is not None:
                 logits = logits + self.bias
             affinity += torch.softmax(logits, dim=-1).sum(dim=0)
-        return affinity / n_samples
+        return affinity / num_samples

@@ -33,6 +33,11 @@ def _sample_shape(shape) -> torch.Size:
     return torch.Size([shape]) if isinstance(shape, int) else torch.Size(shape)
 
 
+def _squeezed(scale: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+    """s-vae's (..., 1) concentration as the library's (...)."""
+    return scale.squeeze(-1) if scale.dim() == loc.dim() and scale.shape[-1] == 1 else scale
+
+
 class VonMisesFisher(_core.VonMisesFisher):
     """vMF with s-vae's constructor: ``loc`` ``(..., m)`` unit vectors and ``scale`` ``(..., 1)`` concentrations.
 
@@ -45,10 +50,20 @@ class VonMisesFisher(_core.VonMisesFisher):
     """
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor, validate_args: bool | None = None, k: int = 1):
+        if not isinstance(loc, torch.Tensor):
+            raise _core.ParameterTypeError(f"loc must be a floating-point tensor of shape (..., m), got {type(loc).__name__}")
         scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)
-        if scale.dim() == loc.dim() and scale.shape[-1] == 1:
-            scale = scale.squeeze(-1)
-        super().__init__(loc, scale, validate_args=validate_args)
+        super().__init__(loc, _squeezed(scale, loc), validate_args=validate_args)
+        self._given_scale = scale  # as given (a leaf when the caller's is), for deepcopy and pickle
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_given_concentration", None)  # the squeezed view of _given_scale, rebuilt on load
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["_given_concentration"] = _squeezed(state["_given_scale"], state["_given_loc"])
+        super().__setstate__(state)
 
     @property
     def scale(self) -> torch.Tensor:
@@ -61,7 +76,9 @@ class VonMisesFisher(_core.VonMisesFisher):
         return self.scale
 
     def expand(self, batch_shape, _instance=None):
-        return super().expand(batch_shape, self._get_checked_instance(VonMisesFisher, _instance))
+        new = super().expand(batch_shape, self._get_checked_instance(VonMisesFisher, _instance))
+        new._given_scale = self._given_scale
+        return new
 
     def rsample(self, shape=torch.Size()) -> torch.Tensor:
         return super().rsample(_sample_shape(shape))

@@ -95,7 +95,7 @@ def test_mixture_log_prob_equals_brute_force_sum():
 def test_class_affinity_rows_sum_to_one_and_match_independent_monte_carlo():
     prior, weight, bias = _prior(num_classes=3, dim=4, concentration=3.0, seed=1)
     torch.manual_seed(0)
-    affinity = prior.class_affinity(n_samples=20_000, activation_norm=2.0)
+    affinity = prior.class_affinity(num_samples=20_000, activation_norm=2.0)
     assert affinity.shape == (3, 3)
     torch.testing.assert_close(affinity.sum(1), torch.ones(3, dtype=torch.float64))
     rng = np.random.default_rng(0)
@@ -110,7 +110,7 @@ def test_class_affinity_rows_sum_to_one_and_match_independent_monte_carlo():
 def test_class_affinity_diagonal_dominates_for_separated_directions():
     weight = 4.0 * torch.eye(5, 8, dtype=torch.float64)
     prior = VMFPrior.from_weight(weight, concentration=20.0)
-    affinity = prior.class_affinity(n_samples=500, activation_norm=3.0)
+    affinity = prior.class_affinity(num_samples=500, activation_norm=3.0)
     assert torch.all(affinity.diagonal() > 0.9)
     assert torch.all(affinity.diagonal()[:, None] > affinity + torch.eye(5, dtype=torch.float64) * -1)
 
@@ -127,7 +127,7 @@ def test_class_affinity_diagonal_dominates_for_separated_directions():
         (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).sample(torch.tensor([0.0])), "integer"),
         (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).sample(torch.tensor([0]), radius=0.0), "radius"),
         (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).log_prob(torch.ones(2, 3), torch.tensor([0, 1])), "z"),
-        (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).class_affinity(n_samples=0), "n_samples"),
+        (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).class_affinity(num_samples=0, activation_norm=1.0), "num_samples"),
     ],
 )
 def test_bad_input_raises_value_error(call, pattern):
@@ -172,3 +172,84 @@ def test_fit_concentration_recovers_the_sampling_kappa(concentration):
     kappa = VMFPrior.from_weight(3.0 * directions.float(), 1.0).fit_concentration(features.float(), labels)
     # the estimate spreads by ~1% across seeds at n = 20,000 (checked over seeds 0-2); 5% is about 5 SE
     assert float(kappa) == pytest.approx(concentration, rel=0.05)
+
+
+def test_log_prob_takes_the_sampling_radius_and_refuses_points_off_that_sphere():
+    prior, _, _ = _prior(num_classes=3, dim=4, concentration=2.0)
+    labels = torch.tensor([0, 1, 2, 2])
+    radius = 2.0
+    z = prior.sample(labels, radius=radius)
+    log_p = prior.log_prob(z, labels, radius=radius)
+    for row in range(4):  # the density on the radius-r sphere: vMF(z / r) / r^(d-1)
+        reference = scipy.stats.vonmises_fisher(prior.mean_directions[labels[row]].numpy(), 2.0).logpdf((z[row] / radius).numpy())
+        assert log_p[row].item() == pytest.approx(reference - 3 * math.log(radius), rel=1e-10)
+    with pytest.raises(ValueError, match="radius"):
+        prior.log_prob(z, labels)  # scored as unit vectors they would get a meaningless number
+    with pytest.raises(ValueError, match="radius"):
+        prior.mixture_log_prob(z)
+    # it integrates to one over that sphere: E_uniform[p(z)] * area = 1, within Monte Carlo error
+    torch.manual_seed(0)
+    u = torch.nn.functional.normalize(torch.randn(20_000, 4, dtype=torch.float64), dim=1)
+    ratio = prior.mixture_log_prob(radius * u, radius=radius).exp() * (radius ** 3 * 2 * math.pi ** 2)
+    assert abs(ratio.mean().item() - 1.0) < 5 * ratio.std().item() / math.sqrt(20_000)
+
+
+def test_validate_false_reads_nothing_on_the_host():
+    from torch.overrides import TorchFunctionMode
+
+    class Recorder(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.names.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    prior, _, _ = _prior()
+    labels = torch.tensor([3, 0, 1])
+    with Recorder() as recorder:
+        unchecked = prior(labels, validate=False)
+    assert not {"min", "max", "item", "__int__", "__bool__", "tolist"} & set(recorder.names)
+    with Recorder() as recorder:
+        prior(labels)
+    assert {"min", "max"} <= set(recorder.names)  # the recorder sees the checks when they run
+    torch.testing.assert_close(unchecked.loc, prior(labels).loc)
+    with pytest.raises(IndexError):  # unchecked: an out-of-range label fails as indexing does
+        prior(torch.tensor([9]), validate=False)
+
+
+def test_class_affinity_takes_the_norm_from_the_checkpoint_or_requires_it(tmp_path):
+    classifier = nn.Sequential(nn.Linear(5, 6))
+    classifier.add_module("head", nn.Linear(6, 3))
+    path = tmp_path / "teacher.pt"
+    torch.save({"model": classifier.state_dict(), "activation_norm": 2.5}, path)  # as ckd.teacher writes it
+    prior = VMFPrior.from_checkpoint(path, 4.0)
+    assert prior.activation_norm == 2.5
+    torch.manual_seed(0)
+    stored = prior.class_affinity(200)
+    torch.manual_seed(0)
+    torch.testing.assert_close(stored, prior.class_affinity(num_samples=200, activation_norm=2.5))
+    torch.manual_seed(0)
+    with pytest.warns(DeprecationWarning, match="num_samples"):
+        old_name = prior.class_affinity(n_samples=200)
+    torch.testing.assert_close(old_name, stored)
+    torch.save(classifier.state_dict(), path)
+    with pytest.raises(ValueError, match="activation_norm"):
+        VMFPrior.from_checkpoint(path, 4.0).class_affinity(200)
+
+
+def test_from_checkpoint_explains_a_whole_pickled_model_and_a_corrupted_file(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 4))
+    whole = tmp_path / "whole.pt"
+    torch.save(model, whole)
+    with pytest.raises(ValueError) as caught:
+        VMFPrior.from_checkpoint(whole, 1.0)
+    message = str(caught.value)
+    assert "torch.save(model)" in message and "state_dict()" in message and "corrupted" not in message
+    assert "\x1b" not in message and message.endswith(")")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(whole.read_bytes()[:200])
+    with pytest.raises(ValueError, match="corrupted") as caught:
+        VMFPrior.from_checkpoint(truncated, 1.0)
+    assert "\x1b" not in str(caught.value)
