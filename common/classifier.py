@@ -43,6 +43,7 @@ from common.run import (
     set_learning_rate,
 )
 from vmfprior import VMFPrior
+from vmfprior.heads import HEAD_KINDS
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -67,8 +68,7 @@ class ClassifierSettings:
 
     data: str | None = option(None, "the dataset's .npz file (None: download with torchvision)")
     out: str = option("runs/classifier", "run folder: config.json, last.pt, metrics.jsonl, classifier.pt")
-    head: str = option("linear", "final layer (vmfprior.heads): linear, random, random-cosine, orthogonal, hadamard, "
-                                 "identity")
+    head: str = option("linear", "final layer (vmfprior.heads): " + ", ".join(HEAD_KINDS), choices=HEAD_KINDS)
     epochs: int = option(5, "training epochs")
     batch_size: int = option(128, "global batch size (split across processes)")
     optimizer: str = option("adam", "adam, or sgd with nesterov momentum", choices=OPTIMIZERS)
@@ -94,6 +94,7 @@ def check_settings(config) -> None:
     check_positive(config, "epochs", "batch_size", "learning_rate", "stats_images")
     check_positive(config, "train_subset", "stop_after", allow_none=True)
     check_choice(config, "optimizer", OPTIMIZERS)
+    check_choice(config, "head", HEAD_KINDS)
     check_choice(config, "schedule", SCHEDULES)
     if config.num_validation < 0:
         raise ConfigError(f"{flag('num_validation')} must be >= 0, got {config.num_validation}")

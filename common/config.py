@@ -61,18 +61,21 @@ class ConfigError(UserError):
     """A bad flag, config file or value; the message names the flag as typed."""
 
 
-def option(default=dataclasses.MISSING, help: str = "", *, choices=None, default_factory=dataclasses.MISSING):
+def option(default=dataclasses.MISSING, help: str = "", *, choices=None, default_factory=dataclasses.MISSING,
+           positional: bool = False):
     """A dataclass field with its ``--help`` text (and optionally its allowed values).
 
     Args:
-        default: the default value (tuples for sequences: dataclass defaults must be immutable).
+        default: the default value (tuples for sequences: dataclass defaults must be immutable); leave it out for a
+            required value.
         help: one line saying what the option does; required (a test checks every command).
         choices: allowed values (for sequence options: allowed items).
         default_factory: as for ``dataclasses.field``.
+        positional: a positional argument (``prog FILE ...``) instead of ``--name``.
     """
     if not help or not help.strip():
         raise ValueError("option() needs a help text")
-    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None}
+    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None, "positional": positional}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -161,6 +164,13 @@ def build_parser(config_cls: type, prog: str, description: str = "", presets: di
         kwargs["metavar"] = scalar.__name__.upper() if scalar in (int, float) else "VALUE"
         if sequence:
             kwargs["nargs"] = "+"
+        if field.metadata.get("positional"):
+            kwargs.pop("dest")
+            kwargs["metavar"] = field.name.upper()
+            if default is not dataclasses.MISSING:
+                kwargs["nargs"] = "*" if sequence else "?"
+            parser.add_argument(field.name, **kwargs)
+            continue
         parser.add_argument(flag(field.name), **kwargs)
     return parser
 

@@ -189,14 +189,14 @@ def load_checkpoint(path: str | os.PathLike, required_keys: tuple[str, ...] = ()
     if not path.is_file():
         raise CheckpointError(f"{what} {str(path)!r} does not exist")
     if path.stat().st_size == 0:
-        raise CheckpointError(f"{str(path)!r} is empty, not a {what}")
+        raise CheckpointError(f"{str(path)!r} is empty (corrupted by an interrupted copy?), not a {what}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as error:
         raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from error
     except Exception as error:  # truncated zip, pickle, foreign objects: all mean "bad file"
         first = (str(error).splitlines() or [""])[0][:200]
-        raise CheckpointError(f"{str(path)!r} is damaged or not a {what} ({type(error).__name__}: {first})") from error
+        raise CheckpointError(f"{str(path)!r} is corrupted or not a {what} ({type(error).__name__}: {first})") from error
     if not isinstance(payload, dict):
         raise CheckpointError(f"{str(path)!r} is not a {what}: it holds a {type(payload).__name__}, not a dict")
     missing = [key for key in required_keys if key not in payload]
@@ -228,6 +228,19 @@ def _read_json(path: Path):
         raise RunError(f"cannot read {path}: {error.strerror or error}") from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RunError(f"{path} is damaged: not valid JSON ({error})") from error
+
+
+def write_config(folder: str | os.PathLike, config, kind: str, command: str | None = None) -> Path:
+    """Write ``folder/config.json`` as ``{"kind": kind, "config": {...}}`` (and the ``command``), atomically.
+
+    A trainer never calls this (``RunFolder.begin`` does); an experiment driver records its settings with it.
+    """
+    record = {"kind": kind, "config": _as_dict(config)}
+    if command is not None:
+        record["command"] = command
+    path = Path(folder) / CONFIG_FILE
+    atomic_write_text(path, json.dumps(_jsonable(record), indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def read_config(run_dir: str | os.PathLike) -> tuple[str, dict]:
@@ -372,9 +385,10 @@ def all_finite(loss: torch.Tensor, accelerator=None) -> bool:
         accelerator: an ``accelerate.Accelerator`` (None: a single process).
     """
     finite = torch.isfinite(loss.detach()).all().float().reshape(1)
-    if accelerator is not None and accelerator.num_processes > 1:
-        finite = accelerator.reduce(finite, reduction="min")
-    return bool(finite.item() == 1)
+    if accelerator is None or accelerator.num_processes == 1:
+        return bool(finite.item() == 1)
+    # accelerate's reduce knows only sum and mean: every process is finite when the sum is the process count.
+    return bool(accelerator.reduce(finite, reduction="sum").item() == accelerator.num_processes)
 
 
 def rng_state() -> dict:
@@ -645,10 +659,7 @@ class RunFolder:
         _remove_stale_temps(self.path)
         self.metrics = MetricsLog(self.path / METRICS_FILE)
         if self.checkpoint is None:
-            record = {"kind": self.kind, "config": _as_dict(self.config)}
-            if command is not None:
-                record["command"] = command
-            atomic_write_text(self.path / CONFIG_FILE, json.dumps(_jsonable(record), indent=2, sort_keys=True) + "\n")
+            write_config(self.path, self.config, self.kind, command)
             atomic_write_text(self.path / METRICS_FILE, "")
         else:
             self.metrics.truncate(self.step_key, self.step)
