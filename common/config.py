@@ -161,7 +161,7 @@ def build_parser(config_cls: type, prog: str, description: str = "", presets: di
             continue
         kwargs["type"] = _converter(scalar, optional, field.name, choices)
         kwargs["default"] = argparse.SUPPRESS
-        kwargs["metavar"] = scalar.__name__.upper() if scalar in (int, float) else "VALUE"
+        kwargs["metavar"] = scalar.__name__.upper() if scalar in (int, float) else field.name.upper()
         if sequence:
             kwargs["nargs"] = "+"
         if field.metadata.get("positional"):
@@ -238,13 +238,14 @@ def config_from_dict(config_cls: type, values: dict):
     return config_cls(**converted)
 
 
-def parse_config(config_cls: type, argv=None, prog: str = "", description: str = "", presets: dict | None = None):
+def parse_config(config_cls: type, argv=None, prog: str = "", description: str = "", presets: dict | None = None,
+                 config_file: bool = True):
     """Build a config from the command line: defaults < ``--preset`` < ``--config`` file < flags.
 
     Args:
         config_cls: the command's dataclass.
         argv: arguments without the program name (None: ``sys.argv[1:]``).
-        prog, description, presets: as for :func:`build_parser`.
+        prog, description, presets, config_file: as for :func:`build_parser`.
 
     Returns:
         a ``config_cls`` instance.
@@ -252,7 +253,7 @@ def parse_config(config_cls: type, argv=None, prog: str = "", description: str =
     Raises:
         ConfigError: an unknown or misspelt flag, a bad value, a bad config file; the message names the flag.
     """
-    parser = build_parser(config_cls, prog, description, presets)
+    parser = build_parser(config_cls, prog, description, presets, config_file)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         options = [action for action in parser._actions for action in action.option_strings]

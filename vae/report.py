@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import ArgumentParser, UserError, run_cli
+from common.cli import UserError, run_cli
+from common.config import option, parse_config
 from common.data import TEST_BINARIZATION_SEED
 from common.grid import by_cell, mean_sd_cell
 from common.markdown import write_section
@@ -194,13 +196,19 @@ def _results_of(run: dict) -> dict:
     return {key: value for key, value in run.items() if key not in REPEAT_MAY_DIFFER}
 
 
+@dataclass
+class ReportConfig:
+    """Settings of one report command."""
+
+    results: tuple[str, ...] = option(help="results.json files written by vae.experiment", positional=True)
+    results_md: str | None = option(None, "also write the tables into this markdown file, between section markers")
+    section: str = option("vae-table4", "name of that section")
+
+
 def main(argv=None) -> str:
     """Command-line entry point: print (and optionally write) the merged tables."""
-    parser = ArgumentParser(prog="python -m vae.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", nargs="+", help="results.json files written by vae.experiment")
-    parser.add_argument("--results-md", help="also write the tables into this markdown file, between section markers")
-    parser.add_argument("--section", default="vae-table4", help="name of that section (default: %(default)s)")
-    args = parser.parse_args(argv)
+    args = parse_config(ReportConfig, argv, prog="python -m vae.report", description=__doc__.split("\n\n")[0],
+                        config_file=False)
     parts = []
     for path in args.results:
         try:

@@ -186,3 +186,17 @@ def test_long_runs_at_d11_are_set_against_davidsons_s_vae_not_the_paper():
     assert "| HVAE | -93.3 ± 0.3 (2) |" in text
     assert "| Davidson et al. S-VAE | -93.16 ± 0.31 |" in text
     assert "paper HVAE" not in text and "nan" not in text
+
+
+def test_a_missing_data_file_leaves_runs_exactly_as_found(tmp_path, monkeypatch):
+    from common.data import DataUnavailableError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataUnavailableError, match="missing.npz"):
+        experiment.main(["--quick", "--data", "missing.npz"])
+    assert list(tmp_path.iterdir()) == []  # no runs/ folder
+    (tmp_path / "runs" / "table4-quick").mkdir(parents=True)
+    (tmp_path / "runs" / "table4-quick" / "notes.txt").write_text("mine")
+    with pytest.raises(DataUnavailableError):
+        experiment.main(["--quick", "--data", "missing.npz"])
+    assert [p.name for p in (tmp_path / "runs" / "table4-quick").iterdir()] == ["notes.txt"]
