@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from common.runs import atomic_write_text
+from common.run import atomic_write_text
 
 __all__ = ["write_section", "section_markers"]
 

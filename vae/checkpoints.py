@@ -1,12 +1,13 @@
 """VAE run folders: which files a run holds, and the model rebuilt from them.
 
-A run folder written by ``vae.train`` holds ``config.json`` (kind "vae"), ``last.pt`` (model, optimizer,
-epoch, config, early-stopping state, RNG state; for ``--resume``) and ``best.pt`` (the weights with the best
-validation ELBO). HVAE-L checkpoints hold the class prior as the ``class_prior.*`` buffers of a
+A run folder written by ``vae.train`` holds ``config.json`` (kind "vae"), ``last.pt`` (:mod:`common.run`'s
+checkpoint: model, optimizer, step, config, early-stopping state, RNG states; for ``--resume``) and ``best.pt``
+(the weights with the best validation ELBO). HVAE-L checkpoints hold the class prior as the ``class_prior.*`` buffers of a
 :class:`vmfprior.VMFPrior` submodule, so a run never needs its classifier again.
 
-Runs written before that format (config key ``z_dim``, state key ``prior_weight``) are converted on load by
-:func:`upgrade_legacy`; nothing on disk changes.
+Runs written by earlier versions (config keys ``z_dim`` and ``max_epochs``, state key ``prior_weight``, a
+``last.pt`` counting ``epoch``) are converted on load by :func:`upgrade_legacy` and :func:`upgrade_checkpoint`;
+nothing on disk changes.
 """
 from __future__ import annotations
 
@@ -14,18 +15,25 @@ from pathlib import Path
 
 import torch
 
-from common.runs import load_checkpoint, read_run
+from common.run import LAST_CHECKPOINT, CheckpointError, load_checkpoint, read_run
 from vae.models import HypersphericalVAE
 from vmfprior import VMFPrior
 
-__all__ = ["LAST_CHECKPOINT", "BEST_CHECKPOINT", "upgrade_legacy", "model_from_state", "load_model"]
+__all__ = [
+    "BEST_CHECKPOINT",
+    "LAST_CHECKPOINT",
+    "load_model",
+    "model_from_state",
+    "upgrade_checkpoint",
+    "upgrade_legacy",
+]
 
-LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 
 
 def upgrade_legacy(config: dict, state: dict) -> tuple[dict, dict]:
-    """Convert a config and model state dict of the first format (``z_dim``, ``prior_weight``) to the current one.
+    """Convert a config and model state dict of earlier formats (``z_dim``, ``max_epochs``, ``prior_weight``) to the
+    current one.
 
     Args:
         config: a run's config dict.
@@ -37,6 +45,8 @@ def upgrade_legacy(config: dict, state: dict) -> tuple[dict, dict]:
     if "z_dim" in config and "latent_dim" not in config:
         config = {("latent_dim" if key == "z_dim" else key): value for key, value in config.items()}
         config.setdefault("encoder_sees_label", False)
+    if "max_epochs" in config and "epochs" not in config:
+        config = {("epochs" if key == "max_epochs" else key): value for key, value in config.items()}
     if "prior_weight" in state:
         state = dict(state)
         directions = state.pop("prior_weight")  # (C, d) unit rows: the prior's mean directions
@@ -47,12 +57,19 @@ def upgrade_legacy(config: dict, state: dict) -> tuple[dict, dict]:
     return config, state
 
 
-def model_from_state(config: dict, state: dict) -> HypersphericalVAE:
+def upgrade_checkpoint(checkpoint: dict) -> dict:
+    """A ``last.pt`` of an earlier version with its config and model state converted (for ``RunFolder.open``)."""
+    config, state = upgrade_legacy(checkpoint["config"], checkpoint.get("model", {}))
+    return {**checkpoint, "config": config, "model": state}
+
+
+def model_from_state(config: dict, state: dict, source="the checkpoint") -> HypersphericalVAE:
     """Build a model from a run's config dict and load a model state dict into it (legacy formats converted).
 
     Args:
         config: with keys ``model``, ``latent_dim`` (or legacy ``z_dim``).
         state: the model's state dict (``checkpoint["model"]``).
+        source: the file it came from, for the message when it does not fit.
 
     Returns:
         the model, on the CPU, in training mode.
@@ -68,8 +85,8 @@ def model_from_state(config: dict, state: dict) -> HypersphericalVAE:
     try:
         model.load_state_dict(state)
     except RuntimeError as error:  # mismatched keys or shapes: the file belongs to another model
-        raise ValueError(f"the checkpoint does not fit a {config['model']} with latent_dim "
-                         f"{config['latent_dim']}: {str(error).splitlines()[0]}") from error
+        raise CheckpointError(f"{source} does not fit a {config['model']} with latent_dim "
+                              f"{config['latent_dim']}: {str(error).splitlines()[0]}") from error
     return model
 
 
@@ -94,4 +111,4 @@ def load_model(run_dir, which: str = "best", device="cpu") -> HypersphericalVAE:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} has no checkpoint ({BEST_CHECKPOINT} or {LAST_CHECKPOINT}) yet")
     checkpoint = load_checkpoint(path, ("model",), what="vae.train checkpoint")
-    return model_from_state(config, checkpoint["model"]).to(device).eval()
+    return model_from_state(config, checkpoint["model"], source=path).to(device).eval()

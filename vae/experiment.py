@@ -25,54 +25,60 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Optional
 
-from common.cli import ArgumentParser, run_cli, set_threads
+from common.cli import run_cli, set_threads
+from common.config import ConfigError, check_positive, flag, option, parse_config
 from common.data import QUICK_MNIST, TEST_BINARIZATION_SEED, binarize_fixed, load_mnist
+from common.grid import grid, run_unit, write_rows
 from common.markdown import write_section
-from common.runs import add_dataclass_arguments, atomic_write_text, config_from_args, load_checkpoint, read_config, write_config
-from vae.checkpoints import LAST_CHECKPOINT
-from vae.classifier import ClassifierConfig, train_classifier
+from common.run import LAST_CHECKPOINT, atomic_write_text, load_checkpoint, read_config, write_config
+from vae.classifier import CHECKPOINT_NAME, ClassifierConfig, train_classifier
 from vae.figures import make_run_figures
 from vae.loglik import score_run
 from vae.models import MODEL_KINDS
 from vae.report import format_results
 from vae.train import TrainConfig, train
 
+
 @dataclass
 class ExperimentConfig:
     """Settings of the whole experiment (saved in OUT/config.json)."""
 
-    latent_dims: tuple[int, ...] = (3, 5, 10, 20)  # latent dimensions d (the table columns)
-    data: Optional[str] = None  # MNIST .npz (None: download with torchvision; with --quick, the embedded subset)
-    out: Optional[str] = None  # run folder (default: runs/table4, or runs/table4-quick with --quick)
-    quick: bool = False  # few-minute pipeline check (see QUICK); overrides the settings it lists
-    max_epochs: int = 100  # per VAE; early stopping usually ends runs sooner
-    patience: int = 10  # epochs without a better validation ELBO before stopping
-    kl_warmup_epochs: float = 0.0  # KL weight rises linearly from 0 to 1 over this many epochs (0: off)
-    prior_concentration: float = 5.0  # kappa of the HVAE-L prior
-    classifier_epochs: int = 10  # training epochs of each prior-source classifier
-    models: tuple[str, ...] = ("hvae", "hvae-c", "hvae-l")  # the table rows
-    seeds: tuple[int, ...] = (0,)  # one classifier and one VAE per model, d and seed; tables give mean ± sd
-    ablation: bool = True  # the fixed-head ablation of HVAE-L (first seed only)
-    ablation_heads: tuple[str, ...] = ("random", "orthogonal")  # fixed heads compared with the learned one
-    ablation_latent_dims: Optional[tuple[int, ...]] = None  # default: every d (quick: the first d)
-    encoder_ablation_dims: Optional[tuple[int, ...]] = None  # also HVAE-C / HVAE-L with a q(z|x,y) encoder at these d
-    encoder_ablation_only: bool = False  # train only those q(z|x,y) variants (the --models rows come from another run)
-    results_md: Optional[str] = None  # also write the tables into this markdown file, between section markers
-    section: str = "vae-table4"  # name of that section
-    num_validation: int = 10_000
-    train_subset: Optional[int] = None
-    validation_subset: Optional[int] = None
-    num_samples: int = 500  # importance samples K per test image
-    num_test: Optional[int] = None  # score only the first N test images (None: all 10,000)
-    threads: Optional[int] = 1  # torch CPU threads; 1 suits these small MLPs and a busy shared CPU
-    figures: bool = True
-    progress: bool = False
+    latent_dims: tuple[int, ...] = option((3, 5, 10, 20), "latent dimensions d (the table columns)")
+    data: str | None = option(None, "MNIST .npz (None: download with torchvision; with --quick, the embedded "
+                                       "subset)")
+    out: str | None = option(None, "experiment folder (default: runs/table4, or runs/table4-quick with --quick)")
+    quick: bool = option(False, "few-minute pipeline check (see QUICK); overrides the settings it lists")
+    epochs: int = option(100, "at most this many epochs per VAE; early stopping usually ends runs sooner")
+    patience: int = option(10, "epochs without a better validation ELBO before stopping")
+    kl_warmup_epochs: float = option(0.0, "KL weight rises linearly from 0 to 1 over this many epochs (0: off)")
+    prior_concentration: float = option(5.0, "kappa of the HVAE-L prior")
+    classifier_epochs: int = option(10, "training epochs of each prior-source classifier")
+    models: tuple[str, ...] = option(("hvae", "hvae-c", "hvae-l"), "the table rows", choices=MODEL_KINDS)
+    seeds: tuple[int, ...] = option((0,), "one classifier and one VAE per model, d and seed; tables give mean ± sd")
+    ablation: bool = option(True, "the fixed-head ablation of HVAE-L (first seed only)")
+    ablation_heads: tuple[str, ...] = option(("random", "orthogonal"), "fixed heads compared with the learned one")
+    ablation_latent_dims: tuple[int, ...] | None = option(None, "d of the head ablation (default: every d; "
+                                                                   "quick: the first d)")
+    encoder_ablation_dims: tuple[int, ...] | None = option(None, "also HVAE-C / HVAE-L with a q(z|x,y) encoder "
+                                                                    "at these d")
+    encoder_ablation_only: bool = option(False, "train only those q(z|x,y) variants (the --models rows come from "
+                                                "another run)")
+    results_md: str | None = option(None, "also write the tables into this markdown file, between section "
+                                             "markers")
+    section: str = option("vae-table4", "name of that section")
+    num_validation: int = option(10_000, "the last N training images are the validation split")
+    train_subset: int | None = option(None, "use only the first N training images")
+    validation_subset: int | None = option(None, "use only the first N validation images")
+    num_samples: int = option(500, "importance samples K per test image")
+    num_test: int | None = option(None, "score only the first N test images (None: all 10,000)")
+    threads: int | None = option(1, "torch CPU threads; 1 suits these small MLPs and a busy shared CPU")
+    figures: bool = option(True, "draw each run's figures (first seed)")
+    progress: bool = option(False, "show progress bars")
 
 
-QUICK = dict(max_epochs=2, patience=2, classifier_epochs=1, num_validation=1000, train_subset=5000,
-             validation_subset=None, num_samples=50, num_test=500)
+QUICK = {"epochs": 2, "patience": 2, "classifier_epochs": 1, "num_validation": 1000, "train_subset": 5000,
+         "validation_subset": None, "num_samples": 50, "num_test": 500}
 """Settings that ``--quick`` imposes (a pipeline check in a few minutes, not converged numbers)."""
 
 
@@ -83,42 +89,42 @@ def effective_config(config: ExperimentConfig) -> ExperimentConfig:
     if config.out is None:
         config = replace(config, out="runs/table4-quick" if config.quick else "runs/table4")
     if not config.latent_dims or any(d < 2 for d in config.latent_dims):
-        raise ValueError(f"latent_dims must be integers >= 2, got {config.latent_dims}")
-    for name in ("num_samples", "max_epochs", "patience", "classifier_epochs"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
-    if config.num_test is not None and config.num_test < 1:
-        raise ValueError(f"num_test must be a positive integer or None, got {config.num_test}")
+        raise ConfigError(f"{flag('latent_dims')} must be integers >= 2, got {config.latent_dims}")
+    check_positive(config, "num_samples", "epochs", "patience", "classifier_epochs")
+    check_positive(config, "num_test", allow_none=True)
     unknown_models = [m for m in config.models if m not in MODEL_KINDS]
     if not config.models or unknown_models:
-        raise ValueError(f"models must be among {MODEL_KINDS}, got {config.models}")
+        raise ConfigError(f"--models must be among {', '.join(MODEL_KINDS)}, got {config.models}")
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
-        raise ValueError(f"seeds must be distinct integers, got {config.seeds}")
+        raise ConfigError(f"--seeds must be distinct integers, got {config.seeds}")
     if config.encoder_ablation_dims and [d for d in config.encoder_ablation_dims if d not in config.latent_dims]:
-        raise ValueError(f"encoder_ablation_dims {config.encoder_ablation_dims} must be among latent_dims {config.latent_dims}")
+        raise ConfigError(f"{flag('encoder_ablation_dims')} {config.encoder_ablation_dims} must be among "
+                          f"{flag('latent_dims')} {config.latent_dims}")
     if config.encoder_ablation_only and (set(config.encoder_ablation_dims or ()) != set(config.latent_dims)
                                          or not {"hvae-c", "hvae-l"} & set(config.models)):
-        raise ValueError("encoder_ablation_only needs encoder_ablation_dims equal to latent_dims and hvae-c or hvae-l "
-                         f"among models, got encoder_ablation_dims {config.encoder_ablation_dims}, "
-                         f"latent_dims {config.latent_dims}, models {config.models}")
+        raise ConfigError(f"{flag('encoder_ablation_only')} needs {flag('encoder_ablation_dims')} equal to "
+                          f"{flag('latent_dims')} and hvae-c or hvae-l among --models, got encoder_ablation_dims "
+                          f"{config.encoder_ablation_dims}, latent_dims {config.latent_dims}, models {config.models}")
     if config.ablation_latent_dims is None:
         config = replace(config, ablation_latent_dims=config.latent_dims[:1] if config.quick else config.latent_dims)
     unknown = [d for d in config.ablation_latent_dims if d not in config.latent_dims]
     if unknown:
-        raise ValueError(f"ablation_latent_dims {unknown} are not among latent_dims {config.latent_dims}")
+        raise ConfigError(f"{flag('ablation_latent_dims')} {unknown} are not among {flag('latent_dims')} "
+                          f"{config.latent_dims}")
     return config
+
+
+def _read_classifier(folder: Path) -> dict:
+    saved = load_checkpoint(folder / CHECKPOINT_NAME, ("test_accuracy",), what="vae.classifier checkpoint")
+    return {"checkpoint": str(folder / CHECKPOINT_NAME), "test_accuracy": float(saved["test_accuracy"])}
 
 
 def _classifier(config: ExperimentConfig, data, seed: int, latent_dim: int, head: str, log) -> dict:
     out = Path(config.out) / f"seed{seed}" / f"d{latent_dim}" / f"classifier-{head}"
-    checkpoint = out / "classifier.pt"
-    if checkpoint.is_file():
-        saved = load_checkpoint(checkpoint, ("test_accuracy",), what="vae.classifier checkpoint")
-        return {"checkpoint": str(checkpoint), "test_accuracy": float(saved["test_accuracy"])}
-    settings = ClassifierConfig(latent_dim=latent_dim, head=head, data=config.data, out=str(out), epochs=config.classifier_epochs,
-                                seed=seed, num_validation=config.num_validation,
+    settings = ClassifierConfig(latent_dim=latent_dim, head=head, data=config.data, out=str(out),
+                                epochs=config.classifier_epochs, seed=seed, num_validation=config.num_validation,
                                 train_subset=config.train_subset)
-    return train_classifier(settings, data=data, log=log)
+    return run_unit(settings, train_classifier, finished=CHECKPOINT_NAME, read=_read_classifier, data=data, log=log)
 
 
 def _vae(config: ExperimentConfig, data, seed: int, name: str, model: str, latent_dim: int, classifier: str | None,
@@ -126,14 +132,13 @@ def _vae(config: ExperimentConfig, data, seed: int, name: str, model: str, laten
     out = Path(config.out) / f"seed{seed}" / f"d{latent_dim}" / name
     settings = TrainConfig(
         model=model, latent_dim=latent_dim, data=config.data, out=str(out), classifier=classifier,
-        prior_concentration=config.prior_concentration, max_epochs=config.max_epochs, patience=config.patience,
+        prior_concentration=config.prior_concentration, epochs=config.epochs, patience=config.patience,
         kl_warmup_epochs=config.kl_warmup_epochs, seed=seed, num_validation=config.num_validation,
-        encoder_sees_label=encoder_sees_label,
-        train_subset=config.train_subset,
-        validation_subset=config.validation_subset, resume=(out / LAST_CHECKPOINT).is_file(),
-        progress=config.progress, figures=False,
+        encoder_sees_label=encoder_sees_label, train_subset=config.train_subset,
+        validation_subset=config.validation_subset, progress=config.progress, figures=False,
     )
-    summary = train(settings, data=data, log=log)
+    # A finished VAE resumes to "nothing to do": train() knows when early stopping or the epoch budget ended it.
+    summary = run_unit(settings, train, finished=lambda folder: False, data=data, log=log)
     if summary["stopped"] == "non-finite loss":
         raise RuntimeError(f"{out}: training stopped on a non-finite loss; see {out / 'metrics.jsonl'}")
     return summary
@@ -162,39 +167,40 @@ def run_experiment(config: ExperimentConfig, command: str, log=print) -> dict:
     config = effective_config(config)
     set_threads(config.threads)
     out = Path(config.out)
+    data = load_mnist(config.data)  # before anything is written: a bad --data leaves the folder as it was
     if (out / "config.json").is_file():
         kind, saved = read_config(out)
         if kind == "vae-experiment" and saved != json.loads(json.dumps(asdict(config))):
             log(f"note: {out} holds an experiment with other settings; finished runs inside it are reused")
+    out.mkdir(parents=True, exist_ok=True)
     write_config(out, config, kind="vae-experiment")
-    data = load_mnist(config.data)
     test_images = binarize_fixed(data.x_test, seed=TEST_BINARIZATION_SEED)
     test_labels = data.y_test
     if config.num_test is not None:
         test_images, test_labels = test_images[: config.num_test], test_labels[: config.num_test]
     started = time.perf_counter()
     results = {"command": command, "config": asdict(config), "runs": []}
-    for seed in config.seeds:
-        for latent_dim in config.latent_dims:
-            for entry in _plan(config, data, seed, latent_dim, log):
-                log(f"[{time.perf_counter() - started:.0f}s] seed {seed} d={latent_dim} {entry['name']}")
-                summary = _vae(config, data, seed, entry["name"], entry["model"], latent_dim, entry["classifier"],
-                               entry["encoder_sees_label"], log)
-                run_dir = Path(summary["run_dir"])
-                scores = _evaluate(config, run_dir, test_images, test_labels, seed)
-                if config.figures and entry["head"] in (None, "linear") and seed == config.seeds[0]:
-                    make_run_figures(run_dir, data=data, seed=seed)
-                results["runs"].append({
-                    "name": entry["name"], "model": entry["model"], "latent_dim": latent_dim, "seed": seed,
-                    "head": entry["head"], "encoder_sees_label": entry["encoder_sees_label"], "run_dir": str(run_dir),
-                    "classifier_test_accuracy": entry["classifier_test_accuracy"],
-                    **{k: summary[k] for k in ("epochs", "best_epoch", "stopped", "best_validation_elbo")},
-                    **{k: scores.get(k) for k in ("log_px", "log_pxy", "log_px_given_y", "elbo", "num_examples",
-                                                  "num_samples", "seconds")},
-                })
-                atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    for unit in grid(seed=config.seeds, latent_dim=config.latent_dims):  # seeds outermost
+        seed, latent_dim = unit["seed"], unit["latent_dim"]
+        for entry in _plan(config, data, seed, latent_dim, log):
+            log(f"[{time.perf_counter() - started:.0f}s] seed {seed} d={latent_dim} {entry['name']}")
+            summary = _vae(config, data, seed, entry["name"], entry["model"], latent_dim, entry["classifier"],
+                           entry["encoder_sees_label"], log)
+            run_dir = Path(summary["run_dir"])
+            scores = _evaluate(config, run_dir, test_images, test_labels, seed)
+            if config.figures and entry["head"] in (None, "linear") and seed == config.seeds[0]:
+                make_run_figures(run_dir, data=data, seed=seed)
+            results["runs"].append({
+                "name": entry["name"], "model": entry["model"], "latent_dim": latent_dim, "seed": seed,
+                "head": entry["head"], "encoder_sees_label": entry["encoder_sees_label"], "run_dir": str(run_dir),
+                "classifier_test_accuracy": entry["classifier_test_accuracy"],
+                **{k: summary[k] for k in ("epochs", "best_epoch", "stopped", "best_validation_elbo")},
+                **{k: scores.get(k) for k in ("log_px", "log_pxy", "log_px_given_y", "elbo", "num_examples",
+                                              "num_samples", "seconds")},
+            })
+            write_rows(out / "results.json", results)
     results["seconds"] = round(time.perf_counter() - started, 1)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    write_rows(out / "results.json", results)
     text = format_results(results)
     atomic_write_text(out / "RESULTS.md", text)
     if config.results_md:
@@ -231,9 +237,8 @@ def _plan(config: ExperimentConfig, data, seed: int, latent_dim: int, log) -> li
 def main(argv=None) -> dict:
     """Command-line entry point."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = add_dataclass_arguments(ArgumentParser(prog="python -m vae.experiment", description=__doc__.split("\n\n")[0]),
-                                     ExperimentConfig)
-    config = config_from_args(ExperimentConfig, parser.parse_args(argv))
+    config = parse_config(ExperimentConfig, argv, prog="python -m vae.experiment",
+                          description=__doc__.split("\n\n")[0])
     command = "python -m vae.experiment " + " ".join(shlex.quote(a) for a in argv)
     return run_experiment(config, command)
 

@@ -12,7 +12,7 @@ import torch
 
 from common.cli import ArgumentParser, run_cli
 from common.data import binarize_fixed, load_mnist
-from common.runs import METRICS_FILE, read_metrics
+from common.run import METRICS_FILE, read_metrics, read_run
 from eval.grids import class_interpolation_grid, class_sample_grid, save_image_grid
 from vae.models import IMAGE_SHAPE
 from vae.sampling import load_sampler
@@ -96,11 +96,12 @@ def main(argv=None) -> list[Path]:
     """Command-line entry point: write the figures of a run folder."""
     parser = ArgumentParser(prog="python -m vae.figures", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run folder written by vae.train")
-    parser.add_argument("--data", default=None, help="MNIST .npz for the reconstructions (default: torchvision download)")
+    parser.add_argument("--data", default=None, help="MNIST .npz for the reconstructions (default: the run's own)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples")
     args = parser.parse_args(argv)
     load_sampler(args.run)  # a bad run folder fails before the data is loaded
-    written = make_run_figures(args.run, data_path=args.data, seed=args.seed)
+    data_path = args.data if args.data is not None else read_run(args.run, ("vae",))[1].get("data")
+    written = make_run_figures(args.run, data_path=data_path, seed=args.seed)
     print("\n".join(f"wrote {path}" for path in written))
     return written
 

@@ -2,6 +2,8 @@
 
     python -m vae.loglik --run RUN [--num-samples 500] [--data PATH.npz] [--num-test N] [--cpu]
 
+The data file is the run's own (its config's ``data``) unless ``--data`` names another.
+
 Writes ``RUN/loglik-K<K>-n<N>.json`` (or ``--out``) with ``log_px`` and, for HVAE-C / HVAE-L, ``log_pxy``
 (log p(x, y), including log p(y) = log 1/10) and ``log_px_given_y``, plus the ELBO; nats, means over the test
 images. The estimator is :mod:`eval.loglik` (K samples of q(z|x) per image).
@@ -11,17 +13,35 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from common.cli import ArgumentParser, UserError, run_cli, select_device, set_threads
+from common.cli import run_cli, select_device, set_threads
+from common.config import check_positive, option, parse_config
 from common.data import TEST_BINARIZATION_SEED, binarize_fixed, load_mnist
-from common.runs import atomic_write_text
+from common.run import atomic_write_text, read_run
 from eval.loglik import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, evaluate_test_set
 from vae.checkpoints import load_model
 
-__all__ = ["score_run", "main"]
+__all__ = ["LoglikConfig", "main", "score_run"]
+
+
+@dataclass
+class LoglikConfig:
+    """Settings of one scoring command."""
+
+    run: str = option(help="run folder written by vae.train")
+    num_samples: int = option(500, "importance samples K per test image")
+    data: str | None = option(None, "MNIST .npz (default: the run's own data file)")
+    out: str | None = option(None, "JSON output (default: RUN/loglik-K<K>-n<N>.json)")
+    batch_size: int = option(DEFAULT_BATCH_SIZE, "test images per batch")
+    chunk_size: int = option(DEFAULT_CHUNK_SIZE, "importance samples per chunk")
+    num_test: int | None = option(None, "score only the first N test images")
+    seed: int = option(0, "seed of the importance samples")
+    cpu: bool = option(False, "use the CPU even when a GPU is present")
+    threads: int | None = option(None, "torch CPU threads (None: torch's default)")
 
 
 def score_run(run_dir, images: torch.Tensor, labels: torch.Tensor, num_samples: int = 500, seed: int = 0,
@@ -50,26 +70,13 @@ def score_run(run_dir, images: torch.Tensor, labels: torch.Tensor, num_samples: 
 
 def main(argv=None) -> dict:
     """Command-line entry point: prints the result and writes it as JSON."""
-    parser = ArgumentParser(prog="python -m vae.loglik", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run folder written by vae.train")
-    parser.add_argument("--num-samples", type=int, default=500, help="importance samples K per test image")
-    parser.add_argument("--data", default=None, help="MNIST .npz (default: torchvision download)")
-    parser.add_argument("--out", default=None, help="JSON output (default: RUN/loglik-K<K>-n<N>.json)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="test images per batch")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="importance samples per chunk")
-    parser.add_argument("--num-test", type=int, default=None, help="score only the first N test images")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
-    parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = parser.parse_args(argv)
-    for name in ("num_samples", "batch_size", "chunk_size", "num_test"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    args = parse_config(LoglikConfig, argv, prog="python -m vae.loglik", description=__doc__.split("\n\n")[0])
+    check_positive(args, "num_samples", "batch_size", "chunk_size")
+    check_positive(args, "num_test", allow_none=True)
     set_threads(args.threads)
     device = select_device(args.cpu)
     load_model(args.run)  # a bad run folder fails before the data is loaded
-    data = load_mnist(args.data)
+    data = load_mnist(args.data if args.data is not None else read_run(args.run, ("vae",))[1].get("data"))
     images, labels = binarize_fixed(data.x_test, seed=TEST_BINARIZATION_SEED), data.y_test
     if args.num_test is not None:
         images, labels = images[: args.num_test], labels[: args.num_test]

@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import ArgumentParser, UserError, run_cli
+from common.cli import UserError, run_cli
+from common.config import option, parse_config
 from common.data import TEST_BINARIZATION_SEED
-from common.stats import difference, summarize
+from common.grid import by_cell, mean_sd_cell
 from common.markdown import write_section
+from common.stats import difference, summarize
 
-__all__ = ["PAPER_LL", "DAVIDSON_SVAE_LL", "MODEL_NAMES", "QUANTITIES", "PROTOCOL", "summarize", "format_results", "merge_results"]
+__all__ = ["DAVIDSON_SVAE_LL", "MODEL_NAMES", "PAPER_LL", "PROTOCOL", "QUANTITIES", "format_results", "merge_results",
+           "upgrade_results"]
 
 PAPER_LL = {  # Table 4 of the paper (ICLR 2020 version), log-likelihood at d = 3, 5, 10, 20
     "hvae": {3: -135.0, 5: -115.3, 10: -97.7, 20: -95.0},
@@ -38,7 +42,7 @@ QUANTITIES = {
     "log_px_given_y": "**log p(x | y)** (label-aware models)",
     "elbo": "**ELBO** (one-sample estimate; on log p(x, y) for the label-aware models, on log p(x) for HVAE)",
 }
-PROTOCOL = ("quick", "max_epochs", "patience", "kl_warmup_epochs", "prior_concentration", "classifier_epochs",
+PROTOCOL = ("quick", "epochs", "patience", "kl_warmup_epochs", "prior_concentration", "classifier_epochs",
             "num_validation", "train_subset", "validation_subset", "num_samples", "num_test")
 """Experiment settings that must agree between merged results (they change what a number means)."""
 COMPARISONS = (("hvae-l", "hvae"), ("hvae-l", "hvae-c"), ("hvae-c", "hvae"), ("hvae-l-enc", "hvae-l"),
@@ -47,19 +51,18 @@ COMPARISONS = (("hvae-l", "hvae"), ("hvae-l", "hvae-c"), ("hvae-c", "hvae"), ("h
 paper's claims (HVAE-L ahead of HVAE-C and of HVAE) to the reading in which the encoder sees the label."""
 
 
-def _cell(summary: tuple[float, float, int]) -> str:
-    mean, sd, n = summary
-    if n == 0:
-        return "–"
-    return f"{mean:.1f}" if n == 1 else f"{mean:.1f} ± {sd:.1f} ({n})"
-
-
 def _by_cell(runs: list[dict], key: str) -> dict:
     """{(name, d): summary of key over seeds}."""
-    grouped: dict = {}
-    for run in runs:
-        grouped.setdefault((run["name"], run["latent_dim"]), []).append(run.get(key))
-    return {cell: summarize(values) for cell, values in grouped.items()}
+    return {cell: summarize(list(values.values())) for cell, values in by_cell(runs, ("name", "latent_dim"), key).items()}
+
+
+def upgrade_results(results: dict) -> dict:
+    """A results dict of an earlier version with its config keys renamed (``max_epochs`` -> ``epochs``)."""
+    config = results.get("config", {})
+    if "max_epochs" in config and "epochs" not in config:
+        config = {("epochs" if key == "max_epochs" else key): value for key, value in config.items()}
+        results = {**results, "config": config}
+    return results
 
 
 def format_results(results: dict) -> str:
@@ -71,15 +74,15 @@ def format_results(results: dict) -> str:
     first = results["runs"][0]
     seeds = sorted({r.get("seed", 0) for r in results["runs"]})
     text = [
-        f"Test set: {first['num_examples']} MNIST test images binarized once with seed {TEST_BINARIZATION_SEED}; "
-        f"log-likelihood by importance sampling with K = {first['num_samples']} samples of the proposal per image; "
-        f"nats, higher is better. Cells: mean ± sd over seeds (number of seeds); seeds {seeds}.\n",
+        (f"Test set: {first['num_examples']} MNIST test images binarized once with seed {TEST_BINARIZATION_SEED}; "
+         f"log-likelihood by importance sampling with K = {first['num_samples']} samples of the proposal per image; "
+         f"nats, higher is better. Cells: mean ± sd over seeds (number of seeds); seeds {seeds}.\n"),
     ]
     if config.get("quick"):
         text.append("**Quick run** (a pipeline check: training subset, 2 epochs, small K): numbers are far from converged.\n")
     for key, title in QUANTITIES.items():
         cells = _by_cell(runs, key)
-        rows = [f"| {MODEL_NAMES[name]} | " + " | ".join(_cell(cells.get((name, d), (0, 0, 0))) for d in latent_dims) + " |"
+        rows = [f"| {MODEL_NAMES[name]} | " + " | ".join(mean_sd_cell(cells.get((name, d), (0, 0, 0))) for d in latent_dims) + " |"
                 for name in names if any(cells.get((name, d), (0, 0, 0))[2] for d in latent_dims)]
         if not rows:
             continue
@@ -132,8 +135,8 @@ def _ablation(results: dict) -> list[str]:
     ablated = {r["latent_dim"] for r in runs if r["head"] != "linear"}
     if not ablated:
         return []
-    lines = ["**Ablation: where the HVAE-L prior comes from** (classifier head; prior concentration "
-             f"{results['config']['prior_concentration']})\n",
+    lines = [("**Ablation: where the HVAE-L prior comes from** (classifier head; prior concentration "
+              f"{results['config']['prior_concentration']})\n"),
              "| d | head | seed | classifier test acc. | log p(x) | log p(x, y) | ELBO |\n|---|---|---|---|---|---|---|"]
     for run in sorted(runs, key=lambda r: (r["latent_dim"], r["name"], r.get("seed", 0))):
         if run["latent_dim"] in ablated:
@@ -160,6 +163,7 @@ def merge_results(parts: list[dict]) -> dict:
     """
     if not parts:
         raise ValueError("nothing to merge")
+    parts = [upgrade_results(part) for part in parts]
     first = parts[0]["config"]
     for part in parts[1:]:
         differing = [key for key in PROTOCOL if part["config"].get(key) != first.get(key)]
@@ -192,13 +196,19 @@ def _results_of(run: dict) -> dict:
     return {key: value for key, value in run.items() if key not in REPEAT_MAY_DIFFER}
 
 
+@dataclass
+class ReportConfig:
+    """Settings of one report command."""
+
+    results: tuple[str, ...] = option(help="results.json files written by vae.experiment", positional=True)
+    results_md: str | None = option(None, "also write the tables into this markdown file, between section markers")
+    section: str = option("vae-table4", "name of that section")
+
+
 def main(argv=None) -> str:
     """Command-line entry point: print (and optionally write) the merged tables."""
-    parser = ArgumentParser(prog="python -m vae.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", nargs="+", help="results.json files written by vae.experiment")
-    parser.add_argument("--results-md", help="also write the tables into this markdown file, between section markers")
-    parser.add_argument("--section", default="vae-table4", help="name of that section (default: %(default)s)")
-    args = parser.parse_args(argv)
+    args = parse_config(ReportConfig, argv, prog="python -m vae.report", description=__doc__.split("\n\n")[0],
+                        config_file=False)
     parts = []
     for path in args.results:
         try:

@@ -1,15 +1,14 @@
 """Train one hyperspherical VAE (HVAE, HVAE-C or HVAE-L) on dynamically binarized MNIST.
 
     python -m vae.train --model hvae-l --latent-dim 5 --classifier runs/classifier-d5/classifier.pt \
-        --data PATH/mnist.npz --out runs/hvae-l-d5
+        --data data/mnist.npz --out runs/hvae-l-d5
 
 Adam, batch 64, early stopping on the validation ELBO (the last 10,000 training images, binarized once with
 seed 1), optional linear KL warm-up. Runs with plain ``python`` on a CPU and with ``accelerate launch`` on GPUs.
-The run folder gets config.json, metrics.jsonl (one line per epoch), ``last.pt`` (model, optimizer, epoch,
-config, torch RNG states, early-stopping state; written atomically every epoch) and ``best.pt`` (the weights with the
-best validation ELBO). ``--resume`` continues from ``last.pt`` exactly; a different config is refused (only
-max_epochs and the display options may change). A non-finite loss stops the run and keeps the last good
-checkpoint.
+The run folder (:mod:`common.run`) gets config.json, metrics.jsonl (one line per epoch), ``last.pt`` (model,
+optimizer, early-stopping state, RNG states, config) and ``best.pt`` (the weights with the best validation ELBO).
+``--resume`` continues exactly; a different config is refused (only ``--epochs`` and the invocation options may
+change). A non-finite loss stops the run and keeps the last good checkpoint.
 """
 from __future__ import annotations
 
@@ -17,18 +16,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from common.cli import ArgumentParser, run_cli, set_threads
+from common.cli import run_cli, set_threads
+from common.config import ConfigError, check_positive, flag, option, parse_config
 from common.data import binarize, binarize_fixed, load_mnist, train_validation_split
-from common.runs import (METRICS_FILE, MetricsLog, add_dataclass_arguments, atomic_save, check_same_config,
-                         config_from_args, epoch_order, open_last_checkpoint, rng_state, set_rng_state,
-                         write_config)
-from vae.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, model_from_state, upgrade_legacy
+from common.run import LAST_CHECKPOINT, RunFolder, all_finite, atomic_save, epoch_order, load_state
+from vae.checkpoints import BEST_CHECKPOINT, model_from_state, upgrade_checkpoint
 from vae.figures import make_run_figures
 from vae.models import MODEL_KINDS, HypersphericalVAE
 from vmfprior import VMFPrior
@@ -36,57 +33,51 @@ from vmfprior.prior import CheckpointFormatError
 
 VALIDATION_BINARIZATION_SEED = 1
 """The validation split is binarized once with this seed (the test set uses seed 0, see common.data)."""
-RESUME_MAY_CHANGE = ("resume", "max_epochs", "progress", "figures", "cpu", "threads")
 
 
 @dataclass
 class TrainConfig:
     """Settings of one VAE run (saved in config.json and every checkpoint)."""
 
-    model: str = "hvae"  # hvae, hvae-c or hvae-l
-    latent_dim: int = 5  # ambient latent dimension d (z on the sphere S^(d-1) of R^d)
-    data: Optional[str] = None  # MNIST .npz (None: download with torchvision)
-    out: str = "runs/vae"  # run folder: config.json, last.pt, best.pt, metrics.jsonl, figures
-    classifier: Optional[str] = None  # classifier checkpoint providing the HVAE-L prior
-    prior_concentration: float = 5.0  # kappa of the HVAE-L class prior (the paper used 5)
-    encoder_sees_label: bool = False  # encoder reads concat(x, onehot y): q(z|x,y) (hvae-c / hvae-l; Eq. 11-12 read literally)
-    batch_size: int = 64  # training batch size
-    learning_rate: float = 1e-3  # Adam step size
-    max_epochs: int = 100  # stop after this many epochs (may grow on --resume)
-    patience: int = 10  # stop after this many epochs without a better validation ELBO
-    kl_warmup_epochs: float = 0.0  # KL weight rises linearly from 0 to 1 over this many epochs (0: off)
-    seed: int = 0  # seeds initialization, shuffling and sampling
-    num_validation: int = 10_000  # the last N training images are the validation split
-    train_subset: Optional[int] = None  # use only the first N training images (quick runs, tests)
-    validation_subset: Optional[int] = None  # use only the first N validation images
-    resume: bool = False  # continue OUT/last.pt exactly; refuses a different config
-    progress: bool = True  # tqdm bar on the main process
-    figures: bool = True  # write the PNG figures after training
-    cpu: bool = False  # force the CPU even when a GPU is present
-    threads: Optional[int] = None  # torch CPU threads (None: torch's default; 1 suits a busy shared CPU)
+    model: str = option("hvae", "hvae, hvae-c or hvae-l", choices=MODEL_KINDS)
+    latent_dim: int = option(5, "ambient latent dimension d (z on the sphere S^(d-1) of R^d)")
+    data: str | None = option(None, "MNIST .npz (None: download with torchvision)")
+    out: str = option("runs/vae", "run folder: config.json, last.pt, best.pt, metrics.jsonl, figures")
+    classifier: str | None = option(None, "classifier checkpoint providing the HVAE-L prior (vae.classifier)")
+    prior_concentration: float = option(5.0, "kappa of the HVAE-L class prior (the paper used 5)")
+    encoder_sees_label: bool = option(False, "encoder reads concat(x, onehot y): q(z|x,y) (hvae-c / hvae-l)")
+    batch_size: int = option(64, "training batch size")
+    learning_rate: float = option(1e-3, "Adam step size")
+    epochs: int = option(100, "stop after this many epochs (may grow on --resume)")
+    patience: int = option(10, "stop after this many epochs without a better validation ELBO")
+    kl_warmup_epochs: float = option(0.0, "KL weight rises linearly from 0 to 1 over this many epochs (0: off)")
+    seed: int = option(0, "seeds initialization, shuffling and sampling")
+    num_validation: int = option(10_000, "the last N training images are the validation split")
+    train_subset: int | None = option(None, "use only the first N training images (quick runs, tests)")
+    validation_subset: int | None = option(None, "use only the first N validation images")
+    resume: bool = option(False, "continue OUT/last.pt exactly; refuses a different config")
+    stop_after: int | None = option(None, "stop after this epoch (continue later with --resume)")
+    progress: bool = option(True, "show a progress bar on the main process")
+    figures: bool = option(True, "write the PNG figures after training")
+    cpu: bool = option(False, "use the CPU even when a GPU is present")
+    threads: int | None = option(None, "torch CPU threads (None: torch's default; 1 suits a busy shared CPU)")
 
 
 def check_config(config: TrainConfig) -> None:
     """Raise ``ValueError`` naming the first bad setting."""
     if config.model not in MODEL_KINDS:
-        raise ValueError(f"model must be one of {MODEL_KINDS}, got {config.model!r}")
+        raise ConfigError(f"--model must be one of {', '.join(MODEL_KINDS)}, got {config.model!r}")
     if config.latent_dim < 2:
-        raise ValueError(f"latent_dim must be at least 2, got {config.latent_dim}")
+        raise ConfigError(f"--latent-dim must be at least 2, got {config.latent_dim}")
     if config.encoder_sees_label and config.model == "hvae":
-        raise ValueError("--encoder-sees-label needs a label-aware model (hvae-c or hvae-l)")
+        raise ConfigError("--encoder-sees-label needs a label-aware model (hvae-c or hvae-l)")
     if config.model == "hvae-l" and not config.classifier:
-        raise ValueError("model 'hvae-l' needs --classifier PATH (a checkpoint written by vae.classifier)")
-    for name in ("batch_size", "max_epochs", "patience"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
-    for name in ("learning_rate", "prior_concentration"):
-        if not getattr(config, name) > 0:
-            raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
+        raise ConfigError("--model hvae-l needs --classifier PATH (a checkpoint written by vae.classifier)")
+    check_positive(config, "batch_size", "epochs", "patience", "learning_rate", "prior_concentration",
+                   "num_validation")
+    check_positive(config, "train_subset", "validation_subset", "stop_after", allow_none=True)
     if config.kl_warmup_epochs < 0:
-        raise ValueError(f"kl_warmup_epochs must be non-negative, got {config.kl_warmup_epochs}")
-    for name in ("train_subset", "validation_subset"):
-        if getattr(config, name) is not None and getattr(config, name) < 1:
-            raise ValueError(f"{name} must be a positive integer or None, got {getattr(config, name)}")
+        raise ConfigError(f"{flag('kl_warmup_epochs')} must be non-negative, got {config.kl_warmup_epochs}")
 
 
 def build_model(config: TrainConfig, num_classes: int) -> HypersphericalVAE:
@@ -128,121 +119,111 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
 
     Returns:
         summary dict: ``epochs`` (completed), ``best_epoch``, ``best_validation_elbo``, ``stopped``
-        ("patience", "max_epochs", "non-finite loss" or "already finished"), ``seconds``, ``run_dir``.
+        ("patience", "epochs", "stop_after", "non-finite loss" or "already finished"), ``seconds``, ``run_dir``.
     """
     check_config(config)
     accelerator = Accelerator(cpu=config.cpu)
     log = log or accelerator.print
     out = Path(config.out)
-    last_path = out / LAST_CHECKPOINT
-    checkpoint = open_last_checkpoint(last_path, config.resume, ("model", "optimizer", "config", "state", "rng"),
-                                      what="vae.train checkpoint")
-    if checkpoint is not None:
-        saved_config, _ = upgrade_legacy(checkpoint["config"], {})
-        check_same_config(saved_config, asdict(config), ignore=RESUME_MAY_CHANGE)
-
-    data = data if data is not None else load_mnist(config.data)
-    x_train, y_train, x_val, y_val = train_validation_split(data.x_train, data.y_train, config.num_validation)
-    if config.train_subset is not None:
-        x_train, y_train = x_train[: config.train_subset], y_train[: config.train_subset]
-    if config.validation_subset is not None:
-        x_val, y_val = x_val[: config.validation_subset], y_val[: config.validation_subset]
-    device = accelerator.device
-    x_train, y_train = x_train.to(device), y_train.to(device)  # uint8 (N, 1, 28, 28), binarized per batch
-    x_val = binarize_fixed(x_val, seed=VALIDATION_BINARIZATION_SEED).to(device)
-    y_val = y_val.to(device)
-
-    torch.manual_seed(config.seed)
-    # A resumed run rebuilds its prior from its own checkpoint: the classifier file may be gone.
-    model = build_model(config, data.num_classes) if checkpoint is None else model_from_state(asdict(config), checkpoint["model"])
-    # The fused kernel: one pass over the parameters instead of ~10 small ops each, about 10% of a CPU epoch at
-    # batch 64 (the parameters are on the CPU here; the kernel also runs on CUDA after accelerator.prepare).
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=True)
-    state = {"epoch": 0, "best_validation_elbo": -float("inf"), "best_epoch": 0, "bad_epochs": 0, "stopped": None}
-    if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        state = checkpoint["state"]
-    else:
-        write_config(out, config, kind="vae")
-    model, optimizer = accelerator.prepare(model, optimizer)
-    raw_model = accelerator.unwrap_model(model)
-    if checkpoint is not None:
-        set_rng_state(checkpoint["rng"])
-    metrics = MetricsLog(out / METRICS_FILE) if accelerator.is_main_process else None
     started = time.perf_counter()
+    with RunFolder.open(out, config, "vae", resume=config.resume, accelerator=accelerator, may_change=("epochs",),
+                        step_key="epoch", upgrade=upgrade_checkpoint) as run:
+        checkpoint = run.checkpoint
+        state = {"epoch": 0, "best_validation_elbo": -float("inf"), "best_epoch": 0, "bad_epochs": 0, "stopped": None}
+        if checkpoint is not None:
+            state = dict(checkpoint["state"])
+        if state["stopped"] == "patience":
+            log(f"{out}: already stopped early at epoch {state['epoch']}; nothing to do")
+            return _summary(state, started, out, "already finished")
 
-    if state["stopped"] in ("patience",):
-        log(f"{out}: already stopped early at epoch {state['epoch']}; nothing to do")
-        return _summary(state, started, out, "already finished")
+        data = data if data is not None else load_mnist(config.data)
+        x_train, y_train, x_val, y_val = train_validation_split(data.x_train, data.y_train, config.num_validation)
+        if config.train_subset is not None:
+            x_train, y_train = x_train[: config.train_subset], y_train[: config.train_subset]
+        if config.validation_subset is not None:
+            x_val, y_val = x_val[: config.validation_subset], y_val[: config.validation_subset]
+        device = accelerator.device
+        x_train, y_train = x_train.to(device), y_train.to(device)  # uint8 (N, 1, 28, 28), binarized per batch
+        x_val = binarize_fixed(x_val, seed=VALIDATION_BINARIZATION_SEED).to(device)
+        y_val = y_val.to(device)
 
-    while state["epoch"] < config.max_epochs:
-        epoch = state["epoch"] + 1
-        model.train()
-        order = epoch_order(x_train.shape[0], config.seed, epoch)[accelerator.process_index :: accelerator.num_processes]
-        num_steps = (order.shape[0] + config.batch_size - 1) // config.batch_size
-        sums = torch.zeros(3, dtype=torch.float64)
-        epoch_started = time.perf_counter()
-        bar = tqdm(range(num_steps), desc=f"{config.model} d={config.latent_dim} epoch {epoch}", leave=False,
-                   disable=not (config.progress and accelerator.is_local_main_process))
-        for step in bar:
-            index = order[step * config.batch_size : (step + 1) * config.batch_size].to(device)
-            x = binarize(x_train[index])  # fresh Bernoulli draw every batch
-            kl_weight = 1.0
-            if config.kl_warmup_epochs > 0:
-                kl_weight = min(1.0, (epoch - 1 + step / num_steps) / config.kl_warmup_epochs)
-            terms = model(x, y_train[index], kl_weight)
-            loss = -terms.elbo.mean()
-            finite = torch.isfinite(loss.detach()).float().reshape(1)
-            if accelerator.num_processes > 1:  # all stop together, or the others would wait forever in backward
-                finite = accelerator.reduce(finite, reduction="sum") / accelerator.num_processes
-            if finite.item() < 1:
-                message = (f"non-finite loss (here {float(loss.detach())}) at epoch {epoch}, step {step}: stopping; "
-                           f"the last good checkpoint ({last_path}, epoch {state['epoch']}) is kept")
-                log(message)
-                if metrics:
-                    metrics.write({"event": "non-finite loss", "epoch": epoch, "step": step})
-                return _summary(state, started, out, "non-finite loss")
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            sums += torch.tensor([float(terms.reconstruction.detach().sum()), float(terms.kl.detach().sum()), index.shape[0]],
-                                 dtype=torch.float64)
-        bar.close()
-        val_elbo = validation_elbo(raw_model, x_val, y_val, accelerator)
-        state["epoch"] = epoch
-        improved = val_elbo > state["best_validation_elbo"]
-        if improved:
-            state.update(best_validation_elbo=val_elbo, best_epoch=epoch, bad_epochs=0)
+        torch.manual_seed(config.seed)
+        # A resumed run rebuilds its prior from its own checkpoint: the classifier file may be gone.
+        if checkpoint is None:
+            model = build_model(config, data.num_classes)
         else:
-            state["bad_epochs"] += 1
-        if state["bad_epochs"] >= config.patience:
-            state["stopped"] = "patience"
-        record = {
-            "epoch": epoch,
-            "train_reconstruction": float(sums[0] / sums[2]),
-            "train_kl": float(sums[1] / sums[2]),
-            "train_elbo_kl_weight_1": float((sums[0] - sums[1]) / sums[2]),
-            "kl_weight": kl_weight,
-            "validation_elbo": val_elbo,
-            "best_validation_elbo": state["best_validation_elbo"],
-            "epoch_seconds": round(time.perf_counter() - epoch_started, 3),
-        }
-        if accelerator.is_main_process:
+            model = model_from_state(asdict(config), checkpoint["model"], source=out / LAST_CHECKPOINT)
+        # The fused kernel: one pass over the parameters instead of ~10 small ops each (the parameters are on the
+        # CPU here; the kernel also runs on CUDA after accelerator.prepare).
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=True)
+        if checkpoint is not None:
+            load_state(optimizer, checkpoint["optimizer"], out / LAST_CHECKPOINT)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        raw_model = accelerator.unwrap_model(model)
+        run.begin()
+        run.restore_rng()
+
+        last_epoch = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
+        while state["epoch"] < last_epoch:
+            epoch = state["epoch"] + 1
+            model.train()
+            order = epoch_order(x_train.shape[0], config.seed, epoch)[accelerator.process_index::accelerator.num_processes]
+            num_steps = (order.shape[0] + config.batch_size - 1) // config.batch_size
+            sums = torch.zeros(3, dtype=torch.float64)
+            epoch_started = time.perf_counter()
+            bar = tqdm(range(num_steps), desc=f"{config.model} d={config.latent_dim} epoch {epoch}", leave=False,
+                       disable=not (config.progress and accelerator.is_local_main_process))
+            for step in bar:
+                index = order[step * config.batch_size : (step + 1) * config.batch_size].to(device)
+                x = binarize(x_train[index])  # fresh Bernoulli draw every batch
+                kl_weight = 1.0
+                if config.kl_warmup_epochs > 0:
+                    kl_weight = min(1.0, (epoch - 1 + step / num_steps) / config.kl_warmup_epochs)
+                terms = model(x, y_train[index], kl_weight)
+                loss = -terms.elbo.mean()
+                if not all_finite(loss, accelerator):  # all stop together, or the others would wait in backward
+                    log(f"non-finite loss (here {float(loss.detach())}) at epoch {epoch}, step {step}: stopping; the "
+                        f"last good checkpoint ({out / LAST_CHECKPOINT}, epoch {state['epoch']}) is kept")
+                    run.log({"event": "non-finite loss", "epoch": epoch, "step": step})
+                    return _summary(state, started, out, "non-finite loss")
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                optimizer.step()
+                sums += torch.tensor([float(terms.reconstruction.detach().sum()), float(terms.kl.detach().sum()),
+                                      index.shape[0]], dtype=torch.float64)
+            bar.close()
+            val_elbo = validation_elbo(raw_model, x_val, y_val, accelerator)
+            state["epoch"] = epoch
+            improved = val_elbo > state["best_validation_elbo"]
             if improved:
+                state.update(best_validation_elbo=val_elbo, best_epoch=epoch, bad_epochs=0)
+            else:
+                state["bad_epochs"] += 1
+            if state["bad_epochs"] >= config.patience:
+                state["stopped"] = "patience"
+            record = {
+                "train_reconstruction": float(sums[0] / sums[2]),
+                "train_kl": float(sums[1] / sums[2]),
+                "train_elbo_kl_weight_1": float((sums[0] - sums[1]) / sums[2]),
+                "kl_weight": kl_weight,
+                "validation_elbo": val_elbo,
+                "best_validation_elbo": state["best_validation_elbo"],
+                "epoch_seconds": round(time.perf_counter() - epoch_started, 3),
+            }
+            if improved and accelerator.is_main_process:
                 atomic_save({"model": raw_model.state_dict(), "epoch": epoch, "validation_elbo": val_elbo,
                              "config": asdict(config)}, out / BEST_CHECKPOINT)
-            atomic_save({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                         "config": asdict(config), "state": dict(state), "rng": rng_state()}, last_path)
-            metrics.write(record)
-        log(f"{config.model} d={config.latent_dim} epoch {epoch}: train ELBO {record['train_elbo_kl_weight_1']:.2f} "
-            f"(KL {record['train_kl']:.2f}), validation ELBO {val_elbo:.2f}"
-            + (" *" if improved else f" (no improvement for {state['bad_epochs']})")
-            + f", {record['epoch_seconds']:.1f}s")
-        accelerator.wait_for_everyone()
-        if state["stopped"]:
-            break
-    accelerator.end_training()
-    return _summary(state, started, out, state["stopped"] or "max_epochs")
+            run.save(epoch, model=raw_model, optimizer=optimizer, state=state, metrics=record)
+            log(f"{config.model} d={config.latent_dim} epoch {epoch}: train ELBO "
+                f"{record['train_elbo_kl_weight_1']:.2f} (KL {record['train_kl']:.2f}), validation ELBO {val_elbo:.2f}"
+                + (" *" if improved else f" (no improvement for {state['bad_epochs']})")
+                + f", {record['epoch_seconds']:.1f}s")
+            accelerator.wait_for_everyone()
+            if state["stopped"]:
+                break
+    # No accelerator.end_training() here: it ends the process group, and a driver trains several runs in one launch.
+    stopped = state["stopped"] or ("epochs" if state["epoch"] >= config.epochs else "stop_after")
+    return _summary(state, started, out, stopped)
 
 
 def _summary(state: dict, started: float, out: Path, stopped: str) -> dict:
@@ -256,14 +237,13 @@ def _summary(state: dict, started: float, out: Path, stopped: str) -> dict:
     }
 
 
-def main(argv=None) -> dict:
-    """Command-line entry point; a non-finite loss exits with status 1."""
-    parser = add_dataclass_arguments(ArgumentParser(prog="python -m vae.train", description=__doc__.split("\n\n")[0]),
-                                     TrainConfig)
-    config = config_from_args(TrainConfig, parser.parse_args(argv))
+def main(argv=None) -> dict | int:
+    """Command-line entry point; a non-finite loss is an error (exit status 1)."""
+    config = parse_config(TrainConfig, argv, prog="python -m vae.train", description=__doc__.split("\n\n")[0])
     set_threads(config.threads)
     summary = train(config)
     if summary["stopped"] == "non-finite loss":
+        print(f"error: non-finite loss in {config.out}; its last good checkpoint is kept", file=sys.stderr)
         return 1
     if config.figures and summary["epochs"] > 0:
         make_run_figures(config.out, data_path=config.data)

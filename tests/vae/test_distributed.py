@@ -8,17 +8,27 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from common.run import RunError
+from vae.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[2]
 NUM_TRAIN = 300  # as in distributed_worker.py
 
 
-def _two_processes(out: Path, *flags: str, timeout: float = 600) -> list[dict]:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+def _launch(out: Path, *flags: str, timeout: float = 600) -> None:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true",
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(REPO / "tests" / "vae" / "distributed_worker.py"), str(out), *flags]
-    result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=timeout)
+               "-m", "tests.vae.distributed_worker", str(out), *flags]
+    result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=timeout,
+                            check=False)
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+def _two_processes(out: Path, *flags: str, timeout: float = 600) -> list[dict]:
+    _launch(out, *flags, timeout=timeout)
     return [json.loads((out / f"rank_{rank}.json").read_text()) for rank in (0, 1)]
 
 
@@ -40,7 +50,7 @@ def test_each_epoch_is_sharded_without_overlap(ranks):
 def test_early_stopping_is_decided_identically_on_every_process(ranks):
     summaries = [{k: v for k, v in rank["summary"].items() if k != "seconds"} for rank in ranks]
     assert summaries[0] == summaries[1]
-    assert summaries[0]["stopped"] == "patience"  # early stopping did trigger, before max_epochs (12)
+    assert summaries[0]["stopped"] == "patience"  # early stopping did trigger, before epochs (12)
     assert summaries[0]["epochs"] < 12 and summaries[0]["epochs"] == summaries[0]["best_epoch"] + 1
 
 
@@ -49,3 +59,17 @@ def test_a_non_finite_loss_on_one_process_stops_both(tmp_path):
     ranks = _two_processes(tmp_path, "--nan-on-rank-1", timeout=300)
     for rank in ranks:
         assert rank["summary"]["stopped"] == "non-finite loss" and rank["summary"]["epochs"] == 0
+
+
+def test_two_process_run_resumes_exactly_and_refuses_one_process(tmp_path, tiny_data):
+    _launch(tmp_path, "--resume")
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    split = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert straight["step"] == split["step"] == 4 and split["num_processes"] == 2
+    assert len(split["rng"]) == 2  # each process's RNG state, restored to that process on resume
+    for key in straight["model"]:
+        assert torch.equal(straight["model"][key], split["model"][key]), key
+    config = TrainConfig(model="hvae", latent_dim=3, out=str(tmp_path / "split"), num_validation=60, batch_size=16,
+                         learning_rate=0.01, epochs=6, patience=100, progress=False, figures=False, cpu=True, resume=True)
+    with pytest.raises(RunError, match="written by 2 process"):
+        train(config, data=tiny_data, log=lambda *_: None)

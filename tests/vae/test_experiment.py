@@ -14,19 +14,20 @@ def test_quick_overrides_and_defaults():
         assert getattr(config, key) == value
     assert config.ablation_latent_dims == (5,) and config.out == "runs/table4-quick"
     full = effective_config(ExperimentConfig(latent_dims=(5, 10)))
-    assert full.ablation_latent_dims == (5, 10) and full.out == "runs/table4" and full.max_epochs == 100
+    assert full.ablation_latent_dims == (5, 10) and full.out == "runs/table4" and full.epochs == 100
 
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [({"latent_dims": (1,)}, "latent_dims"), ({"latent_dims": ()}, "latent_dims"), ({"num_samples": 0}, "num_samples"),
-     ({"latent_dims": (3,), "ablation_latent_dims": (5,)}, "ablation_latent_dims"),
-     ({"models": ("hvae", "vae")}, "models"), ({"seeds": (1, 1)}, "seeds"),
-     ({"latent_dims": (3,), "encoder_ablation_dims": (5,)}, "encoder_ablation_dims"),
-     ({"latent_dims": (3,), "encoder_ablation_only": True}, "encoder_ablation_only"),
-     ({"latent_dims": (3, 5), "encoder_ablation_dims": (3,), "encoder_ablation_only": True}, "encoder_ablation_only"),
+    [({"latent_dims": (1,)}, "--latent-dims"), ({"latent_dims": ()}, "--latent-dims"),
+     ({"num_samples": 0}, "--num-samples"),
+     ({"latent_dims": (3,), "ablation_latent_dims": (5,)}, "--ablation-latent-dims"),
+     ({"models": ("hvae", "vae")}, "--models"), ({"seeds": (1, 1)}, "--seeds"),
+     ({"latent_dims": (3,), "encoder_ablation_dims": (5,)}, "--encoder-ablation-dims"),
+     ({"latent_dims": (3,), "encoder_ablation_only": True}, "--encoder-ablation-only"),
+     ({"latent_dims": (3, 5), "encoder_ablation_dims": (3,), "encoder_ablation_only": True}, "--encoder-ablation-only"),
      ({"latent_dims": (3,), "encoder_ablation_dims": (3,), "encoder_ablation_only": True, "models": ("hvae",)},
-      "encoder_ablation_only")],
+      "--encoder-ablation-only")],
 )
 def test_bad_settings(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -36,7 +37,7 @@ def test_bad_settings(overrides, message):
 def _run(name, model, latent_dim, head, log_px, log_pxy=None, seed=0):
     return {"name": name, "model": model, "latent_dim": latent_dim, "head": head, "run_dir": "x", "epochs": 3, "best_epoch": 2,
             "seed": seed, "log_px_given_y": None if log_pxy is None else log_pxy + 2.3,
-            "stopped": "max_epochs", "best_validation_elbo": -100.0, "classifier_test_accuracy": 0.9 if head else None,
+            "stopped": "epochs", "best_validation_elbo": -100.0, "classifier_test_accuracy": 0.9 if head else None,
             "log_px": log_px, "log_pxy": log_pxy, "elbo": log_px - 5, "num_examples": 10, "num_samples": 7}
 
 
@@ -58,7 +59,7 @@ def test_format_results_puts_each_number_in_its_cell():
 
 
 def test_tiny_end_to_end_run_and_rerun_reuses_it(tmp_path, tiny_npz):
-    config = ExperimentConfig(latent_dims=(3,), data=str(tiny_npz), out=str(tmp_path / "exp"), max_epochs=1,
+    config = ExperimentConfig(latent_dims=(3,), data=str(tiny_npz), out=str(tmp_path / "exp"), epochs=1,
                               classifier_epochs=1, ablation_heads=("random",), num_validation=60, num_samples=3,
                               num_test=20, figures=False, seeds=(0, 1), encoder_ablation_dims=(3,),
                               results_md=str(tmp_path / "RESULTS.md"))
@@ -185,3 +186,17 @@ def test_long_runs_at_d11_are_set_against_davidsons_s_vae_not_the_paper():
     assert "| HVAE | -93.3 ± 0.3 (2) |" in text
     assert "| Davidson et al. S-VAE | -93.16 ± 0.31 |" in text
     assert "paper HVAE" not in text and "nan" not in text
+
+
+def test_a_missing_data_file_leaves_runs_exactly_as_found(tmp_path, monkeypatch):
+    from common.data import DataUnavailableError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataUnavailableError, match="missing.npz"):
+        experiment.main(["--quick", "--data", "missing.npz"])
+    assert list(tmp_path.iterdir()) == []  # no runs/ folder
+    (tmp_path / "runs" / "table4-quick").mkdir(parents=True)
+    (tmp_path / "runs" / "table4-quick" / "notes.txt").write_text("mine")
+    with pytest.raises(DataUnavailableError):
+        experiment.main(["--quick", "--data", "missing.npz"])
+    assert [p.name for p in (tmp_path / "runs" / "table4-quick").iterdir()] == ["notes.txt"]

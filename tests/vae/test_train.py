@@ -6,16 +6,15 @@ import math
 import pytest
 import torch
 
-from common.runs import read_config, read_metrics
-from vae import train as train_module
-from vae.classifier import ClassifierConfig, MNISTClassifier, train_classifier
 from common.data import DataUnavailableError
+from common.run import RunError, read_config, read_metrics
+from vae import train as train_module
 from vae.checkpoints import load_model
+from vae.classifier import ClassifierConfig, MNISTClassifier, train_classifier
 from vae.sampling import load_sampler
 from vae.train import TrainConfig, check_config, train
 
-
-TINY = dict(num_validation=60, batch_size=64, progress=False, figures=False, cpu=True)
+TINY = {"num_validation": 60, "batch_size": 64, "progress": False, "figures": False, "cpu": True}
 
 
 def _config(tmp_path, name="run", **overrides):
@@ -27,17 +26,17 @@ def _state(run_dir):
 
 
 def test_resume_continues_exactly(tmp_path, tiny_data):
-    straight = train(_config(tmp_path, "straight", max_epochs=4), data=tiny_data, log=lambda *_: None)
-    assert straight["epochs"] == 4 and straight["stopped"] == "max_epochs"
-    first = train(_config(tmp_path, "split", max_epochs=2), data=tiny_data, log=lambda *_: None)
+    straight = train(_config(tmp_path, "straight", epochs=4), data=tiny_data, log=lambda *_: None)
+    assert straight["epochs"] == 4 and straight["stopped"] == "epochs"
+    first = train(_config(tmp_path, "split", epochs=2), data=tiny_data, log=lambda *_: None)
     assert first["epochs"] == 2
-    second = train(_config(tmp_path, "split", max_epochs=4, resume=True), data=tiny_data, log=lambda *_: None)
+    second = train(_config(tmp_path, "split", epochs=4, resume=True), data=tiny_data, log=lambda *_: None)
     assert second["epochs"] == 4
     a, b = _state(tmp_path / "straight"), _state(tmp_path / "split")
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["state"] == b["state"]
-    drop = lambda records: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in records]  # noqa: E731
+    drop = lambda records: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in records]
     assert drop(read_metrics(tmp_path / "straight" / "metrics.jsonl")) == drop(
         read_metrics(tmp_path / "split" / "metrics.jsonl")
     )
@@ -45,17 +44,17 @@ def test_resume_continues_exactly(tmp_path, tiny_data):
 
 
 def test_resume_refuses_a_different_config_naming_the_keys(tmp_path, tiny_data):
-    train(_config(tmp_path, max_epochs=1), data=tiny_data, log=lambda *_: None)
+    train(_config(tmp_path, epochs=1), data=tiny_data, log=lambda *_: None)
     with pytest.raises(ValueError, match=r"latent_dim: 3 -> 4; learning_rate: 0.001 -> 0.01"):
-        train(_config(tmp_path, max_epochs=2, resume=True, learning_rate=0.01, latent_dim=4), data=tiny_data)
-    with pytest.raises(FileExistsError, match="--resume"):
-        train(_config(tmp_path, max_epochs=2), data=tiny_data)
-    with pytest.raises(FileNotFoundError, match="last.pt"):
+        train(_config(tmp_path, epochs=2, resume=True, learning_rate=0.01, latent_dim=4), data=tiny_data)
+    with pytest.raises(RunError, match="--resume"):
+        train(_config(tmp_path, epochs=2), data=tiny_data)
+    with pytest.raises(RunError, match="no last.pt"):
         train(_config(tmp_path, "missing", resume=True), data=tiny_data)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data, monkeypatch):
-    config = _config(tmp_path, max_epochs=3)
+    config = _config(tmp_path, epochs=3)
     original = train_module.HypersphericalVAE.elbo
     calls = {"count": 0}
     steps_per_epoch = math.ceil(240 / 64)
@@ -73,7 +72,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny
     summary = train(config, data=tiny_data, log=messages.append)
     assert summary["stopped"] == "non-finite loss" and summary["epochs"] == 1
     assert any("non-finite loss" in m and "epoch 1" in m for m in messages)
-    assert _state(tmp_path / "run")["epoch"] == 1
+    assert _state(tmp_path / "run")["step"] == 1
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert records[-1] == {"event": "non-finite loss", "epoch": 2, "step": 0}
 
@@ -86,7 +85,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny
 def test_early_stopping_stops_on_patience(tmp_path, tiny_data, monkeypatch, scores, patience, stopped_at, best_epoch):
     sequence = iter(scores)
     monkeypatch.setattr(train_module, "validation_elbo", lambda *args, **kwargs: next(sequence))
-    summary = train(_config(tmp_path, max_epochs=8, patience=patience), data=tiny_data, log=lambda *_: None)
+    summary = train(_config(tmp_path, epochs=8, patience=patience), data=tiny_data, log=lambda *_: None)
     assert summary["stopped"] == "patience"
     assert summary["epochs"] == stopped_at and summary["best_epoch"] == best_epoch
     assert summary["best_validation_elbo"] == scores[best_epoch - 1]
@@ -94,7 +93,7 @@ def test_early_stopping_stops_on_patience(tmp_path, tiny_data, monkeypatch, scor
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["validation_elbo"] for r in records] == scores[:stopped_at]
     # Resuming a run that stopped early does nothing.
-    again = train(_config(tmp_path, max_epochs=8, patience=patience, resume=True), data=tiny_data, log=lambda *_: None)
+    again = train(_config(tmp_path, epochs=8, patience=patience, resume=True), data=tiny_data, log=lambda *_: None)
     assert again["epochs"] == stopped_at and again["stopped"] == "already finished"
 
 
@@ -119,7 +118,7 @@ def test_kl_warmup_weight_enters_the_loss(tmp_path, tiny_data, monkeypatch):
 
     monkeypatch.setattr(HypersphericalVAE, "elbo", recording_elbo)
     monkeypatch.setattr(Accelerator, "backward", recording_backward)
-    train(_config(tmp_path, model="hvae-c", max_epochs=3, kl_warmup_epochs=2.0), data=tiny_data, log=lambda *_: None)
+    train(_config(tmp_path, model="hvae-c", epochs=3, kl_warmup_epochs=2.0), data=tiny_data, log=lambda *_: None)
     steps = math.ceil(240 / 64)  # 300 tiny images minus 60 for validation, batch 64
     assert len(losses_seen) == len(terms_seen) == 3 * steps
     for index, (terms, loss) in enumerate(zip(terms_seen, losses_seen)):
@@ -133,13 +132,13 @@ def test_kl_warmup_weight_enters_the_loss(tmp_path, tiny_data, monkeypatch):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"model": "vae"}, "model"),
-        ({"latent_dim": 1}, "latent_dim"),
+        ({"model": "vae"}, "--model"),
+        ({"latent_dim": 1}, "--latent-dim"),
         ({"model": "hvae-l"}, "--classifier"),
-        ({"batch_size": 0}, "batch_size"),
-        ({"learning_rate": -1.0}, "learning_rate"),
-        ({"kl_warmup_epochs": -1.0}, "kl_warmup_epochs"),
-        ({"train_subset": 0}, "train_subset"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"learning_rate": -1.0}, "--learning-rate"),
+        ({"kl_warmup_epochs": -1.0}, "--kl-warmup-epochs"),
+        ({"train_subset": 0}, "--train-subset"),
     ],
 )
 def test_bad_configs_are_refused(tmp_path, overrides, message):
@@ -158,7 +157,7 @@ def test_classifier_prior_hvae_l_and_sampler(tmp_path, tiny_data):
     head_weight = saved["model"]["head.weight"]
     assert head_weight.shape == (10, 3)
 
-    config = _config(tmp_path, "hvae-l", model="hvae-l", classifier=result["checkpoint"], max_epochs=1,
+    config = _config(tmp_path, "hvae-l", model="hvae-l", classifier=result["checkpoint"], epochs=1,
                      prior_concentration=50.0)
     train(config, data=tiny_data, log=lambda *_: None)
     model = load_model(tmp_path / "hvae-l")
@@ -182,7 +181,7 @@ def test_classifier_prior_hvae_l_and_sampler(tmp_path, tiny_data):
 
 
 def test_uniform_sampler_and_classifier_heads(tmp_path, tiny_data):
-    train(_config(tmp_path, "c", model="hvae-c", max_epochs=1), data=tiny_data, log=lambda *_: None)
+    train(_config(tmp_path, "c", model="hvae-c", epochs=1), data=tiny_data, log=lambda *_: None)
     sampler = load_sampler(tmp_path / "c")
     torch.manual_seed(0)
     z = sampler.sample_latent(torch.zeros(20000, dtype=torch.long))
@@ -199,7 +198,7 @@ def test_command_lines_write_run_folders_and_loglik_json(tmp_path, tiny_npz):
 
     out = tmp_path / "cli"
     summary = train_main(["--model", "hvae", "--latent-dim", "3", "--data", str(tiny_npz), "--out", str(out),
-                          "--max-epochs", "1", "--num-validation", "60", "--no-progress", "--cpu"])
+                          "--epochs", "1", "--num-validation", "60", "--no-progress", "--cpu"])
     assert summary["epochs"] == 1
     for name in ("config.json", "last.pt", "best.pt", "metrics.jsonl", "reconstructions.png", "samples.png",
                  "interpolations.png", "learning_curve.png"):
