@@ -19,6 +19,7 @@ from common.cli import ArgumentParser, UserError, run_cli
 from common.data import TEST_BINARIZATION_SEED
 from common.stats import difference, summarize
 from common.markdown import write_section
+from vae.plots import plot_table4
 
 __all__ = ["PAPER_LL", "DAVIDSON_SVAE_LL", "MODEL_NAMES", "QUANTITIES", "PROTOCOL", "summarize", "format_results", "merge_results"]
 
@@ -198,6 +199,7 @@ def main(argv=None) -> str:
     parser.add_argument("results", nargs="+", help="results.json files written by vae.experiment")
     parser.add_argument("--results-md", help="also write the tables into this markdown file, between section markers")
     parser.add_argument("--section", default="vae-table4", help="name of that section (default: %(default)s)")
+    parser.add_argument("--plot", metavar="PATH", help="also draw log p(x) against d with the paper's points (PNG)")
     args = parser.parse_args(argv)
     parts = []
     for path in args.results:
@@ -208,7 +210,10 @@ def main(argv=None) -> str:
         if not isinstance(part, dict) or not {"command", "config", "runs"} <= part.keys():
             raise UserError(f"{path} is not a results.json written by vae.experiment")
         parts.append(part)
-    text = format_results(merge_results(parts))  # a ValueError becomes one error: line
+    merged = merge_results(parts)
+    text = format_results(merged)  # a ValueError becomes one error: line
+    if args.plot:
+        plot_table4(merged, args.plot)
     if args.results_md:
         write_section(args.results_md, args.section, text)
     print(text, end="")

@@ -77,3 +77,84 @@ def test_run_figures_say_how_to_read_them(tmp_path, tiny_data, monkeypatch):
     assert "great circle" in labels["caption"]
     for name in ("reconstructions.png", "samples.png", "interpolations.png"):
         assert _png_size(tmp_path / "run" / name)[0] >= 900  # readable: the 302-px grid at 3x
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The Table-4 plot (vae.plots, drawn by vae.report --plot)
+# ------------------------------------------------------------------------------------------------------------
+
+def _results(values):
+    """A results dict with log p(x) values {(name, d, head): [per-seed values]}."""
+    runs = []
+    for (name, d, head), per_seed in values.items():
+        for seed, value in enumerate(per_seed):
+            runs.append({"name": name, "model": name.replace("-enc", ""), "latent_dim": d, "seed": seed, "head": head,
+                         "log_px": value, "num_samples": 500, "num_examples": 10000})
+    return {"command": "x", "config": {"latent_dims": sorted({d for _, d, _ in values})}, "runs": runs}
+
+
+VALUES = {("hvae", 5, None): [-115.0, -114.0, -113.5], ("hvae-l", 5, "linear"): [-114.2, -113.1, -113.6],
+          ("hvae-c", 5, None): [-116.0], ("hvae-l", 10, "linear"): [-96.0, -97.0],
+          ("hvae", 10, None): [-97.5, -97.1], ("hvae-l-random", 5, "random"): [-130.0],
+          ("hvae-l-enc", 5, "linear"): [-100.0, -101.0]}
+
+
+def test_table4_points_are_mean_sd_n_of_the_three_models_only():
+    import numpy as np
+
+    from vae.plots import table4_points
+
+    points = table4_points(_results(VALUES))
+    assert set(points) == {"hvae", "hvae-c", "hvae-l"} and set(points["hvae-l"]) == {5, 10}
+    for (name, d, _), values in VALUES.items():
+        if name in points:
+            mean, sd, n = points[name][d]
+            assert mean == pytest.approx(np.mean(values)) and n == len(values)
+            if n > 1:
+                assert sd == pytest.approx(np.std(values, ddof=1))
+
+
+def test_table4_plot_draws_sd_bars_and_se_of_differences(tmp_path, monkeypatch):
+    import math
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from vae.plots import plot_table4
+
+    kept = []
+    monkeypatch.setattr(plt, "close", lambda figure: kept.append(figure))
+    assert plot_table4(_results(VALUES), tmp_path / "t4.png").stat().st_size > 10_000
+    left, right = kept[0].axes
+    assert "log p(x)" in left.get_ylabel() and "latent dimension d" in left.get_xlabel() and left.get_title()
+    bars = {container.get_label(): container for container in left.containers}
+    hvae = bars["HVAE, this reproduction (mean ± sd)"]
+    np.testing.assert_allclose(np.asarray(hvae.lines[0].get_ydata(), dtype=float), [np.mean(VALUES[("hvae", 5, None)]), -97.3])
+    half_lengths = [abs(segment[1, 1] - segment[0, 1]) / 2 for segment in hvae.lines[2][0].get_segments()]
+    np.testing.assert_allclose(half_lengths, [np.std(VALUES[("hvae", 5, None)], ddof=1),
+                                              np.std(VALUES[("hvae", 10, None)], ddof=1)])
+    # Right panel: HVAE-L − HVAE at d = 5 and 10 with SE = sqrt(sd_a^2/n_a + sd_b^2/n_b); HVAE-C (1 seed) not drawn.
+    differences = {container.get_label(): container for container in right.containers}
+    assert list(differences) == ["HVAE-L − HVAE, this reproduction (± SE)"]
+    line = differences["HVAE-L − HVAE, this reproduction (± SE)"]
+    a, b = VALUES[("hvae-l", 10, "linear")], VALUES[("hvae", 10, None)]
+    assert line.lines[0].get_ydata()[1] == pytest.approx(np.mean(a) - np.mean(b))
+    se = math.sqrt(np.var(a, ddof=1) / 2 + np.var(b, ddof=1) / 2)
+    segment = line.lines[2][0].get_segments()[1]
+    assert abs(segment[1, 1] - segment[0, 1]) / 2 == pytest.approx(se)
+    assert any("Hollow squares" in text.get_text() for text in kept[0].texts)
+
+
+def test_report_plot_option_writes_the_png_and_refuses_empty_results(tmp_path, capsys):
+    from common.cli import run_cli
+    from vae.report import main as report_main
+
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_results(VALUES) | {"config": {"latent_dims": [5, 10], "seeds": [0, 1, 2]}}))
+    report_main([str(path), "--plot", str(tmp_path / "plot.png")])
+    assert (tmp_path / "plot.png").stat().st_size > 10_000
+    path.write_text(json.dumps(_results({("hvae-l-enc", 5, "linear"): [-1.0]}) | {"config": {"latent_dims": [5],
+                                                                                              "seeds": [0]}}))
+    capsys.readouterr()
+    assert run_cli(report_main, [str(path), "--plot", str(tmp_path / "none.png")]) == 2
+    assert "no log p(x) of HVAE, HVAE-C or HVAE-L" in capsys.readouterr().err
