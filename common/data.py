@@ -468,13 +468,13 @@ def build_npz(arrays: dict[str, np.ndarray], out: str | os.PathLike) -> None:
     out = os.path.expanduser(os.fspath(out))
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=folder, prefix=".partial-", suffix=".npz", delete=False)
+    descriptor, partial = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=".npz")
     try:
-        with handle:
+        with os.fdopen(descriptor, "wb") as handle:
             np.savez(handle, **{key: arrays[key] for key in NPZ_KEYS})
-        os.replace(handle.name, out)
+        os.replace(partial, out)  # atomic on one filesystem: readers see the old file or the whole new one
     except BaseException:
-        os.unlink(handle.name)
+        os.unlink(partial)
         raise
 
 

@@ -275,7 +275,7 @@ def test_build_cifar_from_folder_round_trips_exactly_and_agrees_with_torchvision
 
     arrays = _fake_cifar_folder(tmp_path / "tv", hundred=hundred)
     name = "cifar100" if hundred else "cifar10"
-    status, stdout, err = _build([name, "--from-folder", str(tmp_path / "tv"), "--out-dir", str(tmp_path / "d")],
+    status, _, err = _build([name, "--from-folder", str(tmp_path / "tv"), "--out-dir", str(tmp_path / "d")],
                                  capsys)
     assert status == 0 and err == ""
     out = tmp_path / "d" / f"{name}.npz"
@@ -337,7 +337,7 @@ def test_offline_without_folder_is_one_error_line_and_writes_nothing(tmp_path, c
 def test_data_command_mistakes_are_one_error_line(tmp_path, capsys, argv, message):
     import re
 
-    status, stdout, err = _build([arg.replace("{tmp}", str(tmp_path)) for arg in argv], capsys)
+    status, _, err = _build([arg.replace("{tmp}", str(tmp_path)) for arg in argv], capsys)
     assert status == 2 and err.count("\n") == 1 and err.startswith("error: ")
     assert re.search(message, err), err
 
@@ -347,7 +347,7 @@ def test_failed_rebuild_leaves_the_old_file_and_no_partial_file(tmp_path, capsys
     out = tmp_path / "cifar10.npz"
     out.write_bytes(b"old contents")
     (tmp_path / "tv" / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
-    status, stdout, err = _build(["cifar10", "--from-folder", str(tmp_path / "tv"), "--out", str(out), "--force"],
+    status, _, err = _build(["cifar10", "--from-folder", str(tmp_path / "tv"), "--out", str(out), "--force"],
                                  capsys)
     assert status == 2 and "data_batch_3" in err and "is not a CIFAR10 batch" in err
     assert out.read_bytes() == b"old contents"
@@ -375,16 +375,16 @@ def test_data_command_runs_as_a_module(tmp_path):
 
     root = Path(__file__).resolve().parents[2]
     help_text = subprocess.run([sys.executable, "-m", "common.data", "--help"], cwd=root, capture_output=True,
-                               text=True, timeout=120)
+                               text=True, timeout=120, check=False)
     assert help_text.returncode == 0
     for option in ("--from-folder", "--root", "--out", "--out-dir", "--force"):
         assert option in help_text.stdout
     _fake_mnist_folder(tmp_path / "tv")
     result = subprocess.run([sys.executable, "-m", "common.data", "mnist", "--from-folder", str(tmp_path / "tv"),
-                             "--out", str(tmp_path / "m.npz")], cwd=root, capture_output=True, text=True, timeout=120)
+                             "--out", str(tmp_path / "m.npz")], cwd=root, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0 and load_mnist(tmp_path / "m.npz").x_train.shape == (9, 1, 28, 28)
     result = subprocess.run([sys.executable, "-m", "common.data", "mnist", "--from-folder", str(tmp_path / "none")],
-                            cwd=root, capture_output=True, text=True, timeout=120)
+                            cwd=root, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 2 and result.stderr.startswith("error: --from-folder") and "Traceback" not in result.stderr
 
 
