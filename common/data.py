@@ -509,6 +509,8 @@ def main(argv=None) -> int:
     names = list(DATASETS) if "all" in args.datasets else list(dict.fromkeys(args.datasets))
     if args.out is not None and len(names) != 1:
         raise UserError(f"--out names one file but {len(names)} datasets were asked for; use --out-dir DIR instead")
+    if args.from_folder is not None and not os.path.isdir(os.path.expanduser(args.from_folder)):
+        raise UserError(f"--from-folder {args.from_folder!r} is not a folder")
     loaders = sys.modules[__name__]
     for name in names:
         out = args.out or os.path.join(args.out_dir, os.path.basename(DATASETS[name][1]))

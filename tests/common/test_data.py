@@ -334,8 +334,10 @@ def test_offline_without_folder_is_one_error_line_and_writes_nothing(tmp_path, c
         (["mnist", "--from-folder", "{tmp}", "--out", "{tmp}"], "is a directory"),
     ],
 )
-def test_data_command_mistakes_are_one_error_line(tmp_path, capsys, argv, message):
+def test_data_command_mistakes_are_one_error_line(tmp_path, capsys, monkeypatch, argv, message):
     import re
+
+    monkeypatch.chdir(tmp_path)  # the default outputs go to data/ under the working folder
 
     status, _, err = _build([arg.replace("{tmp}", str(tmp_path)) for arg in argv], capsys)
     assert status == 2 and err.count("\n") == 1 and err.startswith("error: ")
