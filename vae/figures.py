@@ -111,12 +111,14 @@ def make_run_figures(run_dir, data_path=None, data=None, seed: int = 0) -> list[
     decoder = " and the class to the decoder" if sampler.model.kind == "hvae-c" else ""
     conditional = sampler.model.kind != "hvae"
     class_sample_grid(
-        sampler, str(run_dir / "samples.png"), per_class=10, title=f"Samples per class ({name})",
+        sampler, str(run_dir / "samples.png"), per_class=10,
+        title=f"Samples per class ({name})" if conditional else f"Samples ({name}: unconditional, rows are not classes)",
         caption=f"Bernoulli means of p(x|z) with {prior}{decoder}."
         + ("" if conditional else " HVAE ignores the label: every row is unconditional."))
     class_interpolation_grid(
         sampler, str(run_dir / "interpolations.png"), INTERPOLATION_PAIRS, steps=10,
-        title=f"Interpolations between classes ({name})",
+        title=f"Interpolations between classes ({name})" if conditional
+        else f"Interpolations between prior samples ({name}: the class pairs are not used)",
         caption="Each row joins a prior sample of the left class to one of the right along the great circle"
         + ("; the decoder's label blends linearly." if sampler.model.kind == "hvae-c" else ".")
         + ("" if conditional else " HVAE ignores the label: endpoints are uniform samples."))
