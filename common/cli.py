@@ -7,6 +7,7 @@ stderr and returns exit status 2. Anything else is a bug and keeps its traceback
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -70,11 +71,22 @@ def run_cli(main, argv=None) -> int:
 
 
 def set_threads(threads: int | None) -> None:
-    """``torch.set_num_threads(threads)`` unless None (torch's default); 1 suits small models on a busy CPU."""
+    """Set torch's CPU thread count: ``threads`` if given, else 1 unless the environment sets OMP_NUM_THREADS.
+
+    Why 1 by default: on a CPU that other processes also use, torch's default (one thread per core) makes these
+    small models many times slower, while one thread is never much slower than the best (BENCHMARKS.md,
+    "Thread defaults"). Pass ``--threads N`` on a machine of your own; an OMP_NUM_THREADS in the environment
+    is respected (torch read it at start-up).
+
+    Args:
+        threads: a positive thread count, or None for the default above.
+    """
     if threads is None:
-        return
-    if not isinstance(threads, int) or threads < 1:
-        raise UserError(f"threads must be a positive integer, got {threads!r}")
+        if os.environ.get("OMP_NUM_THREADS", "").strip():
+            return
+        threads = 1
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise UserError(f"--threads must be a positive integer, got {threads!r}")
     torch.set_num_threads(threads)
 
 

@@ -1,6 +1,14 @@
-"""MNIST, CIFAR-10 and CIFAR-100 loading: a torchvision download, or a local ``.npz`` archive for offline machines.
+"""MNIST, CIFAR-10 and CIFAR-100: load them, and build the local ``.npz`` archives the loaders take.
 
-Both loaders return an :class:`ImageData` with uint8 images ``(N, C, H, W)`` (channels first) and int64
+Build the archives once (from torchvision's download, or from a torchvision dataset folder you already have)::
+
+    python -m common.data mnist cifar10 cifar100                 # download; writes data/mnist.npz, ...
+    python -m common.data mnist --from-folder ~/datasets          # offline: a folder holding MNIST/raw/...
+    python -m common.data cifar10 --from-folder ~/datasets        # ... or cifar-10-batches-py/
+
+then pass ``--data data/mnist.npz`` (or ``data/cifar10.npz``, ``data/cifar100.npz``) to the experiments.
+
+The loaders return an :class:`ImageData` with uint8 images ``(N, C, H, W)`` (channels first) and int64
 labels ``(N,)``. The ``.npz`` format has the keys ``x_train``, ``y_train``,
 ``x_test``, ``y_test``; images ``NHW`` or ``NHWC`` uint8.
 
@@ -14,7 +22,11 @@ MNIST helpers for the VAEs live here too, so every model sees the same bits:
 """
 from __future__ import annotations
 
+import gzip
 import os
+import pickle
+import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +46,10 @@ __all__ = [
     "TEST_BINARIZATION_SEED",
     "NUM_VALIDATION",
     "QUICK_MNIST",
+    "DATASETS",
+    "read_torchvision_folder",
+    "build_npz",
+    "main",
 ]
 
 DEFAULT_ROOT = "~/.cache/vmfprior"
@@ -143,8 +159,8 @@ def _download(name: str, root: str, channels: int, num_classes: int = 10) -> Ima
     except Exception as error:  # noqa: BLE001 -- any download failure becomes one clear message
         raise DataUnavailableError(
             f"could not download {name} with torchvision into {root!r} ({type(error).__name__}: {error}). "
-            f"On an offline machine pass --data PATH.npz, a numpy archive with keys {', '.join(NPZ_KEYS)} "
-            "."
+            f"On an offline machine pass --data PATH.npz, a numpy archive with keys {', '.join(NPZ_KEYS)}; "
+            f"build one with: python -m common.data {name.lower()} --from-folder PATH (a torchvision dataset folder)."
         ) from error
     arrays = {
         "x_train": np.asarray(train.data),
@@ -161,13 +177,25 @@ def _load_npz(path: str | os.PathLike, name: str, channels: int, height_width: t
               num_classes: int = 10) -> ImageData:
     """Read and validate a local ``.npz`` archive."""
     path = os.path.expanduser(os.fspath(path))
+    build = f"python -m common.data {name.lower().replace('-', '')}"
+    if os.path.isdir(path):
+        raise DataUnavailableError(
+            f"{name} data file {path!r} is a directory, not a file. Pass --data PATH.npz, the archive itself "
+            f"(build it with: {build} --from-folder {path}, if it is a torchvision dataset folder)."
+        )
     if not os.path.isfile(path):
         raise DataUnavailableError(
             f"{name} data file {path!r} does not exist. Pass --data PATH.npz pointing to a numpy archive with "
-            f"keys {', '.join(NPZ_KEYS)}, or leave --data out to download with torchvision."
+            f"keys {', '.join(NPZ_KEYS)} (build it with: {build}), or leave --data out to download with torchvision."
         )
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataUnavailableError(
+                f"{name} data file {path!r} holds a single array ({type(loaded).__name__}), not an .npz archive "
+                f"with keys {', '.join(NPZ_KEYS)}. Build one with: {build}"
+            )
+        with loaded as archive:
             missing = [key for key in NPZ_KEYS if key not in archive.files]
             if missing:
                 raise ValueError(
@@ -190,6 +218,8 @@ def _to_image_data(arrays: dict, source: str, channels: int, height_width: tuple
     out = {}
     for split in ("train", "test"):
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if images.ndim == 0 or images.shape[0] == 0:
+            raise ValueError(f"{source}: x_{split} holds no images; the {split} split must not be empty")
         if images.dtype != np.uint8:
             raise ValueError(f"{source}: x_{split} must be uint8, got dtype {images.dtype}")
         if images.ndim == 3 and channels == 1:
@@ -284,3 +314,230 @@ def _intensity(images: torch.Tensor) -> torch.Tensor:
     if images.numel() and (images.min() < 0 or images.max() > 1):
         raise ValueError("float images must lie in [0, 1]")
     return images.float()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building the .npz archives: python -m common.data
+# ----------------------------------------------------------------------------------------------------------------
+
+DATASETS = {
+    # name: (torchvision class, default output, folder names torchvision uses under its root)
+    "mnist": ("MNIST", "data/mnist.npz", ("MNIST/raw", "raw", "")),
+    "cifar10": ("CIFAR10", "data/cifar10.npz", ("cifar-10-batches-py", "")),
+    "cifar100": ("CIFAR100", "data/cifar100.npz", ("cifar-100-python", "")),
+}
+"""The datasets the data command builds: torchvision class, default output path, folders searched under a root."""
+
+_MNIST_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+_CIFAR_FILES = {
+    "cifar10": ([f"data_batch_{index}" for index in range(1, 6)], ["test_batch"], "labels"),
+    "cifar100": (["train"], ["test"], "fine_labels"),
+}
+_IDX_UBYTE = 0x08  # the idx format's type code for unsigned bytes: MNIST's images and labels both use it
+
+
+def _read_idx(path: str) -> np.ndarray:
+    """Read an idx file (MNIST's format: big-endian header, then unsigned bytes), plain or gzipped."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        payload = handle.read()
+    if len(payload) < 4 or payload[0] != 0 or payload[1] != 0 or payload[2] != _IDX_UBYTE:
+        raise ValueError(f"{path!r} is not an idx file of unsigned bytes (MNIST's format)")
+    ndim = payload[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(payload[4 + 4 * axis: 8 + 4 * axis], "big") for axis in range(ndim))
+    if len(payload) != header + int(np.prod(shape)):
+        raise ValueError(f"{path!r} holds {len(payload) - header} bytes of data, its header says shape {shape}")
+    return np.frombuffer(payload, dtype=np.uint8, offset=header).reshape(shape).copy()
+
+
+def _find_folder(root: str, candidates: tuple[str, ...], marker: str) -> str | None:
+    """The first ``root/candidate`` holding ``marker`` (or ``marker.gz``), or None."""
+    for candidate in candidates:
+        folder = os.path.join(root, candidate) if candidate else root
+        if os.path.isfile(os.path.join(folder, marker)) or os.path.isfile(os.path.join(folder, marker + ".gz")):
+            return folder
+    return None
+
+
+def read_torchvision_folder(name: str, root: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a torchvision dataset folder into the ``.npz`` layout, without torchvision.
+
+    Args:
+        name: "mnist", "cifar10" or "cifar100".
+        root: a folder holding ``MNIST/raw/`` (idx files, plain or ``.gz``), ``cifar-10-batches-py/`` or
+            ``cifar-100-python/`` (pickled batches), or that inner folder itself.
+
+    Returns:
+        ``{"x_train", "y_train", "x_test", "y_test"}``: uint8 images ``(N, 28, 28)`` (MNIST) or
+        ``(N, 32, 32, 3)`` (CIFAR, channels last) and int64 labels ``(N,)``, in the files' order.
+
+    Raises:
+        FileNotFoundError: no such folder, or it lacks the dataset's files (the message lists what it looked for).
+        ValueError: a file is there but unreadable or inconsistent.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    root = os.path.expanduser(os.fspath(root))
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"--from-folder {root!r} is not a folder")
+    _, _, candidates = DATASETS[name]
+    if name == "mnist":
+        folder = _find_folder(root, candidates, _MNIST_FILES["x_train"])
+        if folder is None:
+            raise FileNotFoundError(
+                f"--from-folder {root!r} holds no MNIST: looked for {_MNIST_FILES['x_train']}[.gz] in "
+                f"{', '.join(os.path.join(root, c) if c else root for c in candidates)}"
+            )
+        arrays = {}
+        for key, stem in _MNIST_FILES.items():
+            path = os.path.join(folder, stem)
+            path = path if os.path.isfile(path) else path + ".gz"
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"--from-folder: MNIST folder {folder!r} lacks {stem}[.gz]")
+            arrays[key] = _read_idx(path)
+        for split in ("train", "test"):
+            images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+            if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+                raise ValueError(f"MNIST folder {folder!r}: {split} images {images.shape} and labels "
+                                 f"{labels.shape} do not match")
+            arrays[f"y_{split}"] = labels.astype(np.int64)
+        return arrays
+    train_files, test_files, label_key = _CIFAR_FILES[name]
+    folder = _find_folder(root, candidates, test_files[0])
+    if folder is None:
+        raise FileNotFoundError(
+            f"--from-folder {root!r} holds no {DATASETS[name][0]}: looked for {test_files[0]} in "
+            f"{', '.join(os.path.join(root, c) if c else root for c in candidates)}"
+        )
+    arrays = {}
+    for split, files in (("train", train_files), ("test", test_files)):
+        images, labels = [], []
+        for file_name in files:
+            path = os.path.join(folder, file_name)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"--from-folder: {DATASETS[name][0]} folder {folder!r} lacks {file_name}")
+            try:
+                with open(path, "rb") as handle:
+                    # The batches are Python-2 pickles of numpy arrays; latin1 is the encoding that reads them.
+                    entry = pickle.load(handle, encoding="latin1")
+                rows, batch_labels = np.asarray(entry["data"]), np.asarray(entry[label_key])
+            except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError) as error:
+                raise ValueError(f"{path!r} is not a {DATASETS[name][0]} batch ({type(error).__name__}: {error})")
+            if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != 3 * 32 * 32:
+                raise ValueError(f"{path!r}: data must be uint8 rows of 3072 values, got {rows.dtype} {rows.shape}")
+            if batch_labels.shape != (rows.shape[0],):
+                raise ValueError(f"{path!r}: {rows.shape[0]} images but labels of shape {batch_labels.shape}")
+            # Each row is the red, green and blue 32x32 planes in turn: (N, C, H, W) -> channels last.
+            images.append(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            labels.append(batch_labels.astype(np.int64))
+        arrays[f"x_{split}"] = np.ascontiguousarray(np.concatenate(images))
+        arrays[f"y_{split}"] = np.concatenate(labels)
+    return arrays
+
+
+def _download_folder(name: str, root: str) -> str:
+    """Let torchvision download ``name`` into ``root`` (it verifies checksums); return ``root``."""
+    tv_name = DATASETS[name][0]
+    try:
+        import torchvision.datasets as tv_datasets
+
+        for train in (True, False):
+            getattr(tv_datasets, tv_name)(root, train=train, download=True)
+    except Exception as error:  # noqa: BLE001 -- any download failure becomes one clear message
+        raise DataUnavailableError(
+            f"could not download {tv_name} with torchvision into {root!r} (offline? {type(error).__name__}: "
+            f"{str(error).split('Tried')[0].strip().rstrip(':')[:200]}). Offline, pass --from-folder PATH: a folder holding a torchvision {tv_name} "
+            f"download ({DATASETS[name][2][0]}/...), e.g. copied from a machine that is online."
+        ) from error
+    return root
+
+
+def build_npz(arrays: dict[str, np.ndarray], out: str | os.PathLike) -> None:
+    """Write ``arrays`` to ``out`` as an ``.npz`` atomically: a reader sees the old file or the whole new one.
+
+    Args:
+        arrays: the four arrays of the ``.npz`` layout.
+        out: output path (its folder is created).
+    """
+    out = os.path.expanduser(os.fspath(out))
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    descriptor, partial = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=".npz")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            np.savez(handle, **{key: arrays[key] for key in NPZ_KEYS})
+        os.replace(partial, out)  # atomic on one filesystem: readers see the old file or the whole new one
+    except BaseException:
+        os.unlink(partial)
+        raise
+
+
+_LOADERS = {"mnist": "load_mnist", "cifar10": "load_cifar10", "cifar100": "load_cifar100"}
+
+
+def main(argv=None) -> int:
+    """The data command: build data/mnist.npz, data/cifar10.npz and/or data/cifar100.npz."""
+    from common.cli import ArgumentParser, UserError
+
+    parser = ArgumentParser(
+        prog="python -m common.data",
+        description="Build the .npz archives the experiments take with --data, from torchvision's download or "
+                    "from a torchvision dataset folder you already have (offline).",
+        epilog="examples: python -m common.data mnist; python -m common.data all --from-folder ~/datasets",
+    )
+    parser.add_argument("datasets", nargs="+", choices=[*DATASETS, "all"], metavar="DATASET",
+                        help="what to build: mnist, cifar10, cifar100, or all")
+    parser.add_argument("--from-folder", metavar="PATH", default=None,
+                        help="read an existing torchvision dataset folder instead of downloading: a folder holding "
+                             "MNIST/raw/ (idx files), cifar-10-batches-py/ or cifar-100-python/, or that folder "
+                             "itself")
+    parser.add_argument("--root", metavar="DIR", default=DEFAULT_ROOT,
+                        help=f"where torchvision downloads to when --from-folder is not given (default: {DEFAULT_ROOT})")
+    parser.add_argument("--out", metavar="PATH", default=None,
+                        help="output file, for a single dataset (default: mnist.npz, cifar10.npz or cifar100.npz "
+                             "in --out-dir)")
+    parser.add_argument("--out-dir", metavar="DIR", default="data",
+                        help="folder of the default outputs mnist.npz, cifar10.npz, cifar100.npz (default: data)")
+    parser.add_argument("--force", action="store_true", help="rebuild an output that already exists")
+    args = parser.parse_args(argv)
+    names = list(DATASETS) if "all" in args.datasets else list(dict.fromkeys(args.datasets))
+    if args.out is not None and len(names) != 1:
+        raise UserError(f"--out names one file but {len(names)} datasets were asked for; use --out-dir DIR instead")
+    if args.from_folder is not None and not os.path.isdir(os.path.expanduser(args.from_folder)):
+        raise UserError(f"--from-folder {args.from_folder!r} is not a folder")
+    loaders = sys.modules[__name__]
+    for name in names:
+        out = args.out or os.path.join(args.out_dir, os.path.basename(DATASETS[name][1]))
+        if os.path.isdir(out):
+            raise UserError(f"--out {out!r} is a directory; name the .npz file to write")
+        if os.path.exists(out) and not args.force:
+            print(f"{out} exists; kept it (pass --force to rebuild)")
+            continue
+        if args.from_folder is not None:
+            arrays = read_torchvision_folder(name, args.from_folder)
+        else:
+            root = os.path.expanduser(args.root)
+            arrays = read_torchvision_folder(name, _download_folder(name, root))
+        # Check with the loader the experiments use before anything is written.
+        _to_image_data(dict(arrays), source=f"{name} from {args.from_folder or args.root}",
+                       channels=1 if name == "mnist" else 3, height_width=(28, 28) if name == "mnist" else (32, 32),
+                       num_classes=100 if name == "cifar100" else 10)
+        build_npz(arrays, out)
+        getattr(loaders, _LOADERS[name])(out)
+        print(f"wrote {out}: {arrays['x_train'].shape[0]} training and {arrays['x_test'].shape[0]} test images "
+              f"(pass --data {out})")
+    return 0
+
+
+if __name__ == "__main__":
+    # Run through the imported module, so the exceptions are the ones common.cli knows.
+    from common.cli import run_cli
+    from common.data import main as _main
+
+    sys.exit(run_cli(_main))

@@ -17,18 +17,30 @@ from eval.sampler import check_sampler, sampler_device
 PARALLEL_SINE_EPS = 1e-12
 
 
-def save_image_grid(images, path, nrow):
-    """Write a batch of images as one PNG grid.
+def save_image_grid(images, path, nrow, *, title=None, caption=None, row_labels=None, xlabel=None, ylabel=None,
+                    scale=3):
+    """Write a batch of images as one PNG grid, bare or as a labelled figure.
+
+    With none of ``title``, ``caption``, ``row_labels``, ``xlabel``, ``ylabel`` the PNG is the bare grid
+    (torchvision's ``save_image``: 2-pixel white padding). With any of them it is a matplotlib figure: the grid
+    enlarged ``scale`` times (nearest neighbour, so pixels stay sharp), the title above, one label per row on the
+    left, axis labels, and the caption (one line) below.
 
     Args:
         images: (N, C, H, W) float tensor with values in [0, 1]; C is 1 (grey) or 3 (RGB).
         path: output file name (parent folders are created).
         nrow: number of images per grid row.
+        title: figure title.
+        caption: one line under the grid saying how to read it.
+        row_labels: one label per grid row (ceil(N / nrow) of them).
+        xlabel: label of the horizontal axis (what the columns are).
+        ylabel: label of the vertical axis (what the rows are).
+        scale: on-screen pixels per image pixel in the labelled figure (>= 1).
 
     Returns:
         The path written.
     """
-    from torchvision.utils import save_image  # imported here: only figures need torchvision
+    from torchvision.utils import make_grid, save_image  # imported here: only figures need torchvision
 
     if not torch.is_tensor(images) or images.dim() != 4:
         raise ValueError(f"images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
@@ -42,8 +54,61 @@ def save_image_grid(images, path, nrow):
         raise ValueError("images contain NaN or infinite values")
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    save_image(images.detach().float().clamp(0.0, 1.0).cpu(), path, nrow=int(nrow), padding=2, pad_value=1.0)
+    images = images.detach().float().clamp(0.0, 1.0).cpu()
+    if all(value is None for value in (title, caption, row_labels, xlabel, ylabel)):
+        save_image(images, path, nrow=int(nrow), padding=2, pad_value=1.0)
+        return path
+    rows = -(-images.shape[0] // int(nrow))
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"row_labels must give one label per row ({rows}), got {len(row_labels)}")
+    if float(scale) < 1:
+        raise ValueError(f"scale must be at least 1, got {scale}")
+    grid = make_grid(images, nrow=int(nrow), padding=2, pad_value=1.0)  # (3, H_grid, W_grid)
+    _save_labelled_grid(grid.permute(1, 2, 0).numpy(), path, images.shape[-2], rows, title, caption, row_labels,
+                        xlabel, ylabel, float(scale))
     return path
+
+
+def _save_labelled_grid(grid, path, image_height, rows, title, caption, row_labels, xlabel, ylabel, scale):
+    """Draw an (H, W, 3) grid in [0, 1] with its labels; margins are fixed in inches so text never overlaps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dpi = 100
+    height, width = grid.shape[0] * scale / dpi, grid.shape[1] * scale / dpi  # inches of the grid itself
+    longest = max((len(str(label)) for label in row_labels), default=0) if row_labels is not None else 0
+    left = 0.3 + (0.35 if ylabel else 0.0) + 0.075 * longest
+    top = 0.25 + (0.35 if title else 0.0)
+    bottom = 0.15 + (0.3 if xlabel else 0.0) + (0.3 if caption else 0.0)
+    right = 0.3
+    total_width, total_height = left + width + right, bottom + height + top
+    if caption:  # one line: widen the figure rather than wrap
+        total_width = max(total_width, 0.3 + 0.068 * len(caption))
+        right = total_width - left - width
+    figure = plt.figure(figsize=(total_width, total_height), dpi=dpi)
+    axis = figure.add_axes((left / total_width, bottom / total_height, width / total_width, height / total_height))
+    axis.imshow(grid, interpolation="nearest", cmap="gray", vmin=0.0, vmax=1.0)
+    axis.set_xticks([])
+    if row_labels is not None:
+        centers = [2 + row * (image_height + 2) + image_height / 2 for row in range(rows)]  # 2-pixel padding
+        axis.set_yticks(centers, [str(label) for label in row_labels], fontsize=10)
+        axis.tick_params(axis="y", length=0)
+    else:
+        axis.set_yticks([])
+    for side in axis.spines.values():
+        side.set_visible(False)
+    if title:
+        axis.set_title(title, fontsize=12, pad=6)
+    if xlabel:
+        axis.set_xlabel(xlabel, fontsize=10)
+    if ylabel:
+        axis.set_ylabel(ylabel, fontsize=10)
+    if caption:
+        figure.text(0.5, 0.1 / total_height, caption, ha="center", va="bottom", fontsize=9)
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
 
 
 def _check_endpoints(a, b, steps):
@@ -139,13 +204,15 @@ def slerp(a, b, steps):
 
 
 @torch.no_grad()
-def class_sample_grid(sampler, path, per_class=10):
+def class_sample_grid(sampler, path, per_class=10, *, title=None, caption=None):
     """Draw `per_class` samples of every class and save them with one row per class.
 
     Args:
         sampler: a conditional sampler (see module docstring).
         path: output PNG file.
         per_class: samples per class (the row length).
+        title: when given (or ``caption``), the PNG is a labelled figure: rows labelled by class.
+        caption: one line under the grid.
 
     Returns:
         images: (num_classes * per_class, C_img, H, W) in [0, 1], row-major as in the PNG.
@@ -159,7 +226,11 @@ def class_sample_grid(sampler, path, per_class=10):
     latents = sampler.sample_latent(labels)  # (B, d)
     label_probs = F.one_hot(labels, num_classes).float()  # (B, C)
     images = sampler.decode(latents, label_probs)
-    save_image_grid(images, path, nrow=int(per_class))
+    labelled = title is not None or caption is not None
+    save_image_grid(images, path, nrow=int(per_class), title=title, caption=caption,
+                    row_labels=[f"class {c}" for c in range(num_classes)] if labelled else None,
+                    xlabel=f"{int(per_class)} samples per class" if labelled else None,
+                    ylabel="class" if labelled else None)
     return images
 
 
@@ -174,7 +245,7 @@ def _check_pairs(pairs, num_classes):
 
 
 @torch.no_grad()
-def class_interpolation_grid(sampler, path, pairs, steps=10):
+def class_interpolation_grid(sampler, path, pairs, steps=10, *, title=None, caption=None):
     """Interpolate from a sample of one class to a sample of another; one row per class pair.
 
     Latents move along the great circle (slerp) for spherical samplers and along a straight line
@@ -185,6 +256,8 @@ def class_interpolation_grid(sampler, path, pairs, steps=10):
         path: output PNG file.
         pairs: sequence of (start_class, end_class) pairs.
         steps: images per row, endpoints included (>= 2).
+        title: when given (or ``caption``), the PNG is a labelled figure: each row labelled "start → end".
+        caption: one line under the grid.
 
     Returns:
         images: (len(pairs) * steps, C_img, H, W) in [0, 1], row-major as in the PNG.
@@ -204,7 +277,11 @@ def class_interpolation_grid(sampler, path, pairs, steps=10):
     t = torch.linspace(0.0, 1.0, int(steps), device=device).view(1, -1, 1)  # (1, steps, 1)
     label_probs = (1.0 - t) * onehot_start + t * onehot_end  # (P, steps, C)
     images = sampler.decode(latents.flatten(0, 1), label_probs.flatten(0, 1))
-    save_image_grid(images, path, nrow=int(steps))
+    labelled = title is not None or caption is not None
+    save_image_grid(images, path, nrow=int(steps), title=title, caption=caption,
+                    row_labels=[f"{start} \u2192 {end}" for start, end in pairs] if labelled else None,
+                    xlabel=f"{int(steps)} steps from the start class's sample to the end class's" if labelled else None,
+                    ylabel="class pair (start \u2192 end)" if labelled else None)
     return images
 
 

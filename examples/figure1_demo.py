@@ -1,9 +1,10 @@
 """The vMF model hidden in an MNIST classifier's last layer: the paper's Figure 1, and the class affinity.
 
-    python examples/figure1_demo.py [--data PATH.npz] [--latent-dim 2] [--epochs 2] [--out runs/demo]
+    python examples/figure1_demo.py [--data data/mnist.npz] [--latent-dim 2] [--epochs 2] [--out runs/demo]
 
 Trains ``vae.classifier``'s MNIST classifier (the prior source of HVAE-L) with a 2-D penultimate layer (a
-minute or two on a laptop CPU; torchvision download, or a local MNIST .npz offline), turns its final layer into
+minute or two on a laptop CPU; torchvision download, or offline the ``data/mnist.npz`` that
+``python -m common.data mnist`` builds), turns its final layer into
 a ``VMFPrior``, fits one concentration per class to the normalized test activations, and writes
 ``vmf_prior_demo.png``:
 
@@ -25,14 +26,16 @@ if __package__ in (None, ""):  # run by path: make the repository root importabl
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from common.cli import ArgumentParser, UserError, run_cli  # noqa: E402
+from common.cli import ArgumentParser, UserError, run_cli, set_threads  # noqa: E402
 from common.data import load_mnist  # noqa: E402
 from common.runs import atomic_write_text  # noqa: E402
 from vae.classifier import ClassifierConfig, MNISTClassifier, train_classifier  # noqa: E402
 from vmfprior import VMFPrior  # noqa: E402
 
 
-def _plot(path: Path, prior: VMFPrior, directions: torch.Tensor, labels: torch.Tensor, affinity: torch.Tensor) -> None:
+def _plot(path: Path, prior: VMFPrior, directions: torch.Tensor, labels: torch.Tensor, affinity: torch.Tensor,
+          caption: str = "") -> None:
+    """Draw the angle histograms against the vMF densities (d = 2 only) and the class-affinity matrix."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,8 +62,12 @@ def _plot(path: Path, prior: VMFPrior, directions: torch.Tensor, labels: torch.T
     axis.set(xlabel="predicted class y", ylabel="sampled class i", title="class affinity p_T(y | i) (Eq. 7)")
     axis.set_xticks(range(prior.num_classes))
     axis.set_yticks(range(prior.num_classes))
-    figure.colorbar(image, ax=axis, fraction=0.046)
-    figure.tight_layout()
+    figure.colorbar(image, ax=axis, fraction=0.046, label="probability")
+    figure.suptitle("The vMF model in an MNIST classifier's last layer (Seo, Lee & Kwak 2021, Figure 1 and Eq. 7)",
+                    fontsize=12)
+    if caption:
+        figure.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=9, wrap=True)
+    figure.tight_layout(rect=(0, 0.025 * (caption.count("\n") + 1) + 0.02 if caption else 0, 1, 0.96))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -68,16 +75,21 @@ def _plot(path: Path, prior: VMFPrior, directions: torch.Tensor, labels: torch.T
 def main(argv: list[str] | None = None) -> dict:
     """Train, fit, draw; returns the summary also written to OUT/summary.json."""
     parser = ArgumentParser(prog="python examples/figure1_demo.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=None, help="MNIST .npz (default: torchvision download)")
+    parser.add_argument("--data", default=None,
+                        help="MNIST .npz, e.g. data/mnist.npz from `python -m common.data mnist` "
+                             "(default: torchvision download)")
     parser.add_argument("--latent-dim", type=int, default=2, help="penultimate width d (2 draws the circle figure)")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs")
     parser.add_argument("--affinity-samples", type=int, default=2000, help="Monte Carlo samples per class for Eq. 7")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the classifier's initialization and batches")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: 1, or OMP_NUM_THREADS when set; see BENCHMARKS.md)")
     parser.add_argument("--out", default="runs/demo", help="folder for the classifier, the figure and a JSON summary")
     args = parser.parse_args(argv)
     if args.latent_dim < 2 or args.epochs < 1 or args.affinity_samples < 1:
         raise UserError("--latent-dim must be >= 2, --epochs and --affinity-samples >= 1")
 
+    set_threads(args.threads)
     started = time.time()
     data = load_mnist(args.data)
     trained = train_classifier(ClassifierConfig(latent_dim=args.latent_dim, epochs=args.epochs, seed=args.seed,
@@ -98,7 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     out = Path(args.out)
     figure_path = out / "vmf_prior_demo.png"
-    _plot(figure_path, prior, directions, data.y_test, affinity)
+    caption = (f"{len(data.x_train):,} training images, {args.epochs} epoch(s), d = {args.latent_dim}; "
+               f"test accuracy {trained['test_accuracy']:.3f}; kappa fitted per class to {len(data.x_test):,} "
+               f"test activations; affinity from {args.affinity_samples:,} samples per class.\n"
+               f"command: python examples/figure1_demo.py {' '.join(sys.argv[1:] if argv is None else argv)}")
+    _plot(figure_path, prior, directions, data.y_test, affinity, caption=caption)
     summary = {
         "test_accuracy": trained["test_accuracy"],
         "latent_dim": args.latent_dim,

@@ -1,5 +1,6 @@
 """Figures of one trained VAE run: reconstructions, per-class samples, class-to-class slerp interpolations,
-and the learning curves. Grids go through eval.grids.
+and the learning curves. Grids go through eval.grids; every figure has a title, labelled rows or axes and a
+one-line caption saying how to read it.
 
     python -m vae.figures --run RUN [--data PATH.npz] [--seed 0]
 """
@@ -20,6 +21,13 @@ from vae.sampling import load_sampler
 INTERPOLATION_PAIRS = [(0, 1), (1, 7), (3, 8), (4, 9), (5, 6), (2, 3)]
 
 
+def _model_name(sampler) -> str:
+    """``HVAE-L, d = 5`` (and the encoder's label input, when it has one)."""
+    model = sampler.model
+    name = f"{model.kind.upper()}, d = {model.latent_dim}"
+    return name + (", encoder sees y" if getattr(model, "encoder_sees_label", False) else "")
+
+
 @torch.no_grad()
 def reconstruction_grid(sampler, images: torch.Tensor, labels: torch.Tensor, path) -> Path:
     """Rows alternate: binarized inputs, then the Bernoulli means decoded from the posterior mean direction.
@@ -35,10 +43,15 @@ def reconstruction_grid(sampler, images: torch.Tensor, labels: torch.Tensor, pat
     mean_direction = model.encode(x, labels.to(sampler.device)).loc  # (N, d)
     label_probs = torch.nn.functional.one_hot(labels.to(sampler.device), model.num_classes).float()
     recon = sampler.decode(mean_direction, label_probs)
-    rows = []
+    rows, row_labels = [], []
     for start in range(0, x.shape[0], 10):
         rows += [x[start : start + 10], recon[start : start + 10]]
-    save_image_grid(torch.cat(rows).view(-1, *IMAGE_SHAPE).cpu(), str(path), nrow=10)
+        row_labels += [f"input {start + 1}-{min(start + 10, x.shape[0])}", "output"]
+    save_image_grid(torch.cat(rows).view(-1, *IMAGE_SHAPE).cpu(), str(path), nrow=10,
+                    title=f"Reconstructions of test images ({_model_name(sampler)})", row_labels=row_labels,
+                    xlabel="test image", ylabel="rows alternate: input, then its reconstruction",
+                    caption="Input rows: binarized test images (seed 0). Output rows: Bernoulli means decoded from "
+                            "the mean direction of q(z|x" + (", y)" if model.encoder_sees_label else ")") + ".")
     return Path(path)
 
 
@@ -53,13 +66,20 @@ def learning_curve(run_dir, path) -> Path | None:
     if not records:
         return None
     epochs = [r["epoch"] for r in records]
-    figure, axis = plt.subplots(figsize=(5, 3.5))
-    axis.plot(epochs, [r["train_elbo_kl_weight_1"] for r in records], label="train ELBO")
-    axis.plot(epochs, [r["validation_elbo"] for r in records], label="validation ELBO")
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    axis.plot(epochs, [r["train_elbo_kl_weight_1"] for r in records], marker="o", markersize=3, label="train ELBO")
+    axis.plot(epochs, [r["validation_elbo"] for r in records], marker="o", markersize=3, label="validation ELBO")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     axis.set_xlabel("epoch")
-    axis.set_ylabel("nats")
+    axis.set_ylabel("ELBO per image (nats, higher is better)")
+    axis.set_title(f"Learning curve: {Path(run_dir).name}")
     axis.legend()
-    figure.tight_layout()
+    axis.grid(alpha=0.3)
+    figure.text(0.5, 0.01, "Mean ELBO with KL weight 1 on the training batches of each epoch, and on the validation "
+                "split after it.", ha="center", va="bottom", fontsize=8)
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return Path(path)
@@ -83,8 +103,25 @@ def make_run_figures(run_dir, data_path=None, data=None, seed: int = 0) -> list[
     torch.manual_seed(seed)
     written = [reconstruction_grid(sampler, binarize_fixed(data.x_test[:50]), data.y_test[:50],
                                    run_dir / "reconstructions.png")]
-    class_sample_grid(sampler, str(run_dir / "samples.png"), per_class=10)
-    class_interpolation_grid(sampler, str(run_dir / "interpolations.png"), INTERPOLATION_PAIRS, steps=10)
+    name = _model_name(sampler)
+    if sampler.model.class_prior is not None:
+        prior = "z ~ the classifier's vMF(w_y/|w_y|, kappa) of the row's class"
+    else:
+        prior = "z ~ uniform on the sphere"
+    decoder = " and the class to the decoder" if sampler.model.kind == "hvae-c" else ""
+    conditional = sampler.model.kind != "hvae"
+    class_sample_grid(
+        sampler, str(run_dir / "samples.png"), per_class=10,
+        title=f"Samples per class ({name})" if conditional else f"Samples ({name}: unconditional, rows are not classes)",
+        caption=f"Bernoulli means of p(x|z) with {prior}{decoder}."
+        + ("" if conditional else " HVAE ignores the label: every row is unconditional."))
+    class_interpolation_grid(
+        sampler, str(run_dir / "interpolations.png"), INTERPOLATION_PAIRS, steps=10,
+        title=f"Interpolations between classes ({name})" if conditional
+        else f"Interpolations between prior samples ({name}: the class pairs are not used)",
+        caption="Each row joins a prior sample of the left class to one of the right along the great circle"
+        + ("; the decoder's label blends linearly." if sampler.model.kind == "hvae-c" else ".")
+        + ("" if conditional else " HVAE ignores the label: endpoints are uniform samples."))
     written += [run_dir / "samples.png", run_dir / "interpolations.png"]
     curve = learning_curve(run_dir, run_dir / "learning_curve.png")
     if curve is not None:

@@ -22,9 +22,10 @@ from common.data import TEST_BINARIZATION_SEED
 from common.grid import by_cell, mean_sd_cell
 from common.markdown import write_section
 from common.stats import difference, summarize
+from vae.plots import plot_table4
 
-__all__ = ["DAVIDSON_SVAE_LL", "MODEL_NAMES", "PAPER_LL", "PROTOCOL", "QUANTITIES", "format_results", "merge_results",
-           "upgrade_results"]
+__all__ = ["DAVIDSON_SVAE_LL", "MODEL_NAMES", "PAPER_LL", "PROTOCOL", "QUANTITIES", "format_results", "format_run_page",
+           "merge_results", "upgrade_results"]
 
 PAPER_LL = {  # Table 4 of the paper (ICLR 2020 version), log-likelihood at d = 3, 5, 10, 20
     "hvae": {3: -135.0, 5: -115.3, 10: -97.7, 20: -95.0},
@@ -74,9 +75,10 @@ def format_results(results: dict) -> str:
     first = results["runs"][0]
     seeds = sorted({r.get("seed", 0) for r in results["runs"]})
     text = [
-        (f"Test set: {first['num_examples']} MNIST test images binarized once with seed {TEST_BINARIZATION_SEED}; "
-         f"log-likelihood by importance sampling with K = {first['num_samples']} samples of the proposal per image; "
-         f"nats, higher is better. Cells: mean ± sd over seeds (number of seeds); seeds {seeds}.\n"),
+        f"Test set: {first['num_examples']} MNIST test images binarized once with seed {TEST_BINARIZATION_SEED}; "
+        f"log-likelihood by importance sampling with K = {first['num_samples']} samples of the proposal per image; "
+        f"nats, higher is better. " + (f"Cells: mean ± sd over seeds (number of seeds; a bare number is one seed); "
+                                        f"seeds {seeds}.\n" if len(seeds) > 1 else f"One seed ({seeds[0]}): no spread.\n"),
     ]
     if config.get("quick"):
         text.append("**Quick run** (a pipeline check: training subset, 2 epochs, small K): numbers are far from converged.\n")
@@ -107,10 +109,36 @@ def format_results(results: dict) -> str:
         text.append("Run twice with identical results, counted once: " + ", ".join(
             f"{MODEL_NAMES.get(name, name)} d = {d} seed {seed}" for name, d, seed in results["repeated"]) + ".\n")
     commands = _commands(results)
-    total = f" (total {results['seconds']:.0f} s)" if results.get("seconds") else ""
+    reused = results.get("reused") or []  # names of the units an earlier pass had finished (vae.experiment)
+    if reused and len(reused) >= len(results["runs"]):
+        total = " (every unit reused from an earlier pass: nothing trained or scored)"
+    elif reused:
+        total = f" ({len(reused)} of {len(results['runs'])} units reused; total {results.get('seconds', 0):.0f} s)"
+    else:
+        total = f" (total {results['seconds']:.0f} s)" if results.get("seconds") else ""
     text.append(f"{'Command' if len(commands) == 1 else 'Commands'}{total}:\n\n```\n"
                 + "\n".join(commands) + "\n```\n")
     return "\n".join(text) + "\n"
+
+
+def format_run_page(results: dict, figures: list[str] | tuple = ()) -> str:
+    """The RESULTS.md of one experiment folder: a heading, its figures, then :func:`format_results`' tables.
+
+    Args:
+        results: a results dict written by ``vae.experiment``.
+        figures: figure files relative to the folder (e.g. ``seed0/d5/hvae-l/samples.png``), each listed with a link.
+
+    Returns:
+        markdown text.
+    """
+    config = results["config"]
+    kind = "Quick run" if config.get("quick") else "Experiment"
+    lines = [f"# {kind}: hyperspherical VAEs on MNIST (Table 4), d = {config['latent_dims']}\n"]
+    if figures:
+        lines.append("Figures (reconstructions, per-class samples, class-to-class interpolations and learning curves of "
+                     "the first seed's models):\n")
+        lines += [f"- [{figure}]({figure})" for figure in figures] + [""]
+    return "\n".join(lines) + "\n" + format_results(results)
 
 
 def _comparisons(runs: list[dict], latent_dims) -> list[str]:
@@ -203,6 +231,7 @@ class ReportConfig:
     results: tuple[str, ...] = option(help="results.json files written by vae.experiment", positional=True)
     results_md: str | None = option(None, "also write the tables into this markdown file, between section markers")
     section: str = option("vae-table4", "name of that section")
+    plot: str | None = option(None, "also draw log p(x) against d with the paper's points into this PNG file")
 
 
 def main(argv=None) -> str:
@@ -218,7 +247,10 @@ def main(argv=None) -> str:
         if not isinstance(part, dict) or not {"command", "config", "runs"} <= part.keys():
             raise UserError(f"{path} is not a results.json written by vae.experiment")
         parts.append(part)
-    text = format_results(merge_results(parts))  # a ValueError becomes one error: line
+    merged = merge_results(parts)
+    text = format_results(merged)  # a ValueError becomes one error: line
+    if args.plot:
+        plot_table4(merged, args.plot)
     if args.results_md:
         write_section(args.results_md, args.section, text)
     print(text, end="")
