@@ -3,7 +3,7 @@
     python -m gan.fidelity --run RUN [--num-samples 5000] [--reference cifar10-train|cifar10-test|PATH.npz|none]
         [--inception-weights PATH | --classifier-checkpoint PATH] [--batch-size 64] [--cpu]
 
-prints the scores and writes ``RUN/fidelity-<extractor>-n<num_samples>.json`` (read by ``eval.report``).
+prints the scores and writes ``RUN/fidelity-<extractor>-n<num_samples>.json`` (read by ``gan.report``).
 Offline: ``--inception-weights`` takes a local copy of torch-fidelity's Inception weights;
 ``--classifier-checkpoint`` scores with a ``gan.classifier`` WRN instead (such scores compare only with each
 other).

@@ -43,7 +43,7 @@ from common.markdown import write_section
 from common.runs import load_checkpoint, read_metrics
 from common.stats import difference, summarize as summarize_values
 from eval.fidelity import KEY_FID, KEY_IS_MEAN
-from eval.report import NOISE_NAMES, NOISE_ORDER, collect_runs
+from gan.report import NOISE_NAMES, NOISE_ORDER, collect_runs
 from gan.config import PRESETS, parse_config
 
 __all__ = ["main", "run_folder", "trained_iterations", "logged_iterations", "keep_run", "summarize"]

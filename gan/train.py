@@ -181,7 +181,7 @@ def _init_trackers(accelerator: Accelerator, config: GANConfig) -> None:
 
 def train(config: GANConfig, command: str | None = None) -> dict:
     """Run (or resume) a training run described by ``config``; ``command`` (the command line) is recorded in
-    the new run's config.json, where ``eval.report`` lists it.
+    the new run's config.json, where ``gan.report`` lists it.
 
     Returns:
         {"iteration": last iteration, "seconds": wall time of this process's loop, "run_dir": path}.

@@ -1,6 +1,6 @@
 """Collect IS/FID results of run folders into a markdown table (for RESULTS.md).
 
-    python -m eval.report RUN_DIR... [--out RESULTS.md] [--section gan-fidelity]
+    python -m gan.report RUN_DIR... [--out RESULTS.md] [--section gan-fidelity]
 
 Every `fidelity-*.json` that `python -m gan.fidelity` wrote in a run folder becomes one row, labelled
 with the run's latent noise (Gaussian / vMF / sphere) from its config.json; the exact commands follow
@@ -111,7 +111,7 @@ def format_table(records):
 
 
 def main(argv=None):
-    parser = ArgumentParser(prog="python -m eval.report", description="Markdown table of IS/FID from run folders.")
+    parser = ArgumentParser(prog="python -m gan.report", description="Markdown table of IS/FID from run folders.")
     parser.add_argument("run_dirs", nargs="+", help="run folders with fidelity-*.json files")
     parser.add_argument("--out", default=None, help="markdown file to write the section into (default: stdout only)")
     parser.add_argument("--section", default="gan-fidelity", help="section name of the markers in --out")
