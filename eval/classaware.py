@@ -103,7 +103,7 @@ def gan_test(sampler, classifier: nn.Module, num_samples: int = 10_000, batch_si
 
 
 def gan_train(sampler, architecture: str, num_samples: int, test_images: torch.Tensor, test_labels: torch.Tensor,
-              epochs: int = 10, batch_size: int = 128, learning_rate: float = 0.05, seed: int = 0,
+              epochs: int = 10, batch_size: int = 128, learning_rate: float = 0.05, augmentation: bool = True, seed: int = 0,
               device: str | torch.device = "cpu", generated: tuple[torch.Tensor, torch.Tensor] | None = None,
               sample_batch_size: int = 250) -> dict:
     """GAN-train: train a classifier of ``architecture`` on ``num_samples`` generated images, score real test images.
@@ -114,7 +114,8 @@ def gan_train(sampler, architecture: str, num_samples: int, test_images: torch.T
         num_samples: generated training images (Shmelkov et al.: as many as the real training set).
         test_images: (M, C, H, W) uint8 real test images.
         test_labels: (M,) long.
-        epochs, batch_size, learning_rate: the classifier's training (eval.classifiers.train_on_images).
+        epochs, batch_size, learning_rate, augmentation: the classifier's training
+            (eval.classifiers.train_on_images; augmentation = random crops and flips of 32x32 images).
         seed: seeds the generated images and the training.
         device: where to train.
         generated: (images uint8 (N, 3, H, W), labels (N,)) drawn already, or None.
@@ -130,7 +131,7 @@ def gan_train(sampler, architecture: str, num_samples: int, test_images: torch.T
         generated = (generate(sampler, labels, sample_batch_size, seed), labels)
     images, labels = generated
     model = train_on_images(images, labels, architecture, num_classes, epochs=epochs, batch_size=batch_size,
-                            learning_rate=learning_rate, seed=seed, device=device)
+                            learning_rate=learning_rate, augmentation=augmentation, seed=seed, device=device)
     return {KEY_GAN_TRAIN: accuracy(model, test_images, test_labels), "gan_train_num_samples": len(labels),
             "gan_train_architecture": architecture, "gan_train_epochs": epochs}
 

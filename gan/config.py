@@ -4,13 +4,17 @@ Precedence, lowest to highest: dataclass defaults (the reference protocol of Miy
 as ``--preset chainer``) < ``--preset`` < ``--config FILE`` < explicit ``--key value`` flags.
 
 Presets are named after the protocol they reproduce; results compare with a published table only under its
-protocol (training and the IS/FID sample counts):
+protocol (training and the IS/FID sample counts). Seo, Lee & Kwak (2021, Section 4.3) train SNGAN "implemented by"
+Shmelkov, Schmid & Alahari ("How good is my GAN?", ECCV 2018) and "directly follow" that paper's evaluation
+protocol (IS, FID, GAN-train, GAN-test; see ``gan.fidelity``). No preset is known to be that exact setup: which
+training settings Shmelkov et al. state is listed in docs/gan.md.
 
 * ``chainer``: pfnet-research/sngan_projection, the code of Miyato & Koyama (2018): 50k generator iterations,
-  n_dis 5, D batch 64, G batch 128, nearest-neighbour up-sampling. The defaults.
-* ``mimicry``: kwotsin/mimicry's SNGAN on CIFAR-10 (the code Seo, Lee & Kwak used): 100k iterations, G batch
-  = real batch = 64, bilinear up-sampling. Its headline FIDs use 50k real / 50k fake images; its reproduction
-  of the SNGAN paper uses 10k real / 5k fake.
+  n_dis 5, D batch 64, G batch 128, nearest-neighbour up-sampling. The defaults, and the closest published
+  protocol to the paper's.
+* ``mimicry``: kwotsin/mimicry's SNGAN on CIFAR-10, a second public implementation (the paper does not cite it):
+  100k iterations, G batch = real batch = 64, bilinear up-sampling. Its headline FIDs use 50k real / 50k fake
+  images; its reproduction of the SNGAN paper uses 10k real / 5k fake.
 * ``small``: narrow models for one CPU core (about half an hour), see :data:`PRESETS`.
 * ``tiny``: a smoke run of a few minutes.
 """
