@@ -39,9 +39,9 @@ class GANConfig:
     out: str = "runs/sngan"  # run folder: config.json, checkpoints/, generator.pt, metrics.jsonl, samples/
     data: str | None = None  # CIFAR-10 .npz (offline) or None to download with torchvision
     # latent noise
-    sampler: str = "gaussian"  # gaussian | vmf | sphere
+    sampler: str = "gaussian"  # gaussian | vmf | sphere | vmf-orthogonal (vMF around a fixed orthogonal head)
     prior_checkpoint: str | None = None  # vmf: classifier checkpoint from gan.classifier
-    concentration: float | None = None  # vmf: kappa of the class-conditional vMF
+    concentration: float | None = None  # vmf, vmf-orthogonal: kappa of the class-conditional vMF
     latent_dim: int = 128  # d of the noise z; for vmf, the classifier's penultimate width
     # models
     g_channels: int = 256  # generator width (256: the 4.3M-parameter SNGAN)
@@ -138,6 +138,8 @@ def validate(config: GANConfig) -> GANConfig:
         raise ValueError("eval_classifier replaces eval_inception_weights; set only one")
     if config.sampler == "vmf" and (not config.prior_checkpoint or config.concentration is None):
         raise ValueError("sampler 'vmf' needs --prior-checkpoint (a gan.classifier checkpoint) and --concentration")
+    if config.sampler == "vmf-orthogonal" and config.concentration is None:
+        raise ValueError("sampler 'vmf-orthogonal' needs --concentration (for the control: the vmf runs' kappa)")
     return config
 
 
