@@ -1,9 +1,12 @@
 """The paper's Table 5: SNGAN on CIFAR-10 with Gaussian, vMF, sphere and control noise, N seeds, every score.
 
-On a GPU machine (Inception weights from a local file, full CIFAR-10 through torchvision or an .npz)::
+On a GPU machine (Inception weights from a local file, full CIFAR-10 through torchvision or an .npz), with IS,
+FID and intra-FID in Inception features and GAN-test / GAN-train with a classifier that is not the prior
+(``python -m gan.classifier --depth 16 --width 4 --seed 1 --out runs/wrn-16-4``)::
 
     python -m gan.table5 --preset chainer --seeds 0 1 2 --prior-checkpoint runs/wrn-40-2/classifier.pt \\
         --inception-weights PATH/weights-inception-2015-12-05-6726825d.pth --num-samples 5000 50000 \\
+        --intra-fid --gan-test-classifier runs/wrn-16-4/classifier.pt --gan-train wrn-16-4 --gan-train-epochs 30 \\
         --results RESULTS.md
 
 Several GPUs: one run per GPU (a 64-image batch split over 8 GPUs leaves each of them mostly idle), e.g. nine
