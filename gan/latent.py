@@ -93,6 +93,21 @@ class SphereSampler(LatentSampler):
         return self.radius * gaussian / gaussian.norm(dim=1, keepdim=True)
 
 
+def _prior_has_sync_free_sample(prior) -> bool:
+    """Whether ``prior.sample`` takes ``validate=False`` (the label range check that reads labels on the host)."""
+    import inspect
+
+    return "validate" in inspect.signature(prior.sample).parameters
+
+
+def _sample_from_buffers(prior, index: torch.Tensor) -> torch.Tensor:
+    """ADAPTER, to delete once every VMFPrior has ``sample(..., validate=False)``: the same draw built from the
+    prior's buffers, skipping the host-side label check (sampling needs no normalizing constant)."""
+    from vmfprior import VonMisesFisher
+
+    return VonMisesFisher(prior.mean_directions[index], prior.concentration[index], validate_args=False).sample()
+
+
 class VMFSampler(LatentSampler):
     """``z = sqrt(d) * vMF(mean_direction_y, concentration)`` from a classifier's final layer.
 
@@ -111,15 +126,12 @@ class VMFSampler(LatentSampler):
 
     def sample(self, labels: torch.Tensor) -> torch.Tensor:
         _check_labels(labels)
-        from vmfprior import VonMisesFisher
-
-        # The distribution is built here from the prior's buffers, not through VMFPrior.sample, whose label check
-        # reads labels.min()/max() on the host; sampling needs no normalizing constant, so nothing is lost.
         index = labels.to(self.prior.mean_directions.device)
-        distribution = VonMisesFisher(self.prior.mean_directions[index], self.prior.concentration[index],
-                                      validate_args=False)
         with torch.no_grad():
-            z = self.radius * distribution.sample()  # (B, d)
+            if _prior_has_sync_free_sample(self.prior):
+                z = self.prior.sample(index, radius=self.radius, validate=False)  # (B, d); labels checked upstream
+            else:
+                z = self.radius * _sample_from_buffers(self.prior, index)
         return z.to(device=labels.device, dtype=torch.float32)
 
     def to(self, device) -> "VMFSampler":

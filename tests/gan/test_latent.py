@@ -105,3 +105,21 @@ def test_vmf_orthogonal_centres_each_class_on_an_orthonormal_direction():
     assert torch.allclose(along, torch.full((classes,), expected), atol=5 * (1 - expected**2) ** 0.5 / draws**0.5)
     with pytest.raises(ValueError, match="concentration"):
         build_latent_sampler("vmf-orthogonal", dim, classes)
+
+
+def test_vmf_sampler_uses_the_priors_sync_free_sample_when_it_has_one():
+    from gan.latent import VMFSampler
+
+    class Prior:
+        dim, num_classes = 4, 3
+        mean_directions = torch.eye(3, 4)
+        concentration = torch.full((3,), 5.0)
+        calls = []
+
+        def sample(self, labels, radius=1.0, validate=True):
+            self.calls.append(validate)
+            return torch.full((labels.shape[0], 4), radius)
+
+    prior = Prior()
+    z = VMFSampler(prior).sample(torch.tensor([0, 2]))
+    assert prior.calls == [False] and torch.allclose(z, torch.full((2, 4), 2.0))  # radius sqrt(4), no host check
