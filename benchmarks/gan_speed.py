@@ -50,7 +50,7 @@ def time_training(args, sampler: str, prior_checkpoint: str, folder: Path) -> li
     """Seconds of each timed iteration of one short training run (warm-up dropped)."""
     total = args.warmup + args.iterations
     run = ["--preset", args.preset, "--out", str(folder), "--iterations", str(total), "--log-every", "1",
-           "--checkpoint-every", str(total), "--sample-every", str(total), "--lr-decay", "none",
+           "--checkpoint-every", str(total), "--sample-every", str(total), "--schedule", "constant",
            *_sampler_args(sampler, prior_checkpoint, args.concentration)]
     run += ["--data", args.data] if args.data else []
     run += ["--threads", str(args.threads)] if args.threads else []

@@ -52,7 +52,7 @@ from pathlib import Path
 
 from common.cli import ArgumentParser, UserError, run_cli
 from common.markdown import write_section
-from common.runs import load_checkpoint, read_metrics
+from common.run import LAST_CHECKPOINT, load_checkpoint, read_metrics
 from common.stats import difference, summarize as summarize_values
 from eval.fidelity import KEY_FID, KEY_IS_MEAN
 from gan.report import NOISE_NAMES, NOISE_ORDER, collect_runs
@@ -67,11 +67,11 @@ def run_folder(runs_dir: Path, sampler: str, seed: int) -> Path:
 
 
 def trained_iterations(run: Path) -> int:
-    """Iterations of the run's latest complete checkpoint (0 when it has none)."""
-    pointer = run / "checkpoints" / "latest"
-    if not pointer.is_file():
+    """Iterations of the run's checkpoint (0 when it has none)."""
+    checkpoint = run / LAST_CHECKPOINT
+    if not checkpoint.is_file():
         return 0
-    return int(pointer.read_text().strip().removeprefix("iter_"))
+    return int(load_checkpoint(checkpoint, ("step",), what="gan/train.py checkpoint")["step"])
 
 
 def logged_iterations(run: Path) -> int:
@@ -356,7 +356,8 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _training_command(args, run: Path, sampler: str, seed: int, concentration: float | None, stop_at: int) -> list[str]:
+def _training_command(args, run: Path, sampler: str, seed: int, concentration: float | None,
+                      stop_after: int) -> list[str]:
     command = [*shlex.split(args.launcher), "gan/train.py", "--preset", args.preset, "--out", str(run),
                "--seed", str(seed), "--sampler", sampler]
     if args.data:
@@ -375,8 +376,8 @@ def _training_command(args, run: Path, sampler: str, seed: int, concentration: f
             command += ["--eval-inception-weights", args.inception_weights]
     if trained_iterations(run):
         command += ["--resume"]
-    if stop_at:
-        command += ["--stop-at", str(stop_at)]
+    if stop_after:
+        command += ["--stop-after", str(stop_after)]
     return command
 
 

@@ -70,7 +70,7 @@ CASES = [
     ("gan/train.py", ["--sampler", "vmf", "--out", "{out}/g"], "--prior-checkpoint"),
     ("gan/train.py", ["--data", "{wrong_keys}", "--out", "{out}/g"], "lacks key"),
     ("gan/train.py", ["--iterations", "0", "--out", "{out}/g"], "iterations"),
-    ("gan/train.py", ["--no-such-flag"], "unrecognized"),
+    ("gan/train.py", ["--no-such-flag"], "unknown option --no-such-flag"),
     ("gan.classifier", ["--data", "{missing}.npz", "--out", "{out}/w"], "does not exist"),
     ("gan.fidelity", ["--run", "{missing}"], "does not exist"),
     ("gan.fidelity", ["--run", "{vae_corrupt}"], "'vae' run"),

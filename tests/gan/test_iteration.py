@@ -140,7 +140,7 @@ def test_each_iteration_is_n_dis_d_updates_then_one_g_update(recorder, fake_cifa
 
 def test_a_resumed_run_takes_the_remaining_steps(recorder, fake_cifar, tmp_path):
     out, n_dis = tmp_path / "run", 3
-    main(tiny_args(fake_cifar, out, "--iterations", "3", "--n-dis", str(n_dis), "--stop-at", "1"))
+    main(tiny_args(fake_cifar, out, "--iterations", "3", "--n-dis", str(n_dis), "--stop-after", "1"))
     recorder.events.clear()
     main(tiny_args(fake_cifar, out, "--iterations", "3", "--n-dis", str(n_dis), "--resume"))
     steps = [kind for kind, _ in recorder.events if kind.startswith("step-")]

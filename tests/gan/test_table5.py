@@ -59,27 +59,26 @@ def test_summary_lists_each_run_and_the_differences_between_noises(tmp_path):
 def test_progress_is_the_latest_checkpoint_when_there_is_one(tmp_path):
     run = tmp_path / "sphere-s0"
     _fake_run(run, "sphere", (10.0, 5.0), (2.0, 2.0), [(500, 20.0)])
-    (run / "checkpoints").mkdir()
-    (run / "checkpoints" / "latest").write_text("iter_0000750\n")
+    torch.save({"step": 750, "config": {}}, run / "last.pt")
     assert table5.trained_iterations(run) == 750 and table5.logged_iterations(run) == 750
 
 
 def test_commands_resume_round_robin_and_use_the_stored_concentration(tmp_path, capsys):
     classifier = tmp_path / "classifier.pt"
     torch.save({"model": {"head.weight": torch.randn(10, 64)}, "concentration_mle": 25.06783}, classifier)
-    started = tmp_path / "runs" / "gaussian-s0" / "checkpoints"
+    started = tmp_path / "runs" / "gaussian-s0"
     started.mkdir(parents=True)
-    (started / "latest").write_text("iter_0000500\n")  # this run has already reached iteration 500
+    torch.save({"step": 500, "config": {}}, started / "last.pt")  # this run has already reached iteration 500
     table5.main(["--preset", "small", "--seeds", "0", "--runs-dir", str(tmp_path / "runs"), "--round-robin", "1000",
                  "--prior-checkpoint", str(classifier), "--classifier-checkpoint", str(classifier),
                  "--num-samples", "2000", "--dry-run"])
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("+ ")]
     training = [line for line in lines if "gan/train.py" in line]
-    assert len(training) == 12  # 4 noises x 3 rounds (1000, 2000, 3000 = the end, without --stop-at)
-    assert "--sampler gaussian" in training[0] and "--resume --stop-at 1000" in training[0]
+    assert len(training) == 12  # 4 noises x 3 rounds (1000, 2000, 3000 = the end, without --stop-after)
+    assert "--sampler gaussian" in training[0] and "--resume --stop-after 1000" in training[0]
     assert "--sampler vmf" in training[1] and "--concentration 25.0678" in training[1]
-    assert "--resume" not in training[1] and training[1].endswith("--stop-at 1000")
-    assert "--stop-at" not in training[-1] and "--eval-every" not in training[-1]  # periodic IS/FID is off by default
+    assert "--resume" not in training[1] and training[1].endswith("--stop-after 1000")
+    assert "--stop-after" not in training[-1] and "--eval-every" not in training[-1]  # periodic IS/FID is off by default
     scoring = [line for line in lines if "gan.fidelity" in line]
     control = [line for line in training if "--sampler vmf-orthogonal" in line]
     assert control and all("--concentration 25.0678" in line and "--prior-checkpoint" not in line for line in control)
@@ -96,8 +95,7 @@ def test_keep_copies_what_the_table_reads_and_reports_the_same(tmp_path):
     runs = tmp_path / "runs"
     _fake_run(runs / "vmf-s0", "vmf", (10.0, 5.0), (2.0, 2.0), [(500, 20.0), (1000, 12.0)])
     (runs / "vmf-s0" / "generator.pt").write_bytes(b"weights")
-    (runs / "vmf-s0" / "checkpoints" / "iter_0001000").mkdir(parents=True)
-    (runs / "vmf-s0" / "checkpoints" / "latest").write_text("iter_0001000\n")
+    torch.save({"step": 1000, "config": {}}, runs / "vmf-s0" / "last.pt")
     (runs / "vmf-s0" / "samples").mkdir()
     for iteration in (500, 1000):
         (runs / "vmf-s0" / "samples" / f"iter_{iteration:07d}.png").write_bytes(b"png")
