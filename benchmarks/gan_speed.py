@@ -1,8 +1,8 @@
 """Seconds per generator iteration of gan/train.py with Gaussian, vMF and sphere noise, timed interleaved.
 
-    OMP_NUM_THREADS=1 python benchmarks/gan_speed.py --preset tiny --threads 1 \\
-        --data ../shared/data/cifar10-jpeg-q75-subset.npz --out BENCHMARKS.md
-    python benchmarks/gan_speed.py --preset chainer --iterations 30 --mixed-precision bf16 --out BENCHMARKS.md  # GPU
+    OMP_NUM_THREADS=1 python -m benchmarks.gan_speed --preset tiny --threads 1 \\
+        --data PATH/cifar10-jpeg-q75-subset.npz --out BENCHMARKS.md
+    python -m benchmarks.gan_speed --preset chainer --iterations 30 --mixed-precision bf16 --out BENCHMARKS.md  # GPU
 
 Each repeat trains ``--warmup + --iterations`` iterations of the real loop (gan.train.main, one metrics line per
 iteration) once per sampler, cycling through the samplers, so a change of machine load hits all of them alike.
@@ -26,21 +26,21 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from common.cli import ArgumentParser, UserError, run_cli, set_threads  # noqa: E402
-from common.markdown import write_section  # noqa: E402
-from common.runs import read_metrics  # noqa: E402
-from gan.config import PRESETS, parse_config  # noqa: E402
-from gan.latent import SAMPLERS, build_latent_sampler  # noqa: E402
-from gan.train import main as train_main  # noqa: E402
+from common.cli import ArgumentParser, UserError, run_cli, set_threads
+from common.markdown import write_section
+from common.runs import read_metrics
+from gan.config import PRESETS, parse_config
+from gan.latent import SAMPLERS, build_latent_sampler
+from gan.train import main as train_main
 
 SECTION = "gan-speed"
 
 
 def _sampler_args(sampler: str, prior_checkpoint: str, concentration: float) -> list[str]:
+    if sampler == "vmf-orthogonal":
+        return ["--sampler", sampler, "--concentration", str(concentration)]
     if sampler != "vmf":
         return ["--sampler", sampler]
     return ["--sampler", "vmf", "--prior-checkpoint", prior_checkpoint, "--concentration", str(concentration)]
@@ -50,7 +50,7 @@ def time_training(args, sampler: str, prior_checkpoint: str, folder: Path) -> li
     """Seconds of each timed iteration of one short training run (warm-up dropped)."""
     total = args.warmup + args.iterations
     run = ["--preset", args.preset, "--out", str(folder), "--iterations", str(total), "--log-every", "1",
-           "--checkpoint-every", str(total), "--sample-every", str(total), "--lr-decay", "none",
+           "--checkpoint-every", str(total), "--sample-every", str(total), "--schedule", "constant",
            *_sampler_args(sampler, prior_checkpoint, args.concentration)]
     run += ["--data", args.data] if args.data else []
     run += ["--threads", str(args.threads)] if args.threads else []
@@ -64,7 +64,7 @@ def time_noise(config, sampler: str, prior_checkpoint: str, concentration: float
     """Median seconds to draw one iteration's noise: n_dis D batches and one G batch."""
     latent = build_latent_sampler(sampler, config.latent_dim, config.num_classes,
                                   prior_checkpoint if sampler == "vmf" else None,
-                                  concentration if sampler == "vmf" else None)
+                                  concentration if sampler in ("vmf", "vmf-orthogonal") else None)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     latent = latent.to(device)
     sizes = [config.batch_size_d] * config.n_dis + [config.batch_size_g]
@@ -108,7 +108,7 @@ def iteration_flops(config) -> int:
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python benchmarks/gan_speed.py", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m benchmarks.gan_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--sampler", nargs="+", choices=SAMPLERS, default=list(SAMPLERS), help="noises to time")
     parser.add_argument("--iterations", type=int, default=10, help="timed iterations per run")
@@ -121,6 +121,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None)
     parser.add_argument("--out", default=None, help=f"markdown file whose {SECTION!r} section gets the table")
     parser.add_argument("--count-flops", action="store_true", help="only count the FLOPs of one iteration")
+    parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
     return parser
 
 
@@ -160,8 +161,12 @@ def main(argv: list[str] | None = None) -> dict:
                             "run_medians_s": [statistics.median(run) for run in runs], "iterations": len(pooled),
                             "noise_ms": 1000 * noise[sampler]}
     print(json.dumps({"preset": args.preset, "device": device, **results}, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"preset": args.preset, "device": device, "data": args.data,
+                                               "command": shlex.join(["python", "-m", "benchmarks.gan_speed", *argv]),
+                                               "results": results}, indent=2) + "\n")
     if args.out:
-        command = shlex.join(["python", "benchmarks/gan_speed.py", *argv])
+        command = shlex.join(["python", "-m", "benchmarks.gan_speed", *argv])
         lines = ["## GAN training speed", "", f"Command: `{command}`", "",
                  f"Preset `{args.preset}` (G width {config.g_channels}, D width {config.d_channels}, latent "
                  f"{config.latent_dim}, n_dis {config.n_dis}, batches {config.batch_size_d}/{config.batch_size_g}) on "

@@ -40,6 +40,7 @@ class ClassifierConfig:
     data: str | None = None  # CIFAR-10 .npz (offline) or None to download with torchvision
     depth: int = 40
     width: int = 2
+    architecture: str | None = None  # convnet-W (eval.classifiers) instead of the WRN of depth/width; None: the WRN
     head: str = "linear"
     epochs: int = 200
     batch_size: int = 128  # global: split across processes
@@ -107,7 +108,7 @@ def train_classifier(config: ClassifierConfig) -> dict:
     set_seed(config.seed)
     with accelerator.main_process_first():  # one torchvision download, not one per process
         data = load_cifar10(config.data)
-    model = WideResNet(config.depth, config.width, data.num_classes, config.head)
+    model = build_model(dataclasses.asdict(config), data.num_classes)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=True)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.x_train, data.y_train),
@@ -160,6 +161,18 @@ def train_classifier(config: ClassifierConfig) -> dict:
     return {"test_accuracy": accuracy, "checkpoint": str(path), "steps": step, "seconds": seconds}
 
 
+def build_model(config: dict, num_classes: int) -> nn.Module:
+    """The classifier a config describes: ``architecture`` (eval.classifiers) when set, else WRN-depth-width."""
+    if config.get("architecture"):
+        if config.get("head", "linear") != "linear":
+            raise ValueError(f"head {config['head']!r} needs the WRN; architecture {config['architecture']!r} has a "
+                             "linear head")
+        from eval.classifiers import build_classifier
+
+        return build_classifier(config["architecture"], num_classes)
+    return WideResNet(config["depth"], config["width"], num_classes, config["head"])
+
+
 def load_classifier(path: str, device: str | torch.device = "cpu") -> WideResNet:
     """Rebuild a trained classifier from ``classifier.pt`` (eval mode), e.g. for eval.features.
 
@@ -168,12 +181,13 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> WideResNet
         device: where to put the model.
 
     Returns:
-        the :class:`WideResNet`, with ``features(images in [0, 1]) -> (B, 64k)`` and ``head``.
+        the classifier (a :class:`WideResNet` unless the config names another architecture), with
+        ``features(images in [0, 1]) -> (B, d)`` and ``head``.
     """
     checkpoint = load_checkpoint(path, ("model", "config"), what="gan.classifier checkpoint")
     config = checkpoint["config"]
     num_classes = checkpoint.get("num_classes") or checkpoint["model"]["head.weight"].shape[0]
-    model = WideResNet(config["depth"], config["width"], num_classes, config["head"])
+    model = build_model(config, num_classes)
     model.load_state_dict(checkpoint["model"])
     return model.to(device).eval()
 

@@ -1,9 +1,15 @@
-"""IS and FID of a GAN run folder, through ``eval.fidelity`` (torch-fidelity).
+"""IS, FID and the class-aware scores of a GAN run folder, through ``eval.fidelity`` and ``eval.classaware``.
 
     python -m gan.fidelity --run RUN [--num-samples 5000] [--reference cifar10-train|cifar10-test|PATH.npz|none]
         [--inception-weights PATH | --classifier-checkpoint PATH] [--batch-size 64] [--cpu]
+        [--intra-fid] [--gan-test-classifier PATH] [--gan-train ARCH [--gan-train-samples N] [--gan-train-epochs E]]
 
-prints the scores and writes ``RUN/fidelity-<extractor>-n<num_samples>.json`` (read by ``eval.report``).
+prints the scores and writes ``RUN/fidelity-<extractor>-n<num_samples>.json`` (read by ``gan.report`` and
+``gan.table5``). ``--intra-fid``: FID per class against the reference split in the same extractor, averaged
+(num_samples / C generated images per class). ``--gan-test-classifier``: GAN-test, the accuracy of that classifier
+(a ``gan.classifier`` checkpoint trained on real images) on ``num_samples`` generated images. ``--gan-train``:
+GAN-train, a classifier of that architecture (``eval.classifiers``: ``wrn-D-W``, ``convnet-W``) trained on
+generated images only, scored on the reference file's test split.
 Offline: ``--inception-weights`` takes a local copy of torch-fidelity's Inception weights;
 ``--classifier-checkpoint`` scores with a ``gan.classifier`` WRN instead (such scores compare only with each
 other).
@@ -139,7 +145,53 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--out", default=None, help="JSON path (default RUN/fidelity-<extractor>-n<N>.json)")
     parser.add_argument("--no-cache", action="store_true", help="do not cache reference statistics")
     parser.add_argument("--verbose", action="store_true", help="torch-fidelity's progress output")
+    parser.add_argument("--intra-fid", action="store_true",
+                        help="also intra-class FID against the reference split, in the same feature extractor")
+    parser.add_argument("--gan-test-classifier", default=None, metavar="PATH",
+                        help="also GAN-test: accuracy of this gan.classifier checkpoint on the generated images")
+    parser.add_argument("--gan-train", default=None, metavar="ARCH",
+                        help="also GAN-train: train a classifier of this architecture (wrn-D-W, convnet-W) on "
+                             "generated images and score the reference file's test split")
+    parser.add_argument("--gan-train-samples", type=int, default=None,
+                        help="generated training images for --gan-train (default: the reference's training-set size)")
+    parser.add_argument("--gan-train-epochs", type=int, default=10, help="epochs of the --gan-train classifier")
+    parser.add_argument("--gan-train-batch-size", type=int, default=128, help="batch of the --gan-train classifier")
+    parser.add_argument("--gan-train-no-augmentation", action="store_true",
+                        help="train the --gan-train classifier without random crops and flips")
     return parser
+
+
+def class_aware_scores(args, sampler, device, feature_extractor: str) -> dict:
+    """The scores --intra-fid, --gan-test-classifier and --gan-train ask for (an empty dict if none)."""
+    if not (args.intra_fid or args.gan_test_classifier or args.gan_train):
+        return {}
+    from common.data import load_cifar10
+    from eval.classaware import balanced_labels, gan_test, gan_train, generate, intra_fid
+
+    scores = {}
+    num_classes = int(sampler.num_classes)
+    labels = balanced_labels(args.num_samples, num_classes)
+    generated = (generate(sampler, labels, args.batch_size, seed=args.seed), labels)  # shared by GAN-test, intra-FID
+    data = None
+    if args.intra_fid or args.gan_train:
+        data = load_cifar10(None if args.reference.startswith("cifar10-") else args.reference)
+    if args.intra_fid:
+        split = reference_split(args.reference, args.reference_split)
+        images, reference_labels = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+        scores.update(intra_fid(sampler, images, reference_labels, feature_extractor, generated=generated,
+                                weights_path=args.inception_weights, batch_size=args.batch_size, device=device))
+        scores["intra_fid_reference_split"] = split
+    if args.gan_test_classifier:
+        classifier = load_classifier(args.gan_test_classifier).to(device)
+        scores.update(gan_test(sampler, classifier, generated=generated, batch_size=args.batch_size))
+        scores["gan_test_classifier"] = os.path.abspath(args.gan_test_classifier)
+    if args.gan_train:
+        count = args.gan_train_samples or len(data.x_train)
+        scores.update(gan_train(sampler, args.gan_train, count, data.x_test, data.y_test,
+                                epochs=args.gan_train_epochs, batch_size=args.gan_train_batch_size,
+                                augmentation=not args.gan_train_no_augmentation, seed=args.seed + 1, device=device,
+                                sample_batch_size=args.batch_size))
+    return scores
 
 
 def main(argv=None) -> dict:
@@ -150,6 +202,15 @@ def main(argv=None) -> dict:
         raise UserError("--classifier-checkpoint replaces --inception-weights; pass only one")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.gan_train_epochs < 1 or args.gan_train_batch_size < 1 or (args.gan_train_samples is not None and args.gan_train_samples < 1):
+        raise UserError("--gan-train-epochs, --gan-train-batch-size and --gan-train-samples must be positive")
+    if args.gan_train is not None:
+        from eval.classifiers import build_classifier
+
+        build_classifier(args.gan_train, 10)  # a bad name fails now, not after IS and FID
+    if args.reference == "none" and (args.intra_fid or args.gan_train):
+        raise UserError("--intra-fid and --gan-train need labelled real images: pass --reference PATH.npz or "
+                        "cifar10-train, not none")
     if args.num_samples < ISC_SPLITS:
         raise UserError(f"--num-samples must be at least {ISC_SPLITS} (the Inception Score's splits), got {args.num_samples}")
     _, run_config = read_run(args.run, ("gan",))
@@ -170,6 +231,7 @@ def main(argv=None) -> dict:
         device=device, seed=args.seed, verbose=args.verbose,
     )
     record = dict(metrics)
+    record.update(class_aware_scores(args, sampler, device, feature_extractor))
     record.update(
         run=os.path.abspath(args.run), kind="gan", noise=run_config.get("sampler"), num_samples=args.num_samples,
         reference=args.reference,
@@ -184,6 +246,9 @@ def main(argv=None) -> dict:
     line = f"IS {metrics[KEY_IS_MEAN]:.3f} ± {metrics[KEY_IS_STD]:.3f}"
     if KEY_FID in metrics:
         line += f"  FID {metrics[KEY_FID]:.3f}"
+    for key, name in (("intra_fid", "intra-FID"), ("gan_test", "GAN-test"), ("gan_train", "GAN-train")):
+        if key in record:
+            line += f"  {name} {record[key]:.3f}"
     print(f"{line}  ({feature_extractor}, {args.num_samples} samples)\nwrote {out_path}")
     return record
 

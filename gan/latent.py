@@ -9,6 +9,10 @@ interpolate with slerp) and ``class_conditional``. Build one from a config with 
   (:meth:`vmfprior.VMFPrior.from_checkpoint`), the SNGAN-vMF noise of Seo, Lee & Kwak (2021).
 * ``sphere``: ``z = sqrt(d) * u`` with ``u`` uniform on ``S^{d-1}``: spherical like ``vmf`` but blind to the
   class, the ablation that separates "spherical noise" from "class-aware noise".
+* ``vmf-orthogonal``: ``vmf`` with the mean directions of a fixed semi-orthogonal head
+  (``vmfprior.heads.make_head("orthogonal", d, C, seed=ORTHOGONAL_HEAD_SEED)``) instead of a trained classifier's:
+  noise clustered by class as tightly as ``vmf`` at the same kappa, but with no learned class affinity. The
+  control that separates "the classifier's geometry helps" from "any class-clustered noise helps".
 
 Sampling uses the global torch RNG, so ``accelerator.save_state`` / ``load_state`` make it resumable. The label
 values are trusted (checked once per batch at the entry point, ``gan.layers.check_labels``): a range check per
@@ -21,9 +25,12 @@ import os
 
 import torch
 
-__all__ = ["SAMPLERS", "LatentSampler", "GaussianSampler", "SphereSampler", "VMFSampler", "build_latent_sampler"]
+__all__ = ["SAMPLERS", "VMF_SAMPLERS", "ORTHOGONAL_HEAD_SEED", "LatentSampler", "GaussianSampler", "SphereSampler", "VMFSampler", "build_latent_sampler"]
 
-SAMPLERS = ("gaussian", "vmf", "sphere")
+SAMPLERS = ("gaussian", "vmf", "sphere", "vmf-orthogonal")
+VMF_SAMPLERS = ("vmf", "vmf-orthogonal")
+ORTHOGONAL_HEAD_SEED = 0
+"""Seed of the fixed orthogonal head of ``vmf-orthogonal`` (one head for every run, so seeds differ only in training)."""
 
 
 def _check_labels(labels: torch.Tensor) -> None:
@@ -86,6 +93,21 @@ class SphereSampler(LatentSampler):
         return self.radius * gaussian / gaussian.norm(dim=1, keepdim=True)
 
 
+def _prior_has_sync_free_sample(prior) -> bool:
+    """Whether ``prior.sample`` takes ``validate=False`` (the label range check that reads labels on the host)."""
+    import inspect
+
+    return "validate" in inspect.signature(prior.sample).parameters
+
+
+def _sample_from_buffers(prior, index: torch.Tensor) -> torch.Tensor:
+    """ADAPTER, to delete once every VMFPrior has ``sample(..., validate=False)``: the same draw built from the
+    prior's buffers, skipping the host-side label check (sampling needs no normalizing constant)."""
+    from vmfprior import VonMisesFisher
+
+    return VonMisesFisher(prior.mean_directions[index], prior.concentration[index], validate_args=False).sample()
+
+
 class VMFSampler(LatentSampler):
     """``z = sqrt(d) * vMF(mean_direction_y, concentration)`` from a classifier's final layer.
 
@@ -104,15 +126,12 @@ class VMFSampler(LatentSampler):
 
     def sample(self, labels: torch.Tensor) -> torch.Tensor:
         _check_labels(labels)
-        from vmfprior import VonMisesFisher
-
-        # The distribution is built here from the prior's buffers, not through VMFPrior.sample, whose label check
-        # reads labels.min()/max() on the host; sampling needs no normalizing constant, so nothing is lost.
         index = labels.to(self.prior.mean_directions.device)
-        distribution = VonMisesFisher(self.prior.mean_directions[index], self.prior.concentration[index],
-                                      validate_args=False)
         with torch.no_grad():
-            z = self.radius * distribution.sample()  # (B, d)
+            if _prior_has_sync_free_sample(self.prior):
+                z = self.prior.sample(index, radius=self.radius, validate=False)  # (B, d); labels checked upstream
+            else:
+                z = self.radius * _sample_from_buffers(self.prior, index)
         return z.to(device=labels.device, dtype=torch.float32)
 
     def to(self, device) -> "VMFSampler":
@@ -140,7 +159,7 @@ def build_latent_sampler(
         latent_dim: d; for ``vmf`` it must equal the classifier's penultimate width.
         num_classes: for ``vmf``, checked against the classifier's class count when given.
         prior_checkpoint: for ``vmf``: a classifier checkpoint readable by ``VMFPrior.from_checkpoint``.
-        concentration: for ``vmf``: kappa > 0.
+        concentration: for ``vmf`` and ``vmf-orthogonal``: kappa > 0.
 
     Returns:
         a :class:`LatentSampler`.
@@ -153,16 +172,23 @@ def build_latent_sampler(
         return GaussianSampler(latent_dim)
     if name == "sphere":
         return SphereSampler(latent_dim)
-    if name != "vmf":
+    if name not in VMF_SAMPLERS:
         raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {name!r}")
+    if concentration is None or not concentration > 0:
+        raise ValueError(f"sampler {name!r} needs concentration > 0, got {concentration!r}")
+    from vmfprior import VMFPrior  # imported here so the other samplers work without the prior module
+
+    if name == "vmf-orthogonal":
+        if num_classes is None:
+            raise ValueError("sampler 'vmf-orthogonal' needs num_classes")
+        from vmfprior.heads import make_head
+
+        head = make_head("orthogonal", latent_dim, num_classes, seed=ORTHOGONAL_HEAD_SEED)
+        return VMFSampler(VMFPrior.from_linear(head, concentration))
     if not prior_checkpoint:
         raise ValueError("sampler 'vmf' needs prior_checkpoint: a classifier checkpoint (see gan/classifier.py)")
     if not os.path.isfile(prior_checkpoint):
         raise ValueError(f"prior_checkpoint {str(prior_checkpoint)!r} is not a file")
-    if concentration is None or not concentration > 0:
-        raise ValueError(f"sampler 'vmf' needs concentration > 0, got {concentration!r}")
-    from vmfprior import VMFPrior  # imported here so the other samplers work without the prior module
-
     prior = VMFPrior.from_checkpoint(prior_checkpoint, concentration)
     if int(prior.dim) != latent_dim:
         raise ValueError(

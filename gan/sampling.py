@@ -105,7 +105,7 @@ def build_sampler_from_state(config: GANConfig, state: dict, device: str | torch
     weights = state.get("ema") or state["generator"]
     generator.load_state_dict(weights)
     generator.to(device).eval()
-    if config.sampler == "vmf" and state.get("prior_weight") is not None:
+    if config.sampler in ("vmf", "vmf-orthogonal") and state.get("prior_weight") is not None:
         from vmfprior import VMFPrior
         from gan.latent import VMFSampler
 

@@ -1,9 +1,12 @@
-"""The paper's Table 5: SNGAN on CIFAR-10 with Gaussian, vMF and sphere noise, N seeds, IS/FID, mean ± sd.
+"""The paper's Table 5: SNGAN on CIFAR-10 with Gaussian, vMF, sphere and control noise, N seeds, every score.
 
-On a GPU machine (Inception weights from a local file, full CIFAR-10 through torchvision or an .npz)::
+On a GPU machine (Inception weights from a local file, full CIFAR-10 through torchvision or an .npz), with IS,
+FID and intra-FID in Inception features and GAN-test / GAN-train with a classifier that is not the prior
+(``python -m gan.classifier --depth 16 --width 4 --seed 1 --out runs/wrn-16-4``)::
 
     python -m gan.table5 --preset chainer --seeds 0 1 2 --prior-checkpoint runs/wrn-40-2/classifier.pt \\
         --inception-weights PATH/weights-inception-2015-12-05-6726825d.pth --num-samples 5000 50000 \\
+        --intra-fid --gan-test-classifier runs/wrn-16-4/classifier.pt --gan-train wrn-16-4 --gan-train-epochs 30 \\
         --results RESULTS.md
 
 Several GPUs: one run per GPU (a 64-image batch split over 8 GPUs leaves each of them mostly idle), e.g. nine
@@ -11,12 +14,19 @@ GPUs ``CUDA_VISIBLE_DEVICES=$i python -m gan.table5 ... --samplers $noise --seed
 ``python -m gan.table5 ... --report-only --results RESULTS.md``; or every run data-parallel over all GPUs with
 ``--launcher "accelerate launch --num_processes 8"`` (batch norm is synchronized, so the protocol is unchanged).
 
-On a CPU, the ``small`` preset scored with the project's own classifier (RESULTS.md lists the exact commands;
-there each run was one invocation, ``--samplers S --seeds N``, one per core, followed by ``--keep``)::
+On a CPU, the ``small`` preset, four noises (Gaussian, vMF at the prior classifier's MLE kappa, sphere, and the
+control ``vmf-orthogonal``: vMF around a fixed orthogonal head at the same kappa), scored in the features of an
+independent evaluator (a ``convnet-32`` classifier, never the prior): IS, FID, intra-FID, GAN-test, GAN-train.
+One run per process (``--samplers S --seeds N``), one process per core; the same command resumes::
 
-    python -m gan.table5 --preset small --seeds 0 1 2 --threads 1 --data PATH/cifar10-jpeg-q75-subset.npz \\
-        --prior-checkpoint runs/wrn-tiny/classifier.pt --classifier-checkpoint runs/wrn-tiny/classifier.pt \\
-        --num-samples 2000 --eval-every 500 --eval-num-samples 1000 --cpu --results RESULTS.md
+    python -m gan.table5 --preset small --samplers vmf --seeds 0 --threads 1 --cpu \
+        --data PATH/cifar10-jpeg-q75-subset.npz --runs-dir runs/table5-small-v2 \
+        --prior-checkpoint results/gan-table5-small/wrn-tiny/classifier.pt \
+        --classifier-checkpoint results/gan-table5-small/evaluator-convnet-32/classifier.pt \
+        --gan-test-classifier results/gan-table5-small/evaluator-convnet-32/classifier.pt \
+        --intra-fid --gan-train convnet-32 --num-samples 5000 --keep results/gan-table5-small-v2
+    python -m gan.table5 --preset small --seeds 0 1 2 3 4 --runs-dir results/gan-table5-small-v2 --report-only \
+        --results RESULTS.md
 
 Run it from the repository root. Runs are ``RUNS/<sampler>-s<seed>`` (``--runs-dir``, default
 ``runs/table5-<preset>``). Every step is a subprocess and is skipped when its output exists, so the same command continues an interrupted table:
@@ -24,13 +34,15 @@ training resumes from the run's latest checkpoint, scoring writes ``fidelity-*.j
 ``--round-robin K`` advances the runs K iterations at a time in turn, so that when time runs out every noise
 has been trained equally long. ``--report-only`` writes the table from what exists. κ of the vMF noise is
 ``--concentration`` or, by default, the MLE stored in the classifier checkpoint (``concentration_mle``).
-``--keep DIR`` copies each scored run's small files (no checkpoints) to ``DIR``, so that a table can be kept under
+``--keep DIR`` copies each scored run's small files and generator weights (no checkpoints) to ``DIR``, so that a table can be kept under
 version control and rewritten later with ``--runs-dir DIR --report-only``.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -40,10 +52,10 @@ from pathlib import Path
 
 from common.cli import ArgumentParser, UserError, run_cli
 from common.markdown import write_section
-from common.runs import load_checkpoint, read_metrics
+from common.run import LAST_CHECKPOINT, load_checkpoint, read_metrics
 from common.stats import difference, summarize as summarize_values
 from eval.fidelity import KEY_FID, KEY_IS_MEAN
-from eval.report import NOISE_NAMES, NOISE_ORDER, collect_runs
+from gan.report import NOISE_NAMES, NOISE_ORDER, collect_runs
 from gan.config import PRESETS, parse_config
 
 __all__ = ["main", "run_folder", "trained_iterations", "logged_iterations", "keep_run", "summarize"]
@@ -55,11 +67,11 @@ def run_folder(runs_dir: Path, sampler: str, seed: int) -> Path:
 
 
 def trained_iterations(run: Path) -> int:
-    """Iterations of the run's latest complete checkpoint (0 when it has none)."""
-    pointer = run / "checkpoints" / "latest"
-    if not pointer.is_file():
+    """Iterations of the run's checkpoint (0 when it has none)."""
+    checkpoint = run / LAST_CHECKPOINT
+    if not checkpoint.is_file():
         return 0
-    return int(pointer.read_text().strip().removeprefix("iter_"))
+    return int(load_checkpoint(checkpoint, ("step",), what="gan/train.py checkpoint")["step"])
 
 
 def logged_iterations(run: Path) -> int:
@@ -70,8 +82,9 @@ def logged_iterations(run: Path) -> int:
 
 
 def keep_run(run: Path, destination: Path) -> Path:
-    """Copy what the table reads from a run (config.json, metrics.jsonl, fidelity-*.json) and its last sample grid
-    to ``destination/<run name>``: a few hundred kB to keep under version control, without the checkpoints.
+    """Copy what the table reads from a run (config.json, metrics.jsonl, fidelity-*.json), its generator weights
+    (generator.pt, so that it can be scored again) and its last sample grid to ``destination/<run name>``: about a
+    megabyte at the ``small`` preset, to keep under version control, without the checkpoints.
 
     Returns:
         the copy's folder (a valid ``--runs-dir`` member for ``--report-only``).
@@ -79,7 +92,8 @@ def keep_run(run: Path, destination: Path) -> Path:
     kept = destination / run.name
     kept.mkdir(parents=True, exist_ok=True)
     grids = sorted((run / "samples").glob("iter_*.png"))
-    for path in [run / "config.json", run / "metrics.jsonl", *sorted(run.glob("fidelity-*.json")), *grids[-1:]]:
+    files = [run / "config.json", run / "metrics.jsonl", run / "generator.pt", *sorted(run.glob("fidelity-*.json"))]
+    for path in [*files, *grids[-1:]]:
         if path.is_file():
             shutil.copy2(path, kept / path.name)
     return kept
@@ -126,6 +140,12 @@ def summarize(run_dirs: list[Path]) -> str:
                 _mean_sd([r[KEY_FID] for r in rows if r.get(KEY_FID) is not None]) + " |"]))
         lines += ["", "Mean ± sample standard deviation over seeds (one training run per seed)."]
         lines += _per_run_and_differences(groups)
+        for setting in sorted({key[1:] for key in groups}, key=lambda k: (k[0] or 0, str(k[1]), str(k[2]))):
+            by_noise = {key[0]: rows for key, rows in groups.items() if key[1:] == setting}
+            extra = class_aware_table(by_noise) + paired_differences(by_noise)
+            if extra:
+                lines += ["", f"Class-aware scores and paired differences ({setting[0]} generated images, "
+                              f"extractor `{setting[1]}`):", *extra]
     else:
         lines += ["No run has finished and been scored yet."]
     curves = _periodic_fid(run_dirs)
@@ -155,8 +175,88 @@ def summarize(run_dirs: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-COMPARISONS = (("vmf", "gaussian"), ("vmf", "sphere"), ("sphere", "gaussian"))
-"""Pairs of noises whose final scores are compared (first − second)."""
+COMPARISONS = (("vmf", "gaussian"), ("vmf", "sphere"), ("sphere", "gaussian"), ("vmf", "vmf-orthogonal"),
+               ("vmf-orthogonal", "gaussian"))
+"""Pairs of noises whose final scores are compared (first − second). vMF − vMF-orthogonal is the control: the
+same kappa and the same class clustering, with or without the classifier's learned geometry."""
+
+SCORES = (("IS", KEY_IS_MEAN, "↑", 2), ("FID", KEY_FID, "↓", 2), ("intra-FID", "intra_fid", "↓", 2),
+          ("GAN-test", "gan_test", "↑", 3), ("GAN-train", "gan_train", "↑", 3))
+"""(name, JSON key, better direction, decimals) of every score a run's fidelity JSON may hold."""
+
+
+def run_seed(record: dict) -> int | None:
+    """The training seed of a record's run, read from its folder name ``<noise>-s<seed>``."""
+    match = re.search(r"-s(\d+)$", Path(str(record["run"])).name)
+    return int(match[1]) if match else None
+
+
+def paired_differences(by_noise: dict[str, list[dict]]) -> list[str]:
+    """Markdown table of paired differences between noises, seed by seed, for every score both sides have.
+
+    For each comparison (first − second) and score: the mean over the seeds both noises ran of the per-seed
+    difference, its standard error sd / sqrt(n), n, and whether it exceeds 2 SE. Pairing removes what a seed
+    does to both noises alike (the same data order, the same initial weights), which unpaired SEs count twice.
+
+    Args:
+        by_noise: records (fidelity JSONs with "run") of one scoring setting, grouped by noise.
+
+    Returns:
+        markdown lines (empty when no comparison has two common seeds).
+    """
+    rows = []
+    for a, b in COMPARISONS:
+        if a not in by_noise or b not in by_noise:
+            continue
+        first = {run_seed(r): r for r in by_noise[a]}
+        second = {run_seed(r): r for r in by_noise[b]}
+        for name, key, better, digits in SCORES:
+            seeds = sorted(s for s in first.keys() & second.keys()
+                           if s is not None and first[s].get(key) is not None and second[s].get(key) is not None)
+            if len(seeds) < 2:
+                continue
+            deltas = [first[s][key] - second[s][key] for s in seeds]
+            mean, sd, count = summarize_values(deltas)
+            error = sd / math.sqrt(count)
+            verdict = "yes (> 2 SE)" if abs(mean) > 2 * error else "yes (> 1 SE)" if abs(mean) > error else "no"
+            rows.append(f"| {NOISE_NAMES.get(a, a)} − {NOISE_NAMES.get(b, b)} | {name} {better} | {mean:+.{digits}f} "
+                        f"| {error:.{digits}f} | {count} | {verdict} |")
+    if not rows:
+        return []
+    return ["", "Paired differences (first − second, seed by seed; SE = sd of the differences / sqrt(n)):", "",
+            "| difference | score | mean | SE | seeds | larger than SE? |", "|---|---|---|---|---|---|", *rows]
+
+
+def class_aware_table(by_noise: dict[str, list[dict]]) -> list[str]:
+    """Markdown: intra-FID, GAN-test and GAN-train, mean ± sd over seeds per noise (empty if no run has them)."""
+    present = [(name, key, better, digits) for name, key, better, digits in SCORES[2:]
+               if any(r.get(key) is not None for rows in by_noise.values() for r in rows)]
+    if not present:
+        return []
+    order = {name: index for index, name in enumerate(NOISE_ORDER)}
+    lines = ["", "| noise | seeds | " + " | ".join(f"{name} {better}" for name, _, better, _ in present) + " |",
+             "|---|---|" + "---|" * len(present)]
+    for noise in sorted(by_noise, key=lambda n: order.get(n, 9)):
+        rows = by_noise[noise]
+        cells = []
+        for _, key, _, digits in present:
+            mean, sd, count = summarize_values([r.get(key) for r in rows])
+            cells.append("–" if count == 0 else f"{mean:.{digits}f}" if count == 1 else
+                         f"{mean:.{digits}f} ± {sd:.{digits}f}")
+        lines.append(f"| {NOISE_NAMES.get(noise, noise)} | {len(rows)} | " + " | ".join(cells) + " |")
+    details = next(r for rows in by_noise.values() for r in rows if any(r.get(k) is not None for _, k, _, _ in present))
+    notes = []
+    if details.get("gan_test_classifier"):
+        notes.append(f"GAN-test: accuracy of `{Path(details['gan_test_classifier']).name}` "
+                     f"({Path(details['gan_test_classifier']).parent.name}) on {details.get('gan_test_num_samples')} "
+                     "generated images")
+    if details.get("gan_train_architecture"):
+        notes.append(f"GAN-train: a `{details['gan_train_architecture']}` trained for {details.get('gan_train_epochs')} "
+                     f"epochs on {details.get('gan_train_num_samples')} generated images, accuracy on the real test split")
+    if details.get("intra_fid_per_class"):
+        notes.append(f"intra-FID: FID per class in the extractor's features against the reference's "
+                     f"{details.get('intra_fid_reference_split', 'train')} split, averaged over classes")
+    return lines + ["", "Mean ± sample sd over seeds. " + "; ".join(notes) + "."]
 
 
 def _per_run_and_differences(groups: dict[tuple, list[dict]]) -> list[str]:
@@ -217,7 +317,8 @@ def _periodic_fid(run_dirs: list[Path]) -> dict:
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m gan.table5", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="chainer", help="training protocol")
-    parser.add_argument("--samplers", nargs="+", choices=NOISE_ORDER, default=list(NOISE_ORDER))
+    parser.add_argument("--samplers", nargs="+", choices=NOISE_ORDER, default=list(NOISE_ORDER),
+                        help="latent noises (vmf-orthogonal: the control, at the vmf runs' kappa)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (one run each)")
     parser.add_argument("--runs-dir", default=None, help="default runs/table5-<preset>")
     parser.add_argument("--data", default=None, help="CIFAR-10 .npz (default: torchvision download)")
@@ -243,11 +344,20 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--keep", default=None, metavar="DIR",
                         help="copy every scored run's config, metrics, scores and last sample grid to DIR/<run> "
                              "(no checkpoints); report from there later with --runs-dir DIR --report-only")
+    parser.add_argument("--intra-fid", action="store_true", help="also score intra-class FID (gan.fidelity --intra-fid)")
+    parser.add_argument("--gan-test-classifier", default=None, metavar="PATH",
+                        help="also score GAN-test with this classifier (gan.fidelity --gan-test-classifier)")
+    parser.add_argument("--gan-train", default=None, metavar="ARCH",
+                        help="also score GAN-train with a classifier of this architecture (e.g. wrn-10-1, convnet-32)")
+    parser.add_argument("--gan-train-samples", type=int, default=None,
+                        help="generated images GAN-train trains on (default: the real training set's size)")
+    parser.add_argument("--gan-train-epochs", type=int, default=10, help="epochs of the GAN-train classifier")
     parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     return parser
 
 
-def _training_command(args, run: Path, sampler: str, seed: int, concentration: float | None, stop_at: int) -> list[str]:
+def _training_command(args, run: Path, sampler: str, seed: int, concentration: float | None,
+                      stop_after: int) -> list[str]:
     command = [*shlex.split(args.launcher), "gan/train.py", "--preset", args.preset, "--out", str(run),
                "--seed", str(seed), "--sampler", sampler]
     if args.data:
@@ -256,6 +366,8 @@ def _training_command(args, run: Path, sampler: str, seed: int, concentration: f
         command += ["--threads", str(args.threads)]
     if sampler == "vmf":
         command += ["--prior-checkpoint", args.prior_checkpoint, "--concentration", f"{concentration:.4f}"]
+    if sampler == "vmf-orthogonal":  # the control: the vmf runs' kappa around a fixed orthogonal head
+        command += ["--concentration", f"{concentration:.4f}"]
     if args.eval_every:
         command += ["--eval-every", str(args.eval_every), "--eval-num-samples", str(args.eval_num_samples)]
         if args.classifier_checkpoint:
@@ -264,8 +376,8 @@ def _training_command(args, run: Path, sampler: str, seed: int, concentration: f
             command += ["--eval-inception-weights", args.inception_weights]
     if trained_iterations(run):
         command += ["--resume"]
-    if stop_at:
-        command += ["--stop-at", str(stop_at)]
+    if stop_after:
+        command += ["--stop-after", str(stop_after)]
     return command
 
 
@@ -281,13 +393,24 @@ def _fidelity_command(args, run: Path, seed: int, num_samples: int) -> list[str]
         command += ["--inception-weights", args.inception_weights]
     if args.cpu:
         command += ["--cpu"]
+    if args.intra_fid:
+        command += ["--intra-fid"]
+    if args.gan_test_classifier:
+        command += ["--gan-test-classifier", args.gan_test_classifier]
+    if args.gan_train:
+        command += ["--gan-train", args.gan_train, "--gan-train-epochs", str(args.gan_train_epochs)]
+        if args.gan_train_samples:
+            command += ["--gan-train-samples", str(args.gan_train_samples)]
     return command
 
 
 def _run(command: list[str], dry_run: bool) -> None:
     print("+ " + shlex.join(command), flush=True)
     if not dry_run:
-        subprocess.run([sys.executable if command[0] == "python" else command[0], *command[1:]], check=True)
+        result = subprocess.run([sys.executable if command[0] == "python" else command[0], *command[1:]])
+        if result.returncode:  # the step printed its own error; the table stops at the first failed step
+            raise UserError(f"this step failed with exit status {result.returncode} (its message is above): "
+                            f"{shlex.join(command)}")
 
 
 def main(argv=None) -> str:
@@ -297,13 +420,25 @@ def main(argv=None) -> str:
         raise UserError("--seeds must be >= 0, --round-robin >= 0 and every --num-samples >= 10")
     if args.inception_weights and args.classifier_checkpoint:
         raise UserError("--classifier-checkpoint replaces --inception-weights; pass only one")
+    for flag, path in (("--data", args.data), ("--prior-checkpoint", args.prior_checkpoint),
+                       ("--classifier-checkpoint", args.classifier_checkpoint),
+                       ("--gan-test-classifier", args.gan_test_classifier),
+                       ("--inception-weights", args.inception_weights)):
+        if path is not None and not args.report_only and not os.path.isfile(path):
+            raise UserError(f"{flag} {path!r}: no such file")
+    if args.reference and args.reference.endswith(".npz") and not args.report_only and not os.path.isfile(args.reference):
+        raise UserError(f"--reference {args.reference!r}: no such file")
+    if args.gan_train is not None:
+        from eval.classifiers import build_classifier
+
+        build_classifier(args.gan_train, 10)  # an unknown architecture fails now, not after hours of training
     iterations = parse_config(["--preset", args.preset]).iterations
     runs_dir = Path(args.runs_dir or f"runs/table5-{args.preset}")
     concentration = args.concentration
-    if "vmf" in args.samplers and not args.report_only:
+    if {"vmf", "vmf-orthogonal"} & set(args.samplers) and not args.report_only:
         if not args.prior_checkpoint:
             raise UserError("vMF noise needs --prior-checkpoint (a gan.classifier checkpoint)")
-        if concentration is None:
+        if concentration is None:  # the prior classifier's MLE kappa, for vmf and for its orthogonal control
             stored = load_checkpoint(args.prior_checkpoint, ("model",), what="gan.classifier checkpoint")
             if stored.get("concentration_mle") is None:
                 raise UserError(f"{args.prior_checkpoint} stores no concentration_mle; pass --concentration")

@@ -1,6 +1,6 @@
 """Run by tests/gan/test_distributed.py on 2 CPU processes (torchrun, gloo); not a test module itself.
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/gan/distributed_worker.py OUT DATA
+    PYTHONPATH=. python -m torch.distributed.run --standalone --nproc_per_node 2 tests/gan/distributed_worker.py OUT DATA
 
 1. Synchronized batch norm: the generator gan/train.py builds for 2 processes, fed half of a global batch on each
    process, must give the outputs, running statistics and (DDP-averaged) gradients of one generator on the whole
@@ -14,14 +14,12 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import torch
+from accelerate import Accelerator
 
-import torch  # noqa: E402
-from accelerate import Accelerator  # noqa: E402
-
-from gan.config import GANConfig  # noqa: E402
-from gan.train import build_generator, main  # noqa: E402
-from tests.gan.helpers import tiny_args  # noqa: E402
+from gan.config import GANConfig
+from gan.train import build_generator, main
+from tests.gan.helpers import tiny_args
 
 GLOBAL_BATCH = 6
 
@@ -67,9 +65,9 @@ def main_worker(out: Path, data: str) -> None:
     # group that end_training() would destroy at the end of each run. A real run ends there.
     Accelerator.end_training = lambda self: [tracker.finish() for tracker in self.trackers]
     check_sync_batch_norm(out)
-    args = ("--iterations", "4", "--checkpoint-every", "2", "--keep-checkpoints", "3", "--ema-decay", "0.5")
+    args = ("--iterations", "4", "--checkpoint-every", "2", "--ema-decay", "0.5")
     main(tiny_args(data, out / "straight", *args))
-    main(tiny_args(data, out / "interrupted", *args, "--stop-at", "2"))
+    main(tiny_args(data, out / "interrupted", *args, "--stop-after", "2"))
     accelerator = Accelerator()
     if accelerator.is_main_process:
         shutil.copytree(out / "interrupted", out / "copy-at-2")

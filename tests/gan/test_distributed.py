@@ -12,22 +12,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from common.cli import run_cli
-from common.runs import read_metrics
+from common.run import read_metrics
 from gan.train import main
 from tests.gan.helpers import tiny_args
 
 REPO = Path(__file__).resolve().parents[2]
-ARGS = ("--iterations", "4", "--checkpoint-every", "2", "--keep-checkpoints", "3", "--ema-decay", "0.5")
+ARGS = ("--iterations", "4", "--checkpoint-every", "2", "--ema-decay", "0.5")
 
 
 @pytest.fixture(scope="module")
 def two_processes(fake_cifar, tmp_path_factory):
     """The output folder of one 2-process run of distributed_worker.py."""
     out = tmp_path_factory.mktemp("two-processes")
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true",
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(REPO / "tests" / "gan" / "distributed_worker.py"), str(out), str(fake_cifar)]
     result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
@@ -56,42 +55,29 @@ def test_optimizer_learning_rates_equal_the_single_process_ones(two_processes, o
     assert [r["iteration"] for r in two] == [1, 2, 3, 4]  # the main process alone writes
     expected = [2e-4 * (1 - t / 4) for t in range(4)]  # linear decay to 0 at iteration 4: 2e-4, 1.5e-4, 1e-4, 5e-5
     for records in (two, one):
-        assert [r["lr_g"] for r in records] == pytest.approx(expected, rel=1e-12)
-        assert [r["lr_d"] for r in records] == pytest.approx(expected, rel=1e-12)
-
-
-def _folder(run, iteration):
-    return run / "checkpoints" / f"iter_{iteration:07d}"
+        assert [r["learning_rate_g"] for r in records] == pytest.approx(expected, rel=1e-12)
+        assert [r["learning_rate_d"] for r in records] == pytest.approx(expected, rel=1e-12)
 
 
 def test_interrupted_and_resumed_run_equals_the_straight_one(two_processes):
-    straight, resumed = two_processes / "straight", two_processes / "interrupted"
-    for name in ("model.safetensors", "model_1.safetensors"):
-        expected, actual = load_file(_folder(straight, 4) / name), load_file(_folder(resumed, 4) / name)
-        assert expected.keys() == actual.keys()
-        for key in expected:
-            torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6)
-    ema_expected = torch.load(straight / "generator.pt")["ema"]
-    ema_actual = torch.load(resumed / "generator.pt")["ema"]
-    for key in ema_expected:
-        torch.testing.assert_close(ema_actual[key], ema_expected[key], rtol=0, atol=1e-6)
+    straight = torch.load(two_processes / "straight" / "last.pt")
+    resumed = torch.load(two_processes / "interrupted" / "last.pt")
+    for name in ("model", "discriminator", "ema"):
+        assert straight[name].keys() == resumed[name].keys()
+        for key in straight[name]:
+            torch.testing.assert_close(resumed[name][key], straight[name][key], rtol=0, atol=1e-6)
     drop = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
-    assert drop(read_metrics(resumed / "metrics.jsonl")) == drop(read_metrics(straight / "metrics.jsonl"))
+    assert drop(read_metrics(two_processes / "interrupted" / "metrics.jsonl")) == drop(
+        read_metrics(two_processes / "straight" / "metrics.jsonl"))
 
 
-def test_checkpoints_appear_only_where_they_should(two_processes):
-    for run in ("straight", "interrupted"):
-        checkpoints = two_processes / run / "checkpoints"
-        assert sorted(p.name for p in checkpoints.iterdir()) == ["iter_0000002", "iter_0000004", "latest"]
-        assert (checkpoints / "latest").read_text() == "iter_0000004\n"
-        for iteration in (2, 4):
-            names = {p.name for p in _folder(two_processes / run, iteration).iterdir()}
-            assert names == {"model.safetensors", "model_1.safetensors", "optimizer.bin", "optimizer_1.bin",
-                             "random_states_0.pkl", "random_states_1.pkl", "trainer.pt"}
-            trainer = torch.load(_folder(two_processes / run, iteration) / "trainer.pt")
-            assert (trainer["iteration"], trainer["num_processes"]) == (iteration, 2)
-    assert (two_processes / "copy-at-2" / "checkpoints" / "latest").read_text() == "iter_0000002\n"
-    assert not _folder(two_processes / "copy-at-2", 4).exists()  # --stop-at 2 wrote nothing beyond it
+def test_checkpoints_hold_both_processes_rng_streams(two_processes):
+    for run, step in (("straight", 4), ("interrupted", 4), ("copy-at-2", 2)):
+        checkpoint = torch.load(two_processes / run / "last.pt")
+        assert (checkpoint["step"], checkpoint["num_processes"], len(checkpoint["rng"])) == (step, 2, 2)
+        assert not torch.equal(checkpoint["rng"][0]["torch"], checkpoint["rng"][1]["torch"])  # one stream each
+        assert sorted(p.name for p in (two_processes / run).iterdir() if not p.name.startswith(".")) == [
+            "config.json", "generator.pt", "last.pt", "metrics.jsonl", "samples"]
 
 
 def test_resume_on_another_process_count_is_refused(two_processes, fake_cifar, capsys):
@@ -100,5 +86,5 @@ def test_resume_on_another_process_count_is_refused(two_processes, fake_cifar, c
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
-    assert "written by a run on 2 process(es), but this is 1" in err and "--num_processes 2" in err
-    assert not _folder(run, 4).exists()
+    assert "written by 2 process(es)" in err and "this launch has 1" in err
+    assert torch.load(run / "last.pt")["step"] == 2

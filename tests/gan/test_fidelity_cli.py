@@ -87,3 +87,33 @@ def test_cli_without_reference_data_prints_what_to_do(run_dir, monkeypatch, caps
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "could not download CIFAR10" in err and "--reference PATH.npz" in err
+
+
+def test_cli_reports_class_aware_scores(run_dir, tmp_path, tiny_classifier, monkeypatch):
+    from eval.classifiers import register_architecture
+    from tests.eval.synthetic import TinyClassifier
+
+    register_architecture("tiny-cli", lambda num_classes: TinyClassifier(), replace=True)
+    generator = torch.Generator().manual_seed(1)
+    arrays = {}
+    for split, count in (("train", 200), ("test", 80)):
+        labels = balanced_labels(count)
+        arrays[f"x_{split}"] = make_images(labels, 32, generator).permute(0, 2, 3, 1).numpy()
+        arrays[f"y_{split}"] = labels.numpy()
+    np.savez(tmp_path / "labelled.npz", **arrays)
+    checkpoint = tmp_path / "classifier.pt"
+    torch.save({"model": tiny_classifier.state_dict()}, checkpoint)
+    record = fidelity.main([
+        "--run", str(run_dir), "--num-samples", "80", "--batch-size", "40", "--cpu", "--no-cache",
+        "--reference", str(tmp_path / "labelled.npz"), "--classifier-checkpoint", str(checkpoint), "--intra-fid",
+        "--gan-test-classifier", str(checkpoint), "--gan-train", "tiny-cli", "--gan-train-epochs", "3",
+        "--gan-train-batch-size", "20", "--gan-train-no-augmentation"])  # a flip would move the bright quadrant
+    # the stand-in generator draws real-looking images of the asked class: the classifier gets them all right
+    assert record["gan_test"] == 1.0 and record["gan_test_num_samples"] == 80
+    assert record["gan_train"] > 0.9 and record["gan_train_num_samples"] == 200  # the training split's size
+    assert len(record["intra_fid_per_class"]) == NUM_CLASSES and 0 <= record["intra_fid"] < 50
+    written = json.loads((run_dir / "fidelity-classifier-" f"{record['feature_extractor'][11:]}-n80.json").read_text())
+    assert written["gan_train"] == record["gan_train"]
+    code = run_cli(fidelity.main, ["--run", str(run_dir), "--num-samples", "10", "--reference", "none", "--cpu",
+                                   "--gan-train", "resnet-50"])
+    assert code == 2

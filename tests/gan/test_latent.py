@@ -82,3 +82,44 @@ def test_vmf_argument_errors(head_checkpoint, tmp_path):
 def test_bad_labels_raise():
     with pytest.raises(ValueError, match="labels must be"):
         build_latent_sampler("gaussian", DIM).sample(torch.zeros(3, 10))
+
+
+def test_vmf_orthogonal_centres_each_class_on_an_orthonormal_direction():
+    from vmfprior import mean_resultant_length
+    from gan.latent import build_latent_sampler
+
+    dim, classes, kappa, draws = 16, 4, 30.0, 4000
+    sampler = build_latent_sampler("vmf-orthogonal", dim, classes, concentration=kappa)
+    again = build_latent_sampler("vmf-orthogonal", dim, classes, concentration=kappa)
+    assert torch.equal(sampler.prior.mean_directions, again.prior.mean_directions)  # one fixed head for every run
+    torch.manual_seed(0)
+    labels = torch.arange(classes).repeat_interleave(draws)
+    z = sampler.sample(labels)
+    assert torch.allclose(z.norm(dim=1), torch.full((len(z),), dim ** 0.5), atol=1e-4)
+    means = torch.stack([z[labels == c].mean(0) for c in range(classes)]) / dim ** 0.5  # (C, d)
+    expected = float(mean_resultant_length(dim, torch.tensor(kappa, dtype=torch.float64)))  # E[mu^T u]
+    directions = sampler.prior.mean_directions
+    torch.testing.assert_close(directions @ directions.T, torch.eye(classes), atol=1e-5, rtol=0)
+    along = (means * directions).sum(1)
+    # per draw mu^T u has sd < sqrt(1 - A^2); 5 standard errors
+    assert torch.allclose(along, torch.full((classes,), expected), atol=5 * (1 - expected**2) ** 0.5 / draws**0.5)
+    with pytest.raises(ValueError, match="concentration"):
+        build_latent_sampler("vmf-orthogonal", dim, classes)
+
+
+def test_vmf_sampler_uses_the_priors_sync_free_sample_when_it_has_one():
+    from gan.latent import VMFSampler
+
+    class Prior:
+        dim, num_classes = 4, 3
+        mean_directions = torch.eye(3, 4)
+        concentration = torch.full((3,), 5.0)
+        calls = []
+
+        def sample(self, labels, radius=1.0, validate=True):
+            self.calls.append(validate)
+            return torch.full((labels.shape[0], 4), radius)
+
+    prior = Prior()
+    z = VMFSampler(prior).sample(torch.tensor([0, 2]))
+    assert prior.calls == [False] and torch.allclose(z, torch.full((2, 4), 2.0))  # radius sqrt(4), no host check

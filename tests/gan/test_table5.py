@@ -59,29 +59,30 @@ def test_summary_lists_each_run_and_the_differences_between_noises(tmp_path):
 def test_progress_is_the_latest_checkpoint_when_there_is_one(tmp_path):
     run = tmp_path / "sphere-s0"
     _fake_run(run, "sphere", (10.0, 5.0), (2.0, 2.0), [(500, 20.0)])
-    (run / "checkpoints").mkdir()
-    (run / "checkpoints" / "latest").write_text("iter_0000750\n")
+    torch.save({"step": 750, "config": {}}, run / "last.pt")
     assert table5.trained_iterations(run) == 750 and table5.logged_iterations(run) == 750
 
 
 def test_commands_resume_round_robin_and_use_the_stored_concentration(tmp_path, capsys):
     classifier = tmp_path / "classifier.pt"
     torch.save({"model": {"head.weight": torch.randn(10, 64)}, "concentration_mle": 25.06783}, classifier)
-    started = tmp_path / "runs" / "gaussian-s0" / "checkpoints"
+    started = tmp_path / "runs" / "gaussian-s0"
     started.mkdir(parents=True)
-    (started / "latest").write_text("iter_0000500\n")  # this run has already reached iteration 500
+    torch.save({"step": 500, "config": {}}, started / "last.pt")  # this run has already reached iteration 500
     table5.main(["--preset", "small", "--seeds", "0", "--runs-dir", str(tmp_path / "runs"), "--round-robin", "1000",
                  "--prior-checkpoint", str(classifier), "--classifier-checkpoint", str(classifier),
                  "--num-samples", "2000", "--dry-run"])
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("+ ")]
     training = [line for line in lines if "gan/train.py" in line]
-    assert len(training) == 9  # 3 noises x 3 rounds (1000, 2000, 3000 = the end, without --stop-at)
-    assert "--sampler gaussian" in training[0] and "--resume --stop-at 1000" in training[0]
+    assert len(training) == 12  # 4 noises x 3 rounds (1000, 2000, 3000 = the end, without --stop-after)
+    assert "--sampler gaussian" in training[0] and "--resume --stop-after 1000" in training[0]
     assert "--sampler vmf" in training[1] and "--concentration 25.0678" in training[1]
-    assert "--resume" not in training[1] and training[1].endswith("--stop-at 1000")
-    assert "--stop-at" not in training[-1] and "--eval-every" not in training[-1]  # periodic IS/FID is off by default
+    assert "--resume" not in training[1] and training[1].endswith("--stop-after 1000")
+    assert "--stop-after" not in training[-1] and "--eval-every" not in training[-1]  # periodic IS/FID is off by default
     scoring = [line for line in lines if "gan.fidelity" in line]
-    assert len(scoring) == 3 and all("--num-samples 2000" in line and "--classifier-checkpoint" in line
+    control = [line for line in training if "--sampler vmf-orthogonal" in line]
+    assert control and all("--concentration 25.0678" in line and "--prior-checkpoint" not in line for line in control)
+    assert len(scoring) == 4 and all("--num-samples 2000" in line and "--classifier-checkpoint" in line
                                      for line in scoring)
 
 
@@ -93,8 +94,8 @@ def test_vmf_needs_a_classifier(tmp_path):
 def test_keep_copies_what_the_table_reads_and_reports_the_same(tmp_path):
     runs = tmp_path / "runs"
     _fake_run(runs / "vmf-s0", "vmf", (10.0, 5.0), (2.0, 2.0), [(500, 20.0), (1000, 12.0)])
-    (runs / "vmf-s0" / "checkpoints" / "iter_0001000").mkdir(parents=True)
-    (runs / "vmf-s0" / "checkpoints" / "latest").write_text("iter_0001000\n")
+    (runs / "vmf-s0" / "generator.pt").write_bytes(b"weights")
+    torch.save({"step": 1000, "config": {}}, runs / "vmf-s0" / "last.pt")
     (runs / "vmf-s0" / "samples").mkdir()
     for iteration in (500, 1000):
         (runs / "vmf-s0" / "samples" / f"iter_{iteration:07d}.png").write_bytes(b"png")
@@ -106,6 +107,59 @@ def test_keep_copies_what_the_table_reads_and_reports_the_same(tmp_path):
                  "--report-only", "--keep", str(kept)])
     assert sorted(path.name for path in (kept / "vmf-s0").iterdir()) == [
         "config.json", "fidelity-classifier-abc-n2000.json", "fidelity-classifier-abc-n5000.json",
-        "iter_0001000.png", "metrics.jsonl"]
+        "generator.pt", "iter_0001000.png", "metrics.jsonl"]
     assert not (kept / "sphere-s0").exists()
     assert table5.summarize([kept / "vmf-s0"]) == table5.summarize([runs / "vmf-s0"])
+
+
+def _scored_run(folder, sampler, scores):
+    folder.mkdir(parents=True)
+    config = {"sampler": sampler, "iterations": 3000, "concentration": 25.0}
+    (folder / "config.json").write_text(json.dumps({"kind": "gan", "config": config, "command": "gan/train.py"}))
+    record = {"num_samples": 2000, "feature_extractor": "classifier-ev", "noise": sampler, "reference_id": "ref",
+              "inception_score_std": 0.1, "gan_test_classifier": "/x/evaluator-convnet-32/classifier.pt",
+              "gan_test_num_samples": 2000, "gan_train_architecture": "convnet-32", "gan_train_epochs": 10,
+              "gan_train_num_samples": 10000, "intra_fid_per_class": [0.0] * 10, **scores}
+    (folder / "fidelity-classifier-ev-n2000.json").write_text(json.dumps(record))
+
+
+def test_class_aware_scores_and_paired_differences(tmp_path):
+    runs = []
+    # GAN-test per seed: vMF 0.50, 0.60, 0.70; orthogonal control 0.45, 0.50, 0.65 -> differences 0.05, 0.10, 0.05
+    for sampler, tests, fids in (("vmf", (0.5, 0.6, 0.7), (10.0, 20.0, 30.0)),
+                                 ("vmf-orthogonal", (0.45, 0.5, 0.65), (12.0, 21.0, 33.0))):
+        for seed, (test, fid) in enumerate(zip(tests, fids)):
+            runs.append(tmp_path / f"{sampler}-s{seed}")
+            _scored_run(runs[-1], sampler, {"inception_score_mean": 2.0, "frechet_inception_distance": fid,
+                                            "gan_test": test, "gan_train": 0.3, "intra_fid": fid * 2})
+    text = table5.summarize(runs)
+    assert "| vMF | 3 | 40.00 ± 20.00 | 0.600 ± 0.100 | 0.300 ± 0.000 |" in text
+    assert "| vMF, orthogonal head | 3 | 44.00 ± 21.07 | 0.533 ± 0.104 | 0.300 ± 0.000 |" in text
+    # differences 0.05, 0.10, 0.05: mean 0.0667, sd 0.0289, SE 0.0167 -> 4 SE
+    assert "| vMF − vMF, orthogonal head | GAN-test ↑ | +0.067 | 0.017 | 3 | yes (> 2 SE) |" in text
+    # FID differences -2, -1, -3: mean -2, sd 1, SE 0.577 -> 3.5 SE, although the unpaired SE (9.6) would hide it
+    assert "| vMF − vMF, orthogonal head | FID ↓ | -2.00 | 0.58 | 3 | yes (> 2 SE) |" in text
+    assert "| vMF − vMF, orthogonal head | GAN-train ↑ | +0.000 | 0.000 | 3 | no |" in text
+    assert "a `convnet-32` trained for 10 epochs on 10000 generated images" in text
+
+
+def test_missing_data_is_one_error_line(tmp_path, capsys):
+    from common.cli import run_cli
+
+    code = run_cli(table5.main, ["--preset", "small", "--samplers", "gaussian", "--runs-dir", str(tmp_path),
+                                 "--data", str(tmp_path / "missing.npz")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --data ") and "missing.npz" in err and err.count("\n") == 1
+
+
+def test_a_failed_step_stops_with_one_error_line(tmp_path, capsys, monkeypatch):
+    import subprocess
+
+    from common.cli import run_cli
+
+    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: subprocess.CompletedProcess(args, 2))
+    code = run_cli(table5.main, ["--preset", "tiny", "--samplers", "gaussian", "--runs-dir", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: this step failed with exit status 2") and err.count("\n") == 1

@@ -1,4 +1,4 @@
-"""gan/train.py end to end on tiny configs: files written, exact resume, schedule, config errors."""
+"""gan/train.py end to end on tiny configs: files written, exact resume, schedule, config errors, old folders."""
 import json
 import os
 import subprocess
@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from common.cli import run_cli
-from gan.config import GANConfig, learning_rate_factor, parse_config
+from common.run import learning_rate_factor
+from gan.config import GANConfig, parse_config
 from gan.sampling import load_sampler
 from gan.train import main
 from tests.gan.helpers import tiny_args
@@ -28,8 +27,7 @@ def test_two_iterations_by_path_write_checkpoint_and_grid(fake_cifar, tmp_path):
     recorded = json.loads((out / "config.json").read_text())
     assert recorded["kind"] == "gan"
     assert recorded["command"].startswith("gan/train.py ") and "--iterations 2" in recorded["command"]
-    assert (out / "checkpoints" / "latest").read_text().strip() == "iter_0000002"
-    assert (out / "checkpoints" / "iter_0000002" / "trainer.pt").is_file()
+    assert torch.load(out / "last.pt")["step"] == 2 and not (out / "checkpoints").exists()
     assert (out / "samples" / "iter_0000002.png").is_file()
     from PIL import Image
 
@@ -42,15 +40,15 @@ def test_two_iterations_by_path_write_checkpoint_and_grid(fake_cifar, tmp_path):
 
 
 def _weights(out):
-    folder = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
-    return load_file(folder / "model.safetensors"), load_file(folder / "model_1.safetensors")
+    checkpoint = torch.load(out / "last.pt")
+    return checkpoint["model"], checkpoint["discriminator"]
 
 
 def test_resume_equals_straight_run(fake_cifar, tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     main(tiny_args(fake_cifar, straight, "--iterations", "4", "--ema-decay", "0.5"))
-    main(tiny_args(fake_cifar, interrupted, "--iterations", "4", "--ema-decay", "0.5", "--stop-at", "2"))
-    assert (interrupted / "checkpoints" / "latest").read_text().strip() == "iter_0000002"
+    main(tiny_args(fake_cifar, interrupted, "--iterations", "4", "--ema-decay", "0.5", "--stop-after", "2"))
+    assert torch.load(interrupted / "last.pt")["step"] == 2
     main(tiny_args(fake_cifar, interrupted, "--iterations", "4", "--ema-decay", "0.5", "--resume"))
     for expected, actual in zip(_weights(straight), _weights(interrupted)):
         assert expected.keys() == actual.keys()
@@ -70,10 +68,22 @@ def test_existing_run_needs_resume_and_same_config(fake_cifar, tmp_path):
     main(tiny_args(fake_cifar, out, "--iterations", "1"))
     with pytest.raises(ValueError, match="--resume"):
         main(tiny_args(fake_cifar, out, "--iterations", "1"))
-    with pytest.raises(ValueError, match=r"lr_g: 0.0002 -> 0.001"):
-        main(tiny_args(fake_cifar, out, "--iterations", "1", "--resume", "--lr-g", "1e-3"))
-    with pytest.raises(ValueError, match="no checkpoint"):
+    with pytest.raises(ValueError, match=r"learning_rate_g: 0.0002 -> 0.001"):
+        main(tiny_args(fake_cifar, out, "--iterations", "1", "--resume", "--learning-rate-g", "1e-3"))
+    with pytest.raises(ValueError, match="no last.pt"):
         main(tiny_args(fake_cifar, tmp_path / "empty", "--resume"))
+
+
+def test_a_folder_of_the_earlier_layout_is_refused_with_what_to_do(fake_cifar, tmp_path, capsys):
+    out = tmp_path / "old"
+    (out / "checkpoints" / "iter_0000002").mkdir(parents=True)
+    (out / "checkpoints" / "latest").write_text("iter_0000002\n")
+    (out / "config.json").write_text(json.dumps({"kind": "gan", "config": {"lr_g": 2e-4}}))
+    code = run_cli(main, tiny_args(fake_cifar, out, "--iterations", "4", "--resume"))
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert "earlier gan/train.py" in err and "new --out" in err and "learning_rate_g" in err
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json"]  # left as it was
 
 
 def test_vmf_run_keeps_prior_in_generator_file(fake_cifar, tmp_path):
@@ -89,20 +99,25 @@ def test_vmf_run_keeps_prior_in_generator_file(fake_cifar, tmp_path):
     torch.testing.assert_close(z.norm(dim=1), torch.full((10,), 4.0))
 
 
-def test_learning_rate_reaches_zero_at_configured_iteration():
+def test_learning_rate_reaches_zero_at_configured_iteration(fake_cifar, tmp_path):
     config = GANConfig(iterations=50_000)
-    assert learning_rate_factor(config, 0) == 1.0
-    assert learning_rate_factor(config, 25_000) == pytest.approx(0.5, abs=1e-12)
-    assert learning_rate_factor(config, 49_999) == pytest.approx(1 / 50_000, abs=1e-12)
-    assert learning_rate_factor(config, 50_000) == 0.0
-    assert learning_rate_factor(GANConfig(lr_decay="none"), 50_000) == 1.0
+    assert learning_rate_factor(config.schedule, 0, config.iterations) == 1.0
+    assert learning_rate_factor(config.schedule, 25_000, config.iterations) == pytest.approx(0.5, abs=1e-12)
+    assert learning_rate_factor(config.schedule, 49_999, config.iterations) == pytest.approx(1 / 50_000, abs=1e-12)
+    assert learning_rate_factor(config.schedule, 50_000, config.iterations) == 0.0
+    # what the optimizers stepped with, read back from them in the run
+    out = tmp_path / "run"
+    main(tiny_args(fake_cifar, out, "--iterations", "4", "--learning-rate-g", "1e-3"))
+    rates = [r["learning_rate_g"] for r in read_metrics(out / "metrics.jsonl")]
+    assert rates == pytest.approx([1e-3, 0.75e-3, 0.5e-3, 0.25e-3], rel=1e-12)
 
 
 def test_defaults_are_the_reference_protocol():
     config = parse_config([])
-    assert (config.n_dis, config.lr_g, config.lr_d, config.beta1, config.beta2) == (5, 2e-4, 2e-4, 0.0, 0.9)
+    assert (config.n_dis, config.learning_rate_g, config.learning_rate_d, config.beta1, config.beta2) == (
+        5, 2e-4, 2e-4, 0.0, 0.9)
     assert (config.batch_size_d, config.batch_size_g, config.iterations) == (64, 128, 50_000)
-    assert (config.loss, config.lr_decay, config.latent_dim, config.g_channels, config.d_channels) == (
+    assert (config.loss, config.schedule, config.latent_dim, config.g_channels, config.d_channels) == (
         "hinge", "linear", 128, 256, 128)
 
 
@@ -112,15 +127,15 @@ def test_config_precedence_and_errors(tmp_path):
     config = parse_config(["--preset", "tiny", "--config", str(config_file), "--n-dis", "4"])
     assert (config.g_channels, config.iterations, config.n_dis) == (16, 7, 4)  # preset < file < flag
     config_file.write_text(json.dumps({"iteratoins": 7}))
-    with pytest.raises(ValueError, match="unknown keys \\['iteratoins'\\]"):
+    with pytest.raises(ValueError, match="unknown key 'iteratoins'"):
         parse_config(["--config", str(config_file)])
-    with pytest.raises(ValueError, match="unrecognized arguments: --n-critic"):
+    with pytest.raises(ValueError, match="unknown option --n-critic"):
         parse_config(["--n-critic", "5"])
-    with pytest.raises(ValueError, match="sampler must be one of \\['gaussian', 'vmf', 'sphere'\\]"):
+    with pytest.raises(ValueError, match="--sampler: must be one of gaussian, vmf, sphere, vmf-orthogonal"):
         parse_config(["--sampler", "uniform"])
     with pytest.raises(ValueError, match="needs --prior-checkpoint"):
         parse_config(["--sampler", "vmf"])
-    with pytest.raises(ValueError, match="n_dis must be a positive int"):
+    with pytest.raises(ValueError, match="--n-dis must be positive"):
         parse_config(["--n-dis", "0"])
 
 
@@ -166,7 +181,7 @@ def test_unusable_evaluation_fails_at_startup(fake_cifar, tmp_path, bad, capsys)
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "missing." in err
-    assert not (out / "metrics.jsonl").exists() and not (out / "checkpoints").exists()  # nothing was trained
+    assert not out.exists()  # nothing was trained, and the folder it would have made is gone
 
 
 def test_launcher_decides_mixed_precision_unless_the_flag_is_given(fake_cifar, tmp_path, monkeypatch):
@@ -177,8 +192,7 @@ def test_launcher_decides_mixed_precision_unless_the_flag_is_given(fake_cifar, t
         for name, flag, expected in (("launcher", [], "bf16"), ("flag", ["--mixed-precision", "no"], "no")):
             AcceleratorState._reset_state(reset_partial_state=True)  # a fresh process would read the variable
             main(tiny_args(fake_cifar, tmp_path / name, "--iterations", "1", *flag))
-            trainer = torch.load(tmp_path / name / "checkpoints" / "iter_0000001" / "trainer.pt")
-            assert trainer["mixed_precision"] == expected
+            assert torch.load(tmp_path / name / "last.pt")["state"]["mixed_precision"] == expected
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
 
@@ -195,65 +209,21 @@ def test_process_group_timeout_outlasts_an_evaluation(tmp_path):
     assert accelerator.init_handler.timeout >= datetime.timedelta(hours=1)
 
 
-def test_half_written_checkpoint_folder_is_ignored_by_resume(fake_cifar, tmp_path):
+def test_resume_drops_what_was_logged_or_half_written_after_the_checkpoint(fake_cifar, tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     extra = ("--iterations", "4", "--checkpoint-every", "2")
     main(tiny_args(fake_cifar, straight, *extra))
-    main(tiny_args(fake_cifar, interrupted, *extra, "--stop-at", "2"))
-    # an interrupted save of iteration 4: a folder with a truncated weights file, no trainer.pt, no pointer
-    partial = interrupted / "checkpoints" / "iter_0000004"
-    partial.mkdir()
-    (partial / "model.safetensors").write_bytes(b"\x00" * 10)
-    (partial / "stray.tmp").write_text("")
+    main(tiny_args(fake_cifar, interrupted, *extra, "--stop-after", "2"))
+    (interrupted / ".last.pt.abc.tmp").write_bytes(b"\x00" * 10)  # an interrupted save of iteration 4
     with open(interrupted / "metrics.jsonl", "a") as stream:  # logged after the checkpoint, before the kill
         stream.write(json.dumps({"iteration": 3, "d_loss": 99.0}) + "\n")
     assert main(tiny_args(fake_cifar, interrupted, *extra, "--resume"))["iteration"] == 4
-    assert not (partial / "stray.tmp").exists()  # the leftover was replaced, not mixed into the new checkpoint
+    assert not (interrupted / ".last.pt.abc.tmp").exists()
     records = read_metrics(interrupted / "metrics.jsonl")
     assert [r["iteration"] for r in records] == [1, 2, 3, 4] and all(r["d_loss"] != 99.0 for r in records)
     for expected, actual in zip(_weights(straight), _weights(interrupted)):
         for key in expected:
             torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6)
-
-
-class _RecordingAccelerator:
-    """Stands in for Accelerator in _save_checkpoint: records the order of saves, barriers and the pointer."""
-
-    is_main_process, num_processes, mixed_precision = True, 2, "no"
-
-    def __init__(self, run_dir):
-        self.run_dir, self.events = run_dir, []
-
-    def _pointer(self):
-        pointer = self.run_dir / "checkpoints" / "latest"
-        return pointer.read_text().strip() if pointer.is_file() else None
-
-    def save_state(self, folder):
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        self.events.append(("save_state", self._pointer()))
-
-    def wait_for_everyone(self):
-        self.events.append(("barrier", self._pointer()))
-
-    def unwrap_model(self, model):
-        return model
-
-
-def test_pointer_moves_only_after_a_barrier_that_follows_every_save(tmp_path):
-    from gan.latent import GaussianSampler
-    from gan.models import Generator
-    from gan.train import _save_checkpoint
-
-    accelerator = _RecordingAccelerator(tmp_path)
-    _save_checkpoint(accelerator, tmp_path, 3, GANConfig(), Generator(4, 4), None, GaussianSampler(4))
-    saved = accelerator.events.index(("save_state", None))
-    # the other processes write their RNG states inside save_state: the pointer must still be unset at the first
-    # barrier after it, and set only afterwards
-    assert accelerator.events[saved + 1] == ("barrier", None)
-    assert accelerator.events[-1] == ("barrier", "iter_0000003")
-    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "iter_0000003"
-    trainer = torch.load(tmp_path / "checkpoints" / "iter_0000003" / "trainer.pt")
-    assert trainer["num_processes"] == 2 and trainer["iteration"] == 3
 
 
 def test_ema_generator_file_holds_its_own_batch_norm_statistics(fake_cifar, tmp_path):
@@ -288,7 +258,34 @@ def test_presets_are_the_published_protocols():
 
 def test_resume_from_the_runs_config_file(fake_cifar, tmp_path):
     out = tmp_path / "run"
-    main(tiny_args(fake_cifar, out, "--iterations", "3", "--stop-at", "1"))
-    result = main(["--config", str(out / "config.json"), "--resume"])  # stop_at of the first call is not kept
+    main(tiny_args(fake_cifar, out, "--iterations", "3", "--stop-after", "1"))
+    # common.config takes stop_after over from a run's config.json (only out and resume are dropped): unset it
+    result = main(["--config", str(out / "config.json"), "--out", str(out), "--stop-after", "none", "--resume"])
     assert result["iteration"] == 3
     assert [r["iteration"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_a_non_finite_loss_stops_cleanly_with_one_error_line(fake_cifar, tmp_path, monkeypatch, capsys):
+    import gan.train
+    from gan.losses import get_loss
+
+    class Exploding:
+        def __init__(self):
+            self.inner, self.calls = get_loss("hinge"), 0
+
+        def discriminator(self, real, fake):
+            self.calls += 1
+            value = self.inner.discriminator(real, fake)
+            return value * float("nan") if self.calls > 2 else value  # the D steps of iteration 2 blow up
+
+        def generator(self, fake):
+            return self.inner.generator(fake)
+
+    monkeypatch.setattr(gan.train, "get_loss", lambda name: Exploding())
+    out = tmp_path / "run"
+    code = run_cli(main, tiny_args(fake_cifar, out, "--iterations", "4", "--n-dis", "2", "--checkpoint-every", "1",
+                                   "--no-progress"))
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: non-finite loss at iteration 2") and err.count("\n") == 1
+    assert torch.load(out / "last.pt")["step"] == 1  # the last finite checkpoint is kept
+    assert [r["iteration"] for r in read_metrics(out / "metrics.jsonl")] == [1]

@@ -1,11 +1,11 @@
-"""Tests for eval/report.py: collecting fidelity JSONs and formatting/writing the markdown table."""
+"""Tests for gan/report.py: collecting fidelity JSONs and formatting/writing the markdown table."""
 
 import json
 
 import pytest
 
-from eval import report
-from eval.report import collect_runs, format_table, write_section
+from gan import report
+from gan.report import collect_runs, format_table, write_section
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -1,6 +1,6 @@
 """Collect IS/FID results of run folders into a markdown table (for RESULTS.md).
 
-    python -m eval.report RUN_DIR... [--out RESULTS.md] [--section gan-fidelity]
+    python -m gan.report RUN_DIR... [--out RESULTS.md] [--section gan-fidelity]
 
 Every `fidelity-*.json` that `python -m gan.fidelity` wrote in a run folder becomes one row, labelled
 with the run's latent noise (Gaussian / vMF / sphere) from its config.json; the exact commands follow
@@ -17,8 +17,9 @@ from common.cli import ArgumentParser, run_cli
 from common.markdown import write_section
 from eval.fidelity import KEY_FID, KEY_IS_MEAN, KEY_IS_STD
 
-NOISE_NAMES = {"gaussian": "Gaussian", "vmf": "vMF", "sphere": "sphere"}
-NOISE_ORDER = ("gaussian", "vmf", "sphere")  # the paper's comparison: Gaussian vs vMF, plus the sphere ablation
+NOISE_NAMES = {"gaussian": "Gaussian", "vmf": "vMF", "sphere": "sphere", "vmf-orthogonal": "vMF, orthogonal head"}
+NOISE_ORDER = ("gaussian", "vmf", "sphere", "vmf-orthogonal")
+"""The paper's comparison (Gaussian vs vMF), the sphere ablation, and the class-clustered control."""
 COLUMNS = ("noise", "run", "κ", "iterations", "samples", "extractor", "reference", "IS ↑", "FID ↓")
 
 
@@ -53,7 +54,7 @@ def collect_runs(run_dirs):
             record["training_command"] = training_command
             noise = record.get("noise") or config.get("sampler")
             record.update(run=os.path.relpath(run_dir) if not os.path.isabs(run_dir) else run_dir,
-                          noise=noise, concentration=config.get("concentration") if noise == "vmf" else None,
+                          noise=noise, concentration=config.get("concentration") if noise in ("vmf", "vmf-orthogonal") else None,
                           iterations=config.get("iterations"), source=path)
             records.append(record)
     rank = {name: index for index, name in enumerate(NOISE_ORDER)}
@@ -111,7 +112,7 @@ def format_table(records):
 
 
 def main(argv=None):
-    parser = ArgumentParser(prog="python -m eval.report", description="Markdown table of IS/FID from run folders.")
+    parser = ArgumentParser(prog="python -m gan.report", description="Markdown table of IS/FID from run folders.")
     parser.add_argument("run_dirs", nargs="+", help="run folders with fidelity-*.json files")
     parser.add_argument("--out", default=None, help="markdown file to write the section into (default: stdout only)")
     parser.add_argument("--section", default="gan-fidelity", help="section name of the markers in --out")
