@@ -5,8 +5,9 @@
 
 The same training loop as ``ckd.train`` with the label loss on clean images. After training, the teacher's
 penultimate activations of the first ``--stats-images`` clean training images give the two numbers CKD uses:
-``concentration_mle`` (``VMFPrior.fit_concentration``: the maximum-likelihood kappa with the final layer's
-directions held fixed) and ``activation_norm`` (the mean |a|). Both are stored in ``OUT/model.pt``.
+``kappa_mle`` (``VMFPrior.fit_concentration``: the maximum-likelihood kappa with the final layer's directions
+held fixed) and ``mean_activation_norm`` (the mean |a|). Both are stored in ``OUT/model.pt``, where
+``VMFPrior.class_affinity`` of a prior built from that checkpoint finds its activation norm.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class TeacherConfig:
     """Settings of one teacher run (saved in config.json and every checkpoint)."""
 
     architecture: str = "mnist-conv"  # mnist-conv, mnist-conv-half, mnist-conv-W or wrn-D-K
+    feature_dim: Optional[int] = None  # penultimate dimension d of an mnist-conv net (None: 64; WRNs: their own)
     dataset: str = "mnist"  # mnist, cifar10 or cifar100
     data: Optional[str] = None  # the dataset's .npz (None: download with torchvision)
     out: str = "runs/ckd-teacher"  # run folder
@@ -59,13 +61,13 @@ def teacher_statistics(model: torch.nn.Module, images: torch.Tensor, labels: tor
         labels: (N,) their classes.
 
     Returns:
-        {"concentration_mle": float, "activation_norm": float}.
+        {"kappa_mle": float, "mean_activation_norm": float}.
     """
     features = features_of(model, images)
     prior = VMFPrior.from_linear(model.head.cpu(), 1.0)
     kappa = float(prior.fit_concentration(features, labels))
     model.head.to(next(model.parameters()).device)
-    return {"concentration_mle": kappa, "activation_norm": float(features.norm(dim=1).mean())}
+    return {"kappa_mle": kappa, "mean_activation_norm": float(features.norm(dim=1).mean())}
 
 
 def train_teacher(config: TeacherConfig, data=None, log=None) -> dict:

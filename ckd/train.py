@@ -1,15 +1,21 @@
-"""Train one student (or, through ``ckd.teacher``, one teacher) with the label, KD, CKD or CKD+KD loss.
+"""Train one student (or, through ``ckd.teacher``, one teacher) with the label, label-smoothing, KD, CKD or CKD+KD loss.
 
     python -m ckd.train --teacher runs/ckd-mnist/teacher --student mnist-conv-half --loss ckd \
-        [--shift photometric:0.6 | --shift downsample:0.5] --dataset mnist --data PATH.npz --out runs/student
+        [--shift photometric:0.6 | --shift downsample:0.5] --dataset mnist --data data/mnist.npz --out runs/student
 
-The shift (``ckd.shifts``) applies to the student's training images only, drawn once with the run's seed; the
-teacher was trained on clean images and KD queries it on the student's (shifted) images; the test accuracy is
-measured on the clean test images after the last epoch. CKD's targets are ``VMFPrior.class_affinity`` of the
-teacher's final layer (Eq. 7) with kappa = the teacher's maximum-likelihood concentration (``--concentration``
-overrides it) and the sampled activations scaled to the teacher's mean feature norm; both were measured by
-``ckd.teacher`` on clean training images and are stored in its checkpoint. The affinity is computed once with a
-fixed seed and stored with the run.
+The shift (``ckd.shifts``) defines the student's domain: its training images (and the ``--validation`` images
+held out from them) are shifted once with the run's seed; the teacher was trained on clean images and KD
+queries it on the student's (shifted) batch. After the last epoch the student is scored twice: on the clean
+test images (``test_accuracy``) and on the test images of its own domain (``domain_test_accuracy``: the same
+shift drawn with the fixed :data:`TEST_SHIFT_SEED`, so every student of a shift sees the same test images);
+with ``--validation N`` also on its N shifted held-out images (``validation_accuracy``).
+
+CKD's targets are ``VMFPrior.class_affinity`` of the teacher's final layer (Eq. 7) at concentration kappa
+(``--concentration``; default the teacher's maximum-likelihood kappa) with the sampled activations scaled to
+``--activation-norm`` (default the teacher's mean |a|); ``ckd.teacher`` measured both on clean training images
+and stored them in its checkpoint. The affinity is computed once with a fixed seed and stored with the run.
+``label-smoothing`` puts ``--smoothing`` eps off the label, evenly; without ``--smoothing`` eps is the mean
+off-diagonal mass of that same affinity (the control with CKD's amount of soft mass and none of its structure).
 
 The run folder gets config.json, metrics.jsonl (one line per epoch, then the test accuracy), ``last.pt``
 (model, optimizer, epoch, RNG state; written atomically every epoch) and ``model.pt`` (the final weights, the
@@ -19,6 +25,7 @@ CPU; ``accelerate launch`` on GPUs.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import time
@@ -33,19 +40,23 @@ from common.cli import ArgumentParser, run_cli, set_threads
 from common.runs import (METRICS_FILE, MetricsLog, add_dataclass_arguments, atomic_save, check_same_config,
                          apply_preset, config_from_args, epoch_order, load_checkpoint, open_last_checkpoint,
                          rng_state, set_rng_state, write_config)
-from ckd.losses import KD_TEMPERATURE, KD_WEIGHT, LOSSES, NEEDS_AFFINITY, NEEDS_TEACHER_LOGITS, distillation_loss
-from ckd.models import build_model, check_architecture
+from ckd.losses import (KD_TEMPERATURE, KD_WEIGHT, LOSSES, NEEDS_AFFINITY, NEEDS_TEACHER_LOGITS, distillation_loss,
+                        off_diagonal_mass)
+from ckd.models import build_model, check_architecture, feature_dim_of
 from ckd.shifts import apply_shift, parse_shift
 from vmfprior import VMFPrior
 
 __all__ = ["TrainConfig", "PRESETS", "train", "load_model", "load_dataset", "teacher_affinity", "accuracy", "features_of",
-           "DATASETS", "MODEL_CHECKPOINT", "LAST_CHECKPOINT", "AFFINITY_SEED"]
+           "evaluate", "teacher_head_statistics", "NonFiniteLossError", "DATASETS", "MODEL_CHECKPOINT",
+           "LAST_CHECKPOINT", "AFFINITY_SEED", "TEST_SHIFT_SEED"]
 
 DATASETS = ("mnist", "cifar10", "cifar100")
 MODEL_CHECKPOINT = "model.pt"
 LAST_CHECKPOINT = "last.pt"
 AFFINITY_SEED = 0
 """The Monte Carlo draws of the class affinity use this seed (the same targets for every student)."""
+TEST_SHIFT_SEED = 1_000_000
+"""Seeds the shift of the test images (domain scores, the teacher on shifted images); no student uses it."""
 PRESETS = {
     # The CRD code base's CIFAR-100 protocol (Tian et al. 2020), which the paper's Table 2 numbers follow.
     "cifar": {"epochs": 240, "batch_size": 64, "optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9,
@@ -64,14 +75,16 @@ class TrainConfig:
     """Settings of one student run (saved in config.json and every checkpoint)."""
 
     student: str = "mnist-conv-half"  # architecture: mnist-conv, mnist-conv-half, mnist-conv-W, wrn-D-K
-    loss: str = "label"  # label, kd, ckd or ckd+kd
-    teacher: Optional[str] = None  # teacher run folder or its model.pt (needed by kd, ckd, ckd+kd)
+    loss: str = "label"  # label, label-smoothing, kd, ckd or ckd+kd
+    teacher: Optional[str] = None  # teacher run folder or model.pt (kd, ckd, ckd+kd; label-smoothing without eps)
+    feature_dim: Optional[int] = None  # penultimate dimension d of an mnist-conv student (None: 64; WRNs: their own)
     shift: Optional[str] = None  # photometric:DEGREE or downsample:FACTOR on the training images (None: clean)
     dataset: str = "mnist"  # mnist, cifar10 or cifar100
     data: Optional[str] = None  # the dataset's .npz (None: download with torchvision)
     out: str = "runs/ckd-student"  # run folder
     concentration: Optional[float] = None  # kappa of the CKD affinity (None: the teacher's MLE)
     activation_norm: Optional[float] = None  # |a| of the sampled activations (None: the teacher's mean feature norm)
+    smoothing: Optional[float] = None  # label smoothing's eps (None: the CKD affinity's mean off-diagonal mass)
     affinity_samples: int = 10_000  # Monte Carlo samples per class for the affinity (Eq. 7)
     temperature: float = KD_TEMPERATURE  # KD temperature T
     kd_weight: float = KD_WEIGHT  # KD's weight alpha on the soft term
@@ -84,7 +97,8 @@ class TrainConfig:
     schedule: str = "constant"  # constant, cosine (per step, to 0) or step (x0.1 at each milestone epoch)
     milestones: tuple[int, ...] = ()  # epochs after which the step schedule multiplies the rate by 0.1
     augment: bool = False  # random crop (pad 4) and horizontal flip per batch (CIFAR)
-    train_subset: Optional[int] = None  # use only the first N training images
+    validation: int = 0  # hold out the last N training images (shifted like the rest) and score the student on them
+    train_subset: Optional[int] = None  # use only the first N training images (after the validation hold-out)
     seed: int = 0  # seeds initialization, shuffling, augmentation and the shift
     resume: bool = False  # continue OUT/last.pt exactly; refuses a different config
     stop_after: Optional[int] = None  # stop after this epoch (continue later with --resume)
@@ -101,8 +115,15 @@ def check_config(config) -> None:
     if config.dataset not in DATASETS:
         raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {config.dataset!r}")
     teacher = getattr(config, "teacher", None)
-    if loss != "label" and not teacher:
+    smoothing = getattr(config, "smoothing", None)
+    if loss not in ("label", "label-smoothing") and not teacher:
         raise ValueError(f"--loss {loss} needs --teacher (a ckd.teacher run folder or its model.pt)")
+    if loss == "label-smoothing" and smoothing is None and not teacher:
+        raise ValueError("--loss label-smoothing needs --smoothing EPS, or --teacher to match eps to its CKD affinity")
+    if smoothing is not None and not (math.isfinite(smoothing) and 0 <= smoothing < 1):
+        raise ValueError(f"--smoothing must lie in [0, 1), got {smoothing}")
+    if getattr(config, "validation", 0) < 0:
+        raise ValueError(f"--validation must be >= 0, got {config.validation}")
     if teacher and not Path(teacher).exists():
         raise ValueError(f"--teacher {teacher!r} does not exist")
     parse_shift(getattr(config, "shift", None))
@@ -152,14 +173,29 @@ def load_model(path: str, device: torch.device | str = "cpu") -> tuple[torch.nn.
 
     Returns:
         ``(model, checkpoint)``; the checkpoint dict holds "architecture", "num_classes", "image_shape",
-        "dataset", "test_accuracy" and, for a teacher, "concentration_mle" and "activation_norm".
+        "dataset", "test_accuracy" and, for a teacher, "kappa_mle" and "mean_activation_norm" (older teachers:
+        "concentration_mle" and "activation_norm"; :func:`teacher_head_statistics` reads either).
     """
     path = _resolve_model_path(path)
-    checkpoint = load_checkpoint(path, ("model", "architecture", "num_classes", "image_shape"),
-                                 what="ckd model checkpoint (model.pt of ckd.teacher or ckd.train)")
-    model = build_model(checkpoint["architecture"], int(checkpoint["num_classes"]), tuple(checkpoint["image_shape"]))
-    model.load_state_dict(checkpoint["model"])
+    what = "ckd model checkpoint (model.pt of ckd.teacher or ckd.train)"
+    checkpoint = load_checkpoint(path, ("model", "architecture", "num_classes", "image_shape"), what=what)
+    state = checkpoint["model"]
+    feature_dim = feature_dim_of(state) if str(checkpoint["architecture"]).startswith("mnist") else None
+    model = build_model(checkpoint["architecture"], int(checkpoint["num_classes"]), tuple(checkpoint["image_shape"]),
+                        feature_dim)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"{path}: the weights do not fit a {checkpoint['architecture']} "
+                         f"({str(error).splitlines()[0]})") from None
     return model.to(device).eval(), checkpoint
+
+
+def teacher_head_statistics(checkpoint: dict) -> tuple[float | None, float | None]:
+    """``(kappa_mle, mean_activation_norm)`` stored in a teacher's model.pt (None where absent)."""
+    kappa = checkpoint.get("kappa_mle", checkpoint.get("concentration_mle"))
+    norm = checkpoint.get("mean_activation_norm", checkpoint.get("activation_norm"))
+    return (None if kappa is None else float(kappa)), (None if norm is None else float(norm))
 
 
 @torch.no_grad()
@@ -199,10 +235,34 @@ def teacher_affinity(teacher: torch.nn.Module, concentration: float, activation_
         (C, C) float32 on the CPU, rows summing to 1.
     """
     prior = VMFPrior.from_linear(teacher.head.cpu(), float(concentration))
+    # The library's argument is num_samples (formerly n_samples); pass the name this installed version takes.
+    name = "num_samples" if "num_samples" in inspect.signature(prior.class_affinity).parameters else "n_samples"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        affinity = prior.class_affinity(int(num_samples), activation_norm=float(activation_norm))
+        affinity = prior.class_affinity(**{name: int(num_samples)}, activation_norm=float(activation_norm))
     return affinity.float()
+
+
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or infinite; the run stops with its last checkpoint intact."""
+
+
+def evaluate(model: torch.nn.Module, data, shift) -> dict:
+    """The student's two test scores: clean test images, and test images of its own domain.
+
+    Args:
+        model: the trained model (eval mode is set by :func:`accuracy`).
+        data: the ImageData (its clean ``x_test``, ``y_test``).
+        shift: ``parse_shift``'s result for the student's domain, or None (then both scores are the same).
+
+    Returns:
+        {"test_accuracy": clean, "domain_test_accuracy": on ``apply_shift(x_test, shift, TEST_SHIFT_SEED)``}.
+    """
+    clean = accuracy(model, data.x_test, data.y_test)
+    if shift is None:
+        return {"test_accuracy": clean, "domain_test_accuracy": clean}
+    shifted = apply_shift(data.x_test, shift, seed=TEST_SHIFT_SEED)
+    return {"test_accuracy": clean, "domain_test_accuracy": accuracy(model, shifted, data.y_test)}
 
 
 def _learning_rate(config, epoch: int, step: int, steps_per_epoch: int) -> float:
@@ -216,24 +276,34 @@ def _learning_rate(config, epoch: int, step: int, steps_per_epoch: int) -> float
 
 
 def _prepare_teacher(config, device) -> tuple[torch.nn.Module | None, torch.Tensor | None, dict]:
-    """Load the teacher and compute the CKD targets; returns (teacher or None, affinity or None, facts)."""
+    """Load the teacher and compute the soft targets; returns (teacher or None, affinity or None, facts).
+
+    The facts (recorded in metrics.jsonl and model.pt) hold the teacher's kappa_mle and mean |a|, the kappa and
+    norm the affinity used, its mean off-diagonal mass, and label smoothing's eps.
+    """
     loss = getattr(config, "loss", "label")
-    if loss == "label":
-        return None, None, {}
+    smoothing = getattr(config, "smoothing", None)
+    if loss == "label" or (loss == "label-smoothing" and smoothing is not None):
+        return None, None, ({"smoothing": float(smoothing)} if loss == "label-smoothing" else {})
     teacher, checkpoint = load_model(config.teacher)
     if checkpoint.get("dataset") not in (None, config.dataset):
         raise ValueError(f"--teacher {config.teacher!r} was trained on {checkpoint['dataset']}, "
                          f"but --dataset is {config.dataset}")
-    facts = {}
+    kappa_mle, mean_norm = teacher_head_statistics(checkpoint)
+    facts = {"teacher_kappa_mle": kappa_mle, "teacher_mean_activation_norm": mean_norm}
     affinity = None
-    if loss in NEEDS_AFFINITY:
-        kappa = config.concentration if config.concentration is not None else checkpoint.get("concentration_mle")
-        norm = config.activation_norm if config.activation_norm is not None else checkpoint.get("activation_norm")
+    if loss in NEEDS_AFFINITY or loss == "label-smoothing":
+        kappa = config.concentration if config.concentration is not None else kappa_mle
+        norm = config.activation_norm if config.activation_norm is not None else mean_norm
         if kappa is None or norm is None:
-            raise ValueError(f"--teacher {config.teacher!r} stores no concentration_mle / activation_norm "
+            raise ValueError(f"--teacher {config.teacher!r} stores no kappa_mle / mean_activation_norm "
                              "(not a ckd.teacher model): pass --concentration and --activation-norm")
         affinity = teacher_affinity(teacher, kappa, norm, config.affinity_samples)
-        facts = {"concentration": float(kappa), "activation_norm": float(norm)}
+        facts.update(concentration=float(kappa), activation_norm=float(norm),
+                     affinity_off_diagonal_mass=off_diagonal_mass(affinity))
+        if loss == "label-smoothing":
+            facts["smoothing"] = facts["affinity_off_diagonal_mass"]
+            affinity = None  # only its off-diagonal mass is used
     teacher = teacher.to(device) if loss in NEEDS_TEACHER_LOGITS else None
     return teacher, affinity, facts
 
@@ -250,8 +320,9 @@ def train(config, data=None, log=None, kind: str = "ckd-student", finish=None) -
             model.pt and the result (the teacher's statistics).
 
     Returns:
-        dict with ``test_accuracy``, ``epochs``, ``seconds`` (this invocation), ``run_dir`` and, when the run
-        stopped early on ``--stop-after``, ``stopped: "stop_after"``.
+        dict with ``test_accuracy`` (clean), ``domain_test_accuracy`` (the student's shift), ``validation_accuracy``
+        (None without ``--validation``), ``epochs``, ``seconds`` (this invocation), ``run_dir``, the facts of the
+        soft targets, and, when the run stopped early on ``--stop-after``, ``stopped: "stop_after"``.
     """
     from accelerate import Accelerator
 
@@ -268,11 +339,18 @@ def train(config, data=None, log=None, kind: str = "ckd-student", finish=None) -
 
     data = data if data is not None else load_dataset(config.dataset, config.data)
     check_architecture(architecture, data.image_shape)
+    shift = parse_shift(getattr(config, "shift", None))
     x_train, y_train = data.x_train, data.y_train
+    validation = getattr(config, "validation", 0)
+    if validation >= x_train.shape[0]:
+        raise ValueError(f"--validation {validation} leaves no training images (the data has {x_train.shape[0]})")
+    x_val, y_val = x_train[x_train.shape[0] - validation:], y_train[y_train.shape[0] - validation:]
+    x_train, y_train = x_train[:x_train.shape[0] - validation], y_train[:y_train.shape[0] - validation]
     if config.train_subset is not None:
         x_train, y_train = x_train[:config.train_subset], y_train[:config.train_subset]
     clean_train, clean_labels = x_train, y_train  # on the CPU, for the teacher's statistics
-    x_train = apply_shift(x_train, parse_shift(getattr(config, "shift", None)), seed=config.seed)
+    x_train = apply_shift(x_train, shift, seed=config.seed)
+    x_val = apply_shift(x_val, shift, seed=config.seed)  # held out from the student's own domain
     device = accelerator.device
     # uint8 images live on the device (150 MB for CIFAR): no host-to-device copy per step.
     x_train, y_train = x_train.to(device), y_train.to(device)
@@ -284,7 +362,7 @@ def train(config, data=None, log=None, kind: str = "ckd-student", finish=None) -
         affinity = affinity.to(device)
 
     torch.manual_seed(config.seed)
-    model = build_model(architecture, data.num_classes, data.image_shape)
+    model = build_model(architecture, data.num_classes, data.image_shape, getattr(config, "feature_dim", None))
     if config.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     else:
@@ -303,18 +381,21 @@ def train(config, data=None, log=None, kind: str = "ckd-student", finish=None) -
         set_rng_state(checkpoint["rng"])
     metrics = MetricsLog(out / METRICS_FILE) if accelerator.is_main_process else None
     if metrics and checkpoint is None and facts:
-        metrics.write({"event": "ckd targets", **facts, "affinity_diagonal_mean": float(affinity.diagonal().mean())})
+        metrics.write({"event": "soft targets", **facts})
     started = time.perf_counter()
     if epoch_done >= config.epochs and (out / MODEL_CHECKPOINT).is_file():
         final = load_checkpoint(out / MODEL_CHECKPOINT, ("test_accuracy",), what="ckd model checkpoint")
         log(f"{out}: already finished ({epoch_done} epochs); test accuracy {final['test_accuracy']:.4f}")
-        return {"test_accuracy": final["test_accuracy"], "epochs": epoch_done, "seconds": 0.0, "run_dir": str(out)}
+        return {"test_accuracy": final["test_accuracy"], "domain_test_accuracy": final.get("domain_test_accuracy"),
+                "validation_accuracy": final.get("validation_accuracy"), "epochs": epoch_done, "seconds": 0.0,
+                "run_dir": str(out), **facts}
 
     per_process_batch = max(1, config.batch_size // accelerator.num_processes)
     num_local = len(range(accelerator.process_index, x_train.shape[0], accelerator.num_processes))
     steps_per_epoch = max(1, math.ceil(num_local / per_process_batch))
     last_epoch = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
     loss_name = getattr(config, "loss", "label")
+    smoothing = facts.get("smoothing")
     from common.wrn import augment as crop_and_flip
 
     for epoch in range(epoch_done + 1, last_epoch + 1):
@@ -339,10 +420,14 @@ def train(config, data=None, log=None, kind: str = "ckd-student", finish=None) -
                     teacher_logits = teacher(x)  # the teacher sees the student's (shifted, augmented) images
             logits = model(x)
             loss = distillation_loss(loss_name, logits, y, teacher_logits, affinity,
-                                     getattr(config, "temperature", KD_TEMPERATURE), getattr(config, "kd_weight", KD_WEIGHT))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step}; {last_path} holds "
-                                         f"epoch {epoch - 1}")
+                                     getattr(config, "temperature", KD_TEMPERATURE), getattr(config, "kd_weight", KD_WEIGHT),
+                                     smoothing)
+            # One flag summed over the processes, so that every process stops together (none waits in a collective).
+            bad = accelerator.reduce((~torch.isfinite(loss.detach())).float().reshape(1), reduction="sum")
+            if float(bad) > 0:
+                bar.close()
+                raise NonFiniteLossError(f"non-finite training loss at epoch {epoch}, step {step} of {out}; "
+                                         f"{last_path} holds epoch {epoch - 1} (lower --learning-rate, then --resume)")
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
@@ -366,22 +451,24 @@ def train(config, data=None, log=None, kind: str = "ckd-student", finish=None) -
                 "run_dir": str(out), "stopped": "stop_after"}
 
     raw_model.eval()
-    test_accuracy = accuracy(raw_model, data.x_test, data.y_test)
+    scores = evaluate(raw_model, data, shift)
+    scores["validation_accuracy"] = accuracy(raw_model, x_val, y_val) if validation else None
     extra = finish(raw_model, clean_train, clean_labels) if finish is not None else {}
-    result = {"test_accuracy": test_accuracy, "epochs": config.epochs,
-              "seconds": round(time.perf_counter() - started, 2), "run_dir": str(out)}
+    result = {**scores, "epochs": config.epochs, "seconds": round(time.perf_counter() - started, 2),
+              "run_dir": str(out)}
     if accelerator.is_main_process:
         final = {"model": raw_model.state_dict(), "architecture": architecture, "num_classes": data.num_classes,
-                 "image_shape": list(data.image_shape), "dataset": config.dataset, "test_accuracy": test_accuracy,
-                 "config": asdict(config), **facts, **extra}
+                 "image_shape": list(data.image_shape), "dataset": config.dataset, "shift": getattr(config, "shift", None),
+                 "feature_dim": int(raw_model.feature_dim), **scores, "config": asdict(config), **facts, **extra}
         if affinity is not None:
             final["affinity"] = affinity.cpu()
         atomic_save(final, out / MODEL_CHECKPOINT)
-        metrics.write({"event": "test", "test_accuracy": test_accuracy, **facts, **extra})
-    log(f"{out.name}: clean test accuracy {test_accuracy:.4f}"
-        + "".join(f", {key} {value:.4g}" for key, value in extra.items()))
+        metrics.write({"event": "test", **scores, **facts, **extra})
+    log(f"{out.name}: clean test accuracy {scores['test_accuracy']:.4f}, own domain "
+        f"{scores['domain_test_accuracy']:.4f}"
+        + "".join(f", {key} {value:.4g}" for key, value in extra.items() if isinstance(value, float)))
     accelerator.end_training()
-    return {**result, **extra}
+    return {**result, **facts, **extra}
 
 
 def parse_config(config_cls, prog: str, description: str, argv=None):

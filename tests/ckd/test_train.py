@@ -43,23 +43,26 @@ def test_two_steps_of_each_loss(tmp_path, tiny_data, tiny_teacher, single_thread
 def test_ckd_targets_use_the_teachers_mle_concentration_and_norm(tmp_path, tiny_data, tiny_teacher, single_thread):
     teacher_dir, teacher_result = tiny_teacher
     teacher, saved = load_model(teacher_dir)
-    # Independent MLE on the circle: A_2(kappa) = I1(kappa) / I0(kappa) = mean cosine to the head's directions.
+    # Independent MLE on S^{d-1}: A_d(kappa) = I_{d/2}(kappa) / I_{d/2-1}(kappa) = mean cosine to the head's directions.
     with torch.no_grad():
         features = teacher.features(tiny_data.x_train.float() / 255.0).double().numpy()
     directions = teacher.head.weight.detach().double().numpy()
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     unit = features / np.linalg.norm(features, axis=1, keepdims=True)
     mean_cosine = float(np.mean(np.sum(unit * directions[tiny_data.y_train.numpy()], axis=1)))
-    kappa = optimize.brentq(lambda k: special.i1e(k) / special.i0e(k) - mean_cosine, 1e-6, 1e4, xtol=1e-10)
-    assert saved["concentration_mle"] == pytest.approx(kappa, rel=1e-5)
-    assert saved["activation_norm"] == pytest.approx(float(np.linalg.norm(features, axis=1).mean()), rel=1e-5)
-    assert teacher_result["concentration_mle"] == saved["concentration_mle"]
+    half = features.shape[1] / 2
+    assert features.shape[1] == 64  # the default penultimate dimension
+    kappa = optimize.brentq(lambda k: special.ive(half, k) / special.ive(half - 1, k) - mean_cosine, 1e-6, 1e4,
+                            xtol=1e-10)
+    assert saved["kappa_mle"] == pytest.approx(kappa, rel=1e-5)
+    assert saved["mean_activation_norm"] == pytest.approx(float(np.linalg.norm(features, axis=1).mean()), rel=1e-5)
+    assert teacher_result["kappa_mle"] == saved["kappa_mle"]
 
     config = TrainConfig(student="mnist-conv-2", loss="ckd", teacher=str(teacher_dir), out=str(tmp_path / "mle"),
                          affinity_samples=300, **QUIET)
     train(config, data=tiny_data, log=lambda *_: None)
     stored = load_model(tmp_path / "mle")[1]
-    torch.testing.assert_close(stored["affinity"], teacher_affinity(teacher, kappa, saved["activation_norm"], 300),
+    torch.testing.assert_close(stored["affinity"], teacher_affinity(teacher, kappa, saved["mean_activation_norm"], 300),
                                rtol=0, atol=1e-5)
     assert stored["concentration"] == pytest.approx(kappa, rel=1e-5)
     # A given concentration replaces the MLE.
@@ -68,7 +71,7 @@ def test_ckd_targets_use_the_teachers_mle_concentration_and_norm(tmp_path, tiny_
     train(given, data=tiny_data, log=lambda *_: None)
     stored = load_model(tmp_path / "given")[1]
     assert stored["concentration"] == 50.0
-    torch.testing.assert_close(stored["affinity"], teacher_affinity(teacher, 50.0, saved["activation_norm"], 300),
+    torch.testing.assert_close(stored["affinity"], teacher_affinity(teacher, 50.0, saved["mean_activation_norm"], 300),
                                rtol=0, atol=1e-5)
 
 
