@@ -62,12 +62,30 @@ def test_cyclic_order():
     assert not same_cyclic_order([0, 2, 1, 3], [0, 1, 2, 3])
 
 
-def test_figure2_command_on_a_tiny_teacher(tmp_path, tiny_npz, tiny_teacher):
+def test_figure2_command_on_a_tiny_teacher(tmp_path, tiny_npz, tiny_teacher, single_thread):
     from ckd.figures import main
 
     teacher_dir, _ = tiny_teacher
-    summary = main(["--teacher", str(teacher_dir), "--student", str(teacher_dir), "--data", str(tiny_npz),
-                    "--out", str(tmp_path / "figure.png"), "--json", str(tmp_path / "figure.json")])
-    assert (tmp_path / "figure.png").stat().st_size > 10_000 and (tmp_path / "figure.json").is_file()
-    assert summary["teacher_order"] == summary["student_order"] and summary["same_cyclic_order"]
-    assert len(summary["teacher_concentration"]) == 10 and all(k > 0 for k in summary["teacher_concentration"])
+    summary = main(["--teacher", str(teacher_dir), "--student", str(teacher_dir), "--label-student", str(teacher_dir),
+                    "--data", str(tiny_npz), "--out", str(tmp_path / "figure.png"), "--json", str(tmp_path / "f.json")])
+    assert (tmp_path / "figure.png").stat().st_size > 10_000 and (tmp_path / "f.json").is_file()
+    models = summary["models"]
+    assert set(models) == {"teacher", "CKD student", "label-only student"} and summary["dim"] == 64
+    # The same network three times: the same fitted kappa, so "more concentrated" is False, not True.
+    assert models["CKD student"]["kappa"] == models["teacher"]["kappa"] > 0
+    assert models["CKD student"]["more_concentrated_than_teacher"] is False
+    assert len(models["teacher"]["kappa_per_class"]) == 10
+
+
+def test_cosine_density_against_the_closed_form_on_the_2_sphere():
+    # On S^2 (d = 3) the cosine t = mu . z of a vMF(mu, kappa) draw has density kappa e^{kappa t} / (2 sinh kappa).
+    from ckd.figures import cosine_density
+
+    t = torch.linspace(-0.9, 0.95, 7, dtype=torch.float64)
+    for kappa in (0.5, 12.0):
+        expected = kappa * torch.exp(kappa * t) / (2 * math.sinh(kappa))
+        torch.testing.assert_close(cosine_density(t, kappa, 3), expected, rtol=1e-4, atol=0)
+    # d = 64, kappa = 0: the uniform sphere's cosine, (1 - t^2)^{30.5} / B(1/2, 31.5).
+    from scipy import special
+    expected = (1 - t ** 2) ** 30.5 / special.beta(0.5, 31.5)
+    torch.testing.assert_close(cosine_density(t, 0.0, 64), expected, rtol=1e-4, atol=1e-12)
