@@ -135,3 +135,40 @@ def test_user_mistakes_become_one_error_line(tmp_path, tiny_npz, capsys, args, m
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert status == 2
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_a_non_finite_loss_stops_with_one_error_line_and_keeps_the_last_checkpoint(tmp_path, tiny_npz, capsys,
+                                                                                     monkeypatch, single_thread):
+    import ckd.train as train_module
+    from ckd.train import main
+    from common.cli import run_cli
+
+    real = train_module.distillation_loss
+    calls = {"count": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["count"] += 1
+        value = real(*args, **kwargs)
+        return value * float("nan") if calls["count"] == 3 else value  # the first step of epoch 2
+
+    monkeypatch.setattr(train_module, "distillation_loss", poisoned)
+    out = tmp_path / "run"
+    status = run_cli(main, ["--data", str(tiny_npz), "--out", str(out), "--cpu", "--no-progress", "--epochs", "2",
+                            "--batch-size", "128", "--train-subset", "256", "--student", "mnist-conv-2"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert status == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: non-finite training loss at epoch 2, step 0") and "holds epoch 1" in lines[0]
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1 and not (out / "model.pt").exists()
+
+
+def test_feature_dim_sets_the_penultimate_layer_and_is_refused_for_a_wrn(tmp_path, tiny_data, tiny_npz, capsys,
+                                                                          single_thread):
+    from ckd.train import main
+    from common.cli import run_cli
+
+    config = TrainConfig(student="mnist-conv-2", feature_dim=5, out=str(tmp_path / "run"), **QUIET)
+    train(config, data=tiny_data, log=lambda *_: None)
+    model, checkpoint = load_model(tmp_path / "run")
+    assert model.head.weight.shape == (10, 5) and checkpoint["feature_dim"] == 5
+    status = run_cli(main, ["--data", str(tiny_npz), "--out", str(tmp_path / "bad"), "--cpu", "--feature-dim", "1"])
+    assert status == 2 and "--feature-dim must be an integer >= 2" in capsys.readouterr().err
