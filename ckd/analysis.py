@@ -254,7 +254,8 @@ def main(argv=None) -> dict:
                 features_of(model, data.x_test), data.y_test, head.weight.detach(),
                 None if head.bias is None else head.bias.detach(), kappa)}
             entry = result[path]
-            print(f"{path}: argmax agreement {100 * entry['agreement']:.2f} %, network {100 * entry['network_accuracy']:.2f}"
+            print(f"{path}: argmax agreement {100 * entry['agreement']:.2f} %, "
+                  f"network {100 * entry['network_accuracy']:.2f}"
                   f" %, vMF pair {100 * entry['pair_accuracy']:.2f} %, mean KL(network || pair) {entry['mean_kl']:.4f} "
                   f"nats at kappa_MLE {kappa:.1f}")
     if args.json:

@@ -156,10 +156,10 @@ def teacher_gates(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
                                  None if head.bias is None else head.bias.detach())
     cost = scores["accuracy"] - scores["normalized_accuracy"]
     if cost >= max_cost:
-        raise TeacherGateError(f"teacher gate failed: normalizing a and w_i costs {100 * cost:.2f} points of clean test "
-                               f"accuracy ({100 * scores['accuracy']:.2f} -> {100 * scores['normalized_accuracy']:.2f} "
-                               f"%), at least {100 * max_cost:.0f}; the directional vMF model does not describe this "
-                               "teacher")
+        before, after = 100 * scores["accuracy"], 100 * scores["normalized_accuracy"]
+        raise TeacherGateError(f"teacher gate failed: normalizing a and w_i costs {100 * cost:.2f} points of clean "
+                               f"test accuracy ({before:.2f} -> {after:.2f} %), at least {100 * max_cost:.0f}; the "
+                               "directional vMF model does not describe this teacher")
     return {"rows_checked": len(settings), "accuracy": scores["accuracy"],
             "normalized_accuracy": scores["normalized_accuracy"], "normalization_cost": cost}
 

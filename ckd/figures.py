@@ -131,11 +131,13 @@ def _plot(path: str, panels: list[tuple[str, dict]], labels: torch.Tensor, log_a
         directions = data["directions"]
         image = axis.imshow((directions @ directions.T).numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
         axis.set(title=f"mean directions of the final layer:\nw_i/|w_i| . w_j/|w_j| ({title.split(' (')[0]})",
-                 xlabel="class j", ylabel="class i", xticks=range(directions.shape[0]), yticks=range(directions.shape[0]))
+                 xlabel="class j", ylabel="class i", xticks=range(directions.shape[0]),
+                 yticks=range(directions.shape[0]))
         figure.colorbar(image, ax=axis, fraction=0.046)
     axes[0][-1].axis("off")
     axes[0][-1].text(0.0, 0.5, "\n".join(f"{title.split(' (')[0]}: κ = {data['kappa']:.1f}" for title, data in panels)
-                     + "\n\n(κ: maximum likelihood on the\nplotted clean test activations,\nmean directions held fixed)",
+                     + "\n\n(κ: maximum likelihood on the\nplotted clean test activations,"
+                     "\nmean directions held fixed)",
                      fontsize=11, va="center")
     image = axes[1][-1].imshow(log_affinity.numpy(), cmap="viridis")
     axes[1][-1].set(xlabel="class j", ylabel="class i", title="log p_T(j | i): the teacher's class affinity\n"
@@ -186,7 +188,8 @@ def main(argv=None) -> dict:
     summary = {"dim": dims.pop(), "teacher_test_accuracy": teacher_checkpoint["test_accuracy"],
                "affinity_diagonal": affinity.diagonal().tolist(), "models": {}}
     for (role, path, _, checkpoint), (_, panel) in zip(models, panels):
-        summary["models"][role] = {"path": str(path), "kappa": panel["kappa"], "kappa_per_class": panel["kappa_per_class"],
+        summary["models"][role] = {"path": str(path), "kappa": panel["kappa"],
+                                   "kappa_per_class": panel["kappa_per_class"],
                                    "test_accuracy": checkpoint["test_accuracy"],
                                    "more_concentrated_than_teacher": panel["kappa"] > teacher_kappa}
         if "order" in panel:

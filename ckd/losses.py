@@ -45,7 +45,8 @@ def soft_cross_entropy(targets: torch.Tensor, logits: torch.Tensor) -> torch.Ten
     return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = KD_TEMPERATURE) -> torch.Tensor:
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+            temperature: float = KD_TEMPERATURE) -> torch.Tensor:
     """The soft term of KD: ``T^2 * mean_b H(softmax(t_b / T), softmax(s_b / T))``.
 
     Args:

@@ -53,7 +53,7 @@ class UnitRows(nn.Module):
 
 
 class MNISTConvNet(nn.Module):
-    """Four conv layers (conv-BN-ReLU), a ``feature_dim``-dimensional penultimate layer and a linear head, for 28x28 images.
+    """Four conv layers (conv-BN-ReLU), a d-dimensional penultimate layer and a linear head, for 28x28 images.
 
     Args:
         width: kernels of the first two conv layers (the last two have ``2 * width``).
@@ -98,7 +98,8 @@ def check_architecture(name: str, image_shape: tuple[int, int, int]) -> None:
     """Raise ``ValueError`` if ``name`` is not an architecture or does not fit images of ``image_shape`` (C, H, W)."""
     if _MNIST.match(str(name)):
         if tuple(image_shape[1:]) != (28, 28):
-            raise ValueError(f"architecture {name!r} is for 28x28 images; the data has {image_shape[1]}x{image_shape[2]}")
+            raise ValueError(f"architecture {name!r} is for 28x28 images; "
+                             f"the data has {image_shape[1]}x{image_shape[2]}")
         return
     match = _WRN.match(str(name))
     if match:

@@ -194,7 +194,8 @@ def report_markdown(results: dict, command: str) -> str:
     lines = [f"## {results['title']}", "", f"`{command}`", ""]
     if teacher:
         lines += [f"Teacher: clean test accuracy {100 * teacher['test_accuracy']:.2f} %, kappa_MLE "
-                  f"{teacher.get('kappa_mle', math.nan):.1f}, mean |a| {teacher.get('mean_activation_norm', math.nan):.1f}."]
+                  f"{teacher.get('kappa_mle', math.nan):.1f}, "
+                  f"mean |a| {teacher.get('mean_activation_norm', math.nan):.1f}."]
         gates = teacher.get("gates")
         if gates:
             lines += [f"Gates: every affinity row peaks at its own class ({gates['rows_checked']} settings checked); "
@@ -208,7 +209,8 @@ def report_markdown(results: dict, command: str) -> str:
                   "| training images | " + " | ".join(selection[next(iter(selection))]["candidates"]) + " | chosen |",
                   "|---|" + "---|" * (len(selection[next(iter(selection))]["candidates"]) + 1)]
         for shift, entry in selection.items():
-            cells = [f"{100 * c['validation_accuracy']:.2f} (κ {c['concentration']:.1f}, |a| {c['activation_norm']:.1f},"
+            cells = [f"{100 * c['validation_accuracy']:.2f} (κ {c['concentration']:.1f}, "
+                     f"|a| {c['activation_norm']:.1f},"
                      f" off-diag {100 * c['off_diagonal_mass']:.1f} %)" for c in entry["candidates"].values()]
             lines.append(f"| {shift} | " + " | ".join(cells) + f" | {entry['chosen']} |")
         lines.append("")

@@ -46,8 +46,8 @@ from ckd.models import build_model, check_architecture, feature_dim_of
 from ckd.shifts import apply_shift, parse_shift
 from vmfprior import VMFPrior
 
-__all__ = ["TrainConfig", "PRESETS", "train", "load_model", "load_dataset", "teacher_affinity", "accuracy", "features_of",
-           "evaluate", "teacher_head_statistics", "NonFiniteLossError", "DATASETS", "MODEL_CHECKPOINT",
+__all__ = ["TrainConfig", "PRESETS", "train", "load_model", "load_dataset", "teacher_affinity", "accuracy",
+           "features_of", "evaluate", "teacher_head_statistics", "NonFiniteLossError", "DATASETS", "MODEL_CHECKPOINT",
            "LAST_CHECKPOINT", "AFFINITY_SEED", "TEST_SHIFT_SEED"]
 
 DATASETS = ("mnist", "cifar10", "cifar100")
@@ -420,8 +420,8 @@ def train(config, data=None, log=None, kind: str = "ckd-student", finish=None) -
                     teacher_logits = teacher(x)  # the teacher sees the student's (shifted, augmented) images
             logits = model(x)
             loss = distillation_loss(loss_name, logits, y, teacher_logits, affinity,
-                                     getattr(config, "temperature", KD_TEMPERATURE), getattr(config, "kd_weight", KD_WEIGHT),
-                                     smoothing)
+                                     getattr(config, "temperature", KD_TEMPERATURE),
+                                     getattr(config, "kd_weight", KD_WEIGHT), smoothing)
             # One flag summed over the processes, so that every process stops together (none waits in a collective).
             bad = accelerator.reduce((~torch.isfinite(loss.detach())).float().reshape(1), reduction="sum")
             if float(bad) > 0:
@@ -458,7 +458,8 @@ def train(config, data=None, log=None, kind: str = "ckd-student", finish=None) -
               "run_dir": str(out)}
     if accelerator.is_main_process:
         final = {"model": raw_model.state_dict(), "architecture": architecture, "num_classes": data.num_classes,
-                 "image_shape": list(data.image_shape), "dataset": config.dataset, "shift": getattr(config, "shift", None),
+                 "image_shape": list(data.image_shape), "dataset": config.dataset,
+                 "shift": getattr(config, "shift", None),
                  "feature_dim": int(raw_model.feature_dim), **scores, "config": asdict(config), **facts, **extra}
         if affinity is not None:
             final["affinity"] = affinity.cpu()

@@ -21,7 +21,8 @@ def test_the_pair_equals_the_network_when_the_layer_is_the_vmf_pair():
 
 def test_the_pair_kl_against_a_hand_computation():
     # Two classes, a = (1, 0), w_0 = (2, 0), w_1 = (0, 1), bias (0, 1): network logits (2, 1); pair (kappa, 0).
-    features, weight, bias = torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0.0, 1.0])
+    features, weight = torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    bias = torch.tensor([0.0, 1.0])
     kappa = 0.5
     p = np.exp([2.0, 1.0]) / np.exp([2.0, 1.0]).sum()
     q = np.exp([kappa, 0.0]) / np.exp([kappa, 0.0]).sum()

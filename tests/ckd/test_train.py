@@ -1,5 +1,4 @@
 """Training runs of every loss on tiny data, exact resume, the teacher's statistics, and the command line."""
-import json
 import math
 import subprocess
 import sys
@@ -14,7 +13,6 @@ from ckd.models import build_model
 from ckd.train import TrainConfig, load_model, teacher_affinity, train
 from common.runs import read_metrics
 
-from .conftest import as_image_data, synthetic_arrays
 
 REPO = Path(__file__).resolve().parents[2]
 QUIET = {"progress": False, "cpu": True, "batch_size": 128, "train_subset": 256, "epochs": 1}
