@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import torch
@@ -151,6 +152,9 @@ def _plot_activations(path: str, records: list[dict], dim: int) -> None:
     right.set_xticks(epochs, [str(e) for e in epochs])
     right.legend()
     figure.suptitle("Penultimate activations over training (UAI Figure 2 analogue); histograms: clean test images")
+    figure.supxlabel("One teacher stopped after each epoch shown. Left: cosine of each clean test image's activation "
+                     "with its class's mean direction w_y/|w_y|.\nRight: the maximum-likelihood κ of those "
+                     "activations (directions held fixed) and their mean norm |a|.", fontsize=9)
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -171,11 +175,15 @@ def _plot_similarity(path: str, names: list[str], affinities: list[torch.Tensor]
     image = axes[-1].imshow(correlations.numpy(), cmap="magma", vmin=min(0.0, float(correlations.min())), vmax=1)
     for i in range(count):
         for j in range(count):
-            axes[-1].text(j, i, f"{float(correlations[i, j]):.2f}", ha="center", va="center", color="cyan")
+            axes[-1].text(j, i, f"{float(correlations[i, j]):.2f}", ha="center", va="center",
+                          bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0})
     axes[-1].set(title="correlation of off-diagonal log-affinities", xlabel="teacher", ylabel="teacher",
                  xticks=range(count), yticks=range(count))
     figure.colorbar(image, ax=axes[-1], fraction=0.046)
     figure.suptitle(f"Class affinities (Eq. 7) of independently trained teachers, {setting}")
+    figure.supxlabel(textwrap.fill("Each teacher's p_T(j | i) from its final layer alone (Monte Carlo, fixed seed); "
+                                   "right: Pearson correlation of the log-affinities off the diagonal for every pair "
+                                   "of teachers.", 40 * (count + 1)), fontsize=9)
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
