@@ -7,17 +7,27 @@ stderr and returns exit status 2. Anything else is a bug and keeps its traceback
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 import torch
 
 from common.data import DataUnavailableError
 
-__all__ = ["UserError", "USER_ERRORS", "ArgumentParser", "run_cli", "set_threads", "select_device"]
+__all__ = ["USER_ERRORS", "ArgumentParser", "Terminated", "UserError", "run_cli", "select_device", "set_threads"]
 
 
 class UserError(ValueError):
     """A mistake in what the user asked for; its message says what to do instead."""
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: :func:`run_cli` exits with status 143 after the current write is done."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated("terminated (SIGTERM)")
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
@@ -40,16 +50,22 @@ def run_cli(main, argv=None) -> int:
         argv: arguments (None: ``sys.argv[1:]``).
 
     Returns:
-        the exit status: 0, 2 after a user mistake, or an int ``main`` returned.
+        the exit status: 0, 2 after a user mistake, 130 after Ctrl-C, 143 after SIGTERM, or an int ``main``
+        returned.
     """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)  # unwinds like Ctrl-C: files closed, locks released
     try:
         result = main(argv)
     except USER_ERRORS as error:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print("error: interrupted; a run continues from its last checkpoint with --resume", file=sys.stderr)
         return 130
+    except Terminated:
+        print("error: terminated (SIGTERM); a run continues from its last checkpoint with --resume", file=sys.stderr)
+        return 143
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 

@@ -27,4 +27,23 @@ def difference(a: tuple[float, float, int], b: tuple[float, float, int]) -> tupl
     if n_a < 2 or n_b < 2:
         raise ValueError("a standard error needs at least two values on each side")
     value, error = mean_a - mean_b, math.sqrt(sd_a**2 / n_a + sd_b**2 / n_b)
-    return value, error, "yes (> 2 SE)" if abs(value) > 2 * error else "yes" if abs(value) > error else "no"
+    return value, error, verdict(value, error)
+
+
+def paired_difference(a: dict, b: dict) -> tuple[float, float, int]:
+    """Mean of the per-seed differences ``a[seed] - b[seed]`` over the seeds both have, with its standard error.
+
+    Args:
+        a, b: ``{seed: value}``.
+
+    Returns:
+        ``(mean, sd / sqrt(n), n)``; the standard error is nan for fewer than two shared seeds, everything for none.
+    """
+    paired = [a[seed] - b[seed] for seed in sorted(set(a) & set(b)) if a[seed] is not None and b[seed] is not None]
+    mean, sd, n = summarize(paired)
+    return mean, sd / math.sqrt(n) if n > 1 else math.nan, n
+
+
+def verdict(value: float, error: float) -> str:
+    """"yes (> 2 SE)", "yes" (> 1 SE) or "no": whether ``|value|`` exceeds its standard error."""
+    return "yes (> 2 SE)" if abs(value) > 2 * error else "yes" if abs(value) > error else "no"

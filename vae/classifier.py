@@ -3,50 +3,45 @@
 Architecture: the VAE encoder's ``784 -> 256 -> 128`` (ReLU), then ``Linear(128, d)`` (the penultimate
 activations ``a``, no nonlinearity: they live on all of ``R^d`` like the VAE's latent before normalizing),
 then a head from :func:`vmfprior.heads.make_head` named ``head`` (learned linear by default; fixed random /
-orthogonal / Hadamard for the ablation). ``VMFPrior.from_checkpoint(path, concentration)`` finds
-``head.weight`` in the saved checkpoint.
+orthogonal / Hadamard for the ablation). Training, the run folder and ``classifier.pt`` (with the head's kappa MLE
+and mean |a|) come from :mod:`common.classifier`; ``VMFPrior.from_checkpoint(path, concentration)`` finds
+``head.weight`` in it.
 
-Command line::
-
-    python -m vae.classifier --latent-dim 5 --data PATH.npz --out runs/classifier-d5 [--head linear] [--epochs 5]
+    python -m vae.classifier --latent-dim 5 --data data/mnist.npz --out runs/classifier-d5 [--head linear] [--epochs 5]
 """
 from __future__ import annotations
 
 import sys
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Optional
+from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from accelerate import Accelerator
+from torch import nn
 
-from common.cli import ArgumentParser, run_cli, set_threads
-from common.data import load_mnist, train_validation_split
-from common.runs import add_dataclass_arguments, atomic_save, config_from_args, write_config
+from common.classifier import CHECKPOINT_NAME, ClassifierSettings, accuracy, check_settings, load_classifier_checkpoint
+from common.classifier import train_classifier as train_on_run_folder
+from common.cli import run_cli, set_threads
+from common.config import ConfigError, option, parse_config
+from common.data import load_mnist
 from vmfprior.heads import make_head
 
-CHECKPOINT_NAME = "classifier.pt"
+__all__ = [
+    "CHECKPOINT_NAME",
+    "ClassifierConfig",
+    "MNISTClassifier",
+    "accuracy",
+    "load_classifier",
+    "main",
+    "train_classifier",
+]
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(ClassifierSettings):
     """Settings of one classifier run (saved in config.json and in the checkpoint)."""
 
-    latent_dim: int = 5  # penultimate dimension d: the latent dimension of the HVAE-L it serves
-    head: str = "linear"  # linear, random, random-cosine, orthogonal, hadamard or identity (vmfprior.heads)
-    data: Optional[str] = None  # MNIST .npz (None: download with torchvision)
-    out: str = "runs/classifier"  # run folder: config.json and classifier.pt
-    epochs: int = 5  # training epochs
-    batch_size: int = 128  # training batch size
-    learning_rate: float = 1e-3  # Adam step size
-    seed: int = 0  # seeds initialization and shuffling
-    num_validation: int = 10_000  # the last N training images are the validation split
-    train_subset: Optional[int] = None  # use only the first N training images (quick runs)
-    cpu: bool = False  # force the CPU even when a GPU is present
-    threads: Optional[int] = None  # torch CPU threads (None: torch's default)
+    latent_dim: int = option(5, "penultimate dimension d: the latent dimension of the HVAE-L it serves")
+    out: str = option("runs/classifier", "run folder: config.json, last.pt, metrics.jsonl, classifier.pt")
+    num_validation: int = option(10_000, "the last N training images are the validation split")
 
 
 class MNISTClassifier(nn.Module):
@@ -77,79 +72,46 @@ class MNISTClassifier(nn.Module):
         return self.head(self.penultimate(x))
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` on uint8 ``images (N, 1, 28, 28)`` with ``labels (N,)``."""
-    device = next(model.parameters()).device
-    correct = 0
-    for start in range(0, images.shape[0], batch_size):
-        x = images[start : start + batch_size].to(device).float() / 255.0
-        correct += int((model(x).argmax(-1).cpu() == labels[start : start + batch_size]).sum())
-    return correct / max(images.shape[0], 1)
-
-
-def train_classifier(config: ClassifierConfig, data=None, log=print) -> dict:
-    """Train a classifier, report validation/test accuracy, save ``OUT/classifier.pt``.
+def train_classifier(config: ClassifierConfig, data=None, log=None) -> dict:
+    """Train (or resume) a classifier on ``config.out`` and save ``OUT/classifier.pt``.
 
     Args:
         config: the settings.
         data: an already loaded ``ImageData`` (None: load ``config.data``).
-        log: where progress lines go.
+        log: where progress lines go (default: print on the main process).
 
     Returns:
-        dict with ``checkpoint`` (path), ``validation_accuracy``, ``test_accuracy``, ``seconds``.
+        :func:`common.classifier.train_classifier`'s result: ``checkpoint`` (path), ``validation_accuracy``,
+        ``test_accuracy``, ``kappa_mle``, ``mean_activation_norm``, ``seconds``, ``stopped``.
     """
-    for name in ("epochs", "batch_size", "num_validation"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
-    if not config.learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive, got {config.learning_rate}")
+    if config.latent_dim < 2:
+        raise ConfigError(f"--latent-dim must be at least 2, got {config.latent_dim}")
+    check_settings(config)  # before loading the data: a mistake is reported at once
     set_threads(config.threads)
-    device = Accelerator(cpu=config.cpu).device
     data = data if data is not None else load_mnist(config.data)
-    x_train, y_train, x_val, y_val = train_validation_split(data.x_train, data.y_train, config.num_validation)
-    if config.train_subset is not None:
-        x_train, y_train = x_train[: config.train_subset], y_train[: config.train_subset]
     torch.manual_seed(config.seed)
-    model = MNISTClassifier(config.latent_dim, config.head, data.num_classes).to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=config.learning_rate)
-    order_generator = torch.Generator().manual_seed(config.seed)
-    started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        order = torch.randperm(x_train.shape[0], generator=order_generator)
-        total = 0.0
-        for start in range(0, order.shape[0], config.batch_size):
-            index = order[start : start + config.batch_size]
-            x = x_train[index].to(device).float() / 255.0
-            loss = F.cross_entropy(model(x), y_train[index].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * index.shape[0]
-        model.eval()
-        log(f"classifier d={config.latent_dim} head={config.head} epoch {epoch}: train loss "
-            f"{total / order.shape[0]:.4f}, validation accuracy {accuracy(model, x_val, y_val):.4f}")
-    result = {
-        "validation_accuracy": accuracy(model, x_val, y_val),
-        "test_accuracy": accuracy(model, data.x_test, data.y_test),
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    out = Path(config.out)
-    write_config(out, config, kind="vae-classifier")
-    path = out / CHECKPOINT_NAME
-    atomic_save({"model": model.state_dict(), "config": asdict(config), **result}, path)
-    result["checkpoint"] = str(path)
-    log(f"classifier d={config.latent_dim} head={config.head}: test accuracy {result['test_accuracy']:.4f} -> {path}")
+    model = MNISTClassifier(config.latent_dim, config.head, data.num_classes)
+    return train_on_run_folder(config, model, data, kind="vae-classifier", log=log)
+
+
+def load_classifier(path) -> tuple[MNISTClassifier, dict]:
+    """``(model, checkpoint)`` from ``classifier.pt`` or its run folder (eval mode, CPU)."""
+    def build(config: dict, checkpoint: dict) -> MNISTClassifier:
+        num_classes = checkpoint.get("num_classes") or checkpoint["model"]["head.weight"].shape[0]
+        return MNISTClassifier(config["latent_dim"], config.get("head", "linear"), int(num_classes))
+
+    return load_classifier_checkpoint(path, build, what="vae.classifier checkpoint")
+
+
+def main(argv=None) -> dict | int:
+    """Command-line entry point; a non-finite loss is an error (exit status 1)."""
+    config = parse_config(ClassifierConfig, argv, prog="python -m vae.classifier",
+                          description=__doc__.split("\n\n")[0])
+    result = train_classifier(config)
+    if result["stopped"] == "non-finite loss":
+        print(f"error: non-finite loss in {config.out}; its last checkpoint is kept", file=sys.stderr)
+        return 1
     return result
-
-
-def main(argv=None) -> dict:
-    """Command-line entry point."""
-    parser = add_dataclass_arguments(ArgumentParser(prog="python -m vae.classifier", description=__doc__.split("\n\n")[0]),
-                                     ClassifierConfig)
-    return train_classifier(config_from_args(ClassifierConfig, parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

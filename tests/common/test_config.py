@@ -1,0 +1,132 @@
+"""common.config: precedence defaults < preset < --config < flags, errors that name the typed flag, and no blank
+--help anywhere in the repository's commands."""
+import argparse
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from common.config import GLOSSARY, ConfigError, build_parser, check_positive, option, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@dataclass
+class Settings:
+    learning_rate: float = option(1e-3, "step size")
+    num_validation: int = option(100, "held-out images")
+    latent_dims: tuple[int, ...] = option((3, 5), "latent dimensions")
+    train_subset: int | None = option(None, "first N images")
+    progress: bool = option(True, "progress bar")
+    head: str = option("linear", "final layer", choices=("linear", "random"))
+
+
+PRESETS = {"quick": {"learning_rate": 0.5, "num_validation": 7, "latent_dims": (2,)}}
+
+
+def test_precedence_defaults_preset_file_flags(tmp_path):
+    assert parse_config(Settings, [], prog="p", presets=PRESETS) == Settings()
+    assert parse_config(Settings, ["--preset", "quick"], prog="p", presets=PRESETS) == Settings(
+        learning_rate=0.5, num_validation=7, latent_dims=(2,))
+    file = tmp_path / "c.json"
+    file.write_text(json.dumps({"num_validation": 9, "latent_dims": [4, 6], "train_subset": 50}))
+    config = parse_config(Settings, ["--preset", "quick", "--config", str(file), "--num-validation", "11"],
+                          prog="p", presets=PRESETS)
+    assert config == Settings(learning_rate=0.5, num_validation=11, latent_dims=(4, 6), train_subset=50)
+    # A run's config.json works as a --config file; its folder does not come along.
+    run_file = tmp_path / "config.json"
+    run_file.write_text(json.dumps({"kind": "x", "config": {"num_validation": 3, "out": "elsewhere"}}))
+    assert parse_config(Settings, ["--config", str(run_file), "--no-progress", "--train-subset", "none"],
+                        prog="p").num_validation == 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--num-validaton", "3"], "unknown option --num-validaton; did you mean --num-validation?"),
+    (["--num_validation", "3"], "did you mean --num-validation"),
+    (["--head", "randm"], "--head: must be one of linear, random, got 'randm'; did you mean random?"),
+    (["--num-validation", "x"], "--num-validation: expects int"),
+    (["--preset", "slow"], "--preset"),
+])
+def test_errors_name_the_flag_as_typed(argv, message):
+    with pytest.raises(ConfigError) as error:
+        parse_config(Settings, argv, prog="p", presets=PRESETS)
+    assert message in str(error.value)
+
+
+def test_config_file_errors_name_the_file_and_key(tmp_path):
+    file = tmp_path / "c.json"
+    file.write_text(json.dumps({"learning_rat": 1.0}))
+    with pytest.raises(ConfigError, match="unknown key 'learning_rat'; did you mean learning_rate"):
+        parse_config(Settings, ["--config", str(file)], prog="p")
+    file.write_text("{not json")
+    with pytest.raises(ConfigError, match="c.json"):
+        parse_config(Settings, ["--config", str(file)], prog="p")
+    with pytest.raises(ConfigError, match="missing.json.*does not exist"):
+        parse_config(Settings, ["--config", str(tmp_path / "missing.json")], prog="p")
+
+
+def test_checks_name_the_flag_and_option_needs_help():
+    with pytest.raises(ConfigError, match="--learning-rate must be positive"):
+        check_positive(Settings(learning_rate=0.0), "learning_rate")
+    check_positive(Settings(), "learning_rate")
+    with pytest.raises(ValueError, match="help"):
+        option(1, "")
+
+
+def test_help_shows_text_and_default():
+    text = build_parser(Settings, "p").format_help()
+    assert "held-out images (default: 100)" in text and "--no-progress" in text
+
+
+def _commands() -> list[str]:
+    """Every module of the experiment layer that runs as a command."""
+    found = []
+    for package in ("common", "eval", "vae", "gan", "ckd"):
+        for path in sorted((ROOT / package).glob("*.py")):
+            if 'if __name__ == "__main__"' in path.read_text():
+                found.append(f"{package}.{path.stem}")
+    return found
+
+
+NOT_YET_PORTED = {"gan.classifier", "gan.table5", "gan.fidelity", "gan.figures", "ckd.normalization_check",
+                  "vae.experiment"}
+"""Commands with blank options, still on the old option machinery; each leaves this set when it moves to
+common.config (the xfail is strict: a command that gains full help text fails here until it leaves the set)."""
+
+
+def _help_of(module_name: str, monkeypatch) -> list[tuple[str, str]]:
+    parsers = []
+
+    def capture(self, file=None):
+        parsers.append(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "print_help", capture)
+    module = importlib.import_module(module_name)
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    assert parsers, f"{module_name} --help printed no parser"
+    return [(action.option_strings[-1], action.help or "") for action in parsers[-1]._actions
+            if action.option_strings and action.option_strings[0] != "-h"]
+
+
+@pytest.mark.parametrize("module_name", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="not yet on common.config"))
+    if name in NOT_YET_PORTED else name for name in _commands()])
+def test_no_option_has_empty_help(module_name, monkeypatch):
+    options = _help_of(module_name, monkeypatch)
+    blank = [name for name, text in options if not text.strip() or text.strip().startswith("(default")]
+    assert not blank, f"{module_name}: options without help: {blank}"
+
+
+def test_glossary_names_are_the_only_spellings():
+    """A config field never uses a drifted spelling of a glossary concept."""
+    drifted = {"lr", "max_epochs", "iterations", "stop_at", "max_steps", "output", "run_dir", "num_threads", "device"}
+    assert set(GLOSSARY) >= {"learning_rate", "epochs", "stop_after", "cpu", "progress", "threads", "seed", "out",
+                             "run", "data"}
+    from dataclasses import fields
+
+    from vae.classifier import ClassifierConfig
+
+    assert not drifted & {field.name for field in fields(ClassifierConfig)}
