@@ -28,11 +28,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common.cli import ArgumentParser, run_cli, set_threads
-from common.runs import atomic_write_text, load_checkpoint
 from ckd.normalization_check import normalized_accuracy
-from ckd.train import (LAST_CHECKPOINT, AFFINITY_SEED, features_of, load_dataset, load_model, teacher_affinity,
-                       teacher_head_statistics)
+from ckd.train import AFFINITY_SEED, features_of, load_dataset, load_model, teacher_affinity, teacher_head_statistics
+from common.cli import ArgumentParser, run_cli, set_threads
+from common.run import LAST_CHECKPOINT, atomic_write_text, load_checkpoint
 from vmfprior import VMFPrior
 
 __all__ = ["cosine_statistics", "affinity_correlations", "generative_pair", "activations_over_training", "main"]

@@ -26,31 +26,43 @@ continues from its last.pt, so the same command resumes the whole grid, unit by 
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import math
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
-from common.cli import ArgumentParser, run_cli, set_threads
-from common.markdown import write_section
-from common.runs import atomic_write_text, load_checkpoint
 from ckd.losses import LOSSES, NEEDS_TEACHER_LOGITS, off_diagonal_mass
 from ckd.normalization_check import normalized_accuracy
 from ckd.report import report_markdown, shift_name
 from ckd.shifts import apply_shift, parse_shift
-from ckd.teacher import TeacherConfig, train_teacher
-from ckd.train import (LAST_CHECKPOINT, MODEL_CHECKPOINT, TEST_SHIFT_SEED, TrainConfig, accuracy, features_of,
-                       load_dataset, load_model, teacher_affinity, teacher_head_statistics, train)
+from ckd.teacher import TEACHER_CHECKPOINT, TeacherConfig, train_teacher
+from ckd.train import (
+    MODEL_CHECKPOINT,
+    TEST_SHIFT_SEED,
+    TrainConfig,
+    accuracy,
+    features_of,
+    load_dataset,
+    load_model,
+    read_student_result,
+    teacher_affinity,
+    teacher_head_statistics,
+    train,
+)
 from ckd.train import PRESETS as TEACHER_PRESETS
+from common.cli import run_cli, set_threads
+from common.config import ConfigError, option, parse_config
+from common.grid import run_unit, write_rows
+from common.markdown import write_section
+from common.run import atomic_write_text
 
-__all__ = ["PRESETS", "TeacherGateError", "teacher_gates", "selection_candidates", "run_experiment", "run_name",
-           "estimate_cost", "main", "MAX_NORMALIZATION_COST"]
+__all__ = ["PRESETS", "ExperimentConfig", "TeacherGateError", "teacher_gates", "selection_candidates",
+           "run_experiment", "run_name", "estimate_cost", "main", "MAX_NORMALIZATION_COST"]
 
 MAX_NORMALIZATION_COST = 0.02
 """The teacher may lose at most this much clean test accuracy when a and every w_i are normalized."""
@@ -69,7 +81,7 @@ PRESETS = {
         "losses": ["label", "label-smoothing", "kd", "ckd", "ckd+kd"],
         # 55,000 training images (5,000 held out for validation), 2 epochs: about 860 Adam steps per run.
         "student": {"feature_dim": 64, "epochs": 2, "learning_rate": 3e-3, "schedule": "cosine",
-                    "validation": 5_000},
+                    "num_validation": 5_000},
         # (name, kappa: "mle" or a multiple of the teacher's mean |a|, activation norm as a multiple of |a|)
         "selection": {"seed": 1_000, "grid": [("kappa-mle", "mle", 1.0), ("kappa-a", 1.0, 1.0),
                                               ("kappa-a/2", 0.5, 1.0), ("kappa-a_norm-a/2", 1.0, 0.5)]},
@@ -110,16 +122,15 @@ def run_name(student: str, shift: str | None, loss: str, seed: int) -> str:
     return f"{student}_{shift_name(shift)}_{loss.replace('+', '-')}_s{seed}"
 
 
-def _run(config, runner, data, log):
-    """Start, resume or read back one run; returns its result dict."""
-    out = Path(config.out)
-    if (out / MODEL_CHECKPOINT).is_file():
-        final = load_checkpoint(out / MODEL_CHECKPOINT, ("test_accuracy",), what="ckd model checkpoint")
-        keys = ("test_accuracy", "domain_test_accuracy", "validation_accuracy", "concentration", "activation_norm",
-                "affinity_off_diagonal_mass", "smoothing", "kappa_mle", "mean_activation_norm")
-        return {**{key: final[key] for key in keys if key in final}, "seconds": None}
-    config = dataclasses.replace(config, resume=(out / LAST_CHECKPOINT).is_file())
-    return runner(config, data=data, log=log)
+def _student(config: TrainConfig, data, log) -> dict:
+    """Start, resume or read back one student run (a unit of the grid); a non-finite loss stops the grid."""
+    result = run_unit(config, train, finished=MODEL_CHECKPOINT,
+                      read=lambda folder: {**read_student_result(folder / MODEL_CHECKPOINT), "seconds": None},
+                      data=data, log=log)
+    if result.get("stopped") == "non-finite loss":
+        raise ValueError(f"non-finite training loss in {config.out}; its last.pt is kept: lower the learning rate "
+                         "and run the command again")
+    return result
 
 
 class TeacherGateError(ValueError):
@@ -177,7 +188,7 @@ def selection_candidates(grid, kappa_mle: float, mean_norm: float) -> dict:
 
 
 def _write_results(out: Path, results: dict) -> None:
-    atomic_write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
+    write_rows(out / "results.json", results)
 
 
 def run_experiment(preset: dict, out: Path, data_path: str | None, seeds, threads, progress: bool, cpu: bool,
@@ -192,10 +203,13 @@ def run_experiment(preset: dict, out: Path, data_path: str | None, seeds, thread
     common = {"dataset": preset["dataset"], "data": data_path, "threads": threads, "progress": progress, "cpu": cpu}
     teacher_dir = out / "teacher"
     teacher_config = TeacherConfig(**{**common, **preset["teacher"], "out": str(teacher_dir), "seed": 0})
-    if report_only and not (teacher_dir / MODEL_CHECKPOINT).is_file():
-        raise FileNotFoundError(f"--report-only: {teacher_dir / MODEL_CHECKPOINT} does not exist yet")
+    if report_only and not (teacher_dir / TEACHER_CHECKPOINT).is_file():
+        raise FileNotFoundError(f"--report-only: {teacher_dir / TEACHER_CHECKPOINT} does not exist yet")
     started = time.perf_counter()
-    _run(teacher_config, train_teacher, data, log)
+    outcome = run_unit(teacher_config, train_teacher, finished=TEACHER_CHECKPOINT, read=lambda folder: {},
+                       data=data, log=log)
+    if outcome.get("stopped") in ("non-finite loss", "stop_after"):
+        raise ValueError(f"the teacher in {teacher_dir} did not finish ({outcome['stopped']})")
     teacher, checkpoint = load_model(str(teacher_dir))
     kappa_mle, mean_norm = teacher_head_statistics(checkpoint)
     facts = {"test_accuracy": checkpoint["test_accuracy"], "kappa_mle": kappa_mle, "mean_activation_norm": mean_norm}
@@ -226,7 +240,7 @@ def run_experiment(preset: dict, out: Path, data_path: str | None, seeds, thread
                                     "teacher": str(teacher_dir), "concentration": kappa, "activation_norm": norm})
             if report_only and not (folder / MODEL_CHECKPOINT).is_file():
                 break
-            result = _run(config, train, data, log)
+            result = _student(config, data, log)
             affinity = teacher_affinity(teacher, kappa, norm, config.affinity_samples)
             table[name] = {"concentration": kappa, "activation_norm": norm,
                            "off_diagonal_mass": off_diagonal_mass(affinity),
@@ -252,7 +266,7 @@ def run_experiment(preset: dict, out: Path, data_path: str | None, seeds, thread
                                             "activation_norm": norm})
                     if report_only and not (Path(config.out) / MODEL_CHECKPOINT).is_file():
                         continue
-                    result = _run(config, train, data, log)
+                    result = _student(config, data, log)
                     row = {"student": student, "shift": shift, "loss": loss, "seed": seed,
                            "test_accuracy": result["test_accuracy"],
                            "domain_test_accuracy": result.get("domain_test_accuracy"),
@@ -310,7 +324,7 @@ def estimate_cost(preset: dict, cpu: bool, steps: int, seeds: list[int], log=pri
 
     def run_seconds(options, per_step):
         batch = options.get("batch_size", 128)
-        size = min(train_size - options.get("validation", 0), options.get("train_subset") or train_size)
+        size = min(train_size - options.get("num_validation", 0), options.get("train_subset") or train_size)
         return per_step * math.ceil(size / batch) * options.get("epochs", 5)
 
     teacher_step = _time_steps(teacher, None, teacher_options.get("batch_size", 128), image_shape, num_classes, steps,
@@ -326,7 +340,7 @@ def estimate_cost(preset: dict, cpu: bool, steps: int, seeds: list[int], log=pri
         begin = time.perf_counter()
         fresh().eval()(x)
         test_images = 10_000  # MNIST and CIFAR alike
-        scoring = (time.perf_counter() - begin) * (2 * test_images + student_options.get("validation", 0)) / 1000
+        scoring = (time.perf_counter() - begin) * (2 * test_images + student_options.get("num_validation", 0)) / 1000
     label_run = run_seconds(student_options, label_step) + scoring
     kd_run = run_seconds(student_options, kd_step) + scoring
     teacher_run = run_seconds(teacher_options, teacher_step)
@@ -344,43 +358,51 @@ def estimate_cost(preset: dict, cpu: bool, steps: int, seeds: list[int], log=pri
             "total_hours": total / 3600}
 
 
+@dataclass
+class ExperimentConfig:
+    """Settings of one experiment command (the table is chosen with --preset)."""
+
+    table: Optional[str] = option(None, "the table to run; set it with --preset NAME", choices=sorted(PRESETS))
+    data: Optional[str] = option(None, "the dataset's .npz file (None: download with torchvision)")
+    out: Optional[str] = option(None, "experiment folder (None: runs/ckd-PRESET)")
+    seeds: Optional[tuple[int, ...]] = option(None, "student seeds (None: the preset's)")
+    results: Optional[str] = option(None, "also write the report as a marked section of this markdown file")
+    estimate_cost: bool = option(False, "time a few steps here and print the cost per run and in all")
+    report_only: bool = option(False, "train nothing; report the finished runs")
+    threads: Optional[int] = option(None, "torch CPU threads (None: torch's default; 1 suits a busy shared CPU)")
+    progress: bool = option(False, "show progress bars")
+    cpu: bool = option(False, "use the CPU even when a GPU is present")
+
+
 def main(argv=None) -> dict:
     """Command-line entry point."""
-    parser = ArgumentParser(prog="python -m ckd.experiment", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", required=True, choices=sorted(PRESETS), help="which table")
-    parser.add_argument("--data", default=None, help="the dataset's .npz (default: download with torchvision)")
-    parser.add_argument("--out", default=None, help="run folder (default: runs/ckd-PRESET)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="student seeds (default: the preset's)")
-    parser.add_argument("--results", default=None, help="also write the report as a section of this markdown file")
-    parser.add_argument("--estimate-cost", action="store_true", help="time a few steps and print the cost per run")
-    parser.add_argument("--report-only", action="store_true", help="train nothing; report the finished runs")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 suits a busy shared CPU)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                        help="tqdm bars")
-    parser.add_argument("--cpu", action="store_true", help="force the CPU even when a GPU is present")
-    args = parser.parse_args(argv)
-    set_threads(args.threads)
-    preset = PRESETS[args.preset]
-    seeds = args.seeds if args.seeds is not None else preset["seeds"]
+    config = parse_config(ExperimentConfig, argv, prog="python -m ckd.experiment",
+                          description=__doc__.split("\n\n")[0],
+                          presets={name: {"table": name} for name in PRESETS})
+    if config.table is None:
+        raise ConfigError("python -m ckd.experiment: --preset is required (" + ", ".join(sorted(PRESETS)) + ")")
+    set_threads(config.threads)
+    preset = PRESETS[config.table]
+    seeds = list(config.seeds) if config.seeds is not None else preset["seeds"]
     if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
-        raise ValueError(f"--seeds must be distinct non-negative integers, got {seeds}")
+        raise ConfigError(f"--seeds must be distinct non-negative integers, got {seeds}")
     if preset.get("selection") and preset["selection"]["seed"] in seeds:
-        raise ValueError(f"--seeds must not include the selection seed {preset['selection']['seed']}")
-    if args.estimate_cost:
-        return estimate_cost(preset, args.cpu, steps=8, seeds=seeds)
+        raise ConfigError(f"--seeds must not include the selection seed {preset['selection']['seed']}")
+    if config.estimate_cost:
+        return estimate_cost(preset, config.cpu, steps=8, seeds=seeds)
     for shift in preset["shifts"]:
         parse_shift(shift)
-    out = Path(args.out or f"runs/ckd-{args.preset}")
-    results = run_experiment(preset, out, args.data, seeds, args.threads, args.progress, args.cpu,
-                             report_only=args.report_only)
+    out = Path(config.out or f"runs/ckd-{config.table}")
+    results = run_experiment(preset, out, config.data, seeds, config.threads, config.progress, config.cpu,
+                             report_only=config.report_only)
     shown = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--report-only"]
     results["command"] = "python -m ckd.experiment " + " ".join(shown)
-    results["preset"] = args.preset
+    results["preset"] = config.table
     _write_results(out, results)
     text = report_markdown(results, results["command"])
     atomic_write_text(out / "report.md", text + "\n")
-    if args.results:
-        write_section(args.results, f"ckd-{args.preset}", text)
+    if config.results:
+        write_section(config.results, f"ckd-{config.table}", text)
     print(text)
     return {"rows": len(results["rows"]), "report": str(out / "report.md")}
 

@@ -22,9 +22,9 @@ import sys
 
 import torch
 
-from common.cli import ArgumentParser, run_cli, set_threads
-from common.runs import atomic_write_text
 from ckd.train import features_of, load_dataset, load_model, teacher_affinity, teacher_head_statistics
+from common.cli import ArgumentParser, run_cli, set_threads
+from common.run import atomic_write_text
 from vmfprior import VMFPrior
 
 __all__ = ["cyclic_order", "same_cyclic_order", "figure_data", "cosine_density", "main"]

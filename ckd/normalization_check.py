@@ -115,7 +115,7 @@ def check_torchvision(name: str, weights: str, image_folder: str, device, batch_
     import torchvision
     from torchvision import transforms
 
-    from common.runs import load_checkpoint
+    from common.run import load_checkpoint
 
     try:
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)

@@ -66,7 +66,7 @@ def test_activations_and_similarity_and_pair_commands(tmp_path, tiny_npz, tiny_t
     assert (out / "activations.png").stat().st_size > 10_000
     # The epoch-2 measurement is of the finished model (the run's last epoch).
     assert result["epochs"][1]["accuracy"] == pytest.approx(
-        torch.load(out / "run" / "model.pt", weights_only=False)["test_accuracy"])
+        torch.load(out / "run" / "classifier.pt", weights_only=False)["test_accuracy"])
     teacher_dir, _ = tiny_teacher
     similarity = main(["similarity", "--teachers", str(teacher_dir), str(teacher_dir), "--samples", "300",
                        "--figure", str(tmp_path / "similarity.png"), "--data", str(tiny_npz)])

@@ -12,7 +12,7 @@ import ckd.train as train_module
 from ckd.experiment import TeacherGateError, run_experiment, selection_candidates, teacher_gates
 from ckd.shifts import apply_shift, parse_shift
 from ckd.train import TEST_SHIFT_SEED, TrainConfig, train
-from common.runs import epoch_order
+from common.run import epoch_order
 
 QUIET = {"progress": False, "cpu": True, "epochs": 1}
 
@@ -67,7 +67,7 @@ def test_clean_score_uses_unshifted_and_domain_score_shifted_test_images(tmp_pat
 
     monkeypatch.setattr(train_module, "accuracy", fake_accuracy)
     shift = "photometric:0.8"
-    config = TrainConfig(student="mnist-conv-2", loss="label", shift=shift, seed=5, validation=32,
+    config = TrainConfig(student="mnist-conv-2", loss="label", shift=shift, seed=5, num_validation=32,
                          out=str(tmp_path / "run"), batch_size=64, train_subset=128, **QUIET)
     result = train(config, data=tiny_data, log=lambda *_: None)
     shifted_test = apply_shift(tiny_data.x_test, parse_shift(shift), seed=TEST_SHIFT_SEED)
@@ -165,7 +165,8 @@ def _tiny_preset(**changes):
                           "stats_images": 128, "train_subset": 128},
               "students": ["mnist-conv-2"], "shifts": [None, "downsample:0.5"],
               "losses": ["label", "label-smoothing", "kd", "ckd", "ckd+kd"],
-              "student": {"epochs": 1, "batch_size": 64, "train_subset": 64, "validation": 32, "affinity_samples": 200},
+              "student": {"epochs": 1, "batch_size": 64, "train_subset": 64, "num_validation": 32,
+                          "affinity_samples": 200},
               "selection": {"seed": 99, "grid": [("kappa-mle", "mle", 1.0), ("kappa-a", 1.0, 1.0)]}, "seeds": [0, 1]}
     preset.update(changes)
     return preset
@@ -212,5 +213,5 @@ def test_the_driver_stops_before_any_student_when_a_gate_fails(tmp_path, tiny_da
     out = tmp_path / "exp"
     with pytest.raises(TeacherGateError, match="row 3"):
         run_experiment(_tiny_preset(gates=True), out, None, [0], 1, False, True, log=lambda *_: None, data=tiny_data)
-    assert (out / "teacher" / "model.pt").is_file()
+    assert (out / "teacher" / "classifier.pt").is_file()
     assert not (out / "students").exists() and not (out / "selection").exists()
