@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import sys
 from pathlib import Path
 
 from scipy import stats
 
 from common.cli import ArgumentParser, run_cli
+from common.grid import by_cell, markdown_table
 from common.markdown import write_section
+from common.stats import paired_difference as mean_and_standard_error
+from common.stats import summarize as mean_sd_n
 
 __all__ = ["paired_difference", "summarize", "verdict", "report_markdown", "shift_name", "DOMAINS",
            "DECISIVE_SHIFTS", "EQUIVALENCE_MARGIN", "LOSS_ORDER", "main"]
@@ -58,16 +60,11 @@ def paired_difference(first: dict, second: dict, confidence: float = 0.95) -> di
     Returns:
         {"mean", "sd", "n", "low", "high"}; sd, low and high are NaN with fewer than two seeds.
     """
-    seeds = sorted(set(first) & set(second))
-    values = [first[seed] - second[seed] for seed in seeds]
-    if not values:
-        return {"mean": math.nan, "sd": math.nan, "n": 0, "low": math.nan, "high": math.nan}
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return {"mean": mean, "sd": math.nan, "n": 1, "low": math.nan, "high": math.nan}
-    sd = statistics.stdev(values)
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1)) * sd / math.sqrt(len(values))
-    return {"mean": mean, "sd": sd, "n": len(values), "low": mean - half, "high": mean + half}
+    mean, error, n = mean_and_standard_error(first, second)
+    if n < 2:
+        return {"mean": mean, "sd": math.nan, "n": n, "low": math.nan, "high": math.nan}
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * error
+    return {"mean": mean, "sd": error * math.sqrt(n), "n": n, "low": mean - half, "high": mean + half}
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -81,16 +78,11 @@ def summarize(rows: list[dict]) -> dict:
          "differences": {(student, shift, domain, loss_a, loss_b): paired_difference of a - b}}.
     """
     values: dict = {}
-    for row in rows:
-        for domain in DOMAINS:
-            if row.get(domain) is not None:
-                key = (row["student"], row["shift"], row["loss"], domain)
-                values.setdefault(key, {})[row["seed"]] = float(row[domain])
-    cells = {}
-    for key, by_seed in values.items():
-        numbers = list(by_seed.values())
-        cells[key] = (statistics.fmean(numbers), statistics.stdev(numbers) if len(numbers) > 1 else math.nan,
-                      len(numbers))
+    for domain in DOMAINS:
+        scored = [row for row in rows if row.get(domain) is not None]
+        for (student, shift, loss), by_seed in by_cell(scored, ("student", "shift", "loss"), domain).items():
+            values[(student, shift, loss, domain)] = {seed: float(value) for seed, value in by_seed.items()}
+    cells = {key: mean_sd_n(list(by_seed.values())) for key, by_seed in values.items()}
     differences = {}
     for student, shift, loss_a, domain in values:
         for loss_b in LOSS_ORDER:
@@ -216,28 +208,24 @@ def report_markdown(results: dict, command: str) -> str:
         lines.append("")
     for student in students:
         for domain in DOMAINS:
-            extra = " | teacher on these test images" if domain == "domain_test_accuracy" and teacher_on_shifted else ""
-            lines += [f"**{student}**, accuracy (%) on {DOMAIN_TITLES[domain]}, mean ± sd over seeds {seeds}:", "",
-                      "| training images | " + " | ".join(losses) + extra + " |",
-                      "|---|" + "---|" * (len(losses) + bool(extra))]
+            with_teacher = domain == "domain_test_accuracy" and bool(teacher_on_shifted)
+            header = ["training images", *losses] + (["teacher on these test images"] if with_teacher else [])
+            table = []
             for shift in shifts:
                 cells = [_cell(summary["cells"].get((student, shift, loss, domain))) for loss in losses]
-                if extra:
+                if with_teacher:
                     value = teacher_on_shifted.get(shift)
                     cells.append("–" if value is None else f"{100 * value:.2f}")
-                lines.append(f"| {shift_name(shift)} | " + " | ".join(cells) + " |")
-            lines.append("")
+                table.append([shift_name(shift), *cells])
+            lines += [f"**{student}**, accuracy (%) on {DOMAIN_TITLES[domain]}, mean ± sd over seeds {seeds}:", "",
+                      markdown_table(header, table), ""]
             pairs = [(a, b) for a, b in PAIRS if a in losses and b in losses]
-            lines += [f"Paired differences on {DOMAIN_TITLES[domain]} (points; mean and t-based 95 % interval over "
-                      "seeds):", "", "| training images | " + " | ".join(f"{a} − {b}" for a, b in pairs) + " |",
-                      "|---|" + "---|" * len(pairs)]
+            table = []
             for shift in shifts:
-                cells = []
-                for a, b in pairs:
-                    difference = summary["differences"].get((student, shift, domain, a, b))
-                    cells.append("–" if difference is None else _interval(difference))
-                lines.append(f"| {shift_name(shift)} | " + " | ".join(cells) + " |")
-            lines.append("")
+                differences = [summary["differences"].get((student, shift, domain, a, b)) for a, b in pairs]
+                table.append([shift_name(shift)] + ["–" if d is None else _interval(d) for d in differences])
+            lines += [f"Paired differences on {DOMAIN_TITLES[domain]} (points; mean and t-based 95 % interval over "
+                      "seeds):", "", markdown_table(["training images"] + [f"{a} − {b}" for a, b in pairs], table), ""]
         if all(shift in shifts for shift in DECISIVE_SHIFTS):
             earned, reasons = verdict(summary, student, teacher_on_shifted)
             lines += [f"**Verdict for {student} under the pre-stated rules: {earned}.**", ""]

@@ -215,3 +215,13 @@ def test_the_driver_stops_before_any_student_when_a_gate_fails(tmp_path, tiny_da
         run_experiment(_tiny_preset(gates=True), out, None, [0], 1, False, True, log=lambda *_: None, data=tiny_data)
     assert (out / "teacher" / "classifier.pt").is_file()
     assert not (out / "students").exists() and not (out / "selection").exists()
+
+
+def test_estimate_cost_counts_every_run_of_the_preset(single_thread):
+    preset = experiment.PRESETS["mnist-table3"]
+    cost = experiment.estimate_cost(preset, cpu=True, steps=1, seeds=list(range(8)), log=lambda *_: None)
+    # 4 shifts x (label, label-smoothing, ckd) x 8 seeds + 4 shifts x 4 selection runs; 4 x (kd, ckd+kd) x 8.
+    assert cost["runs"] == {"label-type": 4 * 3 * 8 + 4 * 4, "kd-type": 4 * 2 * 8}
+    assert 0 < cost["label_run_seconds"] < cost["kd_run_seconds"]  # KD runs the teacher on every batch
+    expected = (cost["teacher_seconds"] + 112 * cost["label_run_seconds"] + 64 * cost["kd_run_seconds"]) / 3600
+    assert cost["total_hours"] == pytest.approx(expected)
