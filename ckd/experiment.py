@@ -1,53 +1,91 @@
-"""One command per table: a teacher, then students over architectures x shifts x losses x seeds, then a report.
+"""One command per table: a teacher, its gates, kappa chosen on validation, students over shifts x losses x seeds.
 
-    python -m ckd.experiment --preset mnist-table3 --data PATH/mnist.npz --out runs/ckd-mnist --threads 1
+    python -m ckd.experiment --preset mnist-table3 --data data/mnist.npz --out runs/ckd-mnist-table3 --threads 1
+    python -m ckd.experiment --preset mnist-table3 --estimate-cost --threads 1   # measured seconds per run
     accelerate launch -m ckd.experiment --preset cifar100-table2 --out runs/ckd-cifar100-table2 --seeds 0 1 2
-    accelerate launch -m ckd.experiment --preset cifar100-table3 --out runs/ckd-cifar100-table3 --seeds 0 1 2
-    python -m ckd.experiment --preset cifar100-table2 --estimate-cost       # time a few steps, print the cost
 
-Runs one training at a time. A finished run (its model.pt exists) is read back, an interrupted one continues
-from its last.pt, so the same command resumes the whole grid. The teacher is trained with seed 0 (one teacher
-per table, as in the paper); the students' seeds vary initialization, shuffling and the drawn shift, and are
-shared across losses (a seed's four students start from the same weights and see the same shifted images, so
-loss differences are paired). ``OUT/report.md`` gets a table of mean ± sd over seeds and the paired
-differences with their standard errors; ``--results FILE`` also writes it as a marked section of FILE.
+Steps, one training at a time; a finished run (its model.pt exists) is read back and an interrupted one
+continues from its last.pt, so the same command resumes the whole grid, unit by unit:
+
+1. the teacher (seed 0, clean images);
+2. with ``gates`` in the preset, two checks before any student runs (:func:`teacher_gates`): every row of the
+   teacher's class affinity peaks at its own class at every (kappa, |a|) the students may use, and normalizing
+   a and w_i costs the teacher under 2 points of clean test accuracy; the command stops with one ``error:``
+   line if either fails;
+3. the teacher's accuracy on each shifted test set;
+4. with ``selection`` in the preset, CKD's kappa and activation norm per shift: one CKD student per candidate
+   (the grid includes kappa_MLE and kappa = |a|) trained with the selection seed, scored on its held-out
+   validation images of the shifted domain; the best is used by every CKD, CKD+KD and matched label-smoothing
+   student of that shift;
+5. the students: seeds outermost (a grid stopped early has every cell for the seeds it finished); a seed's
+   students share initialization, batches and shifted images across losses, so differences are paired.
+
+``OUT/results.json`` (rewritten after every unit) holds every row and fact; ``OUT/report.md`` is
+``ckd.report``'s table of both test domains with paired differences, 95 % intervals and the verdict.
+``--results FILE`` also writes the report as a marked section of FILE.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import math
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
-from common.cli import ArgumentParser, run_cli, select_device, set_threads
-from common.markdown import write_section
-from common.runs import atomic_write_text, load_checkpoint
-from ckd.losses import LOSSES
-from ckd.shifts import parse_shift
-from ckd.teacher import TeacherConfig, train_teacher
-from ckd.train import LAST_CHECKPOINT, MODEL_CHECKPOINT, TrainConfig, load_dataset, train
+from ckd.losses import LOSSES, NEEDS_TEACHER_LOGITS, off_diagonal_mass
+from ckd.normalization_check import normalized_accuracy
+from ckd.report import report_markdown, shift_name
+from ckd.shifts import apply_shift, parse_shift
+from ckd.teacher import TEACHER_CHECKPOINT, TeacherConfig, train_teacher
+from ckd.train import (
+    MODEL_CHECKPOINT,
+    TEST_SHIFT_SEED,
+    TrainConfig,
+    accuracy,
+    features_of,
+    load_dataset,
+    load_model,
+    read_student_result,
+    teacher_affinity,
+    teacher_head_statistics,
+    train,
+)
 from ckd.train import PRESETS as TEACHER_PRESETS
+from common.cli import run_cli, set_threads
+from common.config import ConfigError, option, parse_config
+from common.grid import run_unit, write_rows
+from common.markdown import write_section
+from common.run import atomic_write_text
 
-__all__ = ["PRESETS", "run_grid", "summarize", "report_markdown", "main"]
+__all__ = ["PRESETS", "ExperimentConfig", "TeacherGateError", "teacher_gates", "selection_candidates",
+           "run_experiment", "run_name", "estimate_cost", "main", "MAX_NORMALIZATION_COST"]
+
+MAX_NORMALIZATION_COST = 0.02
+"""The teacher may lose at most this much clean test accuracy when a and every w_i are normalized."""
 
 _CIFAR = TEACHER_PRESETS["cifar"]
 PRESETS = {
     "mnist-table3": {
-        "title": "Class-wise distillation (CKD): Table 3 on MNIST (CPU scale)",
+        "title": "Class-wise distillation (CKD) under domain shift: Table 3 on MNIST, d = 64",
         "dataset": "mnist",
-        # A cosine final layer for the 2-D teacher: see ckd.models and RESULTS.md (with a bias, or with unequal
-        # row norms, Eq. 7 gave three classes' affinity rows to other classes).
-        "teacher": {"architecture": "mnist-conv-cosine", "epochs": 3, "learning_rate": 1e-2, "schedule": "cosine"},
+        # An ordinary biased head at d = 64, on all 60,000 clean training images.
+        "teacher": {"architecture": "mnist-conv", "feature_dim": 64, "epochs": 6, "learning_rate": 3e-3,
+                    "schedule": "cosine"},
+        "gates": True,
         "students": ["mnist-conv-half"],
-        "shifts": [None, "photometric:0.8", "downsample:0.75", "downsample:0.5", "downsample:0.25"],
-        "losses": list(LOSSES),
-        "student": {"epochs": 3, "learning_rate": 1e-2, "schedule": "cosine", "train_subset": 8_000},
-        "seeds": [0, 1, 2],
+        "shifts": [None, "photometric:0.8", "downsample:0.5", "downsample:0.25"],
+        "losses": ["label", "label-smoothing", "kd", "ckd", "ckd+kd"],
+        # 55,000 training images (5,000 held out for validation), 2 epochs: about 860 Adam steps per run.
+        "student": {"feature_dim": 64, "epochs": 2, "learning_rate": 3e-3, "schedule": "cosine",
+                    "num_validation": 5_000},
+        # (name, kappa: "mle" or a multiple of the teacher's mean |a|, activation norm as a multiple of |a|)
+        "selection": {"seed": 1_000, "grid": [("kappa-mle", "mle", 1.0), ("kappa-a", 1.0, 1.0),
+                                              ("kappa-a/2", 0.5, 1.0), ("kappa-a_norm-a/2", 1.0, 0.5)]},
+        "seeds": list(range(8)),
     },
     "cifar100-table2": {
         "title": "Class-wise distillation (CKD): Table 2 on CIFAR-100 (teacher WRN-40-2)",
@@ -79,233 +117,294 @@ DATASET_FACTS = {"mnist": ((1, 28, 28), 10, 60_000), "cifar10": ((3, 32, 32), 10
 """(image shape, classes, training images) of each dataset, for --estimate-cost."""
 
 
-def _shift_name(shift: str | None) -> str:
-    return "clean" if shift is None else shift.replace(":", "-")
-
-
 def run_name(student: str, shift: str | None, loss: str, seed: int) -> str:
     """The folder of one student run under OUT/students."""
-    return f"{student}_{_shift_name(shift)}_{loss.replace('+', '-')}_s{seed}"
+    return f"{student}_{shift_name(shift)}_{loss.replace('+', '-')}_s{seed}"
 
 
-def _run(config, runner, data, log):
-    """Start, resume or read back one run; returns its result dict."""
-    out = Path(config.out)
-    if (out / MODEL_CHECKPOINT).is_file():
-        final = load_checkpoint(out / MODEL_CHECKPOINT, ("test_accuracy",), what="ckd model checkpoint")
-        return {"test_accuracy": final["test_accuracy"], "seconds": None}
-    config = dataclasses.replace(config, resume=(out / LAST_CHECKPOINT).is_file())
-    return runner(config, data=data, log=log)
+def _student(config: TrainConfig, data, log) -> dict:
+    """Start, resume or read back one student run (a unit of the grid); a non-finite loss stops the grid."""
+    result = run_unit(config, train, finished=MODEL_CHECKPOINT,
+                      read=lambda folder: {**read_student_result(folder / MODEL_CHECKPOINT), "seconds": None},
+                      data=data, log=log)
+    if result.get("stopped") == "non-finite loss":
+        raise ValueError(f"non-finite training loss in {config.out}; its last.pt is kept: lower the learning rate "
+                         "and run the command again")
+    return result
 
 
-def run_grid(preset: dict, out: Path, data_path: str | None, seeds, threads, progress: bool, cpu: bool,
-             log=print, report_only: bool = False) -> list[dict]:
-    """Train the teacher and every student of ``preset`` (skipping finished runs); returns one row per student.
+class TeacherGateError(ValueError):
+    """The teacher fails a precondition of the experiment; no student should be trained on it."""
 
-    With ``report_only``, train nothing: return the rows of the finished students (the teacher must be finished).
+
+def teacher_gates(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: list[tuple],
+                  num_samples: int, max_cost: float = MAX_NORMALIZATION_COST) -> dict:
+    """The two checks a teacher must pass before students learn from it.
+
+    Args:
+        model: the teacher (``features`` and a linear ``head``).
+        images: (N, C, H, W) uint8 clean test images; labels: (N,).
+        settings: [(kappa, activation_norm)] at which the affinity will be used.
+        num_samples: Monte Carlo samples per class of each affinity.
+        max_cost: the largest allowed loss of accuracy when a and every w_i are normalized (a fraction).
+
+    Returns:
+        {"rows_checked", "accuracy", "normalized_accuracy", "normalization_cost"}.
+
+    Raises:
+        TeacherGateError: an affinity row peaks at another class, or normalization costs ``max_cost`` or more.
     """
-    data = load_dataset(preset["dataset"], data_path)
+    for kappa, norm in settings:
+        peaks = teacher_affinity(model, kappa, norm, num_samples).argmax(dim=1)
+        wrong = [(row, int(peak)) for row, peak in enumerate(peaks.tolist()) if peak != row]
+        if wrong:
+            described = ", ".join(f"row {row} peaks at class {peak}" for row, peak in wrong)
+            raise TeacherGateError(f"teacher gate failed: at kappa {kappa:.3g} and |a| {norm:.3g} the class affinity's "
+                                   f"{described}; CKD would teach those classes the wrong label. Train the teacher "
+                                   "longer or with a larger --feature-dim")
+    head = model.head.cpu()
+    scores = normalized_accuracy(features_of(model, images), labels, head.weight.detach(),
+                                 None if head.bias is None else head.bias.detach())
+    cost = scores["accuracy"] - scores["normalized_accuracy"]
+    if cost >= max_cost:
+        before, after = 100 * scores["accuracy"], 100 * scores["normalized_accuracy"]
+        raise TeacherGateError(f"teacher gate failed: normalizing a and w_i costs {100 * cost:.2f} points of clean "
+                               f"test accuracy ({before:.2f} -> {after:.2f} %), at least {100 * max_cost:.0f}; the "
+                               "directional vMF model does not describe this teacher")
+    return {"rows_checked": len(settings), "accuracy": scores["accuracy"],
+            "normalized_accuracy": scores["normalized_accuracy"], "normalization_cost": cost}
+
+
+def selection_candidates(grid, kappa_mle: float, mean_norm: float) -> dict:
+    """{name: (kappa, activation_norm)} of a preset's selection grid for a teacher with these statistics.
+
+    Args:
+        grid: [(name, kappa as "mle" or a multiple of ``mean_norm``, activation norm as a multiple of ``mean_norm``)].
+        kappa_mle: the teacher's maximum-likelihood kappa.
+        mean_norm: the teacher's mean |a|.
+    """
+    return {name: (kappa_mle if kappa == "mle" else float(kappa) * mean_norm, float(scale) * mean_norm)
+            for name, kappa, scale in grid}
+
+
+def _write_results(out: Path, results: dict) -> None:
+    write_rows(out / "results.json", results)
+
+
+def run_experiment(preset: dict, out: Path, data_path: str | None, seeds, threads, progress: bool, cpu: bool,
+                   log=print, report_only: bool = False, title: str | None = None, data=None) -> dict:
+    """Run (or resume, or with ``report_only`` only collect) a preset's grid; see the module docstring.
+
+    Returns:
+        the results dict written to OUT/results.json: "title", "teacher" (facts and gates), "teacher_on_shifted",
+        "selection", "rows" (one per finished student).
+    """
+    data = data if data is not None else load_dataset(preset["dataset"], data_path)
     common = {"dataset": preset["dataset"], "data": data_path, "threads": threads, "progress": progress, "cpu": cpu}
-    teacher_config = TeacherConfig(**{**common, **preset["teacher"], "out": str(out / "teacher"), "seed": 0})
+    teacher_dir = out / "teacher"
+    teacher_config = TeacherConfig(**{**common, **preset["teacher"], "out": str(teacher_dir), "seed": 0})
+    if report_only and not (teacher_dir / TEACHER_CHECKPOINT).is_file():
+        raise FileNotFoundError(f"--report-only: {teacher_dir / TEACHER_CHECKPOINT} does not exist yet")
     started = time.perf_counter()
-    if report_only and not (out / "teacher" / MODEL_CHECKPOINT).is_file():
-        raise FileNotFoundError(f"--report-only: {out / 'teacher' / MODEL_CHECKPOINT} does not exist yet")
-    teacher = _run(teacher_config, train_teacher, data, log)
-    log(f"teacher {preset['teacher']['architecture']}: test accuracy {teacher['test_accuracy']:.4f}")
-    rows = []
+    outcome = run_unit(teacher_config, train_teacher, finished=TEACHER_CHECKPOINT, read=lambda folder: {},
+                       data=data, log=log)
+    if outcome.get("stopped") in ("non-finite loss", "stop_after"):
+        raise ValueError(f"the teacher in {teacher_dir} did not finish ({outcome['stopped']})")
+    teacher, checkpoint = load_model(str(teacher_dir))
+    kappa_mle, mean_norm = teacher_head_statistics(checkpoint)
+    facts = {"test_accuracy": checkpoint["test_accuracy"], "kappa_mle": kappa_mle, "mean_activation_norm": mean_norm}
+    results = {"title": title or preset["title"], "teacher": facts, "teacher_on_shifted": {}, "selection": {},
+               "rows": []}
+    affinity_samples = preset["student"].get("affinity_samples", TrainConfig.affinity_samples)
+    selection = preset.get("selection")
+    candidates = (selection_candidates(selection["grid"], kappa_mle, mean_norm) if selection
+                  else {"kappa-mle": (kappa_mle, mean_norm)})
+    if preset.get("gates"):
+        facts["gates"] = teacher_gates(teacher, data.x_test, data.y_test, list(candidates.values()), affinity_samples)
+        log(f"teacher gates passed: normalization costs {100 * facts['gates']['normalization_cost']:.2f} points")
+    log(f"teacher {preset['teacher']['architecture']}: clean test accuracy {facts['test_accuracy']:.4f}, kappa_MLE "
+        f"{kappa_mle:.1f}, mean |a| {mean_norm:.1f}")
+    for shift in preset["shifts"]:
+        shifted = apply_shift(data.x_test, parse_shift(shift), seed=TEST_SHIFT_SEED)
+        results["teacher_on_shifted"][shift_name(shift)] = accuracy(teacher, shifted, data.y_test)
+    chosen = {}
+    for shift in preset["shifts"]:
+        if not selection:
+            chosen[shift] = candidates["kappa-mle"]
+            continue
+        table = {}
+        for name, (kappa, norm) in candidates.items():
+            folder = out / "selection" / shift_name(shift) / name.replace("/", "_")
+            config = TrainConfig(**{**common, **preset["student"], "student": preset["students"][0], "loss": "ckd",
+                                    "shift": shift, "seed": selection["seed"], "out": str(folder),
+                                    "teacher": str(teacher_dir), "concentration": kappa, "activation_norm": norm})
+            if report_only and not (folder / MODEL_CHECKPOINT).is_file():
+                break
+            result = _student(config, data, log)
+            affinity = teacher_affinity(teacher, kappa, norm, config.affinity_samples)
+            table[name] = {"concentration": kappa, "activation_norm": norm,
+                           "off_diagonal_mass": off_diagonal_mass(affinity),
+                           "validation_accuracy": result["validation_accuracy"]}
+        else:
+            best = max(table, key=lambda name: table[name]["validation_accuracy"])  # ties: the first in the grid
+            chosen[shift] = candidates[best]
+            results["selection"][shift_name(shift)] = {"chosen": best, "candidates": table}
+            log(f"selection {shift_name(shift)}: {best} (validation accuracy {table[best]['validation_accuracy']:.4f})")
+            _write_results(out, results)
     # Seeds outermost: a grid stopped early still has every cell for the seeds it finished.
     for seed in seeds:
         for student in preset["students"]:
             for shift in preset["shifts"]:
+                if shift not in chosen:
+                    continue  # report_only before this shift's selection finished
+                kappa, norm = chosen[shift]
                 for loss in preset["losses"]:
                     name = run_name(student, shift, loss, seed)
                     config = TrainConfig(**{**common, **preset["student"], "student": student, "loss": loss,
                                             "shift": shift, "seed": seed, "out": str(out / "students" / name),
-                                            "teacher": str(out / "teacher")})
+                                            "teacher": str(teacher_dir), "concentration": kappa,
+                                            "activation_norm": norm})
                     if report_only and not (Path(config.out) / MODEL_CHECKPOINT).is_file():
                         continue
-                    result = _run(config, train, data, log)
-                    rows.append({"student": student, "shift": shift, "loss": loss, "seed": seed,
-                                 "test_accuracy": result["test_accuracy"], "seconds": result.get("seconds")})
-                    log(f"[{len(rows)}] {name}: {result['test_accuracy']:.4f} "
+                    result = _student(config, data, log)
+                    row = {"student": student, "shift": shift, "loss": loss, "seed": seed,
+                           "test_accuracy": result["test_accuracy"],
+                           "domain_test_accuracy": result.get("domain_test_accuracy"),
+                           "validation_accuracy": result.get("validation_accuracy"), "seconds": result.get("seconds")}
+                    results["rows"].append(row)
+                    _write_results(out, results)
+                    log(f"[{len(results['rows'])}] {name}: clean {row['test_accuracy']:.4f}, own domain "
+                        f"{row['domain_test_accuracy'] if row['domain_test_accuracy'] is not None else math.nan:.4f} "
                         f"({time.perf_counter() - started:.0f}s so far)")
-    return rows
+    _write_results(out, results)
+    return results
 
 
-def summarize(rows: list[dict]) -> dict:
-    """Mean, sd and count of the test accuracy per (student, shift, loss), and paired differences per seed.
+def _time_steps(model, teacher, batch, image_shape, num_classes, steps, device, loss):
+    """Median seconds of one training step of ``model`` (with the teacher's forward pass for KD-type losses)."""
+    from ckd.losses import distillation_loss
 
-    Returns:
-        {"cells": {(student, shift, loss): (mean, sd, n)},
-         "differences": {(student, shift, loss_a, loss_b): (mean, standard_error, n)}}: accuracy of loss_a minus
-        loss_b per seed, over the seeds both have (sd with n - 1; standard error = sd / sqrt(n); NaN when n < 2).
-    """
-    by_cell: dict = {}
-    for row in rows:
-        by_cell.setdefault((row["student"], row["shift"], row["loss"]), {})[row["seed"]] = row["test_accuracy"]
-    cells = {}
-    for key, values in by_cell.items():
-        numbers = list(values.values())
-        cells[key] = (statistics.fmean(numbers), statistics.stdev(numbers) if len(numbers) > 1 else math.nan,
-                      len(numbers))
-    differences = {}
-    groups = {(student, shift) for student, shift, _ in by_cell}
-    for student, shift in groups:
-        losses = [loss for loss in LOSSES if (student, shift, loss) in by_cell]
-        for first in losses:
-            for second in losses:
-                if first == second:
-                    continue
-                a, b = by_cell[(student, shift, first)], by_cell[(student, shift, second)]
-                paired = [a[seed] - b[seed] for seed in sorted(set(a) & set(b))]
-                standard_error = (statistics.stdev(paired) / math.sqrt(len(paired)) if len(paired) > 1 else math.nan)
-                differences[(student, shift, first, second)] = (statistics.fmean(paired), standard_error, len(paired))
-    return {"cells": cells, "differences": differences}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(batch, *image_shape, device=device)
+    y = torch.randint(0, num_classes, (batch,), device=device)
+    affinity = torch.full((num_classes, num_classes), 1.0 / num_classes, device=device)
+    timings = []
+    for _ in range(steps + 2):  # the first two warm up (allocations, kernel selection)
+        begin = time.perf_counter()
+        with torch.no_grad():
+            teacher_logits = teacher(x) if loss in NEEDS_TEACHER_LOGITS else None
+        value = distillation_loss(loss, model(x), y, teacher_logits, affinity, smoothing=0.1)
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - begin)
+    return statistics.median(timings[2:])
 
 
-def report_markdown(title: str, rows: list[dict], teacher_accuracy: float | None, command: str,
-                    teacher_on_shifted: dict | None = None) -> str:
-    """The report: accuracy mean ± sd per shift and loss, and the paired differences of CKD against the others.
+def estimate_cost(preset: dict, cpu: bool, steps: int, seeds: list[int], log=print) -> dict:
+    """Measure the step time of the teacher, a label-type and a KD-type student here; extrapolate every run.
 
-    Args:
-        title: heading.
-        rows: ``run_grid``'s rows.
-        teacher_accuracy: the teacher's clean test accuracy.
-        command: the command line shown under the heading.
-        teacher_on_shifted: optional {shift: the teacher's accuracy on test images with that shift (seed 0)},
-            shown as a last column: how far each shift moves the images away from what the teacher knows.
-    """
-    summary = summarize(rows)
-    students = list(dict.fromkeys(row["student"] for row in rows))
-    shifts = list(dict.fromkeys(row["shift"] for row in rows))
-    losses = [loss for loss in LOSSES if any(row["loss"] == loss for row in rows)]
-    seeds = sorted({row["seed"] for row in rows})
-    lines = [f"## {title}", "", f"`{command}`", "",
-             f"Clean test accuracy (%) of the student, mean ± sd over seeds {seeds}"
-             + (f"; teacher {100 * teacher_accuracy:.2f} %." if teacher_accuracy is not None else "."), ""]
-    for student in students:
-        extra = " teacher on shifted test images |" if teacher_on_shifted else ""
-        lines += [f"| {student}: training images | " + " | ".join(losses) + " |" + extra,
-                  "|---|" + "---|" * (len(losses) + bool(teacher_on_shifted))]
-        for shift in shifts:
-            cells = []
-            for loss in losses:
-                mean, sd, n = summary["cells"].get((student, shift, loss), (math.nan, math.nan, 0))
-                cells.append("–" if n == 0 else f"{100 * mean:.2f} ± {100 * sd:.2f}" if n > 1 else f"{100 * mean:.2f}")
-            if teacher_on_shifted:
-                cells.append(f"{100 * teacher_on_shifted[shift]:.2f}" if shift in teacher_on_shifted else "–")
-            lines.append(f"| {_shift_name(shift)} | " + " | ".join(cells) + " |")
-        lines.append("")
-        pairs = [(a, b) for a, b in (("ckd", "label"), ("ckd", "kd"), ("ckd+kd", "kd"), ("kd", "label"))
-                 if a in losses and b in losses]
-        lines += [f"Paired differences (percentage points, mean ± standard error over seeds; * where |mean| > SE, "
-                  f"** where > 2 SE), {student}:", "",
-                  "| training images | " + " | ".join(f"{a} − {b}" for a, b in pairs) + " |",
-                  "|---|" + "---|" * len(pairs)]
-        for shift in shifts:
-            cells = []
-            for a, b in pairs:
-                mean, se, n = summary["differences"].get((student, shift, a, b), (math.nan, math.nan, 0))
-                mark = "" if not se > 0 else "**" if abs(mean) > 2 * se else "*" if abs(mean) > se else ""
-                cells.append("–" if n == 0 else f"{100 * mean:+.2f} ± {100 * se:.2f}{mark}")
-            lines.append(f"| {_shift_name(shift)} | " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def teacher_shift_accuracy(teacher_path: Path, preset: dict, data_path: str | None) -> dict:
-    """{shift: the teacher's accuracy on the test images shifted like the students' training images (seed 0)}."""
-    from ckd.shifts import apply_shift
-    from ckd.train import accuracy, load_model
-
-    data = load_dataset(preset["dataset"], data_path)
-    model, _ = load_model(str(teacher_path), select_device())
-    return {shift: accuracy(model, apply_shift(data.x_test, parse_shift(shift), seed=0), data.y_test)
-            for shift in preset["shifts"]}
-
-
-def estimate_cost(preset: dict, cpu: bool, steps: int, log=print) -> dict:
-    """Time ``steps`` training steps of the teacher and of each student (with KD's teacher pass) on this device.
+    The step is timed on random images of the dataset's shape (the time does not depend on the pixels); a run's
+    cost is steps per run x the measured step time, plus the time of scoring the test and validation images.
 
     Returns:
-        {architecture: seconds per step} and the extrapolated hours for the teacher and one student run.
+        {"teacher_seconds", "label_run_seconds", "kd_run_seconds", "runs", "total_hours"}.
     """
     from accelerate import Accelerator
 
-    from ckd.losses import distillation_loss
     from ckd.models import build_model
 
     image_shape, num_classes, train_size = DATASET_FACTS[preset["dataset"]]
     device = Accelerator(cpu=cpu).device
-    # Random images of the dataset's shape: the step time does not depend on the pixels, and no download is needed.
-    teacher = build_model(preset["teacher"]["architecture"], num_classes, image_shape).to(device)
-    result = {}
-    for role, architecture, options in ([("teacher", preset["teacher"]["architecture"], preset["teacher"])]
-                                        + [("student", s, preset["student"]) for s in preset["students"]]):
-        model = build_model(architecture, num_classes, image_shape).to(device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    teacher_options, student_options = preset["teacher"], preset["student"]
+    teacher = build_model(teacher_options["architecture"], num_classes, image_shape,
+                          teacher_options.get("feature_dim")).to(device)
+
+    def run_seconds(options, per_step):
         batch = options.get("batch_size", 128)
-        x = torch.rand(batch, *image_shape, device=device)
-        y = torch.randint(0, num_classes, (batch,), device=device)
-        timings = []
-        for _ in range(steps + 2):  # the first two warm up (allocations, kernel selection)
-            begin = time.perf_counter()
-            with torch.no_grad():
-                teacher_logits = teacher(x) if role == "student" else None
-            logits = model(x)
-            loss = distillation_loss("kd" if role == "student" else "label", logits, y, teacher_logits)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            timings.append(time.perf_counter() - begin)
-        per_step = statistics.median(timings[2:])
-        epochs = options.get("epochs", 5)
-        size = min(train_size, options.get("train_subset") or train_size)
-        hours = per_step * math.ceil(size / batch) * epochs / 3600
-        result[f"{role} {architecture}"] = {"seconds_per_step": per_step, "hours_per_run": hours}
-        log(f"{role} {architecture} on {device}: {per_step * 1000:.1f} ms per step of {batch} "
-            f"(KD's teacher pass included for students) -> {hours:.2f} h per run of {epochs} epochs x {size} images")
-    return result
+        size = min(train_size - options.get("num_validation", 0), options.get("train_subset") or train_size)
+        return per_step * math.ceil(size / batch) * options.get("epochs", 5)
+
+    teacher_step = _time_steps(teacher, None, teacher_options.get("batch_size", 128), image_shape, num_classes, steps,
+                               device, "label")
+    student = preset["students"][0]
+    batch = student_options.get("batch_size", 128)
+    fresh = lambda: build_model(student, num_classes, image_shape, student_options.get("feature_dim")).to(device)  # noqa: E731
+    label_step = _time_steps(fresh(), teacher, batch, image_shape, num_classes, steps, device, "ckd")
+    kd_step = _time_steps(fresh(), teacher, batch, image_shape, num_classes, steps, device, "kd")
+    # Scoring: a forward pass over the clean and shifted test images and the validation images.
+    with torch.no_grad():
+        x = torch.rand(1000, *image_shape, device=device)
+        begin = time.perf_counter()
+        fresh().eval()(x)
+        test_images = 10_000  # MNIST and CIFAR alike
+        scoring = (time.perf_counter() - begin) * (2 * test_images + student_options.get("num_validation", 0)) / 1000
+    label_run = run_seconds(student_options, label_step) + scoring
+    kd_run = run_seconds(student_options, kd_step) + scoring
+    teacher_run = run_seconds(teacher_options, teacher_step)
+    kd_losses = sum(loss in NEEDS_TEACHER_LOGITS for loss in preset["losses"])
+    per_seed = len(preset["students"]) * len(preset["shifts"])
+    selection = len(preset["selection"]["grid"]) * len(preset["shifts"]) if preset.get("selection") else 0
+    runs = {"label-type": per_seed * (len(preset["losses"]) - kd_losses) * len(seeds) + selection,
+            "kd-type": per_seed * kd_losses * len(seeds)}
+    total = teacher_run + runs["label-type"] * label_run + runs["kd-type"] * kd_run
+    log(f"on {device} with {torch.get_num_threads()} thread(s): teacher {teacher_step * 1000:.1f} ms per step -> "
+        f"{teacher_run / 60:.1f} min; student label-type run {label_step * 1000:.1f} ms per step -> {label_run:.0f} s; "
+        f"KD-type run {kd_step * 1000:.1f} ms per step -> {kd_run:.0f} s; {runs['label-type']} label-type runs "
+        f"(selection included) and {runs['kd-type']} KD-type runs over seeds {seeds}: {total / 3600:.2f} h in all")
+    return {"teacher_seconds": teacher_run, "label_run_seconds": label_run, "kd_run_seconds": kd_run, "runs": runs,
+            "total_hours": total / 3600}
+
+
+@dataclass
+class ExperimentConfig:
+    """Settings of one experiment command (the table is chosen with --preset)."""
+
+    table: Optional[str] = option(None, "the table to run; set it with --preset NAME", choices=sorted(PRESETS))
+    data: Optional[str] = option(None, "the dataset's .npz file (None: download with torchvision)")
+    out: Optional[str] = option(None, "experiment folder (None: runs/ckd-PRESET)")
+    seeds: Optional[tuple[int, ...]] = option(None, "student seeds (None: the preset's)")
+    results: Optional[str] = option(None, "also write the report as a marked section of this markdown file")
+    estimate_cost: bool = option(False, "time a few steps here and print the cost per run and in all")
+    report_only: bool = option(False, "train nothing; report the finished runs")
+    threads: Optional[int] = option(None, "torch CPU threads (None: torch's default; 1 suits a busy shared CPU)")
+    progress: bool = option(False, "show progress bars")
+    cpu: bool = option(False, "use the CPU even when a GPU is present")
 
 
 def main(argv=None) -> dict:
     """Command-line entry point."""
-    parser = ArgumentParser(prog="python -m ckd.experiment", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", required=True, choices=sorted(PRESETS), help="which table")
-    parser.add_argument("--data", default=None, help="the dataset's .npz (default: download with torchvision)")
-    parser.add_argument("--out", default=None, help="run folder (default: runs/ckd-PRESET)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="student seeds (default: 0 1 2)")
-    parser.add_argument("--results", default=None, help="also write the report as a section of this markdown file")
-    parser.add_argument("--estimate-cost", action="store_true", help="time a few steps and print the cost per run")
-    parser.add_argument("--report-only", action="store_true", help="train nothing; report the finished runs")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 suits a busy shared CPU)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                        help="tqdm bars")
-    parser.add_argument("--cpu", action="store_true", help="force the CPU even when a GPU is present")
-    args = parser.parse_args(argv)
-    set_threads(args.threads)
-    preset = PRESETS[args.preset]
-    if args.estimate_cost:
-        return estimate_cost(preset, args.cpu, steps=5)
-    seeds = args.seeds if args.seeds is not None else preset["seeds"]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds must be distinct, got {seeds}")
+    config = parse_config(ExperimentConfig, argv, prog="python -m ckd.experiment",
+                          description=__doc__.split("\n\n")[0],
+                          presets={name: {"table": name} for name in PRESETS})
+    if config.table is None:
+        raise ConfigError("python -m ckd.experiment: --preset is required (" + ", ".join(sorted(PRESETS)) + ")")
+    set_threads(config.threads)
+    preset = PRESETS[config.table]
+    seeds = list(config.seeds) if config.seeds is not None else preset["seeds"]
+    if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
+        raise ConfigError(f"--seeds must be distinct non-negative integers, got {seeds}")
+    if preset.get("selection") and preset["selection"]["seed"] in seeds:
+        raise ConfigError(f"--seeds must not include the selection seed {preset['selection']['seed']}")
+    if config.estimate_cost:
+        return estimate_cost(preset, config.cpu, steps=8, seeds=seeds)
     for shift in preset["shifts"]:
         parse_shift(shift)
-    out = Path(args.out or f"runs/ckd-{args.preset}")
-    rows = run_grid(preset, out, args.data, seeds, args.threads, args.progress, args.cpu, report_only=args.report_only)
-    teacher = load_checkpoint(out / "teacher" / MODEL_CHECKPOINT, ("test_accuracy",), what="ckd model checkpoint")
-    teacher_on_shifted = teacher_shift_accuracy(out / "teacher", preset, args.data)
+    out = Path(config.out or f"runs/ckd-{config.table}")
+    results = run_experiment(preset, out, config.data, seeds, config.threads, config.progress, config.cpu,
+                             report_only=config.report_only)
     shown = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--report-only"]
-    command = "python -m ckd.experiment " + " ".join(shown)
-    text = report_markdown(preset["title"], rows, teacher["test_accuracy"], command, teacher_on_shifted)
+    results["command"] = "python -m ckd.experiment " + " ".join(shown)
+    results["preset"] = config.table
+    _write_results(out, results)
+    text = report_markdown(results, results["command"])
     atomic_write_text(out / "report.md", text + "\n")
-    if args.results:
-        write_section(args.results, f"ckd-{args.preset}", text)
+    if config.results:
+        write_section(config.results, f"ckd-{config.table}", text)
     print(text)
-    return {"rows": len(rows), "report": str(out / "report.md")}
+    return {"rows": len(results["rows"]), "report": str(out / "report.md")}
 
 
 if __name__ == "__main__":

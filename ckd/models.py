@@ -1,4 +1,4 @@
-"""The networks of the CKD experiments: small MNIST conv nets with a 2-D penultimate layer, and WRN-d-k.
+"""The networks of the CKD experiments: small MNIST conv nets with a d-dimensional penultimate layer, and WRN-d-k.
 
 Every model has ``features(images in [0, 1]) -> (B, d)`` (the penultimate activations ``a``) and a final layer
 ``head`` (``logits = head(a) = W a + b``), so ``VMFPrior.from_linear(model.head, kappa)`` is its vMF model.
@@ -6,10 +6,11 @@ Every model has ``features(images in [0, 1]) -> (B, d)`` (the penultimate activa
 Architecture names (``build_model``):
 
 * ``mnist-conv`` -- the teacher of the paper's Figure 2 at CPU size: four 3x3 conv layers, each followed by
-  batch norm and ReLU (16, 16, 32, 32 kernels; 2x2 max-pooling after the second and the fourth; batch norm
-  because without it the 2-D bottleneck trains far more slowly), a linear map of the flattened 7x7x32 maps to a
-  2-D penultimate layer (no nonlinearity: the activations may point anywhere on the circle), then
-  ``Linear(2, C)``.
+  batch norm and ReLU (16, 16, 32, 32 kernels; 2x2 max-pooling after the second and the fourth), a linear map of
+  the flattened 7x7x32 maps to a d-dimensional penultimate layer (no nonlinearity: the activations may point
+  anywhere on the sphere), then ``Linear(d, C)``. d = ``feature_dim`` of :func:`build_model`:
+  :data:`MNIST_FEATURE_DIM` (64) by default, 2 for the paper's Figure 2. At d = 2 a biased head cannot be
+  described by the directional vMF model (see ``-nobias`` and ``-cosine``); at d = 64 it can.
 * ``mnist-conv-half`` -- the student: the same with half the kernels (8, 8, 16, 16).
 * ``mnist-conv-W`` -- the same with W, W, 2W, 2W kernels (any positive W).
 * a ``-nobias`` suffix (``mnist-conv-nobias``) -- the final layer without bias, ``logits = W a``. With a 2-D
@@ -32,10 +33,13 @@ from torch import nn
 
 from common.wrn import WideResNet
 
-__all__ = ["MNISTConvNet", "build_model", "check_architecture", "MNIST_TEACHER_WIDTH", "UnitRows"]
+__all__ = ["MNISTConvNet", "build_model", "check_architecture", "feature_dim_of", "MNIST_TEACHER_WIDTH",
+           "MNIST_FEATURE_DIM", "UnitRows"]
 
 MNIST_TEACHER_WIDTH = 16
 """Kernels of the first two conv layers of ``mnist-conv`` (the last two have twice as many)."""
+MNIST_FEATURE_DIM = 64
+"""The penultimate dimension d of the mnist-conv nets unless ``feature_dim`` says otherwise."""
 _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
 _MNIST = re.compile(r"^mnist-conv(?:-(half|\d+))?(-nobias|-cosine)?$")
 
@@ -49,11 +53,11 @@ class UnitRows(nn.Module):
 
 
 class MNISTConvNet(nn.Module):
-    """Four conv layers (conv-BN-ReLU), a ``feature_dim``-dimensional penultimate layer and a linear head, for 28x28 images.
+    """Four conv layers (conv-BN-ReLU), a d-dimensional penultimate layer and a linear head, for 28x28 images.
 
     Args:
         width: kernels of the first two conv layers (the last two have ``2 * width``).
-        feature_dim: penultimate dimension d (2 for the paper's Figure 2).
+        feature_dim: penultimate dimension d (2 for the paper's Figure 2, 64 for the experiments).
         num_classes: C.
         image_channels: input channels (1 for MNIST).
         head: "linear" (W a + b), "nobias" (W a) or "cosine" (rows of W normalized, no bias).
@@ -94,7 +98,8 @@ def check_architecture(name: str, image_shape: tuple[int, int, int]) -> None:
     """Raise ``ValueError`` if ``name`` is not an architecture or does not fit images of ``image_shape`` (C, H, W)."""
     if _MNIST.match(str(name)):
         if tuple(image_shape[1:]) != (28, 28):
-            raise ValueError(f"architecture {name!r} is for 28x28 images; the data has {image_shape[1]}x{image_shape[2]}")
+            raise ValueError(f"architecture {name!r} is for 28x28 images; "
+                             f"the data has {image_shape[1]}x{image_shape[2]}")
         return
     match = _WRN.match(str(name))
     if match:
@@ -109,23 +114,41 @@ def check_architecture(name: str, image_shape: tuple[int, int, int]) -> None:
                      "(e.g. wrn-40-2, wrn-16-2)")
 
 
-def build_model(name: str, num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
+def feature_dim_of(state_dict: dict) -> int:
+    """The penultimate dimension d of a saved model: the input width of its ``head`` layer."""
+    for key in ("head.weight", "head.parametrizations.weight.original"):
+        if key in state_dict:
+            return int(state_dict[key].shape[1])
+    raise ValueError("the saved model has no final layer named 'head'")
+
+
+def build_model(name: str, num_classes: int, image_shape: tuple[int, int, int],
+                feature_dim: int | None = None) -> nn.Module:
     """A fresh model by name (see the module docstring).
 
     Args:
         name: architecture name.
         num_classes: C.
         image_shape: (C_in, H, W) of the images.
+        feature_dim: the penultimate dimension d of an mnist-conv net (None: :data:`MNIST_FEATURE_DIM`); a WRN
+            has its own (64 k), and any other value for it is refused.
 
     Returns:
         the model, with ``features`` and ``head``.
     """
     check_architecture(name, image_shape)
+    if feature_dim is not None and (not isinstance(feature_dim, int) or feature_dim < 2):
+        raise ValueError(f"--feature-dim must be an integer >= 2, got {feature_dim!r}")
     match = _MNIST.match(name)
     if match:
         size = match.group(1)
         width = MNIST_TEACHER_WIDTH if size is None else MNIST_TEACHER_WIDTH // 2 if size == "half" else int(size)
         head = "linear" if match.group(2) is None else match.group(2)[1:]
-        return MNISTConvNet(width, 2, num_classes, image_shape[0], head=head)
+        dim = MNIST_FEATURE_DIM if feature_dim is None else feature_dim
+        return MNISTConvNet(width, dim, num_classes, image_shape[0], head=head)
     depth, width = map(int, _WRN.match(name).groups())
-    return WideResNet(depth, width, num_classes, "linear", image_channels=image_shape[0])
+    model = WideResNet(depth, width, num_classes, "linear", image_channels=image_shape[0])
+    if feature_dim is not None and feature_dim != model.feature_dim:
+        raise ValueError(f"--feature-dim {feature_dim}: {name}'s penultimate dimension is {model.feature_dim}; "
+                         "leave --feature-dim unset for a WRN")
+    return model

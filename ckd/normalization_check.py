@@ -36,7 +36,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _counts(features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _counts(features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor,
+            bias: torch.Tensor | None) -> torch.Tensor:
     """(correct with W a + b, correct with the cosines) for one batch, as a (2,) int64 tensor."""
     logits = features @ weight.T + (bias if bias is not None else 0)
     cosines = F.normalize(features, dim=1) @ F.normalize(weight, dim=1).T
@@ -114,7 +115,7 @@ def check_torchvision(name: str, weights: str, image_folder: str, device, batch_
     import torchvision
     from torchvision import transforms
 
-    from common.runs import load_checkpoint
+    from common.run import load_checkpoint
 
     try:
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
@@ -124,7 +125,8 @@ def check_torchvision(name: str, weights: str, image_folder: str, device, batch_
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise ValueError(f"--weights {weights!r} does not fit torchvision {name}: {str(error).splitlines()[0]}") from None
+        raise ValueError(f"--weights {weights!r} does not fit torchvision {name}: "
+                         f"{str(error).splitlines()[0]}") from None
     model = model.to(device).eval()
     if not Path(image_folder).is_dir():
         raise FileNotFoundError(f"--imagenet-val {image_folder!r} is not a folder")
@@ -171,7 +173,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     set_threads(args.threads)
     if (args.checkpoint is None) == (args.torchvision is None):
-        raise ValueError("pass either --checkpoint RUN [RUN ...] or --torchvision NAME --weights PATH --imagenet-val DIR")
+        raise ValueError("pass either --checkpoint RUN [RUN ...] or --torchvision NAME --weights PATH "
+                         "--imagenet-val DIR")
     device = select_device(args.cpu)
     results = {}
     if args.torchvision is not None:

@@ -125,7 +125,8 @@ def downsample(images: torch.Tensor, factor: float) -> torch.Tensor:
     return F.interpolate(reduced, size=(height, width), mode="nearest")
 
 
-def apply_shift(images: torch.Tensor, shift: tuple[str, float] | None, seed: int, batch_size: int = 4096) -> torch.Tensor:
+def apply_shift(images: torch.Tensor, shift: tuple[str, float] | None, seed: int,
+                batch_size: int = 4096) -> torch.Tensor:
     """Shift a whole training set once (see the module docstring).
 
     Args:

@@ -24,7 +24,8 @@ def synthetic_arrays(num_train=256, num_test=64, seed=0, num_classes=10, shape=(
 
 
 def as_image_data(arrays):
-    return ImageData(x_train=torch.from_numpy(arrays["x_train"]).unsqueeze(1), y_train=torch.from_numpy(arrays["y_train"]),
+    return ImageData(x_train=torch.from_numpy(arrays["x_train"]).unsqueeze(1),
+                     y_train=torch.from_numpy(arrays["y_train"]),
                      x_test=torch.from_numpy(arrays["x_test"]).unsqueeze(1), y_test=torch.from_numpy(arrays["y_test"]))
 
 

@@ -121,3 +121,28 @@ def test_ckd_targets_are_seeded_and_leave_the_global_rng_alone():
     assert torch.equal(torch.get_rng_state(), state)
     torch.testing.assert_close(teacher_affinity(teacher, 5.0, 2.0, num_samples=500), first, rtol=0, atol=0)
     assert not torch.equal(teacher_affinity(teacher, 5.0, 2.0, num_samples=500, seed=1), first)
+
+
+def test_label_smoothing_matches_a_hand_computation():
+    # Three classes, eps = 0.3: targets (0.7, 0.15, 0.15) for label 0. Logits (1, 3, 0):
+    # log-softmax = logits - log(e + e^3 + 1); loss = -sum_k t_k log p_k.
+    from ckd.losses import off_diagonal_mass, smoothing_loss, smoothing_targets
+
+    log_norm = math.log(math.e + math.e ** 3 + 1)
+    expected = -(0.7 * (1 - log_norm) + 0.15 * (3 - log_norm) + 0.15 * (0 - log_norm))
+    got = smoothing_loss(torch.tensor([[1.0, 3.0, 0.0]], dtype=torch.float64), torch.tensor([0]), 0.3).item()
+    assert got == pytest.approx(expected, rel=1e-12)
+    torch.testing.assert_close(smoothing_targets(torch.tensor([2]), 3, 0.3), torch.tensor([[0.15, 0.15, 0.7]]))
+    # eps = 0 is the ordinary cross-entropy; the default torch smoothing (eps / C on every class) is not ours.
+    logits = torch.tensor([[1.0, 3.0, 0.0]], dtype=torch.float64)
+    assert smoothing_loss(logits, torch.tensor([0]), 0.0).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, torch.tensor([0])).item(), rel=1e-12)
+    torch_style = torch.nn.functional.cross_entropy(logits, torch.tensor([0]), label_smoothing=0.3).item()
+    assert abs(torch_style - expected) > 1e-3
+    value = distillation_loss("label-smoothing", logits, torch.tensor([0]), smoothing=0.3).item()
+    assert value == pytest.approx(expected)
+    with pytest.raises(ValueError, match="epsilon"):
+        distillation_loss("label-smoothing", logits, torch.tensor([0]))
+    # The matched eps: 1 - mean diagonal of an affinity.
+    affinity = torch.tensor([[0.9, 0.1], [0.3, 0.7]])
+    assert off_diagonal_mass(affinity) == pytest.approx(0.2)

@@ -1,11 +1,10 @@
-"""Architectures, the Figure 2 helpers and the table report."""
+"""Architectures and the Figure 2 helpers."""
 import math
-import statistics
 
 import pytest
 import torch
 
-from ckd.experiment import report_markdown, run_name, summarize
+from ckd.experiment import run_name
 from ckd.figures import cyclic_order, same_cyclic_order
 from ckd.models import build_model, check_architecture
 from ckd.train import teacher_affinity
@@ -15,7 +14,8 @@ def test_architectures():
     teacher, student = build_model("mnist-conv", 10, (1, 28, 28)), build_model("mnist-conv-half", 10, (1, 28, 28))
     assert [m.out_channels for m in teacher.modules() if isinstance(m, torch.nn.Conv2d)] == [16, 16, 32, 32]
     assert [m.out_channels for m in student.modules() if isinstance(m, torch.nn.Conv2d)] == [8, 8, 16, 16]
-    assert teacher.features(torch.rand(3, 1, 28, 28)).shape == (3, 2)
+    assert teacher.features(torch.rand(3, 1, 28, 28)).shape == (3, 64)
+    assert build_model("mnist-conv", 10, (1, 28, 28), feature_dim=2).features(torch.rand(3, 1, 28, 28)).shape == (3, 2)
     wrn = build_model("wrn-10-1", 100, (3, 32, 32))
     assert wrn.feature_dim == 64 and wrn(torch.rand(2, 3, 32, 32)).shape == (2, 100)
     assert build_model("mnist-conv-nobias", 10, (1, 28, 28)).head.bias is None
@@ -48,6 +48,11 @@ def test_cosine_head_uses_unit_rows_and_wins_its_own_affinity_row():
     assert not torch.equal(teacher_affinity(plain, 1e4, 20.0, 500).argmax(dim=1), torch.arange(10))
 
 
+def test_run_names():
+    assert run_name("wrn-16-2", "photometric:0.6", "ckd+kd", 2) == "wrn-16-2_photometric-0.6_ckd-kd_s2"
+    assert run_name("mnist-conv-half", None, "label-smoothing", 0) == "mnist-conv-half_clean_label-smoothing_s0"
+
+
 def test_cyclic_order():
     angles = torch.tensor([0.0, 2.0, 1.0, -2.0])
     weight = torch.stack([angles.cos(), angles.sin()], dim=1) * torch.tensor([[1.0], [0.3], [2.0], [1.0]])
@@ -57,32 +62,30 @@ def test_cyclic_order():
     assert not same_cyclic_order([0, 2, 1, 3], [0, 1, 2, 3])
 
 
-def test_summary_and_report_against_hand_statistics():
-    accuracies = {"label": [0.90, 0.80, 0.85], "ckd": [0.93, 0.82, 0.86]}
-    rows = [{"student": "s", "shift": "downsample:0.5", "loss": loss, "seed": seed, "test_accuracy": value}
-            for loss, values in accuracies.items() for seed, value in enumerate(values)]
-    summary = summarize(rows)
-    mean, sd, n = summary["cells"][("s", "downsample:0.5", "label")]
-    assert (mean, n) == (pytest.approx(0.85), 3) and sd == pytest.approx(0.05)
-    difference, standard_error, n = summary["differences"][("s", "downsample:0.5", "ckd", "label")]
-    # Paired differences 0.03, 0.02, 0.01: mean 0.02, sd 0.01, standard error 0.01 / sqrt(3).
-    assert difference == pytest.approx(0.02) and standard_error == pytest.approx(0.01 / math.sqrt(3)) and n == 3
-    assert summary["differences"][("s", "downsample:0.5", "label", "ckd")][0] == pytest.approx(-0.02)
-    text = report_markdown("T", rows, 0.95, "cmd")
-    assert "| downsample-0.5 | 85.00 ± 5.00 | 87.00 ± 5.57 |" in text
-    assert f"+2.00 ± {100 * 0.01 / math.sqrt(3):.2f}**" in text  # 2 / 0.577 > 2 standard errors
-    assert statistics.stdev([0.93, 0.82, 0.86]) == pytest.approx(0.0557, abs=1e-4)
-    with_teacher = report_markdown("T", rows, 0.95, "cmd", {"downsample:0.5": 0.7125})
-    assert "| downsample-0.5 | 85.00 ± 5.00 | 87.00 ± 5.57 | 71.25 |" in with_teacher
-    assert run_name("wrn-16-2", "photometric:0.6", "ckd+kd", 2) == "wrn-16-2_photometric-0.6_ckd-kd_s2"
-
-
-def test_figure2_command_on_a_tiny_teacher(tmp_path, tiny_npz, tiny_teacher):
+def test_figure2_command_on_a_tiny_teacher(tmp_path, tiny_npz, tiny_teacher, single_thread):
     from ckd.figures import main
 
     teacher_dir, _ = tiny_teacher
-    summary = main(["--teacher", str(teacher_dir), "--student", str(teacher_dir), "--data", str(tiny_npz),
-                    "--out", str(tmp_path / "figure.png"), "--json", str(tmp_path / "figure.json")])
-    assert (tmp_path / "figure.png").stat().st_size > 10_000 and (tmp_path / "figure.json").is_file()
-    assert summary["teacher_order"] == summary["student_order"] and summary["same_cyclic_order"]
-    assert len(summary["teacher_concentration"]) == 10 and all(k > 0 for k in summary["teacher_concentration"])
+    summary = main(["--teacher", str(teacher_dir), "--student", str(teacher_dir), "--label-student", str(teacher_dir),
+                    "--data", str(tiny_npz), "--out", str(tmp_path / "figure.png"), "--json", str(tmp_path / "f.json")])
+    assert (tmp_path / "figure.png").stat().st_size > 10_000 and (tmp_path / "f.json").is_file()
+    models = summary["models"]
+    assert set(models) == {"teacher", "CKD student", "label-only student"} and summary["dim"] == 64
+    # The same network three times: the same fitted kappa, so "more concentrated" is False, not True.
+    assert models["CKD student"]["kappa"] == models["teacher"]["kappa"] > 0
+    assert models["CKD student"]["more_concentrated_than_teacher"] is False
+    assert len(models["teacher"]["kappa_per_class"]) == 10
+
+
+def test_cosine_density_against_the_closed_form_on_the_2_sphere():
+    # On S^2 (d = 3) the cosine t = mu . z of a vMF(mu, kappa) draw has density kappa e^{kappa t} / (2 sinh kappa).
+    from ckd.figures import cosine_density
+
+    t = torch.linspace(-0.9, 0.95, 7, dtype=torch.float64)
+    for kappa in (0.5, 12.0):
+        expected = kappa * torch.exp(kappa * t) / (2 * math.sinh(kappa))
+        torch.testing.assert_close(cosine_density(t, kappa, 3), expected, rtol=1e-4, atol=0)
+    # d = 64, kappa = 0: the uniform sphere's cosine, (1 - t^2)^{30.5} / B(1/2, 31.5).
+    from scipy import special
+    expected = (1 - t ** 2) ** 30.5 / special.beta(0.5, 31.5)
+    torch.testing.assert_close(cosine_density(t, 0.0, 64), expected, rtol=1e-4, atol=1e-12)

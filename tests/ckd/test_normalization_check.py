@@ -65,7 +65,7 @@ def test_torchvision_path_on_a_fake_imagenet_folder(tmp_path):
 def test_the_check_on_a_ckd_model(tmp_path, tiny_npz, tiny_data, architecture):
     from ckd.models import build_model
     from ckd.normalization_check import check_model_checkpoint
-    from common.runs import atomic_save
+    from common.run import atomic_save
 
     torch.manual_seed(0)
     model = build_model(architecture, 10, (1, 28, 28)).eval()

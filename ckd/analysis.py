@@ -1,0 +1,274 @@
+"""The paper's claims about the final layer, measured on this project's classifiers.
+
+    python -m ckd.analysis activations --data data/mnist.npz --out runs/ckd-activations --epochs 1 2 4 8
+    python -m ckd.analysis similarity --teachers runs/t0 runs/t1 runs/t2 [runs/wrn ...] --data data/mnist.npz \\
+        --figure docs/ckd_affinity_similarity.png
+    python -m ckd.analysis pair --checkpoints runs/t0 runs/t1 runs/t2 --data data/mnist.npz
+
+* ``activations`` (the UAI paper's Figure 2 over training): one teacher trained with checkpoints after the given
+  epochs; at each, on the clean test images, the cosine of every normalized activation with its class's mean
+  direction w_y/|w_y|, the kappa fitted to those activations, the mean |a| and the accuracy with and without
+  normalizing a and w_i. A figure shows the cosine histograms by epoch and kappa and |a| against the epoch.
+* ``similarity`` (the ICLR paper's Figure 3): the class affinities (Eq. 7) of independently trained teachers
+  (seeds, or architectures of the same dataset), each at its own stored kappa_MLE and mean |a| (``--kappa mle``)
+  or at kappa = |a| (``--kappa norm``: more mass off the diagonal, where the structure is); the Pearson
+  correlation of their off-diagonal log-affinities for every pair (the diagonal is excluded: it would make any
+  two affinities look alike).
+* ``pair`` (Eq. 6): the generative model's class posterior ``softmax(kappa w_i/|w_i| . a/|a|)`` against the
+  network's own ``softmax(W a + b)`` on the clean test images, at the kappa_MLE stored with the teacher: the
+  fraction of images where both predict the same class, both accuracies, and the mean KL(network || vMF pair).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ckd.normalization_check import normalized_accuracy
+from ckd.train import AFFINITY_SEED, features_of, load_dataset, load_model, teacher_affinity, teacher_head_statistics
+from common.cli import ArgumentParser, run_cli, set_threads
+from common.run import LAST_CHECKPOINT, atomic_write_text, load_checkpoint
+from vmfprior import VMFPrior
+
+__all__ = ["cosine_statistics", "affinity_correlations", "generative_pair", "activations_over_training", "main"]
+
+LOG_FLOOR = 1e-30
+"""Affinity entries are clamped here before the log (a float32 softmax can underflow to 0)."""
+
+
+def cosine_statistics(features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> dict:
+    """How the normalized activations gather around their class's mean direction.
+
+    Args:
+        features: (N, d) activations a; labels: (N,); weight: (C, d) final-layer weight.
+
+    Returns:
+        {"cosines": (N,) float64 cos(a, w_y), "mean_cosine", "kappa" (the MLE with the directions held fixed),
+         "mean_norm"}.
+    """
+    prior = VMFPrior.from_weight(weight.detach().float(), 1.0)
+    unit = F.normalize(features.float(), dim=1)
+    cosines = (unit * prior.mean_directions[labels]).sum(dim=1).double()
+    return {"cosines": cosines, "mean_cosine": float(cosines.mean()),
+            "kappa": float(prior.fit_concentration(features.float(), labels)),
+            "mean_norm": float(features.norm(dim=1).mean())}
+
+
+def affinity_correlations(affinities: list[torch.Tensor]) -> torch.Tensor:
+    """Pearson correlation of the off-diagonal log-affinities of every pair.
+
+    Args:
+        affinities: K (C, C) row-stochastic matrices.
+
+    Returns:
+        (K, K) float64 correlation matrix.
+    """
+    if len(affinities) < 2:
+        raise ValueError("affinity similarity needs at least two affinities")
+    classes = affinities[0].shape[0]
+    off = ~torch.eye(classes, dtype=torch.bool)
+    vectors = torch.stack([a.double().clamp_min(LOG_FLOOR).log()[off] for a in affinities])  # (K, C(C-1))
+    return torch.corrcoef(vectors)
+
+
+def generative_pair(features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    kappa: float) -> dict:
+    """The network's p(y | a) against the vMF pair's softmax(kappa w_i/|w_i| . a/|a|) (equal class priors).
+
+    Args:
+        features: (N, d); labels: (N,); weight: (C, d); bias: (C,) or None; kappa: the pair's concentration.
+
+    Returns:
+        {"agreement": fraction with the same argmax, "network_accuracy", "pair_accuracy",
+         "mean_kl": mean KL(p_network || p_pair) in nats}.
+    """
+    features, weight = features.double(), weight.double()
+    network = features @ weight.T + (0 if bias is None else bias.double())
+    pair = kappa * F.normalize(features, dim=1) @ F.normalize(weight, dim=1).T
+    log_network, log_pair = F.log_softmax(network, dim=1), F.log_softmax(pair, dim=1)
+    kl = (log_network.exp() * (log_network - log_pair)).sum(dim=1)
+    return {"agreement": float((network.argmax(1) == pair.argmax(1)).double().mean()),
+            "network_accuracy": float((network.argmax(1) == labels).double().mean()),
+            "pair_accuracy": float((pair.argmax(1) == labels).double().mean()), "mean_kl": float(kl.mean())}
+
+
+def activations_over_training(architecture: str, feature_dim: int | None, data, data_path: str | None, out: Path,
+                              epochs: list[int], seed: int, learning_rate: float, log=print) -> list[dict]:
+    """Train one teacher, stopping after each of ``epochs``; measure the activations at every stop.
+
+    Returns:
+        one dict per epoch: "epoch", "dim", "accuracy", "normalized_accuracy", "kappa", "mean_norm", "mean_cosine",
+        "cosines" (list, the clean test images').
+    """
+    from ckd.models import build_model
+    from ckd.teacher import TeacherConfig, train_teacher
+
+    records = []
+    for epoch in epochs:
+        config = TeacherConfig(architecture=architecture, feature_dim=feature_dim, data=data_path, out=str(out / "run"),
+                               epochs=max(epochs), stop_after=epoch, learning_rate=learning_rate, seed=seed,
+                               resume=(out / "run" / LAST_CHECKPOINT).is_file(), progress=False)
+        train_teacher(config, data=data, log=log)
+        state = load_checkpoint(out / "run" / LAST_CHECKPOINT, ("model",), what="ckd checkpoint")["model"]
+        model = build_model(architecture, data.num_classes, data.image_shape, feature_dim)
+        model.load_state_dict(state)
+        features = features_of(model, data.x_test)
+        head = model.head
+        stats = cosine_statistics(features, data.y_test, head.weight)
+        scores = normalized_accuracy(features, data.y_test, head.weight.detach(),
+                                     None if head.bias is None else head.bias.detach())
+        records.append({"epoch": epoch, "dim": features.shape[1], "accuracy": scores["accuracy"],
+                        "normalized_accuracy": scores["normalized_accuracy"], "kappa": stats["kappa"],
+                        "mean_norm": stats["mean_norm"], "mean_cosine": stats["mean_cosine"],
+                        "cosines": stats["cosines"].tolist()})
+        log(f"epoch {epoch}: accuracy {scores['accuracy']:.4f} (normalized {scores['normalized_accuracy']:.4f}), "
+            f"kappa {stats['kappa']:.1f}, mean |a| {stats['mean_norm']:.1f}, mean cos {stats['mean_cosine']:.3f}")
+    return records
+
+
+def _plot_activations(path: str, records: list[dict], dim: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
+    colors = plt.get_cmap("viridis")
+    for index, record in enumerate(records):
+        left.hist(record["cosines"], bins=100, range=(-0.2, 1.0), density=True, histtype="step", lw=1.5,
+                  color=colors(index / max(len(records) - 1, 1)), label=f"epoch {record['epoch']}")
+    left.set(xlabel="cos(a, w_y/|w_y|) of each clean test image", ylabel="density",
+             title=f"Activations gather around their class direction (d = {dim})")
+    left.legend()
+    epochs = [record["epoch"] for record in records]
+    right.plot(epochs, [record["kappa"] for record in records], "o-", label="kappa fitted to the test activations")
+    right.plot(epochs, [record["mean_norm"] for record in records], "s--", label="mean |a|")
+    right.set(xscale="log", xlabel="epoch", ylabel="value", title="Concentration and activation norm over training")
+    right.set_xticks(epochs, [str(e) for e in epochs])
+    right.legend()
+    figure.suptitle("Penultimate activations over training (UAI Figure 2 analogue); histograms: clean test images")
+    figure.supxlabel("One teacher stopped after each epoch shown. Left: cosine of each clean test image's activation "
+                     "with its class's mean direction w_y/|w_y|.\nRight: the maximum-likelihood κ of those "
+                     "activations (directions held fixed) and their mean norm |a|.", fontsize=9)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _plot_similarity(path: str, names: list[str], affinities: list[torch.Tensor], correlations: torch.Tensor,
+                     setting: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = len(affinities)
+    figure, axes = plt.subplots(1, count + 1, figsize=(3.4 * (count + 1), 3.6), layout="constrained")
+    for axis, name, affinity in zip(axes, names, affinities):
+        image = axis.imshow(affinity.double().clamp_min(LOG_FLOOR).log10().numpy(), cmap="viridis")
+        axis.set(title=name, xlabel="class j", ylabel="class i")
+        figure.colorbar(image, ax=axis, fraction=0.046, label="log10 p_T(j | i)")
+    image = axes[-1].imshow(correlations.numpy(), cmap="magma", vmin=min(0.0, float(correlations.min())), vmax=1)
+    for i in range(count):
+        for j in range(count):
+            axes[-1].text(j, i, f"{float(correlations[i, j]):.2f}", ha="center", va="center",
+                          bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0})
+    axes[-1].set(title="correlation of off-diagonal log-affinities", xlabel="teacher", ylabel="teacher",
+                 xticks=range(count), yticks=range(count))
+    figure.colorbar(image, ax=axes[-1], fraction=0.046)
+    figure.suptitle(f"Class affinities (Eq. 7) of independently trained teachers, {setting}")
+    figure.supxlabel(textwrap.fill("Each teacher's p_T(j | i) from its final layer alone (Monte Carlo, fixed seed); "
+                                   "right: Pearson correlation of the log-affinities off the diagonal for every pair "
+                                   "of teachers.", 40 * (count + 1)), fontsize=9)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _affinity_setting(checkpoint: dict, kappa_rule: str, path: str) -> tuple[float, float]:
+    kappa, norm = teacher_head_statistics(checkpoint)
+    if kappa is None or norm is None:
+        raise ValueError(f"{path} stores no kappa_mle / mean_activation_norm (not a ckd.teacher model)")
+    return (kappa if kappa_rule == "mle" else norm), norm
+
+
+def main(argv=None) -> dict:
+    """Command-line entry point."""
+    parser = ArgumentParser(prog="python -m ckd.analysis", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    activations = commands.add_parser("activations", help="activations over training epochs")
+    activations.add_argument("--architecture", default="mnist-conv", help="the teacher's architecture")
+    activations.add_argument("--feature-dim", type=int, default=None, help="penultimate dimension (default 64)")
+    activations.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 4, 8], help="measure after these epochs")
+    activations.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's step size (constant)")
+    activations.add_argument("--seed", type=int, default=0, help="the teacher's seed")
+    activations.add_argument("--out", default="runs/ckd-activations", help="folder: the run, figure and JSON")
+    similarity = commands.add_parser("similarity", help="affinity similarity across independently trained teachers")
+    similarity.add_argument("--teachers", nargs="+", required=True, help="teacher run folders (2 or more)")
+    similarity.add_argument("--kappa", choices=("mle", "norm"), default="norm",
+                            help="each teacher's affinity at its kappa_MLE or at kappa = its mean |a|")
+    similarity.add_argument("--samples", type=int, default=10_000, help="Monte Carlo samples per class")
+    similarity.add_argument("--figure", default=None, help="write the figure (PNG) here")
+    pair = commands.add_parser("pair", help="the vMF pair's posterior against the network's")
+    pair.add_argument("--checkpoints", nargs="+", required=True, help="teacher run folders")
+    for sub in (activations, similarity, pair):
+        sub.add_argument("--data", default=None, help="the dataset's .npz (default: download with torchvision)")
+        sub.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+        sub.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    if args.command == "activations":
+        if sorted(set(args.epochs)) != args.epochs or args.epochs[0] < 1:
+            raise ValueError(f"--epochs must be increasing positive integers, got {args.epochs}")
+        out = Path(args.out)
+        data = load_dataset("mnist" if args.architecture.startswith("mnist") else "cifar10", args.data)
+        records = activations_over_training(args.architecture, args.feature_dim, data, args.data, out, args.epochs,
+                                            args.seed, args.learning_rate)
+        _plot_activations(str(out / "activations.png"), records, records[-1]["dim"])
+        result = {"epochs": [{k: v for k, v in r.items() if k != "cosines"} for r in records],
+                  "figure": str(out / "activations.png")}
+    elif args.command == "similarity":
+        if len(args.teachers) < 2:
+            raise ValueError("--teachers needs at least two run folders")
+        names, affinities, settings = [], [], []
+        for path in args.teachers:
+            model, checkpoint = load_model(path)
+            kappa, norm = _affinity_setting(checkpoint, args.kappa, path)
+            affinities.append(teacher_affinity(model, kappa, norm, args.samples, seed=AFFINITY_SEED))
+            names.append(f"{Path(path).name} ({checkpoint['architecture']})")
+            settings.append({"teacher": path, "kappa": kappa, "activation_norm": norm,
+                             "off_diagonal_mass": float(1 - affinities[-1].diagonal().double().mean())})
+        correlations = affinity_correlations(affinities)
+        if args.figure:
+            setting = "each at kappa_MLE" if args.kappa == "mle" else "each at kappa = its mean |a|"
+            _plot_similarity(args.figure, names, affinities, correlations, setting)
+        off = ~torch.eye(len(affinities), dtype=torch.bool)
+        result = {"teachers": settings, "correlations": correlations.tolist(),
+                  "mean_pairwise_correlation": float(correlations[off].mean())}
+        print(f"mean pairwise correlation of off-diagonal log-affinities: {result['mean_pairwise_correlation']:.3f}")
+    else:
+        result = {}
+        for path in args.checkpoints:
+            model, checkpoint = load_model(path)
+            kappa, _ = teacher_head_statistics(checkpoint)
+            if kappa is None:
+                raise ValueError(f"{path} stores no kappa_mle (not a ckd.teacher model)")
+            data = load_dataset(checkpoint.get("dataset", "mnist"), args.data)
+            head = model.head
+            result[path] = {"kappa_mle": kappa, **generative_pair(
+                features_of(model, data.x_test), data.y_test, head.weight.detach(),
+                None if head.bias is None else head.bias.detach(), kappa)}
+            entry = result[path]
+            print(f"{path}: argmax agreement {100 * entry['agreement']:.2f} %, "
+                  f"network {100 * entry['network_accuracy']:.2f}"
+                  f" %, vMF pair {100 * entry['pair_accuracy']:.2f} %, mean KL(network || pair) {entry['mean_kl']:.4f} "
+                  f"nats at kappa_MLE {kappa:.1f}")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

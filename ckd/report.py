@@ -1,0 +1,259 @@
+"""The report of a CKD table: accuracies on both test domains, paired differences with 95 % intervals, a verdict.
+
+    python -m ckd.report runs/ckd-mnist-table3/results.json [--results RESULTS.md]
+
+``ckd.experiment`` writes ``results.json`` (one row per student, the teacher's facts, its gates, its accuracy on
+each shifted test set, the validated kappa per shift) and this report from it; this command rebuilds the report
+from that file alone, so a committed ``results.json`` regenerates the table.
+
+The verdict follows rules fixed before any number was seen (:func:`verdict`), on the student's own domain at the
+decisive shifts (downsampling x0.5 and x0.25), with paired differences over seeds and t-based 95 % intervals:
+
+* supported: CKD - label and CKD - label-smoothing both positive with intervals excluding 0 at both decisive
+  shifts, and KD below label (interval excluding 0) at every shift where the teacher is poor (its accuracy on
+  that shifted test set is below the label-trained student's own-domain accuracy);
+* refuted: at both decisive shifts, CKD - label has its interval within +-0.3 points, or CKD - label-smoothing
+  has a mean <= 0;
+* otherwise undecided.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from scipy import stats
+
+from common.cli import ArgumentParser, run_cli
+from common.grid import by_cell, markdown_table
+from common.markdown import write_section
+from common.stats import paired_difference as mean_and_standard_error
+from common.stats import summarize as mean_sd_n
+
+__all__ = ["paired_difference", "summarize", "verdict", "report_markdown", "shift_name", "DOMAINS",
+           "DECISIVE_SHIFTS", "EQUIVALENCE_MARGIN", "LOSS_ORDER", "main"]
+
+DOMAINS = ("domain_test_accuracy", "test_accuracy")
+"""The two scores of every student: its own domain's test images, and the clean test images."""
+DOMAIN_TITLES = {"domain_test_accuracy": "the student's own domain (test images with its shift)",
+                 "test_accuracy": "clean test images"}
+DECISIVE_SHIFTS = ("downsample:0.5", "downsample:0.25")
+EQUIVALENCE_MARGIN = 0.003
+"""CKD - label within +-0.3 points (as a fraction) counts as no effect."""
+LOSS_ORDER = ("label", "label-smoothing", "kd", "ckd", "ckd+kd")
+PAIRS = (("ckd", "label"), ("ckd", "label-smoothing"), ("kd", "label"), ("ckd", "kd"), ("ckd+kd", "kd"))
+
+
+def shift_name(shift: str | None) -> str:
+    """"clean" for no shift, else the shift with ':' replaced by '-'."""
+    return "clean" if shift is None else shift.replace(":", "-")
+
+
+def paired_difference(first: dict, second: dict, confidence: float = 0.95) -> dict:
+    """Mean paired difference over the seeds both have, with a t-based interval.
+
+    Args:
+        first, second: {seed: value}.
+        confidence: the interval's coverage.
+
+    Returns:
+        {"mean", "sd", "n", "low", "high"}; sd, low and high are NaN with fewer than two seeds.
+    """
+    mean, error, n = mean_and_standard_error(first, second)
+    if n < 2:
+        return {"mean": mean, "sd": math.nan, "n": n, "low": math.nan, "high": math.nan}
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * error
+    return {"mean": mean, "sd": error * math.sqrt(n), "n": n, "low": mean - half, "high": mean + half}
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Cells and paired differences of every (student, shift, domain).
+
+    Args:
+        rows: one dict per student run with "student", "shift", "loss", "seed" and the scores of :data:`DOMAINS`.
+
+    Returns:
+        {"cells": {(student, shift, loss, domain): (mean, sd, n)},
+         "differences": {(student, shift, domain, loss_a, loss_b): paired_difference of a - b}}.
+    """
+    values: dict = {}
+    for domain in DOMAINS:
+        scored = [row for row in rows if row.get(domain) is not None]
+        for (student, shift, loss), by_seed in by_cell(scored, ("student", "shift", "loss"), domain).items():
+            values[(student, shift, loss, domain)] = {seed: float(value) for seed, value in by_seed.items()}
+    cells = {key: mean_sd_n(list(by_seed.values())) for key, by_seed in values.items()}
+    differences = {}
+    for student, shift, loss_a, domain in values:
+        for loss_b in LOSS_ORDER:
+            if loss_b != loss_a and (student, shift, loss_b, domain) in values:
+                differences[(student, shift, domain, loss_a, loss_b)] = paired_difference(
+                    values[(student, shift, loss_a, domain)], values[(student, shift, loss_b, domain)])
+    return {"cells": cells, "differences": differences}
+
+
+def verdict(summary: dict, student: str, teacher_on_shifted: dict) -> tuple[str, list[str]]:
+    """The verdict the numbers earned under the rules of the module docstring.
+
+    Args:
+        summary: :func:`summarize`'s result.
+        student: the student architecture judged.
+        teacher_on_shifted: {shift: the teacher's accuracy on that shifted test set}.
+
+    Returns:
+        ("supported" | "refuted" | "undecided", reasons: one line per rule checked).
+    """
+    domain = "domain_test_accuracy"
+    differences = summary["differences"]
+    reasons = []
+
+    def get(shift, a, b):
+        return differences.get((student, shift, domain, a, b))
+
+    missing = [shift for shift in DECISIVE_SHIFTS for a, b in (("ckd", "label"), ("ckd", "label-smoothing"))
+               if get(shift, a, b) is None or not get(shift, a, b)["n"] >= 2]
+    if missing:
+        return "undecided", [f"not enough paired seeds at {', '.join(sorted(set(missing)))} to judge"]
+    ckd_wins = True
+    refuted_at = []
+    for shift in DECISIVE_SHIFTS:
+        label, smooth = get(shift, "ckd", "label"), get(shift, "ckd", "label-smoothing")
+        wins = label["low"] > 0 and smooth["low"] > 0
+        ckd_wins &= wins
+        equivalent = -EQUIVALENCE_MARGIN < label["low"] and label["high"] < EQUIVALENCE_MARGIN
+        not_above_smoothing = smooth["mean"] <= 0
+        if equivalent or not_above_smoothing:
+            refuted_at.append(shift)
+        reasons.append(f"{shift_name(shift)}: CKD - label {_interval(label)}, CKD - smoothing {_interval(smooth)}: "
+                       + ("both above 0" if wins else "not both above 0")
+                       + ("; CKD - label within +-0.3" if equivalent else "")
+                       + ("; CKD <= smoothing" if not_above_smoothing else ""))
+    kd_fails = True
+    poor = []
+    for shift, teacher_accuracy in teacher_on_shifted.items():
+        label_cell = summary["cells"].get((student, shift, "label", domain))
+        kd_label = get(shift, "kd", "label")
+        if label_cell is None or kd_label is None or teacher_accuracy >= label_cell[0]:
+            continue
+        poor.append(shift)
+        below = kd_label["high"] < 0
+        kd_fails &= below
+        reasons.append(f"{shift_name(shift)}: the teacher is poor here ({100 * teacher_accuracy:.2f} % against the "
+                       f"label student's {100 * label_cell[0]:.2f} %); KD - label {_interval(kd_label)}: "
+                       + ("below 0" if below else "not below 0"))
+    if not poor:
+        reasons.append("no shift where the teacher is poor (its accuracy below the label student's): KD clause not "
+                       "testable")
+        kd_fails = False
+    if ckd_wins and kd_fails:
+        return "supported", reasons
+    if len(refuted_at) == len(DECISIVE_SHIFTS):
+        return "refuted", reasons
+    return "undecided", reasons
+
+
+def _interval(difference: dict) -> str:
+    """'+1.23 [0.50, 1.96]' in percentage points."""
+    return (f"{100 * difference['mean']:+.2f} [{100 * difference['low']:+.2f}, {100 * difference['high']:+.2f}]"
+            if difference["n"] > 1 else f"{100 * difference['mean']:+.2f} (one seed)")
+
+
+def _cell(cell) -> str:
+    if cell is None:
+        return "–"
+    mean, sd, n = cell
+    return f"{100 * mean:.2f} ± {100 * sd:.2f}" if n > 1 else f"{100 * mean:.2f}"
+
+
+def report_markdown(results: dict, command: str) -> str:
+    """The markdown report of an experiment's ``results.json`` content.
+
+    Args:
+        results: {"title", "rows", "teacher" (facts: "test_accuracy", "kappa_mle", "mean_activation_norm",
+            optional "gates"), "teacher_on_shifted" {shift: accuracy}, "selection" {shift: {"chosen", "candidates"}},
+            "cost" (optional)}.
+        command: the command line shown under the heading.
+    """
+    rows = results["rows"]
+    summary = summarize(rows)
+    teacher = results.get("teacher", {})
+    teacher_on_shifted = {None if key == "clean" else key: value
+                          for key, value in results.get("teacher_on_shifted", {}).items()}
+    students = list(dict.fromkeys(row["student"] for row in rows))
+    shifts = list(dict.fromkeys(row["shift"] for row in rows))
+    losses = [loss for loss in LOSS_ORDER if any(row["loss"] == loss for row in rows)]
+    seeds = sorted({row["seed"] for row in rows})
+    lines = [f"## {results['title']}", "", f"`{command}`", ""]
+    if teacher:
+        lines += [f"Teacher: clean test accuracy {100 * teacher['test_accuracy']:.2f} %, kappa_MLE "
+                  f"{teacher.get('kappa_mle', math.nan):.1f}, "
+                  f"mean |a| {teacher.get('mean_activation_norm', math.nan):.1f}."]
+        gates = teacher.get("gates")
+        if gates:
+            lines += [f"Gates: every affinity row peaks at its own class ({gates['rows_checked']} settings checked); "
+                      f"normalizing a and w_i costs {100 * gates['normalization_cost']:.2f} points "
+                      f"({100 * gates['accuracy']:.2f} → {100 * gates['normalized_accuracy']:.2f} %)."]
+        lines.append("")
+    selection = results.get("selection", {})
+    if selection:
+        lines += ["CKD's kappa and activation norm, chosen per shift on the student's held-out validation images "
+                  "(one CKD student per setting; validation accuracy %):", "",
+                  "| training images | " + " | ".join(selection[next(iter(selection))]["candidates"]) + " | chosen |",
+                  "|---|" + "---|" * (len(selection[next(iter(selection))]["candidates"]) + 1)]
+        for shift, entry in selection.items():
+            cells = [f"{100 * c['validation_accuracy']:.2f} (κ {c['concentration']:.1f}, "
+                     f"|a| {c['activation_norm']:.1f},"
+                     f" off-diag {100 * c['off_diagonal_mass']:.1f} %)" for c in entry["candidates"].values()]
+            lines.append(f"| {shift} | " + " | ".join(cells) + f" | {entry['chosen']} |")
+        lines.append("")
+    for student in students:
+        for domain in DOMAINS:
+            with_teacher = domain == "domain_test_accuracy" and bool(teacher_on_shifted)
+            header = ["training images", *losses] + (["teacher on these test images"] if with_teacher else [])
+            table = []
+            for shift in shifts:
+                cells = [_cell(summary["cells"].get((student, shift, loss, domain))) for loss in losses]
+                if with_teacher:
+                    value = teacher_on_shifted.get(shift)
+                    cells.append("–" if value is None else f"{100 * value:.2f}")
+                table.append([shift_name(shift), *cells])
+            lines += [f"**{student}**, accuracy (%) on {DOMAIN_TITLES[domain]}, mean ± sd over seeds {seeds}:", "",
+                      markdown_table(header, table), ""]
+            pairs = [(a, b) for a, b in PAIRS if a in losses and b in losses]
+            table = []
+            for shift in shifts:
+                differences = [summary["differences"].get((student, shift, domain, a, b)) for a, b in pairs]
+                table.append([shift_name(shift)] + ["–" if d is None else _interval(d) for d in differences])
+            lines += [f"Paired differences on {DOMAIN_TITLES[domain]} (points; mean and t-based 95 % interval over "
+                      "seeds):", "", markdown_table(["training images"] + [f"{a} − {b}" for a, b in pairs], table), ""]
+        if all(shift in shifts for shift in DECISIVE_SHIFTS):
+            earned, reasons = verdict(summary, student, teacher_on_shifted)
+            lines += [f"**Verdict for {student} under the pre-stated rules: {earned}.**", ""]
+            lines += [f"- {reason}" for reason in reasons] + [""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    """Command-line entry point: print (and optionally write) the report of a results.json."""
+    parser = ArgumentParser(prog="python -m ckd.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("results_json", help="the results.json an experiment wrote")
+    parser.add_argument("--results", default=None, help="also write the report as a marked section of this file")
+    parser.add_argument("--section", default=None, help="the section's name (default: ckd-PRESET)")
+    args = parser.parse_args(argv)
+    path = Path(args.results_json)
+    if not path.is_file():
+        raise FileNotFoundError(f"{args.results_json}: no such results.json")
+    try:
+        results = json.loads(path.read_text())
+        rows = results["rows"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{args.results_json}: not a ckd results.json ({error})") from None
+    text = report_markdown(results, results.get("command", f"python -m ckd.report {args.results_json}"))
+    if args.results:
+        write_section(args.results, args.section or f"ckd-{results.get('preset', 'table')}", text)
+    print(text)
+    return {"rows": len(rows)}
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

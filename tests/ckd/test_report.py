@@ -1,0 +1,81 @@
+"""The report's paired differences and intervals against hand statistics, and the verdict rules on made-up rows."""
+import json
+import math
+import statistics
+
+import pytest
+
+from ckd.report import paired_difference, report_markdown, summarize, verdict
+
+T_975_2 = 4.302652729911275  # t quantile 0.975 with 2 degrees of freedom (tables; scipy.stats.t.ppf agrees)
+
+
+def test_paired_difference_against_a_hand_t_interval():
+    first, second = {0: 0.93, 1: 0.82, 2: 0.86, 7: 0.5}, {0: 0.90, 1: 0.80, 2: 0.85}
+    difference = paired_difference(first, second)  # seed 7 has no partner and is left out
+    # Differences 0.03, 0.02, 0.01: mean 0.02, sd 0.01; half-width t * sd / sqrt(3).
+    half = T_975_2 * 0.01 / math.sqrt(3)
+    assert difference["n"] == 3 and difference["mean"] == pytest.approx(0.02)
+    assert difference["sd"] == pytest.approx(0.01)
+    assert difference["low"] == pytest.approx(0.02 - half) and difference["high"] == pytest.approx(0.02 + half)
+    one = paired_difference({0: 1.0}, {0: 0.5})
+    assert one["mean"] == 0.5 and math.isnan(one["low"])
+
+
+def _rows(effects, seeds=range(8), noise=0.001):
+    """Rows with given mean accuracies per (shift, loss), both domains, and a small seed-dependent wobble."""
+    rows = []
+    for (shift, loss), value in effects.items():
+        for seed in seeds:
+            wobble = noise * ((seed * 7 + len(loss)) % 5 - 2)
+            rows.append({"student": "s", "shift": shift, "loss": loss, "seed": seed,
+                         "domain_test_accuracy": value + wobble, "test_accuracy": value - 0.01 + wobble})
+    return rows
+
+
+def _effects(ckd_gain, smoothing_gain, kd_gain):
+    effects = {}
+    for shift in ("downsample:0.5", "downsample:0.25"):
+        effects.update({(shift, "label"): 0.90, (shift, "label-smoothing"): 0.90 + smoothing_gain,
+                        (shift, "ckd"): 0.90 + ckd_gain, (shift, "kd"): 0.90 + kd_gain})
+    return effects
+
+
+POOR_TEACHER = {"downsample:0.5": 0.95, "downsample:0.25": 0.40}
+
+
+def test_verdict_supported_refuted_and_undecided():
+    supported, reasons = verdict(summarize(_rows(_effects(0.02, 0.005, -0.2))), "s", POOR_TEACHER)
+    assert supported == "supported", reasons
+    # KD not below label where the teacher is poor: not supported.
+    assert verdict(summarize(_rows(_effects(0.02, 0.005, +0.01))), "s", POOR_TEACHER)[0] == "undecided"
+    # CKD no better than smoothing: refuted.
+    assert verdict(summarize(_rows(_effects(0.02, 0.03, -0.2))), "s", POOR_TEACHER)[0] == "refuted"
+    # CKD - label tightly around 0: refuted.
+    refuted, reasons = verdict(summarize(_rows(_effects(0.0005, -0.01, -0.2))), "s", POOR_TEACHER)
+    assert refuted == "refuted" and any("within +-0.3" in reason for reason in reasons)
+    # A positive CKD - label whose interval reaches 0 (large noise): neither.
+    noisy = verdict(summarize(_rows(_effects(0.005, -0.01, -0.2), noise=0.02)), "s", POOR_TEACHER)
+    assert noisy[0] == "undecided", noisy
+    # Too few seeds.
+    assert verdict(summarize(_rows(_effects(0.02, 0.005, -0.2), seeds=[0])), "s", POOR_TEACHER)[0] == "undecided"
+
+
+def test_report_shows_both_domains_the_teacher_and_the_verdict(tmp_path):
+    rows = _rows(_effects(0.02, 0.005, -0.2))
+    results = {"title": "T", "rows": rows, "teacher": {"test_accuracy": 0.99, "kappa_mle": 78.4,
+                                                      "mean_activation_norm": 36.2},
+               "teacher_on_shifted": POOR_TEACHER, "selection": {}}
+    text = report_markdown(results, "cmd")
+    assert "own domain" in text and "clean test images" in text
+    expected = []
+    for loss in ("label", "label-smoothing", "kd", "ckd"):
+        values = [r["domain_test_accuracy"] for r in rows if r["shift"] == "downsample:0.25" and r["loss"] == loss]
+        expected.append(f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}")
+    assert "| downsample-0.25 | " + " | ".join(expected) + " | 40.00 |" in text
+    assert "**Verdict for s under the pre-stated rules: supported.**" in text
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    from ckd.report import main
+
+    assert main([str(path)])["rows"] == len(rows)
