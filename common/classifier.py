@@ -86,7 +86,7 @@ class ClassifierSettings:
     stop_after: int | None = option(None, "stop after this epoch (continue later with --resume)")
     progress: bool = option(False, "show a progress bar")
     cpu: bool = option(False, "use the CPU even when a GPU is present")
-    threads: int | None = option(None, "torch CPU threads (None: torch's default; 1 suits a busy shared CPU)")
+    threads: int | None = option(None, "torch CPU threads (None: 1, or OMP_NUM_THREADS when set)")
 
 
 def check_settings(config) -> None:
@@ -94,7 +94,8 @@ def check_settings(config) -> None:
     check_positive(config, "epochs", "batch_size", "learning_rate", "stats_images")
     check_positive(config, "train_subset", "stop_after", allow_none=True)
     check_choice(config, "optimizer", OPTIMIZERS)
-    check_choice(config, "head", HEAD_KINDS)
+    if hasattr(config, "head"):  # commands whose architecture fixes the head (ckd.teacher) have no --head
+        check_choice(config, "head", HEAD_KINDS)
     check_choice(config, "schedule", SCHEDULES)
     if config.num_validation < 0:
         raise ConfigError(f"{flag('num_validation')} must be >= 0, got {config.num_validation}")

@@ -29,8 +29,8 @@ __all__ = ["VMFPrior", "find_final_layer_key", "concentration_from_mean_cosine",
 CONCENTRATION_BRACKET = (1e-4, 1e6)
 
 # Keys of a checkpoint (beside its state dict) that hold the mean norm |a| of the penultimate activations the final
-# layer saw; ckd.teacher writes "activation_norm".
-ACTIVATION_NORM_KEYS = ("activation_norm",)
+# layer saw: ckd.teacher wrote "activation_norm", common.classifier writes "mean_activation_norm".
+ACTIVATION_NORM_KEYS = ("activation_norm", "mean_activation_norm")
 
 # Substrings that mark a final classification layer in a state-dict key.
 _HEAD_NAME_HINTS = ("head", "fc", "linear", "classifier", "logits", "out")
