@@ -197,7 +197,8 @@ def _affinity_setting(checkpoint: dict, kappa_rule: str, path: str) -> tuple[flo
 def main(argv=None) -> dict:
     """Command-line entry point."""
     parser = ArgumentParser(prog="python -m ckd.analysis", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="activations, similarity or pair (each has its own --help)")
     activations = commands.add_parser("activations", help="activations over training epochs")
     activations.add_argument("--architecture", default="mnist-conv", help="the teacher's architecture")
     activations.add_argument("--feature-dim", type=int, default=None, help="penultimate dimension (default 64)")
