@@ -50,7 +50,7 @@ def test_run_figures_say_how_to_read_them(tmp_path, tiny_data, monkeypatch):
     """Every grid of a trained run is a labelled figure with the model's name and the right row labels."""
     from vae.train import TrainConfig, train
 
-    config = TrainConfig(model="hvae-c", latent_dim=3, max_epochs=1, num_validation=60, batch_size=64,
+    config = TrainConfig(model="hvae-c", latent_dim=3, epochs=1, num_validation=60, batch_size=64,
                          progress=False, figures=False, cpu=True, out=str(tmp_path / "run"))
     train(config, data=tiny_data, log=lambda *_: None)
     calls = {}
