@@ -59,6 +59,7 @@ __all__ = [
     "all_finite",
     "atomic_save",
     "atomic_write_text",
+    "close_process_group",
     "config_differences",
     "epoch_order",
     "interrupts_deferred",
@@ -389,6 +390,17 @@ def all_finite(loss: torch.Tensor, accelerator=None) -> bool:
         return bool(finite.item() == 1)
     # accelerate's reduce knows only sum and mean: every process is finite when the sum is the process count.
     return bool(accelerator.reduce(finite, reduction="sum").item() == accelerator.num_processes)
+
+
+def close_process_group() -> None:
+    """Wait for every process, then end the process group of a multi-process launch (no-op otherwise).
+
+    A process that exits with its gloo group still open can abort ("terminate called without an active
+    exception") while its peer is still using the group; the command-line entry points call this last.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def rng_state() -> dict:

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from common.cli import run_cli, set_threads
 from common.config import ConfigError, check_positive, flag, option, parse_config
 from common.data import binarize, binarize_fixed, load_mnist, train_validation_split
-from common.run import LAST_CHECKPOINT, RunFolder, all_finite, atomic_save, epoch_order, load_state
+from common.run import (LAST_CHECKPOINT, RunFolder, all_finite, atomic_save, close_process_group, epoch_order,
+                        load_state)
 from vae.checkpoints import BEST_CHECKPOINT, model_from_state, upgrade_checkpoint
 from vae.figures import make_run_figures
 from vae.models import MODEL_KINDS, HypersphericalVAE
@@ -242,6 +243,7 @@ def main(argv=None) -> dict | int:
     config = parse_config(TrainConfig, argv, prog="python -m vae.train", description=__doc__.split("\n\n")[0])
     set_threads(config.threads)
     summary = train(config)
+    close_process_group()
     if summary["stopped"] == "non-finite loss":
         print(f"error: non-finite loss in {config.out}; its last good checkpoint is kept", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from common.data import ImageData
+from common.run import close_process_group
 from tests.vae.conftest import synthetic_arrays
 from vae import train as train_module
 
@@ -75,3 +76,4 @@ if __name__ == "__main__":
         resume_check(Path(sys.argv[1]))
     else:
         main(Path(sys.argv[1]), nan_on_rank_1="--nan-on-rank-1" in sys.argv[2:])
+    close_process_group()  # exiting with the group open can abort a process while its peer still uses it
