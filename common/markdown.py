@@ -30,7 +30,8 @@ def write_section(path: str | os.PathLike, name: str, text: str) -> None:
     block = f"{start}\n{text.rstrip()}\n{end}\n"
     old = path.read_text() if path.is_file() else ""
     if start in old and end in old and old.index(start) < old.index(end):
-        new = old[: old.index(start)] + block + old[old.index(end) + len(end) :].lstrip("\n")
+        rest = old[old.index(end) + len(end) :].lstrip("\n")
+        new = old[: old.index(start)] + block + ("\n" + rest if rest else "")  # one blank line before what follows
     elif start in old or end in old:
         raise ValueError(f"{path}: only one of the markers of section {name!r} is present; fix the file by hand")
     else:

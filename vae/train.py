@@ -138,6 +138,10 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
             return _summary(state, started, out, "already finished")
 
         data = data if data is not None else load_mnist(config.data)
+        available = data.x_train.shape[0]
+        if not 0 < config.num_validation < available:
+            raise ConfigError(f"--num-validation {config.num_validation}: the data's training split holds {available} "
+                              f"images; pass a number in 1..{available - 1} (e.g. --num-validation {available // 6})")
         x_train, y_train, x_val, y_val = train_validation_split(data.x_train, data.y_train, config.num_validation)
         if config.train_subset is not None:
             x_train, y_train = x_train[: config.train_subset], y_train[: config.train_subset]

@@ -65,3 +65,15 @@ def test_cells_and_differences():
     assert difference_cell(mean, error, n) == f"+1.00 ± {error:.2f}**"  # t = 4.0 > 2
     assert difference_cell(0.5, 1.0, 3) == "+0.50 ± 1.00" and difference_cell(0, 0, 0) == "–"
     assert markdown_table(["x", "y"], [["1", "2"]]) == "| x | y |\n|---|---|\n| 1 | 2 |"
+
+
+def test_write_section_keeps_one_blank_line_before_the_text_that_follows(tmp_path):
+    from common.markdown import write_section
+
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# B\n\n<!-- s:start -->\nold\n<!-- s:end -->\n\n## Next\n")
+    write_section(path, "s", "new\n")
+    write_section(path, "s", "newer\n")  # twice: no blank lines lost or gained
+    assert path.read_text() == "# B\n\n<!-- s:start -->\nnewer\n<!-- s:end -->\n\n## Next\n"
+    write_section(path, "t", "appended")
+    assert path.read_text().endswith("## Next\n\n<!-- t:start -->\nappended\n<!-- t:end -->\n")

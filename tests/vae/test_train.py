@@ -210,3 +210,16 @@ def test_command_lines_write_run_folders_and_loglik_json(tmp_path, tiny_npz):
     with pytest.raises(DataUnavailableError):
         train_main(["--model", "hvae", "--latent-dim", "3", "--data", str(tmp_path / "missing.npz"), "--out",
                     str(tmp_path / "x")])
+
+
+def test_a_validation_split_larger_than_the_data_names_the_flag_and_leaves_no_folder(tmp_path, tiny_npz, capsys):
+    from common.cli import run_cli
+    from vae.train import main as train_main
+
+    out = tmp_path / "never"
+    status = run_cli(train_main, ["--data", str(tiny_npz), "--out", str(out), "--epochs", "1", "--cpu",
+                                  "--num-validation", "10000"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(lines) == 1
+    assert lines[0].startswith("error: --num-validation 10000:") and "holds 300 images" in lines[0]
+    assert "1..299" in lines[0] and not out.exists()
