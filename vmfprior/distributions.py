@@ -223,6 +223,7 @@ class VonMisesFisher(Distribution):
     arg_constraints = {"loc": unit_sphere, "concentration": positive_finite}
     support = unit_sphere
     has_rsample = True
+    """``rsample`` is reparameterized: gradients reach ``loc`` and ``concentration`` through the draws."""
 
     def __init__(self, loc: torch.Tensor, concentration: torch.Tensor | float, validate_args: bool | None = None):
         if not isinstance(loc, torch.Tensor) or not loc.is_floating_point():
@@ -446,6 +447,7 @@ class HypersphericalUniform(Distribution):
     arg_constraints = {}
     support = unit_sphere
     has_rsample = False
+    """The uniform distribution has no parameters to differentiate; ``sample`` draws without gradients."""
 
     def __init__(self, dim: int, batch_shape=(), dtype: torch.dtype | None = None, device=None, validate_args=None):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
@@ -457,6 +459,7 @@ class HypersphericalUniform(Distribution):
 
     @property
     def dim(self) -> int:
+        """Ambient dimension d of the sphere S^{d-1}."""
         return self._dim
 
     def _validate_sample(self, value: torch.Tensor) -> None:

@@ -70,6 +70,7 @@ class FixedHead(nn.Module):
         super().__init__()
         self.register_buffer("weight", weight.detach().clone())
         self.bias = None
+        """None: a fixed head has no bias (``VMFPrior.from_linear`` reads ``weight`` and ``bias``)."""
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return features @ self.weight.T
@@ -81,6 +82,7 @@ class CosineHead(FixedHead):
     def __init__(self, weight: torch.Tensor, scale: float = 16.0):
         super().__init__(weight / weight.norm(dim=1, keepdim=True))
         self.scale = float(scale)
+        """The fixed factor on the cosine logits (the inverse temperature of the softmax)."""
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.scale * nn.functional.normalize(features, dim=-1) @ self.weight.T
@@ -96,14 +98,17 @@ class IdentityHead(nn.Module):
                 f"an identity head needs in_features >= num_classes, got {in_features} features for {num_classes} classes"
             )
         self.num_classes = num_classes
+        """Number of classes C: the logits are the first C features."""
         self.register_buffer("weight", torch.eye(num_classes, in_features))
         self.bias = None
+        """None: the identity head has no bias."""
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return features[..., : self.num_classes]
 
 
 HEAD_KINDS = ("linear", "random", "random-cosine", "orthogonal", "hadamard", "identity")
+"""The ``kind`` names :func:`make_head` accepts: a trained linear layer, or a fixed head from related work."""
 
 
 def make_head(kind: str, in_features: int, num_classes: int, seed: int = 0, cosine_scale: float = 16.0) -> nn.Module:

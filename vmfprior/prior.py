@@ -204,6 +204,7 @@ class VMFPrior(nn.Module):
         self.register_buffer("mean_directions", weight / norms[:, None])
         self.register_buffer("concentration", concentration)
         self.activation_norm = _checked_activation_norm(activation_norm)
+        """Mean norm |a| of the penultimate activations the layer saw in training (None when unknown)."""
 
     # ---- construction -------------------------------------------------------------------------------------
 
@@ -289,6 +290,7 @@ class VMFPrior(nn.Module):
 
     @property
     def num_classes(self) -> int:
+        """Number of classes C (rows of the final layer)."""
         return self.mean_directions.shape[0]
 
     @property
