@@ -25,6 +25,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from common.cli import ArgumentParser, UserError, run_cli, set_threads  # noqa: E402
+from common.config import GLOSSARY  # noqa: E402
 from common.data import binarize, binarize_fixed, load_mnist  # noqa: E402
 from eval.loglik import evaluate_test_set  # noqa: E402
 from vae.models import HypersphericalVAE  # noqa: E402
@@ -96,7 +97,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=100, help="timed training steps per model")
     parser.add_argument("--num-test", type=int, default=500, help="test images for the log-likelihood timing")
     parser.add_argument("--num-samples", type=int, default=500)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help=GLOSSARY["threads"])
     args = parser.parse_args(argv)
     for name in ("latent_dim", "batch_size", "steps", "num_test", "num_samples"):
         if getattr(args, name) < (2 if name == "latent_dim" else 1):

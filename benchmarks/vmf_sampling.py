@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common.cli import ArgumentParser, UserError, run_cli, set_threads  # noqa: E402
+from common.config import GLOSSARY  # noqa: E402
 from common.markdown import write_section  # noqa: E402
 from vmfprior import VonMisesFisher  # noqa: E402
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per measurement (median kept)")
     parser.add_argument("--budget", type=int, default=2_000_000, help="numbers per call: n = budget // d samples")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help=GLOSSARY["threads"])
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--output", default=str(Path(__file__).resolve().parent.parent / "BENCHMARKS.md"))
     args = parser.parse_args(argv)

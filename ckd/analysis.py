@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ckd.normalization_check import normalized_accuracy
 from ckd.train import AFFINITY_SEED, features_of, load_dataset, load_model, teacher_affinity, teacher_head_statistics
 from common.cli import ArgumentParser, run_cli, set_threads
+from common.config import GLOSSARY
 from common.run import LAST_CHECKPOINT, atomic_write_text, load_checkpoint
 from vmfprior import VMFPrior
 
@@ -217,7 +218,7 @@ def main(argv=None) -> dict:
     for sub in (activations, similarity, pair):
         sub.add_argument("--data", default=None, help="the dataset's .npz (default: download with torchvision)")
         sub.add_argument("--json", default=None, help="also write the numbers to this JSON file")
-        sub.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        sub.add_argument("--threads", type=int, default=None, help=GLOSSARY["threads"])
     args = parser.parse_args(argv)
     set_threads(args.threads)
     if args.command == "activations":

@@ -56,7 +56,7 @@ from ckd.train import (
 )
 from ckd.train import PRESETS as TEACHER_PRESETS
 from common.cli import run_cli, set_threads
-from common.config import ConfigError, option, parse_config
+from common.config import GLOSSARY, ConfigError, option, parse_config
 from common.grid import run_unit, write_rows
 from common.markdown import write_section
 from common.run import atomic_write_text
@@ -369,7 +369,7 @@ class ExperimentConfig:
     results: Optional[str] = option(None, "also write the report as a marked section of this markdown file")
     estimate_cost: bool = option(False, "time a few steps here and print the cost per run and in all")
     report_only: bool = option(False, "train nothing; report the finished runs")
-    threads: Optional[int] = option(None, "torch CPU threads (None: torch's default; 1 suits a busy shared CPU)")
+    threads: Optional[int] = option(None, GLOSSARY["threads"])
     progress: bool = option(False, "show progress bars")
     cpu: bool = option(False, "use the CPU even when a GPU is present")
 

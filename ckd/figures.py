@@ -24,6 +24,7 @@ import torch
 
 from ckd.train import features_of, load_dataset, load_model, teacher_affinity, teacher_head_statistics
 from common.cli import ArgumentParser, run_cli, set_threads
+from common.config import GLOSSARY
 from common.run import atomic_write_text
 from vmfprior import VMFPrior
 
@@ -165,7 +166,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", default=None, help="the dataset's .npz (default: download with torchvision)")
     parser.add_argument("--out", default="ckd_figure2.png", help="the PNG to write")
     parser.add_argument("--json", default=None, help="also write the concentrations and orders to this file")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None, help=GLOSSARY["threads"])
     args = parser.parse_args(argv)
     set_threads(args.threads)
     teacher, teacher_checkpoint = load_model(args.teacher)

@@ -51,7 +51,7 @@ from ckd.shifts import apply_shift, parse_shift
 from common.classifier import OPTIMIZERS, features_of, head_statistics_of
 from common.classifier import accuracy as classifier_accuracy
 from common.cli import run_cli, set_threads
-from common.config import ConfigError, check_choice, check_positive, flag, option, parse_config
+from common.config import GLOSSARY, ConfigError, check_choice, check_positive, flag, option, parse_config
 from common.run import (
     SCHEDULES,
     RunFolder,
@@ -130,7 +130,7 @@ class TrainConfig:
     stop_after: Optional[int] = option(None, "stop after this epoch (continue later with --resume)")
     progress: bool = option(False, "show a progress bar")
     cpu: bool = option(False, "use the CPU even when a GPU is present")
-    threads: Optional[int] = option(None, "torch CPU threads (None: torch's default; 1 suits a busy shared CPU)")
+    threads: Optional[int] = option(None, GLOSSARY["threads"])
 
 
 def check_config(config: TrainConfig) -> None:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.config import ConfigError, check_choice, check_positive, flag, option
+from common.config import GLOSSARY, ConfigError, check_choice, check_positive, flag, option
 from common.run import (
     SCHEDULES,
     RunFolder,
@@ -86,7 +86,7 @@ class ClassifierSettings:
     stop_after: int | None = option(None, "stop after this epoch (continue later with --resume)")
     progress: bool = option(False, "show a progress bar")
     cpu: bool = option(False, "use the CPU even when a GPU is present")
-    threads: int | None = option(None, "torch CPU threads (None: 1, or OMP_NUM_THREADS when set)")
+    threads: int | None = option(None, GLOSSARY["threads"])
 
 
 def check_settings(config) -> None:

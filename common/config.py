@@ -52,7 +52,7 @@ GLOSSARY = {
     "seed": "seeds initialization, shuffling and sampling",
     "cpu": "use the CPU even when a GPU is present",
     "progress": "show a progress bar",
-    "threads": "torch CPU threads (None: torch's default; 1 suits a busy shared CPU)",
+    "threads": "torch CPU threads (default 1, or OMP_NUM_THREADS when set; more pays only on an otherwise idle machine)",
 }
 """The one name of each concept shared by commands, and what it means."""
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from common.config import ConfigError, check_choice, check_positive, flag, option
+from common.config import GLOSSARY, ConfigError, check_choice, check_positive, flag, option
 from common.config import parse_config as parse_options
 from gan.latent import SAMPLERS, VMF_SAMPLERS
 from gan.layers import UPSAMPLE_MODES
@@ -67,7 +67,7 @@ class GANConfig:
     mixed_precision: str | None = option(None, "no, fp16 or bf16; default: what accelerate launch says",
                                          choices=(None, "no", "fp16", "bf16"))
     seed: int = option(0, "base seed; each process adds its rank")
-    threads: int | None = option(None, "torch CPU threads (None: torch's default; 1 suits a busy shared CPU)")
+    threads: int | None = option(None, GLOSSARY["threads"])
     cpu: bool = option(False, "use the CPU even when a GPU is present")
     progress: bool = option(True, "show a progress bar")
     checkpoint_every: int = option(5_000, "iterations between checkpoints (last.pt and generator.pt)")

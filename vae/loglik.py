@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from common.cli import run_cli, select_device, set_threads
-from common.config import check_positive, option, parse_config
+from common.config import GLOSSARY, check_positive, option, parse_config
 from common.data import TEST_BINARIZATION_SEED, binarize_fixed, load_mnist
 from common.run import atomic_write_text, read_run
 from eval.loglik import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, evaluate_test_set
@@ -41,7 +41,7 @@ class LoglikConfig:
     num_test: int | None = option(None, "score only the first N test images")
     seed: int = option(0, "seed of the importance samples")
     cpu: bool = option(False, "use the CPU even when a GPU is present")
-    threads: int | None = option(None, "torch CPU threads (None: torch's default)")
+    threads: int | None = option(None, GLOSSARY["threads"])
 
 
 def score_run(run_dir, images: torch.Tensor, labels: torch.Tensor, num_samples: int = 500, seed: int = 0,

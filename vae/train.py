@@ -22,10 +22,9 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from common.cli import run_cli, set_threads
-from common.config import ConfigError, check_positive, flag, option, parse_config
+from common.config import GLOSSARY, ConfigError, check_positive, flag, option, parse_config
 from common.data import binarize, binarize_fixed, load_mnist, train_validation_split
-from common.run import (LAST_CHECKPOINT, RunFolder, all_finite, atomic_save, close_process_group, epoch_order,
-                        load_state)
+from common.run import LAST_CHECKPOINT, RunFolder, all_finite, atomic_save, close_process_group, epoch_order, load_state
 from vae.checkpoints import BEST_CHECKPOINT, model_from_state, upgrade_checkpoint
 from vae.figures import make_run_figures
 from vae.models import MODEL_KINDS, HypersphericalVAE
@@ -61,7 +60,7 @@ class TrainConfig:
     progress: bool = option(True, "show a progress bar on the main process")
     figures: bool = option(True, "write the PNG figures after training")
     cpu: bool = option(False, "use the CPU even when a GPU is present")
-    threads: int | None = option(None, "torch CPU threads (None: torch's default; 1 suits a busy shared CPU)")
+    threads: int | None = option(None, GLOSSARY["threads"])
 
 
 def check_config(config: TrainConfig) -> None:
