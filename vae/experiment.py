@@ -36,7 +36,7 @@ from vae.classifier import CHECKPOINT_NAME, ClassifierConfig, train_classifier
 from vae.figures import make_run_figures
 from vae.loglik import score_run
 from vae.models import MODEL_KINDS
-from vae.report import format_results
+from vae.report import format_results, format_run_page
 from vae.train import TrainConfig, train
 
 
@@ -138,19 +138,23 @@ def _vae(config: ExperimentConfig, data, seed: int, name: str, model: str, laten
         validation_subset=config.validation_subset, progress=config.progress, figures=False,
     )
     # A finished VAE resumes to "nothing to do": train() knows when early stopping or the epoch budget ended it.
-    summary = run_unit(settings, train, finished=lambda folder: False, data=data, log=log)
+    # Its epoch lines name the run ("hvae-l-random"), not only its model ("hvae-l d=3").
+    summary = run_unit(settings, train, finished=lambda folder: False, data=data,
+                       log=lambda line: log(f"  {name}: {line}"))
     if summary["stopped"] == "non-finite loss":
         raise RuntimeError(f"{out}: training stopped on a non-finite loss; see {out / 'metrics.jsonl'}")
     return summary
 
 
-def _evaluate(config: ExperimentConfig, run_dir: Path, images, labels, seed: int) -> dict:
+def _evaluate(config: ExperimentConfig, run_dir: Path, images, labels, seed: int, log) -> tuple[dict, bool]:
+    """The run's test-set scores, and whether they were read back from an earlier pass (not computed now)."""
     path = run_dir / f"loglik-K{config.num_samples}-n{images.shape[0]}.json"
     if path.is_file() and (run_dir / LAST_CHECKPOINT).stat().st_mtime < path.stat().st_mtime:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text()), True
+    log(f"  scoring {run_dir} on {images.shape[0]} test images, K = {config.num_samples}")
     result = score_run(run_dir, images, labels, config.num_samples, seed, progress=config.progress)
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
-    return result
+    return result, False
 
 
 def run_experiment(config: ExperimentConfig, command: str, log=print) -> dict:
@@ -179,7 +183,8 @@ def run_experiment(config: ExperimentConfig, command: str, log=print) -> dict:
     if config.num_test is not None:
         test_images, test_labels = test_images[: config.num_test], test_labels[: config.num_test]
     started = time.perf_counter()
-    results = {"command": command, "config": asdict(config), "runs": []}
+    results = {"command": command, "config": asdict(config), "runs": [], "reused": []}
+    figures = []
     for unit in grid(seed=config.seeds, latent_dim=config.latent_dims):  # seeds outermost
         seed, latent_dim = unit["seed"], unit["latent_dim"]
         for entry in _plan(config, data, seed, latent_dim, log):
@@ -187,9 +192,12 @@ def run_experiment(config: ExperimentConfig, command: str, log=print) -> dict:
             summary = _vae(config, data, seed, entry["name"], entry["model"], latent_dim, entry["classifier"],
                            entry["encoder_sees_label"], log)
             run_dir = Path(summary["run_dir"])
-            scores = _evaluate(config, run_dir, test_images, test_labels, seed)
+            scores, scores_reused = _evaluate(config, run_dir, test_images, test_labels, seed, log)
+            if summary["trained_epochs"] == 0 and scores_reused:
+                results["reused"].append(f"seed{seed}/d{latent_dim}/{entry['name']}")
             if config.figures and entry["head"] in (None, "linear") and seed == config.seeds[0]:
-                make_run_figures(run_dir, data=data, seed=seed)
+                log(f"  drawing the figures of {run_dir}")
+                figures += [str(path.relative_to(out)) for path in make_run_figures(run_dir, data=data, seed=seed)]
             results["runs"].append({
                 "name": entry["name"], "model": entry["model"], "latent_dim": latent_dim, "seed": seed,
                 "head": entry["head"], "encoder_sees_label": entry["encoder_sees_label"], "run_dir": str(run_dir),
@@ -201,10 +209,9 @@ def run_experiment(config: ExperimentConfig, command: str, log=print) -> dict:
             write_rows(out / "results.json", results)
     results["seconds"] = round(time.perf_counter() - started, 1)
     write_rows(out / "results.json", results)
-    text = format_results(results)
-    atomic_write_text(out / "RESULTS.md", text)
+    atomic_write_text(out / "RESULTS.md", format_run_page(results, figures))
     if config.results_md:
-        write_section(config.results_md, config.section, text)
+        write_section(config.results_md, config.section, format_results(results))
     log(f"wrote {out / 'RESULTS.md'} and {out / 'results.json'} in {results['seconds']:.0f}s")
     return results
 

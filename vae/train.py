@@ -118,23 +118,26 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
         log: function for progress lines (default: ``accelerator.print``).
 
     Returns:
-        summary dict: ``epochs`` (completed), ``best_epoch``, ``best_validation_elbo``, ``stopped``
-        ("patience", "epochs", "stop_after", "non-finite loss" or "already finished"), ``seconds``, ``run_dir``.
+        summary dict: ``epochs`` (completed), ``trained_epochs`` (by this call; 0 for a finished run),
+        ``best_epoch``, ``best_validation_elbo``, ``stopped`` ("patience", "epochs", "stop_after", "non-finite loss"
+        or "already finished"), ``seconds``, ``run_dir``.
     """
     check_config(config)
     accelerator = Accelerator(cpu=config.cpu)
     log = log or accelerator.print
     out = Path(config.out)
     started = time.perf_counter()
+    first_epoch = 0  # the epoch this invocation starts from (its summary counts what it trained)
     with RunFolder.open(out, config, "vae", resume=config.resume, accelerator=accelerator, may_change=("epochs",),
                         step_key="epoch", upgrade=upgrade_checkpoint) as run:
         checkpoint = run.checkpoint
         state = {"epoch": 0, "best_validation_elbo": -float("inf"), "best_epoch": 0, "bad_epochs": 0, "stopped": None}
         if checkpoint is not None:
             state = dict(checkpoint["state"])
+            first_epoch = state["epoch"]
         if state["stopped"] == "patience":
             log(f"{out}: already stopped early at epoch {state['epoch']}; nothing to do")
-            return _summary(state, started, out, "already finished")
+            return _summary(state, started, out, "already finished", first_epoch)
 
         data = data if data is not None else load_mnist(config.data)
         available = data.x_train.shape[0]
@@ -189,7 +192,7 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
                     log(f"non-finite loss (here {float(loss.detach())}) at epoch {epoch}, step {step}: stopping; the "
                         f"last good checkpoint ({out / LAST_CHECKPOINT}, epoch {state['epoch']}) is kept")
                     run.log({"event": "non-finite loss", "epoch": epoch, "step": step})
-                    return _summary(state, started, out, "non-finite loss")
+                    return _summary(state, started, out, "non-finite loss", first_epoch)
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
                 optimizer.step()
@@ -227,12 +230,13 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
                 break
     # No accelerator.end_training() here: it ends the process group, and a driver trains several runs in one launch.
     stopped = state["stopped"] or ("epochs" if state["epoch"] >= config.epochs else "stop_after")
-    return _summary(state, started, out, stopped)
+    return _summary(state, started, out, stopped, first_epoch)
 
 
-def _summary(state: dict, started: float, out: Path, stopped: str) -> dict:
+def _summary(state: dict, started: float, out: Path, stopped: str, first_epoch: int) -> dict:
     return {
         "epochs": state["epoch"],
+        "trained_epochs": state["epoch"] - first_epoch,
         "best_epoch": state["best_epoch"],
         "best_validation_elbo": state["best_validation_elbo"],
         "stopped": stopped,

@@ -75,8 +75,28 @@ def test_tiny_end_to_end_run_and_rerun_reuses_it(tmp_path, tiny_npz):
         assert (run["log_pxy"] is None) == (run["model"] == "hvae")
     assert json.loads((tmp_path / "exp" / "results.json").read_text())["runs"][0]["name"] == "hvae"
     assert "**log p(x)**" in (tmp_path / "exp" / "RESULTS.md").read_text()
-    again = run_experiment(config, command="test", log=lambda *_: None)
+    assert results["reused"] == []
+    lines = []
+    again = run_experiment(config, command="test", log=lines.append)
     assert [r["log_px"] for r in again["runs"]] == [r["log_px"] for r in results["runs"]]
+    assert len(again["reused"]) == len(again["runs"]) and "seed1/d3/hvae-l-enc" in again["reused"]
+    assert not any("scoring" in line or "epoch" in line for line in lines)  # nothing trained or scored again
+    page = (tmp_path / "exp" / "RESULTS.md").read_text()
+    assert page.startswith("# Experiment: hyperspherical VAEs on MNIST") and "every unit reused" in page
+
+
+def test_run_page_lists_the_figures_and_ablation_lines_name_their_head(tmp_path, tiny_npz):
+    config = ExperimentConfig(latent_dims=(3,), data=str(tiny_npz), out=str(tmp_path / "exp"), epochs=1,
+                              classifier_epochs=1, ablation_heads=("random",), num_validation=60, num_samples=2,
+                              num_test=10, figures=True, seeds=(0,), models=("hvae-l",), progress=False)
+    lines = []
+    run_experiment(config, command="test", log=lines.append)
+    assert any(line.startswith("  hvae-l-random: hvae-l d=3 epoch 1") for line in lines)
+    assert any(line.startswith("  drawing the figures of") for line in lines)
+    page = (tmp_path / "exp" / "RESULTS.md").read_text()
+    figure = "seed0/d3/hvae-l/samples.png"
+    assert f"[{figure}]({figure})" in page and (tmp_path / "exp" / figure).is_file()
+    assert "hvae-l-random/samples.png" not in page  # ablation runs draw none
 
 
 @pytest.mark.parametrize("only, expected", [(False, ["hvae", "hvae-c", "hvae-l", "hvae-c-enc", "hvae-l-enc", "hvae-l-random"]),
