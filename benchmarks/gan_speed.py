@@ -1,7 +1,7 @@
 """Seconds per generator iteration of gan/train.py with Gaussian, vMF and sphere noise, timed interleaved.
 
     OMP_NUM_THREADS=1 python -m benchmarks.gan_speed --preset tiny --threads 1 \\
-        --data PATH/cifar10-jpeg-q75-subset.npz --out BENCHMARKS.md
+        --data data/cifar10-small.npz --out BENCHMARKS.md
     python -m benchmarks.gan_speed --preset chainer --iterations 30 --mixed-precision bf16 --out BENCHMARKS.md  # GPU
 
 Each repeat trains ``--warmup + --iterations`` iterations of the real loop (gan.train.main, one metrics line per

@@ -23,6 +23,7 @@ MNIST helpers for the VAEs live here too, so every model sees the same bits:
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import pickle
 import sys
@@ -47,6 +48,8 @@ __all__ = [
     "NUM_VALIDATION",
     "QUICK_MNIST",
     "DATASETS",
+    "SMALL_SUBSET",
+    "small_subset",
     "read_torchvision_folder",
     "build_npz",
     "main",
@@ -325,8 +328,53 @@ DATASETS = {
     "mnist": ("MNIST", "data/mnist.npz", ("MNIST/raw", "raw", "")),
     "cifar10": ("CIFAR10", "data/cifar10.npz", ("cifar-10-batches-py", "")),
     "cifar100": ("CIFAR100", "data/cifar100.npz", ("cifar-100-python", "")),
+    "cifar10-small": ("CIFAR10", "data/cifar10-small.npz", ("cifar-10-batches-py", "")),
 }
 """The datasets the data command builds: torchvision class, default output path, folders searched under a root."""
+
+SMALL_SUBSET = {"train_per_class": 1000, "test_per_class": 200, "jpeg_quality": 75, "seed": 0}
+"""``cifar10-small``, the CPU-scale GAN data: this many training and test images per class, drawn at random with
+this seed from CIFAR-10, each compressed once as a JPEG of this quality (10,000 and 2,000 images)."""
+
+
+def small_subset(arrays: dict[str, np.ndarray], train_per_class: int, test_per_class: int, jpeg_quality: int,
+                 seed: int) -> dict[str, np.ndarray]:
+    """A class-balanced random subset of a CIFAR archive's arrays, every image passed once through JPEG.
+
+    Args:
+        arrays: the four arrays of the ``.npz`` layout, images ``(N, 32, 32, 3)`` uint8.
+        train_per_class, test_per_class: images kept per class in each split (without replacement).
+        jpeg_quality: quality of the one JPEG compression (1-95, Pillow's scale).
+        seed: the draw's seed; the kept images are shuffled, so classes interleave.
+
+    Returns:
+        the four arrays of the subset, labels int64.
+    """
+    rng = np.random.default_rng(seed)
+    subset = {}
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        labels = np.asarray(arrays[f"y_{split}"])
+        counts = np.bincount(labels)  # a class between 0 and the largest label with no image counts 0
+        classes = np.arange(counts.shape[0])
+        if counts.min() < per_class:
+            raise ValueError(f"the {split} split has only {counts.min()} images of class {counts.argmin()}; "
+                             f"{per_class} per class were asked for")
+        chosen = np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in classes])
+        rng.shuffle(chosen)
+        subset[f"x_{split}"] = np.stack([_jpeg_round_trip(image, jpeg_quality) for image in arrays[f"x_{split}"][chosen]])
+        subset[f"y_{split}"] = labels[chosen].astype(np.int64)
+    return subset
+
+
+def _jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    """An (H, W, 3) uint8 image compressed as a JPEG of ``quality`` and decoded again (Pillow)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded.convert("RGB"))
 
 _MNIST_FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -478,11 +526,12 @@ def build_npz(arrays: dict[str, np.ndarray], out: str | os.PathLike) -> None:
         raise
 
 
-_LOADERS = {"mnist": "load_mnist", "cifar10": "load_cifar10", "cifar100": "load_cifar100"}
+_LOADERS = {"mnist": "load_mnist", "cifar10": "load_cifar10", "cifar100": "load_cifar100",
+            "cifar10-small": "load_cifar10"}
 
 
 def main(argv=None) -> int:
-    """The data command: build data/mnist.npz, data/cifar10.npz and/or data/cifar100.npz."""
+    """The data command: build data/mnist.npz, data/cifar10.npz, data/cifar100.npz and/or data/cifar10-small.npz."""
     from common.cli import ArgumentParser, UserError
 
     parser = ArgumentParser(
@@ -492,7 +541,9 @@ def main(argv=None) -> int:
         epilog="examples: python -m common.data mnist; python -m common.data all --from-folder ~/datasets",
     )
     parser.add_argument("datasets", nargs="+", choices=[*DATASETS, "all"], metavar="DATASET",
-                        help="what to build: mnist, cifar10, cifar100, or all")
+                        help="what to build: mnist, cifar10, cifar100, cifar10-small (the CPU-scale GAN data: "
+                             "1,000 training and 200 test images per class, drawn with seed 0, JPEG quality 75), "
+                             "or all (mnist, cifar10 and cifar100)")
     parser.add_argument("--from-folder", metavar="PATH", default=None,
                         help="read an existing torchvision dataset folder instead of downloading: a folder holding "
                              "MNIST/raw/ (idx files), cifar-10-batches-py/ or cifar-100-python/, or that folder "
@@ -500,13 +551,16 @@ def main(argv=None) -> int:
     parser.add_argument("--root", metavar="DIR", default=DEFAULT_ROOT,
                         help=f"where torchvision downloads to when --from-folder is not given (default: {DEFAULT_ROOT})")
     parser.add_argument("--out", metavar="PATH", default=None,
-                        help="output file, for a single dataset (default: mnist.npz, cifar10.npz or cifar100.npz "
-                             "in --out-dir)")
+                        help="output file, for a single dataset (default: DATASET.npz in --out-dir)")
     parser.add_argument("--out-dir", metavar="DIR", default="data",
-                        help="folder of the default outputs mnist.npz, cifar10.npz, cifar100.npz (default: data)")
+                        help="folder of the default outputs mnist.npz, cifar10.npz, cifar100.npz, cifar10-small.npz "
+                             "(default: data)")
     parser.add_argument("--force", action="store_true", help="rebuild an output that already exists")
     args = parser.parse_args(argv)
-    names = list(DATASETS) if "all" in args.datasets else list(dict.fromkeys(args.datasets))
+    requested = [name for name in args.datasets if name != "all"]
+    if "all" in args.datasets:  # the full datasets; cifar10-small only when named
+        requested = ["mnist", "cifar10", "cifar100", *requested]
+    names = list(dict.fromkeys(requested))
     if args.out is not None and len(names) != 1:
         raise UserError(f"--out names one file but {len(names)} datasets were asked for; use --out-dir DIR instead")
     if args.from_folder is not None and not os.path.isdir(os.path.expanduser(args.from_folder)):
@@ -519,11 +573,14 @@ def main(argv=None) -> int:
         if os.path.exists(out) and not args.force:
             print(f"{out} exists; kept it (pass --force to rebuild)")
             continue
+        source = name.removesuffix("-small")  # cifar10-small is drawn from cifar10
         if args.from_folder is not None:
-            arrays = read_torchvision_folder(name, args.from_folder)
+            arrays = read_torchvision_folder(source, args.from_folder)
         else:
             root = os.path.expanduser(args.root)
-            arrays = read_torchvision_folder(name, _download_folder(name, root))
+            arrays = read_torchvision_folder(source, _download_folder(source, root))
+        if name == "cifar10-small":
+            arrays = small_subset(arrays, **SMALL_SUBSET)
         # Check with the loader the experiments use before anything is written.
         _to_image_data(dict(arrays), source=f"{name} from {args.from_folder or args.root}",
                        channels=1 if name == "mnist" else 3, height_width=(28, 28) if name == "mnist" else (32, 32),

@@ -1,4 +1,6 @@
 """Tests for common.data: npz loading and validation, offline errors, binarization, validation split."""
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -413,3 +415,44 @@ def test_empty_split_is_rejected_naming_the_file(tmp_path, split):
                                       f"y_{split}": np.zeros(0, dtype=np.int64)})
     with pytest.raises(ValueError, match=rf"m\.npz.*x_{split} holds no images"):
         load_mnist(tmp_path / "m.npz")
+
+
+def test_small_subset_is_balanced_seeded_and_each_image_is_its_source_through_one_jpeg():
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(10), 7)
+    # Smooth images (a per-image colour gradient), which JPEG keeps within a few levels, each tagged by its index.
+    ramp = np.linspace(0, 1, 32)[None, :, None, None] * np.ones((1, 1, 32, 1))
+    colours = rng.integers(40, 200, size=(70, 1, 1, 3))
+    images = np.clip(colours + 50 * ramp, 0, 255).astype(np.uint8)
+    arrays = {"x_train": images, "y_train": labels, "x_test": images[::-1].copy(), "y_test": labels[::-1].copy()}
+    subset = data_module.small_subset(arrays, train_per_class=3, test_per_class=2, jpeg_quality=75, seed=0)
+    assert subset["x_train"].shape == (30, 32, 32, 3) and subset["x_test"].shape == (20, 32, 32, 3)
+    assert np.bincount(subset["y_train"]).tolist() == [3] * 10 and np.bincount(subset["y_test"]).tolist() == [2] * 10
+    assert subset["y_train"].dtype == np.int64 and len(set(subset["y_train"][:10].tolist())) > 1  # interleaved
+    for split in ("train", "test"):
+        for image, label in zip(subset[f"x_{split}"], subset[f"y_{split}"]):
+            distance = np.abs(arrays[f"x_{split}"].astype(int) - image.astype(int)).mean(axis=(1, 2, 3))
+            source = int(distance.argmin())
+            assert arrays[f"y_{split}"][source] == label and distance[source] < 3  # its own source, its label
+            buffer = io.BytesIO()
+            Image.fromarray(arrays[f"x_{split}"][source]).save(buffer, format="JPEG", quality=75)
+            np.testing.assert_array_equal(np.asarray(Image.open(buffer).convert("RGB")), image)  # exactly one pass
+    again = data_module.small_subset(arrays, train_per_class=3, test_per_class=2, jpeg_quality=75, seed=0)
+    np.testing.assert_array_equal(again["x_train"], subset["x_train"])
+    other = data_module.small_subset(arrays, train_per_class=3, test_per_class=2, jpeg_quality=75, seed=1)
+    assert not np.array_equal(other["y_train"], subset["y_train"])
+    with pytest.raises(ValueError, match="only 7 images of class 0; 8 per class"):
+        data_module.small_subset(arrays, train_per_class=8, test_per_class=2, jpeg_quality=75, seed=0)
+
+
+def test_build_cifar10_small_from_folder(tmp_path, capsys, monkeypatch):
+    _fake_cifar_folder(tmp_path / "tv", per_batch=60)  # 300 training and 60 test images, every class in each
+    monkeypatch.setattr(data_module, "SMALL_SUBSET", {"train_per_class": 5, "test_per_class": 1, "jpeg_quality": 75,
+                                                      "seed": 0})
+    monkeypatch.chdir(tmp_path)
+    status, stdout, err = _build(["cifar10-small", "--from-folder", "tv"], capsys)
+    assert status == 0 and err == "" and "50 training and 10 test images" in stdout
+    data = load_cifar10(tmp_path / "data" / "cifar10-small.npz")
+    assert data.x_train.shape == (50, 3, 32, 32) and torch.bincount(data.y_train).tolist() == [5] * 10
