@@ -137,7 +137,11 @@ def format_run_page(results: dict, figures: list[str] | tuple = ()) -> str:
     if figures:
         lines.append("Figures (reconstructions, per-class samples, class-to-class interpolations and learning curves of "
                      "the first seed's models):\n")
-        lines += [f"- [{figure}]({figure})" for figure in figures] + [""]
+        by_run: dict[str, list[str]] = {}
+        for figure in figures:  # one line per run: its folder, then a link per figure
+            folder, _, name = str(figure).rpartition("/")
+            by_run.setdefault(folder, []).append(f"[{name.removesuffix('.png')}]({figure})")
+        lines += [f"- `{folder}`: " + " · ".join(links) for folder, links in by_run.items()] + [""]
     return "\n".join(lines) + "\n" + format_results(results)
 
 

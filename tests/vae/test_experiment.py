@@ -95,7 +95,8 @@ def test_run_page_lists_the_figures_and_ablation_lines_name_their_head(tmp_path,
     assert any(line.startswith("  drawing the figures of") for line in lines)
     page = (tmp_path / "exp" / "RESULTS.md").read_text()
     figure = "seed0/d3/hvae-l/samples.png"
-    assert f"[{figure}]({figure})" in page and (tmp_path / "exp" / figure).is_file()
+    assert f"- `seed0/d3/hvae-l`: [reconstructions](seed0/d3/hvae-l/reconstructions.png) · [samples]({figure})" in page
+    assert (tmp_path / "exp" / figure).is_file()
     assert "hvae-l-random/samples.png" not in page  # ablation runs draw none
 
 
