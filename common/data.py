@@ -31,6 +31,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,7 +91,8 @@ class ImageData:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one image."""
-        return tuple(self.x_train.shape[1:])
+        channels, height, width = self.x_train.shape[1:]
+        return int(channels), int(height), int(width)
 
 
 def load_mnist(data: str | os.PathLike | None = None, root: str = DEFAULT_ROOT) -> ImageData:
@@ -442,20 +444,20 @@ def read_torchvision_folder(name: str, root: str | os.PathLike) -> dict[str, np.
                 f"--from-folder {root!r} holds no MNIST: looked for {_MNIST_FILES['x_train']}[.gz] in "
                 f"{', '.join(os.path.join(root, c) if c else root for c in candidates)}"
             )
-        arrays = {}
+        mnist: dict[str, np.ndarray] = {}
         for key, stem in _MNIST_FILES.items():
             path = os.path.join(folder, stem)
             path = path if os.path.isfile(path) else path + ".gz"
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"--from-folder: MNIST folder {folder!r} lacks {stem}[.gz]")
-            arrays[key] = _read_idx(path)
+            mnist[key] = _read_idx(path)
         for split in ("train", "test"):
-            images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
-            if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-                raise ValueError(f"MNIST folder {folder!r}: {split} images {images.shape} and labels "
-                                 f"{labels.shape} do not match")
-            arrays[f"y_{split}"] = labels.astype(np.int64)
-        return arrays
+            split_images, split_labels = mnist[f"x_{split}"], mnist[f"y_{split}"]
+            if split_images.ndim != 3 or split_labels.ndim != 1 or split_images.shape[0] != split_labels.shape[0]:
+                raise ValueError(f"MNIST folder {folder!r}: {split} images {split_images.shape} and labels "
+                                 f"{split_labels.shape} do not match")
+            mnist[f"y_{split}"] = split_labels.astype(np.int64)
+        return mnist
     train_files, test_files, label_key = _CIFAR_FILES[name]
     folder = _find_folder(root, candidates, test_files[0])
     if folder is None:
@@ -463,9 +465,10 @@ def read_torchvision_folder(name: str, root: str | os.PathLike) -> dict[str, np.
             f"--from-folder {root!r} holds no {DATASETS[name][0]}: looked for {test_files[0]} in "
             f"{', '.join(os.path.join(root, c) if c else root for c in candidates)}"
         )
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     for split, files in (("train", train_files), ("test", test_files)):
-        images, labels = [], []
+        images: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
         for file_name in files:
             path = os.path.join(folder, file_name)
             if not os.path.isfile(path):
@@ -519,7 +522,8 @@ def build_npz(arrays: dict[str, np.ndarray], out: str | os.PathLike) -> None:
     descriptor, partial = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=".npz")
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            np.savez(handle, **{key: arrays[key] for key in NPZ_KEYS})
+            payload: dict[str, Any] = {key: arrays[key] for key in NPZ_KEYS}
+            np.savez(handle, **payload)
         os.replace(partial, out)  # atomic on one filesystem: readers see the old file or the whole new one
     except BaseException:
         os.unlink(partial)

@@ -405,7 +405,7 @@ def close_process_group() -> None:
 
 def rng_state() -> dict:
     """The torch RNG states (CPU and CUDA) as tensors, for a checkpoint loadable with ``weights_only=True``."""
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, torch.Tensor | list[torch.Tensor]] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -8,10 +8,10 @@ import statistics
 
 def summarize(values: list[float | None]) -> tuple[float, float, int]:
     """``(mean, sample sd, n)`` of the values that are not None; sd is nan for one value, everything for none."""
-    values = [v for v in values if v is not None]
-    if not values:
+    present = [float(v) for v in values if v is not None]
+    if not present:
         return math.nan, math.nan, 0
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan, len(values)
+    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else math.nan, len(present)
 
 
 def difference(a: tuple[float, float, int], b: tuple[float, float, int]) -> tuple[float, float, str]:

@@ -51,6 +51,9 @@ class WideResNet(nn.Module):
         image_channels: input channels.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, depth: int = 40, width: int = 2, num_classes: int = 10, head: str = "linear",
                  image_channels: int = 3):
         super().__init__()

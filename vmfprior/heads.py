@@ -66,6 +66,9 @@ def _hadamard_rows(num_classes: int, in_features: int) -> torch.Tensor:
 class FixedHead(nn.Module):
     """Dot-product logits ``features @ weight.T`` with a frozen weight (C, d) stored as a buffer."""
 
+    weight: torch.Tensor
+    """The frozen class vectors (C, d), a buffer."""
+
     def __init__(self, weight: torch.Tensor):
         super().__init__()
         self.register_buffer("weight", weight.detach().clone())
@@ -90,6 +93,9 @@ class CosineHead(FixedHead):
 
 class IdentityHead(nn.Module):
     """Logits = the first C features; weight = the (C, d) identity block."""
+
+    weight: torch.Tensor
+    """The (C, d) identity block, a buffer."""
 
     def __init__(self, in_features: int, num_classes: int):
         super().__init__()

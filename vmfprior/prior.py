@@ -171,6 +171,15 @@ class VMFPrior(nn.Module):
     ``activation_norm`` is a plain attribute (float or None), not part of the state dict.
     """
 
+    weight: torch.Tensor
+    """The final layer's weight W (C, d), a buffer."""
+    bias: torch.Tensor | None
+    """The final layer's bias (C,) or None, a buffer."""
+    mean_directions: torch.Tensor
+    """The unit rows w_i / |w_i| (C, d): the vMF mean directions, a buffer."""
+    concentration: torch.Tensor
+    """kappa_i per class (C,), a buffer."""
+
     def __init__(self, weight: torch.Tensor, concentration: torch.Tensor | float, bias: torch.Tensor | None = None,
                  activation_norm: float | None = None):
         super().__init__()
@@ -182,9 +191,10 @@ class VMFPrior(nn.Module):
         weight = weight.detach().clone()
         norms = weight.norm(dim=1)
         if bool((norms == 0).any()) or not bool(torch.isfinite(weight).all()):
-            bad = [int(i) for i in torch.nonzero((norms == 0) | ~torch.isfinite(norms)).flatten()]
-            shown = f"{bad[:10]}{' ...' if len(bad) > 10 else ''}"
-            raise ValueError(f"weight rows {shown} ({len(bad)} of {num_classes}) are zero or not finite: they define no mean direction")
+            bad_rows = [int(i) for i in torch.nonzero((norms == 0) | ~torch.isfinite(norms)).flatten()]
+            shown = f"{bad_rows[:10]}{' ...' if len(bad_rows) > 10 else ''}"
+            raise ValueError(f"weight rows {shown} ({len(bad_rows)} of {num_classes}) are zero or not finite: they "
+                             "define no mean direction")
         concentration = torch.as_tensor(concentration, dtype=weight.dtype, device=weight.device).detach().clone()
         if concentration.dim() == 0:
             concentration = concentration.expand(num_classes).clone()
@@ -437,13 +447,14 @@ class VMFPrior(nn.Module):
                 "in training (the logits scale with it). This prior's source stored none; pass activation_norm=, or "
                 "build the prior with VMFPrior.from_checkpoint from a checkpoint with an 'activation_norm' entry "
                 "(as ckd.teacher writes)")
-        activation_norm = _checked_activation_norm(activation_norm)
+        norm = _checked_activation_norm(activation_norm)
+        assert norm is not None  # for the type checker: activation_norm is not None here
         affinity = torch.zeros(self.num_classes, self.num_classes, dtype=self.weight.dtype, device=self.weight.device)
         per_batch = max(1, batch_size // self.num_classes)
         every_class = self._distribution(None)
         for start in range(0, num_samples, per_batch):
             count = min(per_batch, num_samples - start)
-            activations = activation_norm * every_class.sample((count,))  # (count, C, d)
+            activations = norm * every_class.sample((count,))  # (count, C, d)
             logits = activations @ self.weight.T  # (count, C, C): [j, i, :] logits of sample j of class i
             if self.bias is not None:
                 logits = logits + self.bias
