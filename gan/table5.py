@@ -50,6 +50,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common.classifier import head_statistics_of
 from common.cli import ArgumentParser, UserError, run_cli
 from common.markdown import write_section
 from common.run import LAST_CHECKPOINT, load_checkpoint, read_metrics
@@ -440,9 +441,9 @@ def main(argv=None) -> str:
             raise UserError("vMF noise needs --prior-checkpoint (a gan.classifier checkpoint)")
         if concentration is None:  # the prior classifier's MLE kappa, for vmf and for its orthogonal control
             stored = load_checkpoint(args.prior_checkpoint, ("model",), what="gan.classifier checkpoint")
-            if stored.get("concentration_mle") is None:
-                raise UserError(f"{args.prior_checkpoint} stores no concentration_mle; pass --concentration")
-            concentration = float(stored["concentration_mle"])
+            concentration = head_statistics_of(stored)["kappa_mle"]
+            if concentration is None:
+                raise UserError(f"{args.prior_checkpoint} stores no kappa_mle; pass --concentration")
     runs = [(sampler, seed, run_folder(runs_dir, sampler, seed)) for seed in args.seeds for sampler in args.samplers]
     if not args.report_only:
         step = args.round_robin or iterations
