@@ -263,8 +263,8 @@ def parse_config(config_cls: type, argv=None, prog: str = "", description: str =
             raise ConfigError(f"{prog}: unknown option {name}{_suggest(name, options)}")
         raise ConfigError(f"{prog}: unexpected argument {word!r}")
     values = dict(vars(args))
-    preset = values.pop("preset", None)
-    file = values.pop("config", None)
+    preset = values.pop("preset", None) if presets else None  # a command may have a field named preset instead
+    file = values.pop("config", None) if config_file else None
     merged = dict(presets[preset]) if preset else {}
     if file:
         merged.update(read_config_file(file, config_cls))
