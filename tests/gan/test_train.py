@@ -13,7 +13,7 @@ from gan.config import GANConfig, parse_config
 from gan.sampling import load_sampler
 from gan.train import main
 from tests.gan.helpers import tiny_args
-from common.runs import read_metrics
+from common.run import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 
