@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -33,7 +34,7 @@ from common.classifier import (
 from common.classifier import train_classifier as train_on_run_folder
 from common.cli import run_cli, set_threads
 from common.config import ConfigError, check_choice, option, parse_config
-from common.run import SCHEDULES, close_process_group
+from common.run import CONFIG_FILE, LAST_CHECKPOINT, SCHEDULES, RunError, close_process_group, read_config
 from common.wrn import WideResNet
 
 __all__ = ["CHECKPOINT_NAME", "ClassifierConfig", "PRESETS", "build_model", "load_classifier", "main",
@@ -79,6 +80,18 @@ def build_model(config: dict, num_classes: int) -> nn.Module:
     return WideResNet(config["depth"], config["width"], num_classes, config.get("head", "linear"))
 
 
+def _refuse_earlier_layout(out: Path) -> None:
+    """A run folder of the trainer before common.classifier (config keys lr and max_steps, no last.pt) is finished
+    and cannot be continued: say so, instead of calling it damaged."""
+    if not (out / CONFIG_FILE).is_file() or (out / LAST_CHECKPOINT).is_file():
+        return
+    kind, saved = read_config(out)
+    if kind == "gan-classifier" and "lr" in saved and "learning_rate" not in saved:
+        raise RunError(f"{out} holds a finished run of the earlier gan.classifier (config key lr, no last.pt): its "
+                       f"{CHECKPOINT_NAME} loads wherever a classifier is read, but it cannot be trained further; "
+                       "choose another --out")
+
+
 def train_classifier(config: ClassifierConfig, data=None, log=None) -> dict:
     """Train (or resume) a classifier on ``config.out`` and save ``OUT/classifier.pt``.
 
@@ -95,6 +108,7 @@ def train_classifier(config: ClassifierConfig, data=None, log=None) -> dict:
 
     check_settings(config)  # before loading the data: a mistake is reported at once
     check_choice(config, "mixed_precision", MIXED_PRECISION)
+    _refuse_earlier_layout(Path(config.out))
     set_threads(config.threads)
     accelerator = Accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
     if data is None:

@@ -98,3 +98,18 @@ def test_committed_checkpoints_of_the_earlier_trainer_still_load(name, tmp_path,
         table5.main(["--preset", "small", "--samplers", "vmf", "--seeds", "0", "--runs-dir", str(tmp_path),
                      "--prior-checkpoint", str(path), "--num-samples", "2000", "--dry-run"])
         assert f"--concentration {kappa:.4f}" in capsys.readouterr().out
+
+
+def test_a_run_folder_of_the_earlier_trainer_is_refused_with_what_to_do(fake_cifar, tmp_path, capsys):
+    import shutil
+
+    from common.cli import run_cli
+
+    folder = tmp_path / "wrn-tiny"
+    shutil.copytree(ROOT / "results/gan-table5-small/wrn-tiny", folder)
+    before = sorted((path.name, path.read_bytes()) for path in folder.iterdir())
+    for extra in ([], ["--resume"]):
+        assert run_cli(main, ["--preset", "tiny", "--data", str(fake_cifar), "--out", str(folder), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "earlier gan.classifier" in err and "choose another --out" in err
+    assert sorted((path.name, path.read_bytes()) for path in folder.iterdir()) == before  # nothing was touched
