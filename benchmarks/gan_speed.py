@@ -30,7 +30,7 @@ import torch
 
 from common.cli import ArgumentParser, UserError, run_cli, set_threads
 from common.markdown import write_section
-from common.runs import read_metrics
+from common.run import read_metrics
 from gan.config import PRESETS, parse_config
 from gan.latent import SAMPLERS, build_latent_sampler
 from gan.train import main as train_main

@@ -20,16 +20,19 @@ evaluation transform (resize to 256/224 of the crop, center crop, ImageNet mean 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from common.cli import ArgumentParser, run_cli, select_device, set_threads
+from common.cli import run_cli, select_device, set_threads
+from common.config import option, parse_config
 
-__all__ = ["normalized_accuracy", "check_model_checkpoint", "check_torchvision", "final_linear_layer",
+__all__ = ["CheckConfig", "normalized_accuracy", "check_model_checkpoint", "check_torchvision", "final_linear_layer",
            "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -154,23 +157,29 @@ def check_torchvision(name: str, weights: str, image_folder: str, device, batch_
             "count": count}
 
 
+@dataclass
+class CheckConfig:
+    """The options of ``python -m ckd.normalization_check``."""
+
+    checkpoint: Optional[tuple[str, ...]] = option(None, "ckd run folders or model.pt files")
+    dataset: str = option("mnist", "the dataset of --checkpoint models", choices=("mnist", "cifar10", "cifar100"))
+    data: Optional[str] = option(None, "the dataset's .npz (None: download with torchvision)")
+    torchvision: Optional[str] = option(None, "a torchvision model name, e.g. resnet50")
+    weights: Optional[str] = option(None, "local state dict of the torchvision model")
+    imagenet_val: Optional[str] = option(None, "ImageNet validation images in WordNet-id folders")
+    limit: Optional[int] = option(None, "score only the first N validation images")
+    batch_size: int = option(64, "images per forward pass")
+    image_size: int = option(224, "center-crop size of the torchvision model's images")
+    num_classes: int = option(1000, "outputs of the torchvision model")
+    workers: int = option(4, "data-loading processes for the ImageNet images")
+    cpu: bool = option(False, "use the CPU even when a GPU is present")
+    threads: Optional[int] = option(None, "torch CPU threads (None: 1, or OMP_NUM_THREADS when set)")
+
+
 def main(argv=None) -> dict:
     """Command-line entry point: prints one line per model."""
-    parser = ArgumentParser(prog="python -m ckd.normalization_check", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", nargs="+", default=None, help="ckd run folders or model.pt files")
-    parser.add_argument("--dataset", default="mnist", choices=("mnist", "cifar10", "cifar100"))
-    parser.add_argument("--data", default=None, help="the dataset's .npz (default: download with torchvision)")
-    parser.add_argument("--torchvision", default=None, help="a torchvision model name, e.g. resnet50")
-    parser.add_argument("--weights", default=None, help="local state dict of the torchvision model")
-    parser.add_argument("--imagenet-val", default=None, help="ImageNet validation images in WordNet-id folders")
-    parser.add_argument("--limit", type=int, default=None, help="score only the first N validation images")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--num-classes", type=int, default=1000, help="outputs of the torchvision model")
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--cpu", action="store_true", help="force the CPU")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = parser.parse_args(argv)
+    args = parse_config(CheckConfig, argv, prog="python -m ckd.normalization_check",
+                        description=__doc__.split("\n\n")[0])
     set_threads(args.threads)
     if (args.checkpoint is None) == (args.torchvision is None):
         raise ValueError("pass either --checkpoint RUN [RUN ...] or --torchvision NAME --weights PATH "

@@ -19,10 +19,9 @@ import torch
 
 from ckd.models import build_model, check_architecture
 from ckd.train import DATASETS, PRESETS, load_dataset
-from common.classifier import OPTIMIZERS, train_classifier
+from common.classifier import ClassifierSettings, check_settings, train_classifier
 from common.cli import run_cli, set_threads
-from common.config import option, parse_config
-from common.run import SCHEDULES
+from common.config import check_choice, option, parse_config
 
 __all__ = ["TeacherConfig", "train_teacher", "TEACHER_CHECKPOINT"]
 
@@ -30,39 +29,24 @@ TEACHER_CHECKPOINT = "classifier.pt"
 
 
 @dataclass
-class TeacherConfig:
-    """Settings of one teacher run (saved in config.json and every checkpoint)."""
+class TeacherConfig(ClassifierSettings):
+    """Settings of one teacher run (saved in config.json and every checkpoint): the fields of
+    ``common.classifier.ClassifierSettings``, the architecture and the dataset. The architecture fixes the final
+    layer, so there is no ``--head``."""
 
     architecture: str = option("mnist-conv", "mnist-conv, mnist-conv-half, mnist-conv-W (an optional -nobias or "
                                              "-cosine suffix), or wrn-D-K")
     feature_dim: Optional[int] = option(None, "penultimate dimension d of an mnist-conv net (None: 64; a WRN has "
                                               "its own)")
     dataset: str = option("mnist", "the dataset", choices=DATASETS)
-    data: Optional[str] = option(None, "the dataset's .npz file (None: download with torchvision)")
     out: str = option("runs/ckd-teacher", "run folder: config.json, last.pt, metrics.jsonl, classifier.pt")
-    epochs: int = option(5, "training epochs")
-    batch_size: int = option(128, "global batch size (split across processes)")
-    optimizer: str = option("adam", "adam, or sgd with nesterov momentum", choices=OPTIMIZERS)
-    learning_rate: float = option(1e-3, "initial step size")
-    momentum: float = option(0.9, "SGD momentum")
-    weight_decay: float = option(0.0, "L2 weight decay")
-    schedule: str = option("constant", "learning-rate schedule: constant, cosine (per step, to 0), linear, or step "
-                                       "(x0.1 after each milestone epoch)", choices=SCHEDULES)
-    milestones: tuple[int, ...] = option((), "epochs after which the step schedule multiplies the rate by 0.1")
     augment: bool = option(False, "random crop (pad 4) and horizontal flip per batch (CIFAR)")
-    num_validation: int = option(0, "the last N training images are held out for validation accuracy (0: none)")
-    train_subset: Optional[int] = option(None, "use only the first N training images")
-    stats_images: int = option(10_000, "clean training images whose activations give kappa's MLE and the mean |a|")
-    seed: int = option(0, "seeds initialization, shuffling and augmentation")
-    resume: bool = option(False, "continue OUT/last.pt exactly; refuses a different config")
-    stop_after: Optional[int] = option(None, "stop after this epoch (continue later with --resume)")
-    progress: bool = option(False, "show a progress bar")
-    cpu: bool = option(False, "use the CPU even when a GPU is present")
-    threads: Optional[int] = option(None, "torch CPU threads (None: torch's default; 1 suits a busy shared CPU)")
 
 
 def train_teacher(config: TeacherConfig, data=None, log=None) -> dict:
     """Train (or resume) a teacher on ``config.out``; returns ``common.classifier.train_classifier``'s result."""
+    check_choice(config, "dataset", DATASETS)
+    check_settings(config)  # before loading the data: a mistake is reported at once
     data = data if data is not None else load_dataset(config.dataset, config.data)
     check_architecture(config.architecture, data.image_shape)
     torch.manual_seed(config.seed)

@@ -48,7 +48,7 @@ from ckd.losses import (
 )
 from ckd.models import build_model, check_architecture, feature_dim_of
 from ckd.shifts import apply_shift, parse_shift
-from common.classifier import OPTIMIZERS, features_of, head_statistics_of
+from common.classifier import OPTIMIZERS, check_training, features_of, head_statistics_of
 from common.classifier import accuracy as classifier_accuracy
 from common.cli import run_cli, set_threads
 from common.config import GLOSSARY, ConfigError, check_choice, check_positive, flag, option, parse_config
@@ -137,8 +137,7 @@ def check_config(config: TrainConfig) -> None:
     """Raise ``ConfigError`` naming the flag of the first bad setting."""
     check_choice(config, "loss", LOSSES)
     check_choice(config, "dataset", DATASETS)
-    check_choice(config, "optimizer", OPTIMIZERS)
-    check_choice(config, "schedule", SCHEDULES)
+    check_training(config)  # epochs, batch size, optimizer, schedule, validation: as for every classifier
     if config.loss not in ("label", "label-smoothing") and not config.teacher:
         raise ConfigError(f"--loss {config.loss} needs --teacher (a ckd.teacher run folder or its classifier.pt)")
     if config.loss == "label-smoothing" and config.smoothing is None and not config.teacher:
@@ -147,8 +146,8 @@ def check_config(config: TrainConfig) -> None:
     if config.teacher and not Path(config.teacher).exists():
         raise ConfigError(f"--teacher {config.teacher!r} does not exist")
     parse_shift(config.shift)
-    check_positive(config, "epochs", "batch_size", "affinity_samples", "learning_rate", "temperature")
-    check_positive(config, "concentration", "activation_norm", "train_subset", "stop_after", allow_none=True)
+    check_positive(config, "affinity_samples", "temperature")
+    check_positive(config, "concentration", "activation_norm", allow_none=True)
     for name in ("concentration", "activation_norm"):
         if getattr(config, name) is not None and not math.isfinite(getattr(config, name)):
             raise ConfigError(f"{flag(name)} must be a positive number, got {getattr(config, name)}")
@@ -156,10 +155,6 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(f"--smoothing must lie in [0, 1), got {config.smoothing}")
     if not 0 <= config.kd_weight <= 1:
         raise ConfigError(f"--kd-weight must lie in [0, 1], got {config.kd_weight}")
-    if config.num_validation < 0:
-        raise ConfigError(f"--num-validation must be >= 0, got {config.num_validation}")
-    if config.weight_decay < 0 or not 0 <= config.momentum < 1:
-        raise ConfigError("--weight-decay must be >= 0 and --momentum in [0, 1)")
 
 
 def load_dataset(name: str, path: str | None):

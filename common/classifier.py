@@ -50,8 +50,11 @@ __all__ = [
     "OPTIMIZERS",
     "ClassifierSettings",
     "accuracy",
+    "check_settings",
+    "check_training",
     "features_of",
     "head_statistics",
+    "head_option",
     "head_statistics_of",
     "load_classifier_checkpoint",
     "penultimate",
@@ -62,13 +65,18 @@ CHECKPOINT_NAME = "classifier.pt"
 OPTIMIZERS = ("adam", "sgd")
 
 
+def head_option(default: str = "linear"):
+    """The ``--head`` field of a command whose architecture takes any :mod:`vmfprior.heads` final layer."""
+    return option(default, "final layer (vmfprior.heads): " + ", ".join(HEAD_KINDS), choices=HEAD_KINDS)
+
+
 @dataclass
 class ClassifierSettings:
-    """The fields :func:`train_classifier` reads; a command's config repeats them (with its own defaults)."""
+    """The fields :func:`train_classifier` reads; a command's config repeats them (with its own defaults) and adds
+    its architecture's (``head = head_option()`` where the architecture takes any head)."""
 
     data: str | None = option(None, "the dataset's .npz file (None: download with torchvision)")
     out: str = option("runs/classifier", "run folder: config.json, last.pt, metrics.jsonl, classifier.pt")
-    head: str = option("linear", "final layer (vmfprior.heads): " + ", ".join(HEAD_KINDS), choices=HEAD_KINDS)
     epochs: int = option(5, "training epochs")
     batch_size: int = option(128, "global batch size (split across processes)")
     optimizer: str = option("adam", "adam, or sgd with nesterov momentum", choices=OPTIMIZERS)
@@ -89,18 +97,26 @@ class ClassifierSettings:
     threads: int | None = option(None, GLOSSARY["threads"])
 
 
-def check_settings(config) -> None:
-    """Raise :class:`ConfigError` naming the flag of the first bad setting of a classifier config."""
-    check_positive(config, "epochs", "batch_size", "learning_rate", "stats_images")
+def check_training(config) -> None:
+    """Raise :class:`ConfigError` naming the flag of the first bad optimization setting (epochs, batch_size,
+    learning_rate, optimizer, momentum, weight_decay, schedule, num_validation, train_subset, stop_after): the
+    checks of every trainer with these fields (this module's, and ``ckd.train``'s students)."""
+    check_positive(config, "epochs", "batch_size", "learning_rate")
     check_positive(config, "train_subset", "stop_after", allow_none=True)
     check_choice(config, "optimizer", OPTIMIZERS)
-    if hasattr(config, "head"):  # commands whose architecture fixes the head (ckd.teacher) have no --head
-        check_choice(config, "head", HEAD_KINDS)
     check_choice(config, "schedule", SCHEDULES)
     if config.num_validation < 0:
         raise ConfigError(f"{flag('num_validation')} must be >= 0, got {config.num_validation}")
     if config.weight_decay < 0 or not 0 <= config.momentum < 1:
         raise ConfigError(f"{flag('weight_decay')} must be >= 0 and {flag('momentum')} in [0, 1)")
+
+
+def check_settings(config) -> None:
+    """Raise :class:`ConfigError` naming the flag of the first bad setting of a classifier config."""
+    check_training(config)
+    check_positive(config, "stats_images")
+    if hasattr(config, "head"):  # commands whose architecture fixes the head (ckd.teacher) have no --head
+        check_choice(config, "head", HEAD_KINDS)
 
 
 def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ import typing
 from pathlib import Path
 
 from common.cli import ArgumentParser, UserError
+from common.run import INVOCATION_KEYS
 
 __all__ = [
     "GLOSSARY",
@@ -201,9 +202,12 @@ def _converter(scalar: type, optional: bool, name: str, choices):
 def read_config_file(path: str | Path, config_cls: type) -> dict:
     """The keys of a JSON config file: a flat ``{key: value}`` object, or a run's config.json (its "config").
 
+    The per-invocation keys (``common.run.INVOCATION_KEYS``: out, run, resume, stop_after, threads, ...) never come
+    from a file: a run's config.json leaves them out, a flat file that names one is refused.
+
     Raises:
-        ConfigError: the file is missing or not JSON, or names a key the command does not have (with a
-        suggestion).
+        ConfigError: the file is missing or not JSON, names a per-invocation key (flat file), or names a key the
+        command does not have (with a suggestion).
     """
     path = Path(path)
     try:
@@ -213,9 +217,15 @@ def read_config_file(path: str | Path, config_cls: type) -> dict:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"--config {str(path)!r} is not a readable JSON file ({error})") from error
     if isinstance(payload, dict) and isinstance(payload.get("config"), dict) and "kind" in payload:
-        payload = {key: value for key, value in payload["config"].items() if key not in ("out", "resume")}
+        # A run's config.json: what the run computes comes along; how it was invoked (its folder, --resume,
+        # --stop-after, threads, ...) belongs to that invocation and is left behind.
+        payload = {key: value for key, value in payload["config"].items() if key not in INVOCATION_KEYS}
     if not isinstance(payload, dict):
         raise ConfigError(f"--config {str(path)!r} must hold a JSON object of config keys")
+    for key in payload:
+        if key in INVOCATION_KEYS:
+            raise ConfigError(f"--config {str(path)!r}: {key!r} says how to invoke a command, not what it computes; "
+                              f"pass {flag(key)} on the command line")
     known = {field.name for field in dataclasses.fields(config_cls)}
     for key in payload:
         if key not in known:
@@ -263,16 +273,17 @@ def parse_config(config_cls: type, argv=None, prog: str = "", description: str =
             raise ConfigError(f"{prog}: unknown option {name}{_suggest(name, options)}")
         raise ConfigError(f"{prog}: unexpected argument {word!r}")
     values = dict(vars(args))
-    preset = values.pop("preset", None)
-    file = values.pop("config", None)
+    preset = values.pop("preset", None) if presets else None  # a command may have a field named preset instead
+    file = values.pop("config", None) if config_file else None
     merged = dict(presets[preset]) if preset else {}
     if file:
         merged.update(read_config_file(file, config_cls))
     merged.update(values)
-    try:
-        return config_from_dict(config_cls, merged)
-    except TypeError as error:  # a required field without a value
-        raise ConfigError(f"{prog}: {error}") from error
+    for field in dataclasses.fields(config_cls):
+        if field.name not in merged and _default(field) is dataclasses.MISSING:
+            name = field.name.upper() if field.metadata.get("positional") else flag(field.name)
+            raise ConfigError(f"{prog}: {name} is required")
+    return config_from_dict(config_cls, merged)
 
 
 def check_positive(config, *names: str, allow_none: bool = False) -> None:

@@ -28,7 +28,7 @@ from torch import nn  # noqa: E402
 
 from common.cli import ArgumentParser, UserError, run_cli, set_threads  # noqa: E402
 from common.data import load_mnist  # noqa: E402
-from common.runs import atomic_write_text  # noqa: E402
+from common.run import atomic_write_text  # noqa: E402
 from vae.classifier import ClassifierConfig, MNISTClassifier, train_classifier  # noqa: E402
 from vmfprior import VMFPrior  # noqa: E402
 

@@ -1,211 +1,165 @@
-"""Wide ResNet classifier on CIFAR-10: the source of the vMF prior for SNGAN-vMF.
+"""CIFAR-10 classifier: the source of the vMF prior for SNGAN-vMF, or an independent evaluator.
 
-WRN-depth-width (Zagoruyko & Komodakis 2016): pre-activation basic blocks in three groups of widths
-16k, 32k, 64k; the penultimate features are ``64 * width`` wide (128 for WRN-40-2, the prior's d), and the
-final layer is a :mod:`vmfprior.heads` module stored as ``head`` so ``VMFPrior.from_checkpoint`` finds
-``head.weight``.
+A Wide ResNet WRN-depth-width (:mod:`common.wrn`; the penultimate features are ``64 * width`` wide: 128 for
+WRN-40-2, the prior's d) or, with ``--architecture``, an :mod:`eval.classifiers` network (``convnet-W``); its final
+layer is the submodule ``head``, so ``VMFPrior.from_checkpoint`` finds ``head.weight``. Training, the run folder
+(``--resume``, ``--stop-after``) and ``OUT/classifier.pt`` with the head's kappa MLE (``kappa_mle``: the
+maximum-likelihood kappa of the penultimate activations of clean training images around the head's directions)
+come from :mod:`common.classifier`. The defaults follow the WRN paper's CIFAR-10 protocol (SGD with nesterov
+momentum, cosine decay, random crops and flips)::
 
-Train and save ``OUT/classifier.pt`` (``{"model": state_dict, "config": {...}, "test_accuracy": ...}``)::
-
-    python -m gan.classifier --data ../shared/data/cifar10-jpeg-q75-subset.npz --out runs/wrn-40-2
+    python -m gan.classifier --data PATH/cifar10-jpeg-q75-subset.npz --out runs/wrn-40-2
     accelerate launch -m gan.classifier --out runs/wrn-40-2          # full CIFAR-10 via torchvision
+
+Checkpoints written before this trainer moved onto :mod:`common.classifier` (config keys ``lr``, ``max_steps``;
+kappa stored as ``concentration_mle``, measured on test activations) load everywhere as before.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from common.cli import ArgumentParser, run_cli, set_threads
-from common.runs import METRICS_FILE, load_checkpoint
-from common.wrn import WideResNet, augment
-from vmfprior import VMFPrior
+from common.classifier import (
+    CHECKPOINT_NAME,
+    OPTIMIZERS,
+    ClassifierSettings,
+    check_settings,
+    head_option,
+    load_classifier_checkpoint,
+)
+from common.classifier import train_classifier as train_on_run_folder
+from common.cli import run_cli, set_threads
+from common.config import ConfigError, check_choice, option, parse_config
+from common.run import CONFIG_FILE, LAST_CHECKPOINT, SCHEDULES, RunError, close_process_group, read_config
+from common.wrn import WideResNet
 
-__all__ = ["ClassifierConfig", "test_features", "train_classifier", "load_classifier", "main", "CHECKPOINT_NAME"]
+__all__ = ["CHECKPOINT_NAME", "ClassifierConfig", "PRESETS", "build_model", "load_classifier", "main",
+           "train_classifier"]
 
-CHECKPOINT_NAME = "classifier.pt"
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
 
 @dataclass
-class ClassifierConfig:
-    """Training config; defaults follow the WRN paper's CIFAR-10 protocol (SGD, nesterov, cosine decay)."""
+class ClassifierConfig(ClassifierSettings):
+    """Settings of one classifier run (saved in config.json and in the checkpoint)."""
 
-    out: str = "runs/wrn-40-2"
-    data: str | None = None  # CIFAR-10 .npz (offline) or None to download with torchvision
-    depth: int = 40
-    width: int = 2
-    architecture: str | None = None  # convnet-W (eval.classifiers) instead of the WRN of depth/width; None: the WRN
-    head: str = "linear"
-    epochs: int = 200
-    batch_size: int = 128  # global: split across processes
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    max_steps: int = 0  # stop after this many optimizer steps (0: all epochs); for smoke tests
-    seed: int = 0
-    mixed_precision: str = "no"
-    threads: int | None = None  # torch CPU threads (None: torch's default; 1 suits a busy shared CPU)
+    data: str | None = option(None, "CIFAR-10 .npz file (None: download with torchvision)")
+    out: str = option("runs/wrn-40-2", "run folder: config.json, last.pt, metrics.jsonl, classifier.pt")
+    depth: int = option(40, "WRN depth (6n + 4)")
+    width: int = option(2, "WRN widening factor k (penultimate width 64 k)")
+    architecture: str | None = option(None, "an eval.classifiers architecture (e.g. convnet-32) instead of the WRN "
+                                            "of --depth and --width (None: the WRN)")
+    head: str = head_option()
+    epochs: int = option(200, "training epochs")
+    optimizer: str = option("sgd", "adam, or sgd with nesterov momentum", choices=OPTIMIZERS)
+    learning_rate: float = option(0.1, "initial step size")
+    weight_decay: float = option(5e-4, "L2 weight decay")
+    schedule: str = option("cosine", "learning-rate schedule: constant, cosine (per step, to 0), linear, or step "
+                                     "(x0.1 after each milestone epoch)", choices=SCHEDULES)
+    augment: bool = option(True, "random crop (pad 4, reflect) and horizontal flip of every training batch")
+    mixed_precision: str = option("no", "accelerate's mixed precision", choices=MIXED_PRECISION)
 
 
 PRESETS = {"tiny": {"depth": 10, "width": 1, "epochs": 1, "batch_size": 64}}
 """``tiny``: WRN-10-1 (penultimate width 64), one epoch: a CPU smoke run and the prior of the tiny GAN preset."""
 
 
-def _learning_rate(config: ClassifierConfig, step: int, total_steps: int) -> float:
-    # Cosine decay computed from the step count and set explicitly on the optimizer: an
-    # accelerate-prepared scheduler would step once per process per call; this is right on any process count.
-    return 0.5 * config.lr * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-
-
-@torch.no_grad()
-def test_features(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Penultimate features (N, d) of uint8 images (N, 3, 32, 32), in eval mode, on the model's device."""
-    model.eval()
-    device = next(model.parameters()).device
-    chunks = [model.features(images[start:start + batch_size].to(device).float() / 255.0)
-              for start in range(0, len(images), batch_size)]
-    return torch.cat(chunks)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, accelerator, batch_size: int = 500) -> float:
-    """Test accuracy of ``model`` on uint8 images (N, 3, 32, 32), sharded over processes and gathered."""
-    model.eval()
-    counts = torch.zeros(2, device=accelerator.device)  # (correct, seen) on this process
-    shard = range(accelerator.process_index * batch_size, len(images), accelerator.num_processes * batch_size)
-    for start in shard:
-        x = images[start:start + batch_size].to(accelerator.device).float() / 255.0
-        y = labels[start:start + batch_size].to(accelerator.device)
-        counts[0] += (model(x).argmax(dim=1) == y).sum()
-        counts[1] += len(y)
-    correct, total = accelerator.reduce(counts, "sum").tolist()  # one collective: shards may differ in length
-    model.train()
-    return correct / max(total, 1)
-
-
-def train_classifier(config: ClassifierConfig) -> dict:
-    """Train a WRN on CIFAR-10, evaluate, and save ``config.out/classifier.pt``.
-
-    Returns:
-        {"test_accuracy": float, "checkpoint": path, "steps": int, "seconds": float}.
-    """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    from common.data import load_cifar10
-    from common.runs import MetricsLog, atomic_save, write_config
-
-    set_threads(config.threads)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
-    if config.batch_size % accelerator.num_processes:
-        raise ValueError(f"batch_size {config.batch_size} must divide by the {accelerator.num_processes} processes")
-    set_seed(config.seed)
-    with accelerator.main_process_first():  # one torchvision download, not one per process
-        data = load_cifar10(config.data)
-    model = build_model(dataclasses.asdict(config), data.num_classes)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, nesterov=True)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.x_train, data.y_train),
-                                         batch_size=config.batch_size // accelerator.num_processes,
-                                         shuffle=True, drop_last=True)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    out = Path(config.out)
-    if accelerator.is_main_process:
-        write_config(out, config, "gan-classifier")
-        log = MetricsLog(out / METRICS_FILE)
-    if len(loader) == 0:
-        raise ValueError(f"batch_size {config.batch_size} exceeds the {len(data.x_train)} training images")
-    total_steps = config.epochs * len(loader)
-    if config.max_steps:
-        total_steps = min(total_steps, config.max_steps)
-    step, start = 0, time.time()
-    while step < total_steps:
-        for images, labels in loader:
-            for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(config, step, total_steps)
-            logits = model(augment(images.float() / 255.0))
-            loss = F.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            step += 1
-            if accelerator.is_main_process and (step % 100 == 0 or step == total_steps):
-                log.write({"step": step, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]})
-                accelerator.print(f"step {step}/{total_steps} loss {loss.item():.4f}")
-            if step >= total_steps:
-                break
-    accuracy = evaluate(model, data.x_test, data.y_test, accelerator)
-    seconds = time.time() - start
-    path = out / CHECKPOINT_NAME
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        # The maximum-likelihood kappa of held-out activations with the head's directions held fixed.
-        kappa = float(VMFPrior.from_linear(unwrapped.head, 1.0).fit_concentration(
-            test_features(unwrapped, data.x_test), data.y_test))
-        atomic_save({"model": unwrapped.state_dict(), "config": dataclasses.asdict(config),
-                     "test_accuracy": accuracy, "feature_dim": unwrapped.feature_dim,
-                     "num_classes": data.num_classes, "concentration_mle": kappa}, path)
-        log.write({"step": step, "test_accuracy": accuracy,
-                   "concentration_mle": kappa, "seconds": seconds})
-        accelerator.print(f"test accuracy {accuracy:.4f} after {step} steps ({seconds:.0f} s); saved {path}\n"
-                          f"MLE concentration of the test activations around the head's directions: {kappa:.2f} "
-                          f"(a candidate for gan/train.py --concentration)")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return {"test_accuracy": accuracy, "checkpoint": str(path), "steps": step, "seconds": seconds}
-
-
 def build_model(config: dict, num_classes: int) -> nn.Module:
     """The classifier a config describes: ``architecture`` (eval.classifiers) when set, else WRN-depth-width."""
     if config.get("architecture"):
         if config.get("head", "linear") != "linear":
-            raise ValueError(f"head {config['head']!r} needs the WRN; architecture {config['architecture']!r} has a "
-                             "linear head")
+            raise ConfigError(f"--head {config['head']} needs the WRN; --architecture {config['architecture']} has a "
+                              "linear head")
         from eval.classifiers import build_classifier
 
         return build_classifier(config["architecture"], num_classes)
-    return WideResNet(config["depth"], config["width"], num_classes, config["head"])
+    return WideResNet(config["depth"], config["width"], num_classes, config.get("head", "linear"))
 
 
-def load_classifier(path: str, device: str | torch.device = "cpu") -> WideResNet:
-    """Rebuild a trained classifier from ``classifier.pt`` (eval mode), e.g. for eval.features.
+def _refuse_earlier_layout(out: Path) -> None:
+    """A run folder of the trainer before common.classifier (config keys lr and max_steps, no last.pt) is finished
+    and cannot be continued: say so, instead of calling it damaged."""
+    if not (out / CONFIG_FILE).is_file() or (out / LAST_CHECKPOINT).is_file():
+        return
+    kind, saved = read_config(out)
+    if kind == "gan-classifier" and "lr" in saved and "learning_rate" not in saved:
+        raise RunError(f"{out} holds a finished run of the earlier gan.classifier (config key lr, no last.pt): its "
+                       f"{CHECKPOINT_NAME} loads wherever a classifier is read, but it cannot be trained further; "
+                       "choose another --out")
+
+
+def train_classifier(config: ClassifierConfig, data=None, log=None) -> dict:
+    """Train (or resume) a classifier on ``config.out`` and save ``OUT/classifier.pt``.
 
     Args:
-        path: a checkpoint written by :func:`train_classifier`.
+        config: the settings.
+        data: an already loaded ``ImageData`` (None: load ``config.data``, or download CIFAR-10).
+        log: where progress lines go (default: print on the main process).
+
+    Returns:
+        :func:`common.classifier.train_classifier`'s result: ``checkpoint`` (path), ``validation_accuracy``,
+        ``test_accuracy``, ``kappa_mle``, ``mean_activation_norm``, ``seconds``, ``stopped``.
+    """
+    from accelerate import Accelerator
+
+    check_settings(config)  # before loading the data: a mistake is reported at once
+    check_choice(config, "mixed_precision", MIXED_PRECISION)
+    _refuse_earlier_layout(Path(config.out))
+    set_threads(config.threads)
+    accelerator = Accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
+    if data is None:
+        from common.data import load_cifar10
+
+        with accelerator.main_process_first():  # one torchvision download, not one per process
+            data = load_cifar10(config.data)
+    torch.manual_seed(config.seed)
+    model = build_model({"architecture": config.architecture, "depth": config.depth, "width": config.width,
+                         "head": config.head}, data.num_classes)
+    augment = None
+    if config.augment:
+        from common.wrn import augment
+    return train_on_run_folder(config, model, data, kind="gan-classifier", augment=augment, log=log,
+                               accelerator=accelerator)
+
+
+def load_classifier(path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a trained classifier from ``classifier.pt`` or its run folder (eval mode), e.g. for eval.features.
+
+    Reads the checkpoints of this trainer and of its earlier version alike (both store ``depth``, ``width``,
+    ``architecture`` and ``head`` in their config).
+
+    Args:
+        path: ``classifier.pt`` or the run folder holding it.
         device: where to put the model.
 
     Returns:
         the classifier (a :class:`WideResNet` unless the config names another architecture), with
         ``features(images in [0, 1]) -> (B, d)`` and ``head``.
     """
-    checkpoint = load_checkpoint(path, ("model", "config"), what="gan.classifier checkpoint")
-    config = checkpoint["config"]
-    num_classes = checkpoint.get("num_classes") or checkpoint["model"]["head.weight"].shape[0]
-    model = build_model(config, num_classes)
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval()
+    def build(config: dict, checkpoint: dict) -> nn.Module:
+        num_classes = checkpoint.get("num_classes") or checkpoint["model"]["head.weight"].shape[0]
+        return build_model(config, int(num_classes))
+
+    model, _ = load_classifier_checkpoint(path, build, what="gan.classifier checkpoint")
+    return model.to(device)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Command line: ``python -m gan.classifier [--preset tiny] [--key value ...]``."""
-    from common.runs import add_dataclass_arguments, config_from_args
-
-    parser = ArgumentParser(prog="python -m gan.classifier", description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="small model for CPU smoke runs")
-    add_dataclass_arguments(parser, ClassifierConfig)
-    preset, _ = parser.parse_known_args(argv)
-    if preset.preset:
-        parser.set_defaults(**PRESETS[preset.preset])
-    return train_classifier(config_from_args(ClassifierConfig, parser.parse_args(argv)))
+def main(argv=None) -> dict | int:
+    """Command-line entry point; a non-finite loss is an error (exit status 1)."""
+    config = parse_config(ClassifierConfig, argv, prog="python -m gan.classifier",
+                          description=__doc__.split("\n\n")[0], presets=PRESETS)
+    result = train_classifier(config)
+    close_process_group()
+    if result["stopped"] == "non-finite loss":
+        print(f"error: non-finite loss in {config.out}; its last checkpoint is kept (lower --learning-rate, then "
+              "--resume)", file=sys.stderr)
+        return 1
+    return result
 
 
 if __name__ == "__main__":
-    if __package__ in (None, ""):  # run by path: make the repository root importable
-        sys.path[0] = str(Path(__file__).resolve().parent.parent)
     sys.exit(run_cli(main))

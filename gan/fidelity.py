@@ -22,21 +22,23 @@ import json
 import os
 import shlex
 import sys
+from typing import Optional
 
 import torch
 import torch_fidelity
 from torch.utils.data import Dataset
 
-from common.cli import ArgumentParser, UserError, run_cli, select_device
+from common.cli import UserError, run_cli, select_device
+from common.config import option, parse_config
 from common.data import DataUnavailableError
-from common.runs import atomic_write_text, read_run
+from common.run import atomic_write_text, read_run
 from eval.fidelity import (INCEPTION, INCEPTION_WEIGHTS_FILE, ISC_SPLITS, KEY_FID, KEY_IS_MEAN, KEY_IS_STD,
                            REFERENCE_SPLITS, FeatureExtractorUnavailableError, compute_fidelity, extractor_tag,
                            load_reference, reference_split)
 from gan.classifier import load_classifier
 from gan.sampling import load_sampler
 
-__all__ = ["classifier_extractor", "PeriodicEvaluation", "prepare_evaluation", "main"]
+__all__ = ["FidelityConfig", "classifier_extractor", "PeriodicEvaluation", "prepare_evaluation", "main"]
 
 
 def classifier_extractor(checkpoint: str) -> str:
@@ -128,37 +130,38 @@ def prepare_evaluation(reference: str, num_samples: int, inception_weights: str 
     return evaluation
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m gan.fidelity", description="IS and FID of a GAN run through torch-fidelity.")
-    parser.add_argument("--run", required=True, help="run folder written by gan/train.py")
-    parser.add_argument("--num-samples", type=int, default=5000, help="generated images")
-    parser.add_argument("--reference", default="cifar10-train",
-                        help="cifar10-train, cifar10-test (torchvision download) or PATH.npz; 'none' for IS only")
-    parser.add_argument("--reference-split", choices=REFERENCE_SPLITS, default=None,
-                        help="split of an .npz reference (default train)")
-    parser.add_argument("--inception-weights", default=None, help=f"local copy of {INCEPTION_WEIGHTS_FILE}")
-    parser.add_argument("--classifier-checkpoint", default=None,
-                        help="score with this gan.classifier checkpoint instead of Inception (offline, CPU)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0, help="seeds labels, latents and the IS splits")
-    parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
-    parser.add_argument("--out", default=None, help="JSON path (default RUN/fidelity-<extractor>-n<N>.json)")
-    parser.add_argument("--no-cache", action="store_true", help="do not cache reference statistics")
-    parser.add_argument("--verbose", action="store_true", help="torch-fidelity's progress output")
-    parser.add_argument("--intra-fid", action="store_true",
-                        help="also intra-class FID against the reference split, in the same feature extractor")
-    parser.add_argument("--gan-test-classifier", default=None, metavar="PATH",
-                        help="also GAN-test: accuracy of this gan.classifier checkpoint on the generated images")
-    parser.add_argument("--gan-train", default=None, metavar="ARCH",
-                        help="also GAN-train: train a classifier of this architecture (wrn-D-W, convnet-W) on "
-                             "generated images and score the reference file's test split")
-    parser.add_argument("--gan-train-samples", type=int, default=None,
-                        help="generated training images for --gan-train (default: the reference's training-set size)")
-    parser.add_argument("--gan-train-epochs", type=int, default=10, help="epochs of the --gan-train classifier")
-    parser.add_argument("--gan-train-batch-size", type=int, default=128, help="batch of the --gan-train classifier")
-    parser.add_argument("--gan-train-no-augmentation", action="store_true",
-                        help="train the --gan-train classifier without random crops and flips")
-    return parser
+@dataclasses.dataclass
+class FidelityConfig:
+    """The options of ``python -m gan.fidelity``."""
+
+    run: str = option(help="run folder written by gan/train.py")
+    num_samples: int = option(5000, "generated images")
+    reference: str = option("cifar10-train", "cifar10-train, cifar10-test (torchvision download) or PATH.npz; none "
+                                             "for IS only")
+    reference_split: Optional[str] = option(None, "split of an .npz reference (None: train)",
+                                            choices=REFERENCE_SPLITS)
+    inception_weights: Optional[str] = option(None, f"local copy of {INCEPTION_WEIGHTS_FILE}")
+    classifier_checkpoint: Optional[str] = option(None, "score with this gan.classifier checkpoint instead of "
+                                                        "Inception (offline, CPU)")
+    batch_size: int = option(64, "images per batch of the generator and the feature extractor")
+    seed: int = option(0, "seeds labels, latents and the IS splits")
+    cpu: bool = option(False, "run on the CPU even if a GPU is available")
+    out: Optional[str] = option(None, "JSON path (None: RUN/fidelity-<extractor>-n<N>.json)")
+    cache: bool = option(True, "cache the reference statistics (--no-cache: compute them every time)")
+    verbose: bool = option(False, "torch-fidelity's progress output")
+    intra_fid: bool = option(False, "also intra-class FID against the reference split, in the same feature "
+                                    "extractor")
+    gan_test_classifier: Optional[str] = option(None, "also GAN-test: accuracy of this gan.classifier checkpoint "
+                                                      "on the generated images")
+    gan_train: Optional[str] = option(None, "also GAN-train: train a classifier of this architecture (wrn-D-W, "
+                                            "convnet-W) on generated images and score the reference file's test "
+                                            "split")
+    gan_train_samples: Optional[int] = option(None, "generated training images for --gan-train (None: the "
+                                                    "reference's training-set size)")
+    gan_train_epochs: int = option(10, "epochs of the --gan-train classifier")
+    gan_train_batch_size: int = option(128, "batch of the --gan-train classifier")
+    gan_train_no_augmentation: bool = option(False, "train the --gan-train classifier without random crops and "
+                                                    "flips")
 
 
 def class_aware_scores(args, sampler, device, feature_extractor: str) -> dict:
@@ -197,7 +200,8 @@ def class_aware_scores(args, sampler, device, feature_extractor: str) -> dict:
 def main(argv=None) -> dict:
     """Score a GAN run; returns the record written to JSON."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = parse_config(FidelityConfig, argv, prog="python -m gan.fidelity",
+                        description="IS and FID of a GAN run through torch-fidelity.")
     if args.classifier_checkpoint is not None and args.inception_weights is not None:
         raise UserError("--classifier-checkpoint replaces --inception-weights; pass only one")
     if args.batch_size < 1:
@@ -227,7 +231,7 @@ def main(argv=None) -> dict:
     metrics = compute_fidelity(
         sampler, reference, num_samples=args.num_samples, feature_extractor=feature_extractor,
         feature_extractor_weights_path=args.inception_weights,
-        reference_cache_name=None if args.no_cache else cache_name, batch_size=args.batch_size,
+        reference_cache_name=cache_name if args.cache else None, batch_size=args.batch_size,
         device=device, seed=args.seed, verbose=args.verbose,
     )
     record = dict(metrics)

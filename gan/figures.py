@@ -9,30 +9,39 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
-from common.cli import ArgumentParser, UserError, run_cli, select_device
+from common.cli import UserError, run_cli, select_device
+from common.config import option, parse_config
 from eval.grids import class_interpolation_grid, class_sample_grid, default_pairs
 from gan.sampling import load_sampler
 
 
+@dataclass
+class FiguresConfig:
+    """The options of ``python -m gan.figures``."""
+
+    run: str = option(help="run folder written by gan/train.py")
+    out: Optional[str] = option(None, "output folder (None: RUN/figures)")
+    seed: int = option(0, "seeds the noise of both grids")
+    per_class: int = option(10, "samples per class in the sample grid")
+    steps: int = option(10, "images per interpolation row")
+    cpu: bool = option(False, "run on the CPU even if a GPU is available")
+
+
 def main(argv=None) -> list[str]:
     """Draw the two grids; returns the paths written."""
-    parser = ArgumentParser(prog="python -m gan.figures", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run folder written by gan/train.py")
-    parser.add_argument("--out", default=None, help="output folder (default: RUN/figures)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--per-class", type=int, default=10, help="samples per class in the sample grid")
-    parser.add_argument("--steps", type=int, default=10, help="images per interpolation row")
-    parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
-    args = parser.parse_args(argv)
+    args = parse_config(FiguresConfig, argv, prog="python -m gan.figures", description=__doc__.split("\n\n")[0])
     if args.per_class < 1 or args.steps < 2:
         raise UserError(f"--per-class must be >= 1 and --steps >= 2, got {args.per_class} and {args.steps}")
     sampler = load_sampler(args.run, device=select_device(args.cpu))
     torch.manual_seed(args.seed)
     out_dir = args.out or os.path.join(args.run, "figures")
-    paths = [os.path.join(out_dir, f"samples-seed{args.seed}.png"), os.path.join(out_dir, f"interpolations-seed{args.seed}.png")]
+    paths = [os.path.join(out_dir, f"samples-seed{args.seed}.png"),
+             os.path.join(out_dir, f"interpolations-seed{args.seed}.png")]
     class_sample_grid(sampler, paths[0], per_class=args.per_class)
     class_interpolation_grid(sampler, paths[1], default_pairs(sampler.num_classes), steps=args.steps)
     print("\n".join(f"wrote {path}" for path in paths))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.runs import load_checkpoint, read_run
+from common.run import load_checkpoint, read_run
 from gan.config import GANConfig
 from gan.latent import LatentSampler, build_latent_sampler
 from gan.layers import check_labels

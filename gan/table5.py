@@ -33,30 +33,35 @@ Run it from the repository root. Runs are ``RUNS/<sampler>-s<seed>`` (``--runs-d
 training resumes from the run's latest checkpoint, scoring writes ``fidelity-*.json`` once per sample count.
 ``--round-robin K`` advances the runs K iterations at a time in turn, so that when time runs out every noise
 has been trained equally long. ``--report-only`` writes the table from what exists. κ of the vMF noise is
-``--concentration`` or, by default, the MLE stored in the classifier checkpoint (``concentration_mle``).
+``--concentration`` or, by default, the MLE stored in the classifier checkpoint (``kappa_mle``, or
+``concentration_mle`` in checkpoints of the earlier gan.classifier).
 ``--keep DIR`` copies each scored run's small files and generator weights (no checkpoints) to ``DIR``, so that a table can be kept under
 version control and rewritten later with ``--runs-dir DIR --report-only``.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from common.cli import ArgumentParser, UserError, run_cli
+from common.classifier import head_statistics_of
+from common.cli import UserError, run_cli
+from common.config import option, parse_config
+from common.grid import difference, grid, mean_sd_cell, paired_difference, unit_status
+from common.grid import summarize as summarize_values
 from common.markdown import write_section
 from common.run import LAST_CHECKPOINT, load_checkpoint, read_metrics
-from common.stats import difference, summarize as summarize_values
 from eval.fidelity import KEY_FID, KEY_IS_MEAN
+from gan.config import PRESETS
+from gan.config import parse_config as gan_config
 from gan.report import NOISE_NAMES, NOISE_ORDER, collect_runs
-from gan.config import PRESETS, parse_config
 
 __all__ = ["main", "run_folder", "trained_iterations", "logged_iterations", "keep_run", "summarize"]
 
@@ -99,12 +104,9 @@ def keep_run(run: Path, destination: Path) -> Path:
     return kept
 
 
-def _mean_sd(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+def _mean_sd(values: list[float | None], digits: int = 2) -> str:
+    """"mean ± sd" over seeds (the values that are not None), "mean" for one, "–" for none."""
+    return mean_sd_cell(summarize_values(values), digits=digits, count=False)
 
 
 def summarize(run_dirs: list[Path]) -> str:
@@ -137,7 +139,7 @@ def summarize(run_dirs: list[Path]) -> str:
                 f"| {NOISE_NAMES.get(noise, noise)}", "–" if kappa is None else f"{kappa:.1f}", str(len(rows)),
                 str(rows[0].get("iterations")), str(fake), real, f"`{extractor}`",
                 _mean_sd([r[KEY_IS_MEAN] for r in rows]),
-                _mean_sd([r[KEY_FID] for r in rows if r.get(KEY_FID) is not None]) + " |"]))
+                _mean_sd([r.get(KEY_FID) for r in rows]) + " |"]))
         lines += ["", "Mean ± sample standard deviation over seeds (one training run per seed)."]
         lines += _per_run_and_differences(groups)
         for setting in sorted({key[1:] for key in groups}, key=lambda k: (k[0] or 0, str(k[1]), str(k[2]))):
@@ -208,16 +210,11 @@ def paired_differences(by_noise: dict[str, list[dict]]) -> list[str]:
     for a, b in COMPARISONS:
         if a not in by_noise or b not in by_noise:
             continue
-        first = {run_seed(r): r for r in by_noise[a]}
-        second = {run_seed(r): r for r in by_noise[b]}
         for name, key, better, digits in SCORES:
-            seeds = sorted(s for s in first.keys() & second.keys()
-                           if s is not None and first[s].get(key) is not None and second[s].get(key) is not None)
-            if len(seeds) < 2:
+            mean, error, count = paired_difference(*({run_seed(r): r.get(key) for r in by_noise[noise]
+                                                      if run_seed(r) is not None} for noise in (a, b)))
+            if count < 2:
                 continue
-            deltas = [first[s][key] - second[s][key] for s in seeds]
-            mean, sd, count = summarize_values(deltas)
-            error = sd / math.sqrt(count)
             verdict = "yes (> 2 SE)" if abs(mean) > 2 * error else "yes (> 1 SE)" if abs(mean) > error else "no"
             rows.append(f"| {NOISE_NAMES.get(a, a)} − {NOISE_NAMES.get(b, b)} | {name} {better} | {mean:+.{digits}f} "
                         f"| {error:.{digits}f} | {count} | {verdict} |")
@@ -238,11 +235,7 @@ def class_aware_table(by_noise: dict[str, list[dict]]) -> list[str]:
              "|---|---|" + "---|" * len(present)]
     for noise in sorted(by_noise, key=lambda n: order.get(n, 9)):
         rows = by_noise[noise]
-        cells = []
-        for _, key, _, digits in present:
-            mean, sd, count = summarize_values([r.get(key) for r in rows])
-            cells.append("–" if count == 0 else f"{mean:.{digits}f}" if count == 1 else
-                         f"{mean:.{digits}f} ± {sd:.{digits}f}")
+        cells = [_mean_sd([r.get(key) for r in rows], digits) for _, key, _, digits in present]
         lines.append(f"| {NOISE_NAMES.get(noise, noise)} | {len(rows)} | " + " | ".join(cells) + " |")
     details = next(r for rows in by_noise.values() for r in rows if any(r.get(k) is not None for _, k, _, _ in present))
     notes = []
@@ -314,50 +307,50 @@ def _periodic_fid(run_dirs: list[Path]) -> dict:
                      for noise in sorted(per_noise, key=lambda n: order.get(n, 9))}}
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m gan.table5", description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="chainer", help="training protocol")
-    parser.add_argument("--samplers", nargs="+", choices=NOISE_ORDER, default=list(NOISE_ORDER),
-                        help="latent noises (vmf-orthogonal: the control, at the vmf runs' kappa)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (one run each)")
-    parser.add_argument("--runs-dir", default=None, help="default runs/table5-<preset>")
-    parser.add_argument("--data", default=None, help="CIFAR-10 .npz (default: torchvision download)")
-    parser.add_argument("--prior-checkpoint", default=None, help="gan.classifier checkpoint: the vMF prior")
-    parser.add_argument("--concentration", type=float, default=None,
-                        help="κ of the vMF noise (default: the checkpoint's concentration_mle)")
-    parser.add_argument("--num-samples", type=int, nargs="+", default=[5000, 50000], help="generated images per score")
-    parser.add_argument("--reference", default=None, help="FID reference: cifar10-train | PATH.npz (default: --data)")
-    parser.add_argument("--inception-weights", default=None, help="local copy of torch-fidelity's Inception weights")
-    parser.add_argument("--classifier-checkpoint", default=None,
-                        help="score with this gan.classifier instead of Inception (CPU scale; not comparable)")
-    parser.add_argument("--launcher", default="python", help='e.g. "accelerate launch --num_processes 8"')
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per training process")
-    parser.add_argument("--eval-every", type=int, default=0, help="periodic IS/FID during training (0: off)")
-    parser.add_argument("--eval-num-samples", type=int, default=1000)
-    parser.add_argument("--round-robin", type=int, default=0,
-                        help="advance the runs this many iterations at a time, in turn (0: one run after another)")
-    parser.add_argument("--cpu", action="store_true", help="score on the CPU")
-    parser.add_argument("--fidelity-batch-size", type=int, default=200)
-    parser.add_argument("--results", default=None, help="markdown file for the table (section --section)")
-    parser.add_argument("--section", default=None, help="default gan-table5-<preset>")
-    parser.add_argument("--report-only", action="store_true", help="only write the table from existing runs")
-    parser.add_argument("--keep", default=None, metavar="DIR",
-                        help="copy every scored run's config, metrics, scores and last sample grid to DIR/<run> "
-                             "(no checkpoints); report from there later with --runs-dir DIR --report-only")
-    parser.add_argument("--intra-fid", action="store_true", help="also score intra-class FID (gan.fidelity --intra-fid)")
-    parser.add_argument("--gan-test-classifier", default=None, metavar="PATH",
-                        help="also score GAN-test with this classifier (gan.fidelity --gan-test-classifier)")
-    parser.add_argument("--gan-train", default=None, metavar="ARCH",
-                        help="also score GAN-train with a classifier of this architecture (e.g. wrn-10-1, convnet-32)")
-    parser.add_argument("--gan-train-samples", type=int, default=None,
-                        help="generated images GAN-train trains on (default: the real training set's size)")
-    parser.add_argument("--gan-train-epochs", type=int, default=10, help="epochs of the GAN-train classifier")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
-    return parser
+@dataclass
+class Table5Config:
+    """The options of ``python -m gan.table5``."""
+
+    preset: str = option("chainer", "training protocol (gan/config.py's presets)", choices=tuple(sorted(PRESETS)))
+    samplers: tuple[str, ...] = option(NOISE_ORDER, "latent noises (vmf-orthogonal: the control, at the vmf runs' "
+                                                    "kappa)", choices=NOISE_ORDER)
+    seeds: tuple[int, ...] = option((0, 1, 2), "training seeds (one run each)")
+    runs_dir: Optional[str] = option(None, "folder of the runs RUNS/<sampler>-s<seed> (None: runs/table5-<preset>)")
+    data: Optional[str] = option(None, "CIFAR-10 .npz (None: torchvision download)")
+    prior_checkpoint: Optional[str] = option(None, "gan.classifier checkpoint: the vMF prior")
+    concentration: Optional[float] = option(None, "kappa of the vMF noise (None: the checkpoint's kappa MLE)")
+    num_samples: tuple[int, ...] = option((5000, 50000), "generated images per score")
+    reference: Optional[str] = option(None, "FID reference: cifar10-train or PATH.npz (None: --data)")
+    inception_weights: Optional[str] = option(None, "local copy of torch-fidelity's Inception weights")
+    classifier_checkpoint: Optional[str] = option(None, "score with this gan.classifier instead of Inception (CPU "
+                                                        "scale; not comparable)")
+    launcher: str = option("python", 'the training command\'s launcher, e.g. "accelerate launch --num_processes 8"')
+    threads: Optional[int] = option(None, "torch threads per training process (None: its default)")
+    eval_every: int = option(0, "periodic IS/FID during training every N iterations (0: off)")
+    eval_num_samples: int = option(1000, "generated images of each periodic IS/FID")
+    round_robin: int = option(0, "advance the runs this many iterations at a time, in turn (0: one run after "
+                                 "another)")
+    cpu: bool = option(False, "score on the CPU")
+    fidelity_batch_size: int = option(200, "images per batch when scoring")
+    results: Optional[str] = option(None, "markdown file for the table (section --section)")
+    section: Optional[str] = option(None, "section name in --results (None: gan-table5-<preset>)")
+    report_only: bool = option(False, "only write the table from existing runs")
+    keep: Optional[str] = option(None, "copy every scored run's config, metrics, scores and last sample grid to "
+                                       "KEEP/<run> (no checkpoints); report from there later with --runs-dir KEEP "
+                                       "--report-only")
+    intra_fid: bool = option(False, "also score intra-class FID (gan.fidelity --intra-fid)")
+    gan_test_classifier: Optional[str] = option(None, "also score GAN-test with this classifier "
+                                                      "(gan.fidelity --gan-test-classifier)")
+    gan_train: Optional[str] = option(None, "also score GAN-train with a classifier of this architecture (e.g. "
+                                            "wrn-10-1, convnet-32)")
+    gan_train_samples: Optional[int] = option(None, "generated images GAN-train trains on (None: the real training "
+                                                    "set's size)")
+    gan_train_epochs: int = option(10, "epochs of the GAN-train classifier")
+    dry_run: bool = option(False, "print the commands instead of running them")
 
 
 def _training_command(args, run: Path, sampler: str, seed: int, concentration: float | None,
-                      stop_after: int) -> list[str]:
+                      stop_after: int, resume: bool) -> list[str]:
     command = [*shlex.split(args.launcher), "gan/train.py", "--preset", args.preset, "--out", str(run),
                "--seed", str(seed), "--sampler", sampler]
     if args.data:
@@ -374,7 +367,7 @@ def _training_command(args, run: Path, sampler: str, seed: int, concentration: f
             command += ["--eval-classifier", args.classifier_checkpoint]
         if args.inception_weights:
             command += ["--eval-inception-weights", args.inception_weights]
-    if trained_iterations(run):
+    if resume:
         command += ["--resume"]
     if stop_after:
         command += ["--stop-after", str(stop_after)]
@@ -415,7 +408,7 @@ def _run(command: list[str], dry_run: bool) -> None:
 
 def main(argv=None) -> str:
     """Train and score every (sampler, seed) that is not done yet, then write the table; returns its markdown."""
-    args = build_parser().parse_args(argv)
+    args = parse_config(Table5Config, argv, prog="python -m gan.table5", description=__doc__.split("\n\n")[0])
     if min(args.seeds) < 0 or args.round_robin < 0 or min(args.num_samples) < 10:
         raise UserError("--seeds must be >= 0, --round-robin >= 0 and every --num-samples >= 10")
     if args.inception_weights and args.classifier_checkpoint:
@@ -432,7 +425,7 @@ def main(argv=None) -> str:
         from eval.classifiers import build_classifier
 
         build_classifier(args.gan_train, 10)  # an unknown architecture fails now, not after hours of training
-    iterations = parse_config(["--preset", args.preset]).iterations
+    iterations = gan_config(["--preset", args.preset]).iterations
     runs_dir = Path(args.runs_dir or f"runs/table5-{args.preset}")
     concentration = args.concentration
     if {"vmf", "vmf-orthogonal"} & set(args.samplers) and not args.report_only:
@@ -440,29 +433,32 @@ def main(argv=None) -> str:
             raise UserError("vMF noise needs --prior-checkpoint (a gan.classifier checkpoint)")
         if concentration is None:  # the prior classifier's MLE kappa, for vmf and for its orthogonal control
             stored = load_checkpoint(args.prior_checkpoint, ("model",), what="gan.classifier checkpoint")
-            if stored.get("concentration_mle") is None:
-                raise UserError(f"{args.prior_checkpoint} stores no concentration_mle; pass --concentration")
-            concentration = float(stored["concentration_mle"])
-    runs = [(sampler, seed, run_folder(runs_dir, sampler, seed)) for seed in args.seeds for sampler in args.samplers]
+            concentration = head_statistics_of(stored)["kappa_mle"]
+            if concentration is None:
+                raise UserError(f"{args.prior_checkpoint} stores no kappa_mle; pass --concentration")
+    units = grid(seed=args.seeds, sampler=args.samplers)  # seeds outermost
+    runs = [run_folder(runs_dir, unit["sampler"], unit["seed"]) for unit in units]
     if not args.report_only:
         step = args.round_robin or iterations
         for target in range(step, iterations + step, step):  # round r trains every run up to r * step
-            for sampler, seed, run in runs:
-                stop = min(target, iterations)
-                if trained_iterations(run) < stop:
-                    _run(_training_command(args, run, sampler, seed, concentration,
-                                           stop if stop < iterations else 0), args.dry_run)
-        for sampler, seed, run in runs:
+            stop = min(target, iterations)
+            for unit, run in zip(units, runs):
+                status = unit_status(run, lambda folder, stop=stop: trained_iterations(folder) >= stop)
+                if status != "finished":  # new, or a checkpoint short of this round's iteration: resume it
+                    _run(_training_command(args, run, unit["sampler"], unit["seed"], concentration,
+                                           stop if stop < iterations else 0, resume=status == "unfinished"),
+                         args.dry_run)
+        for unit, run in zip(units, runs):
             for num_samples in args.num_samples:
                 if not list(run.glob(f"fidelity-*-n{num_samples}.json")):
-                    _run(_fidelity_command(args, run, seed, num_samples), args.dry_run)
+                    _run(_fidelity_command(args, run, unit["seed"], num_samples), args.dry_run)
     if args.keep and not args.dry_run:
-        for _, _, run in runs:
+        for run in runs:
             if any(run.glob("fidelity-*.json")):
                 print(f"kept {run} in {keep_run(run, Path(args.keep))}")
-    text = (f"### SNGAN on CIFAR-10, Table 5 protocol: preset `{args.preset}`, seeds {args.seeds}\n\n"
+    text = (f"### SNGAN on CIFAR-10, Table 5 protocol: preset `{args.preset}`, seeds {list(args.seeds)}\n\n"
             f"Produced by `python -m gan.table5 {shlex.join(argv if argv is not None else sys.argv[1:])}`.\n\n"
-            + summarize([run for _, _, run in runs]))
+            + summarize(runs))
     print(text)
     if args.results and not args.dry_run:
         write_section(args.results, args.section or f"gan-table5-{args.preset}", text)

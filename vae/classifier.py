@@ -17,7 +17,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from common.classifier import CHECKPOINT_NAME, ClassifierSettings, accuracy, check_settings, load_classifier_checkpoint
+from common.classifier import (
+    CHECKPOINT_NAME,
+    ClassifierSettings,
+    accuracy,
+    check_settings,
+    head_option,
+    load_classifier_checkpoint,
+)
 from common.classifier import train_classifier as train_on_run_folder
 from common.cli import run_cli, set_threads
 from common.config import ConfigError, option, parse_config
@@ -40,6 +47,7 @@ class ClassifierConfig(ClassifierSettings):
     """Settings of one classifier run (saved in config.json and in the checkpoint)."""
 
     latent_dim: int = option(5, "penultimate dimension d: the latent dimension of the HVAE-L it serves")
+    head: str = head_option()
     out: str = option("runs/classifier", "run folder: config.json, last.pt, metrics.jsonl, classifier.pt")
     num_validation: int = option(10_000, "the last N training images are the validation split")
 

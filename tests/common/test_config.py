@@ -55,6 +55,38 @@ def test_errors_name_the_flag_as_typed(argv, message):
     assert message in str(error.value)
 
 
+@dataclass
+class RunSettings:
+    out: str = option("runs/x", "run folder")
+    width: int = option(8, "hidden units")
+    epochs: int = option(3, "epochs")
+    resume: bool = option(False, "continue")
+    stop_after: int | None = option(None, "stop after this epoch")
+    threads: int | None = option(None, "threads")
+    cpu: bool = option(False, "the CPU")
+    progress: bool = option(False, "a bar")
+
+
+def test_a_runs_config_json_never_passes_on_how_that_run_was_invoked(tmp_path):
+    """--config RUN/config.json takes what the run computes, never its per-invocation keys (INVOCATION_KEYS)."""
+    from common.run import INVOCATION_KEYS, write_config
+
+    stopped = RunSettings(out=str(tmp_path / "first"), width=16, epochs=9, resume=True, stop_after=2, threads=3,
+                          cpu=True, progress=True)
+    write_config(tmp_path / "first", stopped, kind="toy")
+    config = parse_config(RunSettings, ["--config", str(tmp_path / "first" / "config.json"), "--out", "second"],
+                          prog="p")
+    assert config == RunSettings(out="second", width=16, epochs=9)  # stop_after, resume, threads, cpu: defaults
+    assert parse_config(RunSettings, ["--config", str(tmp_path / "first" / "config.json"), "--stop-after", "4"],
+                        prog="p").stop_after == 4  # typed on the command line, they count
+    assert {"out", "resume", "stop_after", "threads", "cpu", "progress"} <= set(INVOCATION_KEYS)
+    # a flat file may not set them either: the flag is named
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps({"width": 4, "stop_after": 1}))
+    with pytest.raises(ConfigError, match="'stop_after' says how to invoke a command.*pass --stop-after"):
+        parse_config(RunSettings, ["--config", str(flat)], prog="p")
+
+
 def test_config_file_errors_name_the_file_and_key(tmp_path):
     file = tmp_path / "c.json"
     file.write_text(json.dumps({"learning_rat": 1.0}))
@@ -90,11 +122,6 @@ def _commands() -> list[str]:
     return found
 
 
-NOT_YET_PORTED = {"gan.classifier", "gan.table5", "gan.fidelity", "gan.figures", "ckd.normalization_check"}
-"""Commands with blank options, still on the old option machinery; each leaves this set when it moves to
-common.config (the xfail is strict: a command that gains full help text fails here until it leaves the set)."""
-
-
 def _help_of(module_name: str, monkeypatch) -> list[tuple[str, str]]:
     parsers = []
 
@@ -110,9 +137,7 @@ def _help_of(module_name: str, monkeypatch) -> list[tuple[str, str]]:
             if not isinstance(action, argparse._HelpAction)]
 
 
-@pytest.mark.parametrize("module_name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="not yet on common.config"))
-    if name in NOT_YET_PORTED else name for name in _commands()])
+@pytest.mark.parametrize("module_name", _commands())
 def test_no_option_has_empty_help(module_name, monkeypatch):
     options = _help_of(module_name, monkeypatch)
     blank = [name for name, text in options if not text.strip() or text.strip().startswith("(default")]
@@ -132,12 +157,36 @@ def test_glossary_names_are_the_only_spellings():
 
 
 @dataclass
+class DriverSettings:
+    preset: str = option("chainer", "the training protocol this driver runs", choices=("chainer", "small"))
+    seeds: tuple[int, ...] = option((0, 1, 2), "seeds")
+
+
+def test_a_field_named_preset_is_a_plain_option_without_presets(tmp_path):
+    """gan.table5's --preset names the GAN protocol, not a set of the driver's defaults."""
+    assert parse_config(DriverSettings, [], prog="p") == DriverSettings()
+    assert parse_config(DriverSettings, ["--preset", "small", "--seeds", "4"], prog="p") == DriverSettings("small", (4,))
+    file = tmp_path / "c.json"
+    file.write_text(json.dumps({"preset": "small"}))
+    assert parse_config(DriverSettings, ["--config", str(file)], prog="p").preset == "small"
+    with pytest.raises(ConfigError, match="--preset: must be one of chainer, small"):
+        parse_config(DriverSettings, ["--preset", "mimicry"], prog="p")
+
+
+@dataclass
 class WithPositional:
     results: tuple[str, ...] = option(help="results files", positional=True)
     section: str = option("t", "section name")
 
 
+@dataclass
+class WithRequired:
+    run: str = option(help="run folder")
+
+
 def test_positional_values_and_required_ones():
+    with pytest.raises(ConfigError, match="p: --run is required"):
+        parse_config(WithRequired, [], prog="p")
     assert parse_config(WithPositional, ["a.json", "b.json", "--section", "x"], prog="p") == WithPositional(
         results=("a.json", "b.json"), section="x")
     with pytest.raises(ConfigError, match="RESULTS"):

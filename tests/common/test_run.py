@@ -15,15 +15,20 @@ from common.run import (
     LOCK_FILE,
     METRICS_FILE,
     CheckpointError,
+    MetricsLog,
     RunError,
     RunFolder,
     all_finite,
     atomic_save,
+    config_differences,
     interrupts_deferred,
     learning_rate_factor,
     load_checkpoint,
     load_state,
+    read_config,
     read_metrics,
+    read_run,
+    write_config,
 )
 
 
@@ -235,3 +240,70 @@ def test_all_finite_and_schedules():
     assert learning_rate_factor("step", 0, 1, epoch=150, milestones=(150, 180)) == 1.0
     with pytest.raises(ValueError, match="schedule"):
         learning_rate_factor("exp", 0, 1)
+
+
+# -- the plain file helpers (moved here with common.runs's tests) --------------------------------------------------
+
+def test_write_and_read_config_and_the_kind_check(tmp_path):
+    run = tmp_path / "run"
+    write_config(run, Config(width=7), kind="vae")
+    assert read_config(run) == ("vae", {"out": "runs/x", "width": 7, "epochs": 4, "resume": False})
+    assert "command" not in json.loads((run / CONFIG_FILE).read_text())
+    write_config(run, {"latent_dims": (3, 5)}, kind="vae", command="python -m vae.train --latent-dim 3")
+    assert json.loads((run / CONFIG_FILE).read_text())["command"] == "python -m vae.train --latent-dim 3"
+    assert read_config(run)[1] == {"latent_dims": [3, 5]}  # tuples come back as JSON lists
+    assert read_run(run, ("vae", "gan"))[0] == "vae"
+    with pytest.raises(RunError, match="holds a 'vae' run; expected 'gan'"):
+        read_run(run, ("gan",))
+    with pytest.raises(FileNotFoundError, match="run folder"):
+        read_config(tmp_path / "nothing")
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        read_config(tmp_path / "bare")
+    (run / CONFIG_FILE).write_text('{"config": {}}')
+    with pytest.raises(RunError, match="damaged"):
+        read_config(run)
+
+
+def test_config_differences_name_each_key_and_skip_invocation_keys():
+    saved = json.loads(json.dumps({"latent_dims": (3, 5), "width": 3, "learning_rate": 0.001, "out": "a"}))
+    assert config_differences(saved, {"latent_dims": (3, 5), "width": 3, "learning_rate": 0.001, "out": "b",
+                                      "resume": True}) == []  # tuples equal JSON lists; out and resume may differ
+    assert config_differences(saved, {"latent_dims": (3, 5), "width": 6, "learning_rate": 0.1, "out": "a"}) == [
+        "learning_rate: 0.001 -> 0.1", "width: 3 -> 6"]
+    assert config_differences(saved, {"latent_dims": (3,), "width": 6, "learning_rate": 0.001},
+                              ignore=("width",)) == ["latent_dims: [3, 5] -> [3]"]
+
+
+def test_atomic_save_replaces_and_a_failed_write_leaves_the_old_file_alone(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    atomic_save({"a": torch.ones(2)}, path)
+    atomic_save({"a": torch.zeros(2)}, path)
+    assert torch.equal(torch.load(path)["a"], torch.zeros(2))
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        atomic_save({"bad": Unpicklable()}, path)
+    assert torch.equal(torch.load(path)["a"], torch.zeros(2))  # the old file survives
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]  # and no temp file is left
+
+
+def test_metrics_log_appends_json_lines(tmp_path):
+    log = MetricsLog(tmp_path / METRICS_FILE)
+    log.write({"epoch": 1, "loss": torch.tensor(2.5)})
+    log.write({"epoch": 2, "loss": float("nan"), "inf": float("inf")})
+    assert read_metrics(tmp_path / METRICS_FILE) == [{"epoch": 1, "loss": 2.5},
+                                                      {"epoch": 2, "loss": "nan", "inf": "inf"}]
+    assert read_metrics(tmp_path / "missing.jsonl") == []
+    with pytest.raises(TypeError, match="dict"):
+        log.write([1, 2])
+    with open(tmp_path / METRICS_FILE, "a") as stream:
+        stream.write('{"epoch": 3, "lo')  # a torn last line is skipped; a torn line elsewhere is damage
+    assert [r["epoch"] for r in read_metrics(tmp_path / METRICS_FILE)] == [1, 2]
+    with open(tmp_path / METRICS_FILE, "a") as stream:
+        stream.write('\n{"epoch": 4}\n')
+    with pytest.raises(RunError, match="damaged at line 3"):
+        read_metrics(tmp_path / METRICS_FILE)
