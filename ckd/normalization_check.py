@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from common.cli import run_cli, select_device, set_threads
-from common.config import option, parse_config
+from common.config import GLOSSARY, option, parse_config
 
 __all__ = ["CheckConfig", "normalized_accuracy", "check_model_checkpoint", "check_torchvision", "final_linear_layer",
            "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -173,7 +173,7 @@ class CheckConfig:
     num_classes: int = option(1000, "outputs of the torchvision model")
     workers: int = option(4, "data-loading processes for the ImageNet images")
     cpu: bool = option(False, "use the CPU even when a GPU is present")
-    threads: Optional[int] = option(None, "torch CPU threads (None: 1, or OMP_NUM_THREADS when set)")
+    threads: Optional[int] = option(None, GLOSSARY["threads"])
 
 
 def main(argv=None) -> dict:

@@ -8,7 +8,7 @@ maximum-likelihood kappa of the penultimate activations of clean training images
 come from :mod:`common.classifier`. The defaults follow the WRN paper's CIFAR-10 protocol (SGD with nesterov
 momentum, cosine decay, random crops and flips)::
 
-    python -m gan.classifier --data PATH/cifar10-jpeg-q75-subset.npz --out runs/wrn-40-2
+    python -m gan.classifier --data data/cifar10-small.npz --out runs/wrn-40-2
     accelerate launch -m gan.classifier --out runs/wrn-40-2          # full CIFAR-10 via torchvision
 
 Checkpoints written before this trainer moved onto :mod:`common.classifier` (config keys ``lr``, ``max_steps``;

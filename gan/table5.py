@@ -20,7 +20,7 @@ independent evaluator (a ``convnet-32`` classifier, never the prior): IS, FID, i
 One run per process (``--samplers S --seeds N``), one process per core; the same command resumes::
 
     python -m gan.table5 --preset small --samplers vmf --seeds 0 --threads 1 --cpu \
-        --data PATH/cifar10-jpeg-q75-subset.npz --runs-dir runs/table5-small-v2 \
+        --data data/cifar10-small.npz --runs-dir runs/table5-small-v2 \
         --prior-checkpoint results/gan-table5-small/wrn-tiny/classifier.pt \
         --classifier-checkpoint results/gan-table5-small/evaluator-convnet-32/classifier.pt \
         --gan-test-classifier results/gan-table5-small/evaluator-convnet-32/classifier.pt \
