@@ -121,7 +121,17 @@ def check_settings(config) -> None:
 
 def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The penultimate activations ``(B, d)`` of images ``x`` in [0, 1]."""
-    return model.penultimate(x) if hasattr(model, "penultimate") else model.features(x)
+    # getattr, not model.features: nn.Module types its attributes as Tensor | Module, which a call cannot take
+    extract = getattr(model, "penultimate", None) or getattr(model, "features")  # noqa: B009
+    return extract(x)
+
+
+def head_weight(model: nn.Module) -> torch.Tensor:
+    """The final layer's weight ``(C, d)``: every prior-source classifier names its final layer ``head``."""
+    weight = model.get_submodule("head").weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(model).__name__}.head has no weight tensor")
+    return weight
 
 
 @torch.no_grad()
@@ -131,7 +141,7 @@ def features_of(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) 
     device = next(model.parameters()).device
     chunks = [penultimate(model, images[start:start + batch_size].to(device).float() / 255.0).float().cpu()
               for start in range(0, images.shape[0], batch_size)]
-    return torch.cat(chunks) if chunks else torch.zeros(0, model.head.weight.shape[1])
+    return torch.cat(chunks) if chunks else torch.zeros(0, head_weight(model).shape[1])
 
 
 @torch.no_grad()
@@ -171,7 +181,7 @@ def head_statistics(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         ``{"kappa_mle": float, "mean_activation_norm": float}``.
     """
     features = features_of(model, images)  # (N, d)
-    weight = model.head.weight.detach().float().cpu()  # (C, d)
+    weight = head_weight(model).detach().float().cpu()  # (C, d)
     kappa = VMFPrior.from_weight(weight, 1.0).fit_concentration(features, labels.cpu())
     return {"kappa_mle": float(kappa), "mean_activation_norm": float(features.norm(dim=1).mean())}
 
@@ -277,7 +287,7 @@ def train_classifier(config, model: nn.Module, data, kind: str, augment: Callabl
                 optimizer.step()
                 total += torch.tensor([float(loss.detach()) * index.shape[0], index.shape[0]], dtype=torch.float64)
             record = {"train_loss": float(total[0] / total[1]), "learning_rate": optimizer.param_groups[0]["lr"]}
-            if x_val is not None:
+            if x_val is not None and y_val is not None:
                 record["validation_accuracy"] = accuracy(raw, x_val, y_val, accelerator)
             run.save(epoch, model=raw, optimizer=optimizer, metrics=record)
             log(f"{kind} epoch {epoch}: train loss {record['train_loss']:.4f}"
@@ -286,14 +296,15 @@ def train_classifier(config, model: nn.Module, data, kind: str, augment: Callabl
             stopped = "stop_after"
             return {"stopped": stopped, "epochs": run.step, "checkpoint": None,
                     "seconds": round(time.perf_counter() - started, 2)}
-        result = {"validation_accuracy": accuracy(raw, x_val, y_val, accelerator) if x_val is not None else None,
+        result = {"validation_accuracy": (accuracy(raw, x_val, y_val, accelerator)
+                                          if x_val is not None and y_val is not None else None),
                   "test_accuracy": accuracy(raw, data.x_test, data.y_test, accelerator)}
         if accelerator.is_main_process:
             count = min(config.stats_images, data.x_train.shape[0])
             result.update(head_statistics(raw, data.x_train[:count], data.y_train[:count]))
             path = out / CHECKPOINT_NAME
             atomic_save({"format": 2, "kind": kind, "model": raw.state_dict(), "config": run.config_dict(),
-                         "num_classes": int(raw.head.weight.shape[0]), "feature_dim": int(raw.head.weight.shape[1]),
+                         "num_classes": int(head_weight(raw).shape[0]), "feature_dim": int(head_weight(raw).shape[1]),
                          "stats_images": count, **result}, path)
             run.log({"epoch": run.step, **result})
             log(f"{kind}: test accuracy {result['test_accuracy']:.4f}, kappa MLE {result['kappa_mle']:.2f}, "

@@ -206,7 +206,7 @@ def load_checkpoint(path: str | os.PathLike, required_keys: tuple[str, ...] = ()
     return payload
 
 
-def load_state(module: torch.nn.Module, state: dict, source: str | os.PathLike) -> None:
+def load_state(module: torch.nn.Module | torch.optim.Optimizer, state: dict, source: str | os.PathLike) -> None:
     """``module.load_state_dict(state)``, turning an architecture mismatch into a :class:`CheckpointError`.
 
     Args:
