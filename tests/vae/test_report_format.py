@@ -26,7 +26,10 @@ def test_reused_units_replace_the_total_time():
 
 
 def test_run_page_has_a_heading_and_lists_its_figures():
-    page = format_run_page(_results([0]), ["seed0/d3/hvae/samples.png"])
+    page = format_run_page(_results([0]), ["seed0/d3/hvae/samples.png", "seed0/d3/hvae/learning_curve.png",
+                                           "seed0/d5/hvae/samples.png"])
     assert page.startswith("# Quick run: hyperspherical VAEs on MNIST (Table 4), d = [3]\n")
-    assert "- [seed0/d3/hvae/samples.png](seed0/d3/hvae/samples.png)" in page
+    assert ("- `seed0/d3/hvae`: [samples](seed0/d3/hvae/samples.png) · "
+            "[learning_curve](seed0/d3/hvae/learning_curve.png)\n- `seed0/d5/hvae`: [samples](seed0/d5/hvae/samples.png)\n"
+            in page)
     assert page.endswith(format_results(_results([0])))
