@@ -43,6 +43,7 @@ from ckd.shifts import apply_shift, parse_shift
 from ckd.teacher import TEACHER_CHECKPOINT, TeacherConfig, train_teacher
 from ckd.train import (
     MODEL_CHECKPOINT,
+    RESULT_FILE,
     TEST_SHIFT_SEED,
     TrainConfig,
     accuracy,
@@ -122,11 +123,15 @@ def run_name(student: str, shift: str | None, loss: str, seed: int) -> str:
     return f"{student}_{shift_name(shift)}_{loss.replace('+', '-')}_s{seed}"
 
 
+def _finished(folder: Path) -> bool:
+    """A student run has finished when its model.pt, or its result.json alone (a kept grid), is there."""
+    return (folder / MODEL_CHECKPOINT).is_file() or (folder / RESULT_FILE).is_file()
+
+
 def _student(config: TrainConfig, data, log) -> dict:
     """Start, resume or read back one student run (a unit of the grid); a non-finite loss stops the grid."""
-    result = run_unit(config, train, finished=MODEL_CHECKPOINT,
-                      read=lambda folder: {**read_student_result(folder / MODEL_CHECKPOINT), "seconds": None},
-                      data=data, log=log)
+    result = run_unit(config, train, finished=_finished,
+                      read=lambda folder: {**read_student_result(folder), "seconds": None}, data=data, log=log)
     if result.get("stopped") == "non-finite loss":
         raise ValueError(f"non-finite training loss in {config.out}; its last.pt is kept: lower the learning rate "
                          "and run the command again")
@@ -238,7 +243,7 @@ def run_experiment(preset: dict, out: Path, data_path: str | None, seeds, thread
             config = TrainConfig(**{**common, **preset["student"], "student": preset["students"][0], "loss": "ckd",
                                     "shift": shift, "seed": selection["seed"], "out": str(folder),
                                     "teacher": str(teacher_dir), "concentration": kappa, "activation_norm": norm})
-            if report_only and not (folder / MODEL_CHECKPOINT).is_file():
+            if report_only and not _finished(folder):
                 break
             result = _student(config, data, log)
             affinity = teacher_affinity(teacher, kappa, norm, config.affinity_samples)
@@ -264,7 +269,7 @@ def run_experiment(preset: dict, out: Path, data_path: str | None, seeds, thread
                                             "shift": shift, "seed": seed, "out": str(out / "students" / name),
                                             "teacher": str(teacher_dir), "concentration": kappa,
                                             "activation_norm": norm})
-                    if report_only and not (Path(config.out) / MODEL_CHECKPOINT).is_file():
+                    if report_only and not _finished(Path(config.out)):
                         continue
                     result = _student(config, data, log)
                     row = {"student": student, "shift": shift, "loss": loss, "seed": seed,

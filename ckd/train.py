@@ -27,6 +27,7 @@ the last checkpoint. Plain ``python`` runs on the CPU; ``accelerate launch`` on 
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import sys
 import time
@@ -57,21 +58,26 @@ from common.run import (
     RunFolder,
     all_finite,
     atomic_save,
+    atomic_write_text,
     epoch_order,
     learning_rate_factor,
     load_checkpoint,
     load_state,
+    read_json,
     set_learning_rate,
 )
 from vmfprior import VMFPrior
 
 __all__ = ["TrainConfig", "PRESETS", "train", "load_model", "load_dataset", "teacher_affinity", "accuracy",
            "features_of", "evaluate", "teacher_head_statistics", "read_student_result", "DATASETS", "IMAGE_SHAPES",
-           "MODEL_CHECKPOINT", "TEACHER_CHECKPOINT", "AFFINITY_SEED", "TEST_SHIFT_SEED"]
+           "MODEL_CHECKPOINT", "RESULT_FILE", "TEACHER_CHECKPOINT", "AFFINITY_SEED", "TEST_SHIFT_SEED"]
 
 DATASETS = ("mnist", "cifar10", "cifar100")
 IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
 MODEL_CHECKPOINT = "model.pt"
+RESULT_FILE = "result.json"
+"""A finished student's scores and soft-target facts, small enough to keep under version control without its
+model.pt: ``ckd.experiment`` counts a folder holding either as finished."""
 """A student's final checkpoint."""
 TEACHER_CHECKPOINT = "classifier.pt"
 """A teacher's final checkpoint (``common.classifier``)."""
@@ -289,13 +295,30 @@ def _prepare_teacher(config: TrainConfig, device) -> tuple[torch.nn.Module | Non
     return teacher, affinity, facts
 
 
+RESULT_KEYS = ("test_accuracy", "domain_test_accuracy", "validation_accuracy", "teacher_kappa_mle",
+               "teacher_mean_activation_norm", "concentration", "activation_norm", "affinity_off_diagonal_mass",
+               "smoothing")
+"""What a finished student's ``result.json`` holds (and ``model.pt`` besides its weights)."""
+
+
+def _result_of(final: dict) -> dict:
+    return {key: final.get(key) for key in RESULT_KEYS if key in final or key.endswith("accuracy")}
+
+
 def read_student_result(path: Path) -> dict:
-    """The result of a finished run, read from its model.pt."""
-    final = load_checkpoint(path, ("test_accuracy",), what="ckd student model.pt")
-    keys = ("test_accuracy", "domain_test_accuracy", "validation_accuracy", "teacher_kappa_mle",
-            "teacher_mean_activation_norm", "concentration", "activation_norm", "affinity_off_diagonal_mass",
-            "smoothing")
-    return {key: final.get(key) for key in keys if key in final or key.endswith("accuracy")}
+    """The result of a finished run: its ``result.json``, or the same entries read from its ``model.pt``.
+
+    Args:
+        path: the run folder, or its model.pt. A folder without result.json (a run finished before it was
+            written) gets one, from model.pt.
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if (folder / RESULT_FILE).is_file():
+        return read_json(folder / RESULT_FILE)
+    result = _result_of(load_checkpoint(folder / MODEL_CHECKPOINT, ("test_accuracy",), what="ckd student model.pt"))
+    atomic_write_text(folder / RESULT_FILE, json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def train(config: TrainConfig, data=None, log=None) -> dict:
@@ -423,6 +446,7 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
             if affinity is not None:
                 final["affinity"] = affinity.cpu()
             atomic_save(final, out / MODEL_CHECKPOINT)
+            atomic_write_text(out / RESULT_FILE, json.dumps(_result_of(final), indent=2) + "\n")
             run.log({"epoch": run.step, "event": "test", **scores})
         log(f"{out.name}: clean test accuracy {scores['test_accuracy']:.4f}, own domain "
             f"{scores['domain_test_accuracy']:.4f}")

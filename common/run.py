@@ -67,6 +67,7 @@ __all__ = [
     "load_checkpoint",
     "load_state",
     "read_config",
+    "read_json",
     "read_metrics",
     "read_run",
     "rng_state",
@@ -222,7 +223,8 @@ def load_state(module: torch.nn.Module | torch.optim.Optimizer, state: dict, sou
             from error
 
 
-def _read_json(path: Path):
+def read_json(path: Path):
+    """The JSON value in ``path``; an unreadable or damaged file is a :class:`RunError` naming it."""
     try:
         return json.loads(path.read_text())
     except OSError as error:
@@ -259,7 +261,7 @@ def read_config(run_dir: str | os.PathLike) -> tuple[str, dict]:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{str(run_dir)!r} is not a run folder: it has no {CONFIG_FILE}")
-    payload = _read_json(path)
+    payload = read_json(path)
     if not isinstance(payload, dict) or "kind" not in payload or not isinstance(payload.get("config"), dict):
         raise RunError(f"{path} is damaged: it must hold {{'kind': ..., 'config': {{...}}}}")
     return payload["kind"], payload["config"]

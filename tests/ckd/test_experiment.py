@@ -203,6 +203,18 @@ def test_the_driver_selects_kappa_on_validation_pairs_seeds_and_resumes(tmp_path
     monkeypatch.setattr(experiment, "train_teacher", no_training)
     again = run_experiment(_tiny_preset(), out, None, [0, 1], 1, False, True, log=lambda *_: None, data=tiny_data)
     assert again["rows"] == [{**row, "seconds": None} for row in results["rows"]]
+    # A kept grid: the students' result.json without their weights (model.pt, last.pt) is read back as finished,
+    # with the same numbers; a folder finished before result.json existed gets one from its model.pt.
+    for folder in (out / "students").iterdir():
+        for name in ("model.pt", "last.pt"):
+            (folder / name).unlink()
+    kept = run_experiment(_tiny_preset(), out, None, [0, 1], 1, False, True, log=lambda *_: None, data=tiny_data)
+    assert kept["rows"] == again["rows"]
+    selection = next((out / "selection").rglob("model.pt")).parent
+    expected = json.loads((selection / "result.json").read_text())
+    (selection / "result.json").unlink()
+    assert train_module.read_student_result(selection) == expected
+    assert json.loads((selection / "result.json").read_text()) == expected
 
 
 def test_the_driver_stops_before_any_student_when_a_gate_fails(tmp_path, tiny_data, single_thread, monkeypatch):
