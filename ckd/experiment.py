@@ -27,6 +27,7 @@ continues from its last.pt, so the same command resumes the whole grid, unit by 
 from __future__ import annotations
 
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -363,6 +364,26 @@ def estimate_cost(preset: dict, cpu: bool, steps: int, seeds: list[int], log=pri
             "total_hours": total / 3600}
 
 
+KEPT_FILES = ("config.json", "metrics.jsonl", RESULT_FILE, TEACHER_CHECKPOINT, "results.json", "report.md")
+"""What ``--keep`` copies from an experiment folder (at any depth): a few kB per run, and the teacher (0.5 MB)."""
+
+
+def keep_grid(out: Path, destination: Path) -> int:
+    """Copy the files named in :data:`KEPT_FILES` under ``out`` to the same places under ``destination``.
+
+    Returns:
+        the number of files copied.
+    """
+    copied = 0
+    for path in sorted(out.rglob("*")):
+        if path.is_file() and path.name in KEPT_FILES:
+            target = destination / path.relative_to(out)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            copied += 1
+    return copied
+
+
 @dataclass
 class ExperimentConfig:
     """Settings of one experiment command (the table is chosen with --preset)."""
@@ -374,6 +395,9 @@ class ExperimentConfig:
     results: Optional[str] = option(None, "also write the report as a marked section of this markdown file")
     estimate_cost: bool = option(False, "time a few steps here and print the cost per run and in all")
     report_only: bool = option(False, "train nothing; report the finished runs")
+    keep: Optional[str] = option(None, "copy the grid's small files (scores, configs, metrics, the teacher's "
+                                       "classifier.pt; no student weights) to this folder, to keep under version "
+                                       "control; copied back to --out, the same command continues the grid")
     threads: Optional[int] = option(None, GLOSSARY["threads"])
     progress: bool = option(False, "show progress bars")
     cpu: bool = option(False, "use the CPU even when a GPU is present")
@@ -408,6 +432,8 @@ def main(argv=None) -> dict:
     atomic_write_text(out / "report.md", text + "\n")
     if config.results:
         write_section(config.results, f"ckd-{config.table}", text)
+    if config.keep:
+        print(f"kept {keep_grid(out, Path(config.keep))} files of {out} in {config.keep}")
     print(text)
     return {"rows": len(results["rows"]), "report": str(out / "report.md")}
 

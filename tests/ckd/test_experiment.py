@@ -203,13 +203,14 @@ def test_the_driver_selects_kappa_on_validation_pairs_seeds_and_resumes(tmp_path
     monkeypatch.setattr(experiment, "train_teacher", no_training)
     again = run_experiment(_tiny_preset(), out, None, [0, 1], 1, False, True, log=lambda *_: None, data=tiny_data)
     assert again["rows"] == [{**row, "seconds": None} for row in results["rows"]]
-    # A kept grid: the students' result.json without their weights (model.pt, last.pt) is read back as finished,
-    # with the same numbers; a folder finished before result.json existed gets one from its model.pt.
-    for folder in (out / "students").iterdir():
-        for name in ("model.pt", "last.pt"):
-            (folder / name).unlink()
-    kept = run_experiment(_tiny_preset(), out, None, [0, 1], 1, False, True, log=lambda *_: None, data=tiny_data)
+    # A kept grid (--keep: no student weights) copied to a new folder is read back as finished, same numbers.
+    copied = experiment.keep_grid(out, tmp_path / "kept")
+    assert not list((tmp_path / "kept").rglob("model.pt")) and not list((tmp_path / "kept").rglob("last.pt"))
+    assert (tmp_path / "kept" / "teacher" / "classifier.pt").is_file() and copied > 3 * 20
+    kept = run_experiment(_tiny_preset(), tmp_path / "kept", None, [0, 1], 1, False, True, log=lambda *_: None,
+                          data=tiny_data)
     assert kept["rows"] == again["rows"]
+    # A folder finished before result.json existed gets one from its model.pt.
     selection = next((out / "selection").rglob("model.pt")).parent
     expected = json.loads((selection / "result.json").read_text())
     (selection / "result.json").unlink()
