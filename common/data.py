@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.cli import DataUnavailableError
+
 __all__ = [
     "DataUnavailableError",
     "ImageData",
@@ -64,10 +66,6 @@ TEST_BINARIZATION_SEED = 0
 """Seed of the single Bernoulli draw that binarizes the MNIST test set (documented; do not change)."""
 NUM_VALIDATION = 10_000
 """Size of the validation split: the last this-many training images."""
-
-
-class DataUnavailableError(RuntimeError):
-    """The dataset could not be obtained: download failed (offline) or the local file is missing/corrupt."""
 
 
 @dataclass
