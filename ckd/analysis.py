@@ -21,8 +21,8 @@
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
-    from common.config import answer_early
     from ckd.config import analysis_parser
+    from common.config import answer_early
 
     answer_early(analysis_parser("python -m ckd.analysis", __doc__.split("\n\n")[0]))
 
@@ -34,9 +34,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ckd.config import analysis_parser
 from ckd.normalization_check import normalized_accuracy
 from ckd.train import AFFINITY_SEED, features_of, load_dataset, load_model, teacher_affinity, teacher_head_statistics
-from ckd.config import analysis_parser
 from common.cli import run_cli, set_threads
 from common.run import LAST_CHECKPOINT, atomic_write_text, load_checkpoint
 from vmfprior import VMFPrior

@@ -27,8 +27,8 @@ continues from its last.pt, so the same command resumes the whole grid, unit by 
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
-    from common.config import answer_early
     from ckd.config import EXPERIMENT_PRESETS, ExperimentConfig
+    from common.config import answer_early
 
     answer_early(ExperimentConfig, prog="python -m ckd.experiment", description=__doc__.split("\n\n")[0],
                  presets={name: {"table": name} for name in EXPERIMENT_PRESETS})

@@ -17,8 +17,8 @@ teacher; the printout and ``--json`` compare each student's fitted kappa with th
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
-    from common.config import answer_early
     from ckd.config import figures_parser
+    from common.config import answer_early
 
     answer_early(figures_parser("python -m ckd.figures", __doc__.split("\n\n")[0]))
 
@@ -28,8 +28,8 @@ import sys
 
 import torch
 
-from ckd.train import features_of, load_dataset, load_model, teacher_affinity, teacher_head_statistics
 from ckd.config import figures_parser
+from ckd.train import features_of, load_dataset, load_model, teacher_affinity, teacher_head_statistics
 from common.cli import run_cli, set_threads
 from common.run import atomic_write_text
 from vmfprior import VMFPrior

@@ -20,8 +20,8 @@ evaluation transform (resize to 256/224 of the crop, center crop, ImageNet mean 
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
-    from common.config import answer_early
     from ckd.config import CheckConfig
+    from common.config import answer_early
 
     answer_early(CheckConfig, prog="python -m ckd.normalization_check", description=__doc__.split("\n\n")[0])
 
@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from common.cli import run_cli, select_device, set_threads
 from ckd.config import CheckConfig
+from common.cli import run_cli, select_device, set_threads
 from common.config import parse_config
 
 __all__ = ["CheckConfig", "normalized_accuracy", "check_model_checkpoint", "check_torchvision", "final_linear_layer",

@@ -19,8 +19,8 @@ decisive shifts (downsampling x0.5 and x0.25), with paired differences over seed
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
-    from common.config import answer_early
     from ckd.config import report_parser
+    from common.config import answer_early
 
     answer_early(report_parser("python -m ckd.report", __doc__.split("\n\n")[0]))
 

@@ -12,8 +12,8 @@ kappa with the final layer's directions held fixed) and ``mean_activation_norm``
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
-    from common.config import answer_early
     from ckd.config import PRESETS, TeacherConfig
+    from common.config import answer_early
 
     answer_early(TeacherConfig, prog="python -m ckd.teacher", description=__doc__.split("\n\n")[0], presets=PRESETS)
 
@@ -21,8 +21,8 @@ import sys
 
 import torch
 
-from ckd.models import build_model, check_architecture
 from ckd.config import DATASETS, PRESETS, TeacherConfig
+from ckd.models import build_model, check_architecture
 from ckd.train import load_dataset
 from common.classifier import check_settings, train_classifier
 from common.cli import run_cli, set_threads

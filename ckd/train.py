@@ -27,8 +27,8 @@ the last checkpoint. Plain ``python`` runs on the CPU; ``accelerate launch`` on 
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
-    from common.config import answer_early
     from ckd.config import PRESETS, TrainConfig
+    from common.config import answer_early
 
     answer_early(TrainConfig, prog="python -m ckd.train", description=__doc__.split("\n\n")[0], presets=PRESETS)
 
@@ -50,8 +50,8 @@ from ckd.losses import (
 )
 from ckd.models import build_model, check_architecture, feature_dim_of
 from ckd.shifts import apply_shift, parse_shift
-from common.classifier import check_training, features_of, head_statistics_of
 from common.classifier import accuracy as classifier_accuracy
+from common.classifier import check_training, features_of, head_statistics_of
 from common.cli import run_cli, set_threads
 from common.config import ConfigError, check_choice, check_positive, flag, parse_config
 from common.run import (

@@ -33,8 +33,8 @@ from typing import Optional
 
 from common.classifier_config import OPTIMIZERS, ClassifierSettings, head_option
 from common.cli import ArgumentParser
-from common.config import GLOSSARY, SCHEDULES as CLASSIFIER_SCHEDULES
-from common.config import ConfigError, check_choice, check_positive, flag, option
+from common.config import GLOSSARY, ConfigError, check_choice, check_positive, flag, option
+from common.config import SCHEDULES as CLASSIFIER_SCHEDULES
 from common.config import parse_config as parse_options
 from eval.settings import INCEPTION_WEIGHTS_FILE, REFERENCE_SPLITS
 

@@ -38,9 +38,19 @@ from common.cli import UserError, run_cli, select_device
 from common.config import parse_config
 from common.data import DataUnavailableError
 from common.run import atomic_write_text, read_run
-from eval.fidelity import (INCEPTION, INCEPTION_WEIGHTS_FILE, ISC_SPLITS, KEY_FID, KEY_IS_MEAN, KEY_IS_STD,
-                           FeatureExtractorUnavailableError, compute_fidelity, extractor_tag,
-                           load_reference, reference_split)
+from eval.fidelity import (
+    INCEPTION,
+    INCEPTION_WEIGHTS_FILE,
+    ISC_SPLITS,
+    KEY_FID,
+    KEY_IS_MEAN,
+    KEY_IS_STD,
+    FeatureExtractorUnavailableError,
+    compute_fidelity,
+    extractor_tag,
+    load_reference,
+    reference_split,
+)
 from gan.classifier import load_classifier
 from gan.config import FidelityConfig
 from gan.sampling import load_sampler

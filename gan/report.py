@@ -14,10 +14,10 @@ if __name__ == "__main__":  # --help and argument errors before the heavy import
 
     answer_early(report_parser())
 
-import sys
 import glob
 import json
 import os
+import sys
 
 from common.cli import run_cli
 from common.markdown import write_section

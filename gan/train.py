@@ -48,8 +48,16 @@ from tqdm.auto import tqdm
 
 from common.cli import run_cli, set_threads
 from common.data import load_cifar10
-from common.run import (CONFIG_FILE, LAST_CHECKPOINT, RunError, RunFolder, atomic_save, learning_rate_factor,
-                        load_state, set_learning_rate)
+from common.run import (
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    RunError,
+    RunFolder,
+    atomic_save,
+    learning_rate_factor,
+    load_state,
+    set_learning_rate,
+)
 from gan.config import MAY_CHANGE, GANConfig, parse_config
 from gan.ema import ExponentialMovingAverage, recompute_batch_norm_statistics
 from gan.latent import VMFSampler, build_latent_sampler

@@ -45,7 +45,6 @@ from vae.loglik import score_run
 from vae.report import format_results, format_run_page
 from vae.train import TrainConfig, train
 
-
 QUICK = {"epochs": 2, "patience": 2, "classifier_epochs": 1, "num_validation": 1000, "train_subset": 5000,
          "validation_subset": None, "num_samples": 50, "num_test": 500}
 """Settings that ``--quick`` imposes (a pipeline check in a few minutes, not converged numbers)."""

@@ -33,8 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributions import kl_divergence
 
-from vmfprior import HypersphericalUniform, VMFPrior, VonMisesFisher
 from vae.config import MODEL_KINDS
+from vmfprior import HypersphericalUniform, VMFPrior, VonMisesFisher
 from vmfprior.distributions import log_sphere_area
 
 IMAGE_SHAPE = (1, 28, 28)

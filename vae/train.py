@@ -32,8 +32,8 @@ from common.config import ConfigError, check_positive, flag, parse_config
 from common.data import binarize, binarize_fixed, load_mnist, train_validation_split
 from common.run import LAST_CHECKPOINT, RunFolder, all_finite, atomic_save, close_process_group, epoch_order, load_state
 from vae.checkpoints import BEST_CHECKPOINT, model_from_state, upgrade_checkpoint
-from vae.figures import make_run_figures
 from vae.config import MODEL_KINDS, TrainConfig
+from vae.figures import make_run_figures
 from vae.models import HypersphericalVAE
 from vmfprior import VMFPrior
 from vmfprior.prior import CheckpointFormatError
