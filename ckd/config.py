@@ -139,7 +139,8 @@ class TeacherConfig(ClassifierSettings):
 class ExperimentConfig:
     """Settings of one experiment command (the table is chosen with --preset)."""
 
-    table: Optional[str] = option(None, "the table to run; set it with --preset NAME", choices=sorted(EXPERIMENT_PRESETS))
+    table: Optional[str] = option(None, "the table to run; set it with --preset NAME",
+                                  choices=sorted(EXPERIMENT_PRESETS))
     data: Optional[str] = option(None, "the dataset's .npz file (None: download with torchvision)")
     out: Optional[str] = option(None, "experiment folder (None: runs/ckd-PRESET)")
     seeds: Optional[tuple[int, ...]] = option(None, "student seeds (None: the preset's)")

@@ -37,7 +37,8 @@ def data_parser() -> ArgumentParser:
                              "MNIST/raw/ (idx files), cifar-10-batches-py/ or cifar-100-python/, or that folder "
                              "itself")
     parser.add_argument("--root", metavar="DIR", default=DEFAULT_ROOT,
-                        help=f"where torchvision downloads to when --from-folder is not given (default: {DEFAULT_ROOT})")
+                        help="where torchvision downloads to when --from-folder is not given "
+                             f"(default: {DEFAULT_ROOT})")
     parser.add_argument("--out", metavar="PATH", default=None,
                         help="output file, for a single dataset (default: DATASET.npz in --out-dir)")
     parser.add_argument("--out-dir", metavar="DIR", default="data",
