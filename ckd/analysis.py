@@ -20,6 +20,12 @@
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from ckd.config import analysis_parser
+    from common.config import answer_early
+
+    answer_early(analysis_parser("python -m ckd.analysis", __doc__.split("\n\n")[0]))
+
 import json
 import sys
 import textwrap
@@ -28,10 +34,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ckd.config import analysis_parser
 from ckd.normalization_check import normalized_accuracy
 from ckd.train import AFFINITY_SEED, features_of, load_dataset, load_model, teacher_affinity, teacher_head_statistics
-from common.cli import ArgumentParser, run_cli, set_threads
-from common.config import GLOSSARY
+from common.cli import run_cli, set_threads
 from common.run import LAST_CHECKPOINT, atomic_write_text, load_checkpoint
 from vmfprior import VMFPrior
 
@@ -197,29 +203,7 @@ def _affinity_setting(checkpoint: dict, kappa_rule: str, path: str) -> tuple[flo
 
 def main(argv=None) -> dict:
     """Command-line entry point."""
-    parser = ArgumentParser(prog="python -m ckd.analysis", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                     help="activations, similarity or pair (each has its own --help)")
-    activations = commands.add_parser("activations", help="activations over training epochs")
-    activations.add_argument("--architecture", default="mnist-conv", help="the teacher's architecture")
-    activations.add_argument("--feature-dim", type=int, default=None, help="penultimate dimension (default 64)")
-    activations.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 4, 8], help="measure after these epochs")
-    activations.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's step size (constant)")
-    activations.add_argument("--seed", type=int, default=0, help="the teacher's seed")
-    activations.add_argument("--out", default="runs/ckd-activations", help="folder: the run, figure and JSON")
-    similarity = commands.add_parser("similarity", help="affinity similarity across independently trained teachers")
-    similarity.add_argument("--teachers", nargs="+", required=True, help="teacher run folders (2 or more)")
-    similarity.add_argument("--kappa", choices=("mle", "norm"), default="norm",
-                            help="each teacher's affinity at its kappa_MLE or at kappa = its mean |a|")
-    similarity.add_argument("--samples", type=int, default=10_000, help="Monte Carlo samples per class")
-    similarity.add_argument("--figure", default=None, help="write the figure (PNG) here")
-    pair = commands.add_parser("pair", help="the vMF pair's posterior against the network's")
-    pair.add_argument("--checkpoints", nargs="+", required=True, help="teacher run folders")
-    for sub in (activations, similarity, pair):
-        sub.add_argument("--data", default=None, help="the dataset's .npz (default: download with torchvision)")
-        sub.add_argument("--json", default=None, help="also write the numbers to this JSON file")
-        sub.add_argument("--threads", type=int, default=None, help=GLOSSARY["threads"])
-    args = parser.parse_args(argv)
+    args = analysis_parser("python -m ckd.analysis", __doc__.split("\n\n")[0]).parse_args(argv)
     set_threads(args.threads)
     if args.command == "activations":
         if sorted(set(args.epochs)) != args.epochs or args.epochs[0] < 1:

@@ -26,18 +26,25 @@ continues from its last.pt, so the same command resumes the whole grid, unit by 
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from ckd.config import EXPERIMENT_PRESETS, ExperimentConfig
+    from common.config import answer_early
+
+    answer_early(ExperimentConfig, prog="python -m ckd.experiment", description=__doc__.split("\n\n")[0],
+                 presets={name: {"table": name} for name in EXPERIMENT_PRESETS})
+
 import math
 import shutil
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
-from ckd.losses import LOSSES, NEEDS_TEACHER_LOGITS, off_diagonal_mass
+from ckd.config import EXPERIMENT_PRESETS as PRESETS
+from ckd.config import ExperimentConfig
+from ckd.losses import NEEDS_TEACHER_LOGITS, off_diagonal_mass
 from ckd.normalization_check import normalized_accuracy
 from ckd.report import report_markdown, shift_name
 from ckd.shifts import apply_shift, parse_shift
@@ -56,9 +63,8 @@ from ckd.train import (
     teacher_head_statistics,
     train,
 )
-from ckd.train import PRESETS as TEACHER_PRESETS
 from common.cli import run_cli, set_threads
-from common.config import GLOSSARY, ConfigError, option, parse_config
+from common.config import ConfigError, parse_config
 from common.grid import run_unit, write_rows
 from common.markdown import write_section
 from common.run import atomic_write_text
@@ -69,49 +75,6 @@ __all__ = ["PRESETS", "ExperimentConfig", "TeacherGateError", "teacher_gates", "
 MAX_NORMALIZATION_COST = 0.02
 """The teacher may lose at most this much clean test accuracy when a and every w_i are normalized."""
 
-_CIFAR = TEACHER_PRESETS["cifar"]
-PRESETS = {
-    "mnist-table3": {
-        "title": "Class-wise distillation (CKD) under domain shift: Table 3 on MNIST, d = 64",
-        "dataset": "mnist",
-        # An ordinary biased head at d = 64, on all 60,000 clean training images.
-        "teacher": {"architecture": "mnist-conv", "feature_dim": 64, "epochs": 6, "learning_rate": 3e-3,
-                    "schedule": "cosine"},
-        "gates": True,
-        "students": ["mnist-conv-half"],
-        "shifts": [None, "photometric:0.8", "downsample:0.5", "downsample:0.25"],
-        "losses": ["label", "label-smoothing", "kd", "ckd", "ckd+kd"],
-        # 55,000 training images (5,000 held out for validation), 2 epochs: about 860 Adam steps per run.
-        "student": {"feature_dim": 64, "epochs": 2, "learning_rate": 3e-3, "schedule": "cosine",
-                    "num_validation": 5_000},
-        # (name, kappa: "mle" or a multiple of the teacher's mean |a|, activation norm as a multiple of |a|)
-        "selection": {"seed": 1_000, "grid": [("kappa-mle", "mle", 1.0), ("kappa-a", 1.0, 1.0),
-                                              ("kappa-a/2", 0.5, 1.0), ("kappa-a_norm-a/2", 1.0, 0.5)]},
-        "seeds": list(range(8)),
-    },
-    "cifar100-table2": {
-        "title": "Class-wise distillation (CKD): Table 2 on CIFAR-100 (teacher WRN-40-2)",
-        "dataset": "cifar100",
-        "teacher": {"architecture": "wrn-40-2", **_CIFAR},
-        "students": ["wrn-16-2", "wrn-40-2"],
-        "shifts": [None],
-        "losses": list(LOSSES),
-        "student": dict(_CIFAR),
-        "seeds": [0, 1, 2],
-    },
-    "cifar100-table3": {
-        "title": "Class-wise distillation (CKD): Table 3 on CIFAR-100 (teacher WRN-40-2, student WRN-16-2)",
-        "dataset": "cifar100",
-        "teacher": {"architecture": "wrn-40-2", **_CIFAR},
-        "students": ["wrn-16-2"],
-        "shifts": ["photometric:0.2", "photometric:0.4", "photometric:0.6", "photometric:0.8",
-                   "downsample:0.75", "downsample:0.5", "downsample:0.25"],
-        "losses": ["label", "kd", "ckd"],
-        "student": dict(_CIFAR),
-        "seeds": [0, 1, 2],
-    },
-}
-"""Each preset: the dataset, the teacher's options, the student architectures, shifts, losses, students' options."""
 
 
 DATASET_FACTS = {"mnist": ((1, 28, 28), 10, 60_000), "cifar10": ((3, 32, 32), 10, 50_000),
@@ -382,25 +345,6 @@ def keep_grid(out: Path, destination: Path) -> int:
             shutil.copy2(path, target)
             copied += 1
     return copied
-
-
-@dataclass
-class ExperimentConfig:
-    """Settings of one experiment command (the table is chosen with --preset)."""
-
-    table: Optional[str] = option(None, "the table to run; set it with --preset NAME", choices=sorted(PRESETS))
-    data: Optional[str] = option(None, "the dataset's .npz file (None: download with torchvision)")
-    out: Optional[str] = option(None, "experiment folder (None: runs/ckd-PRESET)")
-    seeds: Optional[tuple[int, ...]] = option(None, "student seeds (None: the preset's)")
-    results: Optional[str] = option(None, "also write the report as a marked section of this markdown file")
-    estimate_cost: bool = option(False, "time a few steps here and print the cost per run and in all")
-    report_only: bool = option(False, "train nothing; report the finished runs")
-    keep: Optional[str] = option(None, "copy the grid's small files (scores, configs, metrics, the teacher's "
-                                       "classifier.pt; no student weights) to this folder, to keep under version "
-                                       "control; copied back to --out, the same command continues the grid")
-    threads: Optional[int] = option(None, GLOSSARY["threads"])
-    progress: bool = option(False, "show progress bars")
-    cpu: bool = option(False, "use the CPU even when a GPU is present")
 
 
 def main(argv=None) -> dict:

@@ -16,15 +16,21 @@ teacher; the printout and ``--json`` compare each student's fitted kappa with th
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from ckd.config import figures_parser
+    from common.config import answer_early
+
+    answer_early(figures_parser("python -m ckd.figures", __doc__.split("\n\n")[0]))
+
 import json
 import math
 import sys
 
 import torch
 
+from ckd.config import figures_parser
 from ckd.train import features_of, load_dataset, load_model, teacher_affinity, teacher_head_statistics
-from common.cli import ArgumentParser, run_cli, set_threads
-from common.config import GLOSSARY
+from common.cli import run_cli, set_threads
 from common.run import atomic_write_text
 from vmfprior import VMFPrior
 
@@ -158,16 +164,7 @@ def _plot(path: str, panels: list[tuple[str, dict]], labels: torch.Tensor, log_a
 
 def main(argv=None) -> dict:
     """Command-line entry point."""
-    parser = ArgumentParser(prog="python -m ckd.figures", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teacher", required=True, help="the teacher's run folder or model.pt")
-    parser.add_argument("--student", required=True, help="the CKD student's run folder or model.pt")
-    parser.add_argument("--label-student", default=None,
-                        help="a label-only student (same architecture and seed) as the control")
-    parser.add_argument("--data", default=None, help="the dataset's .npz (default: download with torchvision)")
-    parser.add_argument("--out", default="ckd_figure2.png", help="the PNG to write")
-    parser.add_argument("--json", default=None, help="also write the concentrations and orders to this file")
-    parser.add_argument("--threads", type=int, default=None, help=GLOSSARY["threads"])
-    args = parser.parse_args(argv)
+    args = figures_parser("python -m ckd.figures", __doc__.split("\n\n")[0]).parse_args(argv)
     set_threads(args.threads)
     teacher, teacher_checkpoint = load_model(args.teacher)
     data = load_dataset(teacher_checkpoint.get("dataset", "mnist"), args.data)

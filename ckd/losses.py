@@ -21,15 +21,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ckd.config import KD_TEMPERATURE, KD_WEIGHT, LOSSES
+
 __all__ = ["LOSSES", "NEEDS_TEACHER_LOGITS", "NEEDS_AFFINITY", "kd_loss", "ckd_loss", "soft_cross_entropy",
            "smoothing_loss", "smoothing_targets", "off_diagonal_mass", "distillation_loss", "KD_TEMPERATURE",
            "KD_WEIGHT"]
 
-LOSSES = ("label", "label-smoothing", "kd", "ckd", "ckd+kd")
 NEEDS_TEACHER_LOGITS = ("kd", "ckd+kd")
 NEEDS_AFFINITY = ("ckd", "ckd+kd")
-KD_TEMPERATURE = 4.0
-KD_WEIGHT = 0.9
 
 
 def soft_cross_entropy(targets: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

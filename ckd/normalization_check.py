@@ -19,18 +19,23 @@ evaluation transform (resize to 256/224 of the crop, center crop, ImageNet mean 
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from ckd.config import CheckConfig
+    from common.config import answer_early
+
+    answer_early(CheckConfig, prog="python -m ckd.normalization_check", description=__doc__.split("\n\n")[0])
+
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ckd.config import CheckConfig
 from common.cli import run_cli, select_device, set_threads
-from common.config import GLOSSARY, option, parse_config
+from common.config import parse_config
 
 __all__ = ["CheckConfig", "normalized_accuracy", "check_model_checkpoint", "check_torchvision", "final_linear_layer",
            "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -155,25 +160,6 @@ def check_torchvision(name: str, weights: str, image_folder: str, device, batch_
         hook.remove()
     return {"accuracy": float(totals[0]) / max(count, 1), "normalized_accuracy": float(totals[1]) / max(count, 1),
             "count": count}
-
-
-@dataclass
-class CheckConfig:
-    """The options of ``python -m ckd.normalization_check``."""
-
-    checkpoint: Optional[tuple[str, ...]] = option(None, "ckd run folders or model.pt files")
-    dataset: str = option("mnist", "the dataset of --checkpoint models", choices=("mnist", "cifar10", "cifar100"))
-    data: Optional[str] = option(None, "the dataset's .npz (None: download with torchvision)")
-    torchvision: Optional[str] = option(None, "a torchvision model name, e.g. resnet50")
-    weights: Optional[str] = option(None, "local state dict of the torchvision model")
-    imagenet_val: Optional[str] = option(None, "ImageNet validation images in WordNet-id folders")
-    limit: Optional[int] = option(None, "score only the first N validation images")
-    batch_size: int = option(64, "images per forward pass")
-    image_size: int = option(224, "center-crop size of the torchvision model's images")
-    num_classes: int = option(1000, "outputs of the torchvision model")
-    workers: int = option(4, "data-loading processes for the ImageNet images")
-    cpu: bool = option(False, "use the CPU even when a GPU is present")
-    threads: Optional[int] = option(None, GLOSSARY["threads"])
 
 
 def main(argv=None) -> dict:

@@ -18,6 +18,12 @@ decisive shifts (downsampling x0.5 and x0.25), with paired differences over seed
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from ckd.config import report_parser
+    from common.config import answer_early
+
+    answer_early(report_parser("python -m ckd.report", __doc__.split("\n\n")[0]))
+
 import json
 import math
 import sys
@@ -25,7 +31,8 @@ from pathlib import Path
 
 from scipy import stats
 
-from common.cli import ArgumentParser, run_cli
+from ckd.config import report_parser
+from common.cli import run_cli
 from common.grid import by_cell, markdown_table
 from common.markdown import write_section
 from common.stats import paired_difference as mean_and_standard_error
@@ -235,11 +242,7 @@ def report_markdown(results: dict, command: str) -> str:
 
 def main(argv=None) -> dict:
     """Command-line entry point: print (and optionally write) the report of a results.json."""
-    parser = ArgumentParser(prog="python -m ckd.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("results_json", help="the results.json an experiment wrote")
-    parser.add_argument("--results", default=None, help="also write the report as a marked section of this file")
-    parser.add_argument("--section", default=None, help="the section's name (default: ckd-PRESET)")
-    args = parser.parse_args(argv)
+    args = report_parser("python -m ckd.report", __doc__.split("\n\n")[0]).parse_args(argv)
     path = Path(args.results_json)
     if not path.is_file():
         raise FileNotFoundError(f"{args.results_json}: no such results.json")

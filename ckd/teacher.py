@@ -11,36 +11,26 @@ kappa with the final layer's directions held fixed) and ``mean_activation_norm``
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from ckd.config import PRESETS, TeacherConfig
+    from common.config import answer_early
+
+    answer_early(TeacherConfig, prog="python -m ckd.teacher", description=__doc__.split("\n\n")[0], presets=PRESETS)
+
 import sys
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
+from ckd.config import DATASETS, PRESETS, TeacherConfig
 from ckd.models import build_model, check_architecture
-from ckd.train import DATASETS, PRESETS, load_dataset
-from common.classifier import ClassifierSettings, check_settings, train_classifier
+from ckd.train import load_dataset
+from common.classifier import check_settings, train_classifier
 from common.cli import run_cli, set_threads
-from common.config import check_choice, option, parse_config
+from common.config import check_choice, parse_config
 
 __all__ = ["TeacherConfig", "train_teacher", "TEACHER_CHECKPOINT"]
 
 TEACHER_CHECKPOINT = "classifier.pt"
-
-
-@dataclass
-class TeacherConfig(ClassifierSettings):
-    """Settings of one teacher run (saved in config.json and every checkpoint): the fields of
-    ``common.classifier.ClassifierSettings``, the architecture and the dataset. The architecture fixes the final
-    layer, so there is no ``--head``."""
-
-    architecture: str = option("mnist-conv", "mnist-conv, mnist-conv-half, mnist-conv-W (an optional -nobias or "
-                                             "-cosine suffix), or wrn-D-K")
-    feature_dim: Optional[int] = option(None, "penultimate dimension d of an mnist-conv net (None: 64; a WRN has "
-                                              "its own)")
-    dataset: str = option("mnist", "the dataset", choices=DATASETS)
-    out: str = option("runs/ckd-teacher", "run folder: config.json, last.pt, metrics.jsonl, classifier.pt")
-    augment: bool = option(False, "random crop (pad 4) and horizontal flip per batch (CIFAR)")
 
 
 def train_teacher(config: TeacherConfig, data=None, log=None) -> dict:

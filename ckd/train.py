@@ -26,22 +26,24 @@ the last checkpoint. Plain ``python`` runs on the CPU; ``accelerate launch`` on 
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from ckd.config import PRESETS, TrainConfig
+    from common.config import answer_early
+
+    answer_early(TrainConfig, prog="python -m ckd.train", description=__doc__.split("\n\n")[0], presets=PRESETS)
+
 import inspect
 import json
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
 
+from ckd.config import DATASETS, LOSSES, PRESETS, TrainConfig
 from ckd.losses import (
-    KD_TEMPERATURE,
-    KD_WEIGHT,
-    LOSSES,
     NEEDS_AFFINITY,
     NEEDS_TEACHER_LOGITS,
     distillation_loss,
@@ -49,12 +51,11 @@ from ckd.losses import (
 )
 from ckd.models import build_model, check_architecture, feature_dim_of
 from ckd.shifts import apply_shift, parse_shift
-from common.classifier import OPTIMIZERS, check_training, features_of, head_statistics_of
 from common.classifier import accuracy as classifier_accuracy
+from common.classifier import check_training, features_of, head_statistics_of
 from common.cli import run_cli, set_threads
-from common.config import GLOSSARY, ConfigError, check_choice, check_positive, flag, option, parse_config
+from common.config import ConfigError, check_choice, check_positive, flag, parse_config
 from common.run import (
-    SCHEDULES,
     RunFolder,
     all_finite,
     atomic_save,
@@ -72,7 +73,6 @@ __all__ = ["TrainConfig", "PRESETS", "train", "load_model", "load_dataset", "tea
            "features_of", "evaluate", "teacher_head_statistics", "read_student_result", "DATASETS", "IMAGE_SHAPES",
            "MODEL_CHECKPOINT", "RESULT_FILE", "TEACHER_CHECKPOINT", "AFFINITY_SEED", "TEST_SHIFT_SEED"]
 
-DATASETS = ("mnist", "cifar10", "cifar100")
 IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
 MODEL_CHECKPOINT = "model.pt"
 RESULT_FILE = "result.json"
@@ -85,58 +85,6 @@ AFFINITY_SEED = 0
 """The Monte Carlo draws of the class affinity use this seed (the same targets for every student)."""
 TEST_SHIFT_SEED = 1_000_000
 """Seeds the shift of the test images (domain scores, the teacher on shifted images); no student uses it."""
-PRESETS = {
-    # The CRD code base's CIFAR-100 protocol (Tian et al. 2020), which the paper's Table 2 numbers follow.
-    "cifar": {"epochs": 240, "batch_size": 64, "optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9,
-              "weight_decay": 5e-4, "schedule": "step", "milestones": (150, 180, 210), "augment": True},
-}
-"""Option sets chosen with ``--preset NAME`` (explicit options still win)."""
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one student run (saved in config.json and every checkpoint)."""
-
-    student: str = option("mnist-conv-half", "architecture: mnist-conv, mnist-conv-half, mnist-conv-W (an optional "
-                                             "-nobias or -cosine suffix), or wrn-D-K")
-    loss: str = option("label", "training loss", choices=LOSSES)
-    teacher: Optional[str] = option(None, "teacher run folder or its classifier.pt (kd, ckd, ckd+kd; label-smoothing "
-                                          "without --smoothing)")
-    feature_dim: Optional[int] = option(None, "penultimate dimension d of an mnist-conv student (None: 64; a WRN "
-                                              "has its own)")
-    shift: Optional[str] = option(None, "the student's domain: photometric:DEGREE or downsample:FACTOR of its "
-                                        "training, validation and domain test images (None: clean)")
-    dataset: str = option("mnist", "the dataset", choices=DATASETS)
-    data: Optional[str] = option(None, "the dataset's .npz file (None: download with torchvision)")
-    out: str = option("runs/ckd-student", "run folder: config.json, last.pt, metrics.jsonl, model.pt")
-    concentration: Optional[float] = option(None, "kappa of the CKD affinity (None: the teacher's kappa_MLE)")
-    activation_norm: Optional[float] = option(None, "|a| of the affinity's sampled activations (None: the teacher's "
-                                                    "mean |a|)")
-    smoothing: Optional[float] = option(None, "label smoothing's eps (None: the CKD affinity's mean off-diagonal "
-                                              "mass)")
-    affinity_samples: int = option(10_000, "Monte Carlo samples per class for the affinity (Eq. 7)")
-    temperature: float = option(KD_TEMPERATURE, "KD temperature T")
-    kd_weight: float = option(KD_WEIGHT, "KD's weight alpha on the soft term")
-    epochs: int = option(5, "training epochs")
-    batch_size: int = option(128, "global batch size (split across processes)")
-    optimizer: str = option("adam", "adam, or sgd with nesterov momentum", choices=OPTIMIZERS)
-    learning_rate: float = option(1e-3, "initial step size")
-    momentum: float = option(0.9, "SGD momentum")
-    weight_decay: float = option(0.0, "L2 weight decay")
-    schedule: str = option("constant", "learning-rate schedule: constant, cosine (per step, to 0), linear, or step "
-                                       "(x0.1 after each milestone epoch)", choices=SCHEDULES)
-    milestones: tuple[int, ...] = option((), "epochs after which the step schedule multiplies the rate by 0.1")
-    augment: bool = option(False, "random crop (pad 4) and horizontal flip per batch (CIFAR)")
-    num_validation: int = option(0, "hold out the last N training images (shifted like the rest) and score the "
-                                    "student on them")
-    train_subset: Optional[int] = option(None, "use only the first N training images (after the validation "
-                                               "hold-out)")
-    seed: int = option(0, "seeds initialization, shuffling, augmentation and the shift")
-    resume: bool = option(False, "continue OUT/last.pt exactly; refuses a different config")
-    stop_after: Optional[int] = option(None, "stop after this epoch (continue later with --resume)")
-    progress: bool = option(False, "show a progress bar")
-    cpu: bool = option(False, "use the CPU even when a GPU is present")
-    threads: Optional[int] = option(None, GLOSSARY["threads"])
 
 
 def check_config(config: TrainConfig) -> None:

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.config import GLOSSARY, ConfigError, check_choice, check_positive, flag, option
+from common.classifier_config import OPTIMIZERS, ClassifierSettings, head_option
+from common.config import ConfigError, check_choice, check_positive, flag
 from common.run import (
     SCHEDULES,
     RunFolder,
@@ -62,39 +62,6 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "classifier.pt"
-OPTIMIZERS = ("adam", "sgd")
-
-
-def head_option(default: str = "linear"):
-    """The ``--head`` field of a command whose architecture takes any :mod:`vmfprior.heads` final layer."""
-    return option(default, "final layer (vmfprior.heads): " + ", ".join(HEAD_KINDS), choices=HEAD_KINDS)
-
-
-@dataclass
-class ClassifierSettings:
-    """The fields :func:`train_classifier` reads; a command's config repeats them (with its own defaults) and adds
-    its architecture's (``head = head_option()`` where the architecture takes any head)."""
-
-    data: str | None = option(None, "the dataset's .npz file (None: download with torchvision)")
-    out: str = option("runs/classifier", "run folder: config.json, last.pt, metrics.jsonl, classifier.pt")
-    epochs: int = option(5, "training epochs")
-    batch_size: int = option(128, "global batch size (split across processes)")
-    optimizer: str = option("adam", "adam, or sgd with nesterov momentum", choices=OPTIMIZERS)
-    learning_rate: float = option(1e-3, "initial step size")
-    momentum: float = option(0.9, "SGD momentum")
-    weight_decay: float = option(0.0, "L2 weight decay")
-    schedule: str = option("constant", "learning-rate schedule: constant, cosine (per step, to 0), linear, or step "
-                                       "(x0.1 after each milestone epoch)", choices=SCHEDULES)
-    milestones: tuple[int, ...] = option((), "epochs after which the step schedule multiplies the rate by 0.1")
-    num_validation: int = option(0, "the last N training images are held out for validation accuracy (0: none)")
-    train_subset: int | None = option(None, "use only the first N training images")
-    stats_images: int = option(10_000, "clean training images whose activations give kappa's MLE and the mean |a|")
-    seed: int = option(0, "seeds initialization, shuffling and augmentation")
-    resume: bool = option(False, "continue OUT/last.pt exactly; refuses a different config")
-    stop_after: int | None = option(None, "stop after this epoch (continue later with --resume)")
-    progress: bool = option(False, "show a progress bar")
-    cpu: bool = option(False, "use the CPU even when a GPU is present")
-    threads: int | None = option(None, GLOSSARY["threads"])
 
 
 def check_training(config) -> None:

@@ -11,16 +11,28 @@ import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from common.data import DataUnavailableError
+# No torch (nor numpy) at import time: every command's --help and argument errors go through this module and
+# common.config before the command imports torch (common.config.answer_early).
 
-__all__ = ["USER_ERRORS", "ArgumentParser", "Terminated", "UserError", "run_cli", "select_device", "set_threads"]
+__all__ = ["USER_ERRORS", "ArgumentParser", "DataUnavailableError", "Terminated", "UserError", "run_cli",
+           "select_device", "set_threads"]
 
 
 class UserError(ValueError):
     """A mistake in what the user asked for; its message says what to do instead."""
+
+
+class DataUnavailableError(RuntimeError):
+    """The dataset could not be obtained: download failed (offline) or the local file is missing/corrupt.
+
+    Defined here (and importable as ``common.data.DataUnavailableError``) so that :data:`USER_ERRORS` needs no
+    import of the data loaders.
+    """
 
 
 class Terminated(Exception):
@@ -87,6 +99,8 @@ def set_threads(threads: int | None) -> None:
         threads = 1
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise UserError(f"--threads must be a positive integer, got {threads!r}")
+    import torch
+
     torch.set_num_threads(threads)
 
 

@@ -15,6 +15,10 @@ keys, or a run's config.json) and the flags typed. Every mistake names the flag 
 
 The names below mean the same thing in every command (:data:`GLOSSARY`); a command that needs one of these
 concepts uses this name and no other.
+
+This module and :mod:`common.cli` import neither torch nor numpy, and neither do the config modules of the
+commands (``vae.config``, ``gan.config``, ``ckd.config``, ...): a command answers ``--help`` and a mistyped flag
+with :func:`answer_early` before it imports torch.
 """
 from __future__ import annotations
 
@@ -22,16 +26,19 @@ import argparse
 import dataclasses
 import difflib
 import json
+import sys
 import types
 import typing
 from pathlib import Path
 
-from common.cli import ArgumentParser, UserError
-from common.run import INVOCATION_KEYS
+from common.cli import USER_ERRORS, ArgumentParser, UserError
 
 __all__ = [
     "GLOSSARY",
+    "INVOCATION_KEYS",
+    "SCHEDULES",
     "ConfigError",
+    "answer_early",
     "build_parser",
     "check_choice",
     "check_positive",
@@ -56,6 +63,12 @@ GLOSSARY = {
     "threads": "torch CPU threads (default 1, or OMP_NUM_THREADS when set; more pays only on an otherwise idle machine)",
 }
 """The one name of each concept shared by commands, and what it means."""
+
+INVOCATION_KEYS = ("out", "run", "resume", "progress", "cpu", "threads", "stop_after", "figures")
+"""Config keys that say how a run is invoked, not what it computes: they may differ on resume (also
+``common.run.INVOCATION_KEYS``)."""
+SCHEDULES = ("constant", "cosine", "linear", "step")
+"""The learning-rate schedules of ``common.run.learning_rate_factor`` (also ``common.run.SCHEDULES``)."""
 
 
 class ConfigError(UserError):
@@ -284,6 +297,37 @@ def parse_config(config_cls: type, argv=None, prog: str = "", description: str =
             name = field.name.upper() if field.metadata.get("positional") else flag(field.name)
             raise ConfigError(f"{prog}: {name} is required")
     return config_from_dict(config_cls, merged)
+
+
+def answer_early(config, prog: str = "", description: str = "", presets: dict | None = None,
+                 config_file: bool = True, argv=None) -> None:
+    """Answer ``--help`` and a mistake in the arguments before the command imports torch; else return.
+
+    A command module calls this first thing when it runs as ``__main__``, before its heavy imports, with the
+    arguments its ``main()`` gives :func:`parse_config` (or the parser its ``main()`` builds)::
+
+        if __name__ == "__main__":
+            from common.config import answer_early
+            from vae.config import TrainConfig
+            answer_early(TrainConfig, prog="python -m vae.train", description=__doc__.split("\n\n")[0])
+
+    ``-h``/``--help`` prints the same help as ``main()`` and exits 0; a mistake (unknown flag, bad value, missing
+    required option, unreadable ``--config``) prints the one ``error:`` line ``common.cli.run_cli`` would and exits
+    2. Arguments that parse return here, and ``main()`` parses them again once the module has loaded.
+
+    Args:
+        config: the command's dataclass, or an ``argparse.ArgumentParser`` (a command that builds its own parser).
+        prog, description, presets, config_file: as for :func:`parse_config` (unused with a parser).
+        argv: arguments without the program name (None: ``sys.argv[1:]``).
+    """
+    try:
+        if isinstance(config, argparse.ArgumentParser):
+            config.parse_args(argv)
+        else:
+            parse_config(config, argv, prog, description, presets, config_file)
+    except USER_ERRORS as error:
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)
+        sys.exit(2)
 
 
 def check_positive(config, *names: str, allow_none: bool = False) -> None:

@@ -22,6 +22,12 @@ MNIST helpers for the VAEs live here too, so every model sees the same bits:
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from common.config import answer_early
+    from common.data_config import data_parser
+
+    answer_early(data_parser())
+
 import gzip
 import io
 import os
@@ -35,6 +41,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from common.cli import DataUnavailableError
+from common.data_config import DATASETS, DEFAULT_ROOT, data_parser
 
 __all__ = [
     "DataUnavailableError",
@@ -56,7 +65,6 @@ __all__ = [
     "main",
 ]
 
-DEFAULT_ROOT = "~/.cache/vmfprior"
 QUICK_MNIST = Path(__file__).resolve().parent.parent / "data" / "mnist-quick.npz"
 """The MNIST subset that ships in the repository (6,000 training and 1,000 test images; see data/README.md)."""
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -64,10 +72,6 @@ TEST_BINARIZATION_SEED = 0
 """Seed of the single Bernoulli draw that binarizes the MNIST test set (documented; do not change)."""
 NUM_VALIDATION = 10_000
 """Size of the validation split: the last this-many training images."""
-
-
-class DataUnavailableError(RuntimeError):
-    """The dataset could not be obtained: download failed (offline) or the local file is missing/corrupt."""
 
 
 @dataclass
@@ -325,14 +329,6 @@ def _intensity(images: torch.Tensor) -> torch.Tensor:
 # Building the .npz archives: python -m common.data
 # ----------------------------------------------------------------------------------------------------------------
 
-DATASETS = {
-    # name: (torchvision class, default output, folder names torchvision uses under its root)
-    "mnist": ("MNIST", "data/mnist.npz", ("MNIST/raw", "raw", "")),
-    "cifar10": ("CIFAR10", "data/cifar10.npz", ("cifar-10-batches-py", "")),
-    "cifar100": ("CIFAR100", "data/cifar100.npz", ("cifar-100-python", "")),
-    "cifar10-small": ("CIFAR10", "data/cifar10-small.npz", ("cifar-10-batches-py", "")),
-}
-"""The datasets the data command builds: torchvision class, default output path, folders searched under a root."""
 
 SMALL_SUBSET = {"train_per_class": 1000, "test_per_class": 200, "jpeg_quality": 75, "seed": 0}
 """``cifar10-small``, the CPU-scale GAN data: this many training and test images per class, drawn at random with
@@ -536,31 +532,9 @@ _LOADERS = {"mnist": "load_mnist", "cifar10": "load_cifar10", "cifar100": "load_
 
 def main(argv=None) -> int:
     """The data command: build data/mnist.npz, data/cifar10.npz, data/cifar100.npz and/or data/cifar10-small.npz."""
-    from common.cli import ArgumentParser, UserError
+    from common.cli import UserError
 
-    parser = ArgumentParser(
-        prog="python -m common.data",
-        description="Build the .npz archives the experiments take with --data, from torchvision's download or "
-                    "from a torchvision dataset folder you already have (offline).",
-        epilog="examples: python -m common.data mnist; python -m common.data all --from-folder ~/datasets",
-    )
-    parser.add_argument("datasets", nargs="+", choices=[*DATASETS, "all"], metavar="DATASET",
-                        help="what to build: mnist, cifar10, cifar100, cifar10-small (the CPU-scale GAN data: "
-                             "1,000 training and 200 test images per class, drawn with seed 0, JPEG quality 75), "
-                             "or all (mnist, cifar10 and cifar100)")
-    parser.add_argument("--from-folder", metavar="PATH", default=None,
-                        help="read an existing torchvision dataset folder instead of downloading: a folder holding "
-                             "MNIST/raw/ (idx files), cifar-10-batches-py/ or cifar-100-python/, or that folder "
-                             "itself")
-    parser.add_argument("--root", metavar="DIR", default=DEFAULT_ROOT,
-                        help=f"where torchvision downloads to when --from-folder is not given (default: {DEFAULT_ROOT})")
-    parser.add_argument("--out", metavar="PATH", default=None,
-                        help="output file, for a single dataset (default: DATASET.npz in --out-dir)")
-    parser.add_argument("--out-dir", metavar="DIR", default="data",
-                        help="folder of the default outputs mnist.npz, cifar10.npz, cifar100.npz, cifar10-small.npz "
-                             "(default: data)")
-    parser.add_argument("--force", action="store_true", help="rebuild an output that already exists")
-    args = parser.parse_args(argv)
+    args = data_parser().parse_args(argv)
     requested = [name for name in args.datasets if name != "all"]
     if "all" in args.datasets:  # the full datasets; cifar10-small only when named
         requested = ["mnist", "cifar10", "cifar100", *requested]

@@ -43,6 +43,7 @@ from typing import Self
 import torch
 
 from common.cli import Terminated, UserError
+from common.config import INVOCATION_KEYS, SCHEDULES
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -81,8 +82,6 @@ LAST_CHECKPOINT = "last.pt"
 LOCK_FILE = ".lock"
 CHECKPOINT_FORMAT = 2
 """Version of ``last.pt``; files without a ``format`` key come from the first version and load as well."""
-INVOCATION_KEYS = ("out", "run", "resume", "progress", "cpu", "threads", "stop_after", "figures")
-"""Config keys that say how a run is invoked, not what it computes: they may differ on resume."""
 TEMP_SUFFIX = ".tmp"
 
 
@@ -424,9 +423,6 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffling of one epoch, ``(num_examples,)``; it depends only on (seed, epoch), so a resume sees the same
     batches."""
     return torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-
-
-SCHEDULES = ("constant", "cosine", "linear", "step")
 
 
 def learning_rate_factor(schedule: str, step: int, total_steps: int, epoch: int = 0, milestones=(),

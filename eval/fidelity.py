@@ -27,14 +27,13 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from common.data import DataUnavailableError, load_cifar10
 from eval.features import extractor_fingerprint
 from eval.sampler import check_sampler, sampler_device
+from eval.settings import INCEPTION_WEIGHTS_FILE, REFERENCE_SPLITS
 
 INCEPTION = "inception-v3-compat"
-INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_WEIGHTS_FILE}"
 KEY_IS_MEAN = torch_fidelity.KEY_METRIC_ISC_MEAN
 KEY_IS_STD = torch_fidelity.KEY_METRIC_ISC_STD
 KEY_FID = torch_fidelity.KEY_METRIC_FID
-REFERENCE_SPLITS = ("train", "test")
 ISC_SPLITS = 10
 """Splits of the generated images for the Inception Score's mean and standard deviation (torch-fidelity's default)."""
 

@@ -25,10 +25,9 @@ import math
 
 import torch
 
-__all__ = ["importance_weighted_log_likelihood", "evaluate_test_set", "DEFAULT_BATCH_SIZE", "DEFAULT_CHUNK_SIZE"]
+from eval.settings import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE
 
-DEFAULT_BATCH_SIZE = 100
-DEFAULT_CHUNK_SIZE = 100
+__all__ = ["importance_weighted_log_likelihood", "evaluate_test_set", "DEFAULT_BATCH_SIZE", "DEFAULT_CHUNK_SIZE"]
 
 
 @torch.no_grad()

@@ -16,8 +16,14 @@ kappa stored as ``concentration_mle``, measured on test activations) load everyw
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from common.config import answer_early
+    from gan.config import CLASSIFIER_PRESETS, ClassifierConfig
+
+    answer_early(ClassifierConfig, prog="python -m gan.classifier", description=__doc__.split("\n\n")[0],
+                 presets=CLASSIFIER_PRESETS)
+
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,47 +31,22 @@ from torch import nn
 
 from common.classifier import (
     CHECKPOINT_NAME,
-    OPTIMIZERS,
-    ClassifierSettings,
     check_settings,
-    head_option,
     load_classifier_checkpoint,
 )
 from common.classifier import train_classifier as train_on_run_folder
 from common.cli import run_cli, set_threads
-from common.config import ConfigError, check_choice, option, parse_config
-from common.run import CONFIG_FILE, LAST_CHECKPOINT, SCHEDULES, RunError, close_process_group, read_config
+from common.config import ConfigError, check_choice, parse_config
+from common.run import CONFIG_FILE, LAST_CHECKPOINT, RunError, close_process_group, read_config
 from common.wrn import WideResNet
+from gan.config import CLASSIFIER_PRESETS as PRESETS
+from gan.config import MIXED_PRECISION, ClassifierConfig
 
 __all__ = ["CHECKPOINT_NAME", "ClassifierConfig", "PRESETS", "build_model", "load_classifier", "main",
            "train_classifier"]
 
-MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
-@dataclass
-class ClassifierConfig(ClassifierSettings):
-    """Settings of one classifier run (saved in config.json and in the checkpoint)."""
-
-    data: str | None = option(None, "CIFAR-10 .npz file (None: download with torchvision)")
-    out: str = option("runs/wrn-40-2", "run folder: config.json, last.pt, metrics.jsonl, classifier.pt")
-    depth: int = option(40, "WRN depth (6n + 4)")
-    width: int = option(2, "WRN widening factor k (penultimate width 64 k)")
-    architecture: str | None = option(None, "an eval.classifiers architecture (e.g. convnet-32) instead of the WRN "
-                                            "of --depth and --width (None: the WRN)")
-    head: str = head_option()
-    epochs: int = option(200, "training epochs")
-    optimizer: str = option("sgd", "adam, or sgd with nesterov momentum", choices=OPTIMIZERS)
-    learning_rate: float = option(0.1, "initial step size")
-    weight_decay: float = option(5e-4, "L2 weight decay")
-    schedule: str = option("cosine", "learning-rate schedule: constant, cosine (per step, to 0), linear, or step "
-                                     "(x0.1 after each milestone epoch)", choices=SCHEDULES)
-    augment: bool = option(True, "random crop (pad 4, reflect) and horizontal flip of every training batch")
-    mixed_precision: str = option("no", "accelerate's mixed precision", choices=MIXED_PRECISION)
-
-
-PRESETS = {"tiny": {"depth": 10, "width": 1, "epochs": 1, "batch_size": 64}}
-"""``tiny``: WRN-10-1 (penultimate width 64), one epoch: a CPU smoke run and the prior of the tiny GAN preset."""
 
 
 def build_model(config: dict, num_classes: int) -> nn.Module:

@@ -1,4 +1,9 @@
-"""The SNGAN training config: one dataclass, presets, and the command-line/config-file parser.
+"""The SNGAN training config: one dataclass, presets, and the command-line/config-file parser; and the configs of
+the other gan commands (classifier, fidelity, figures, table5, report).
+
+No torch here: ``--help`` and a mistyped flag of every gan command are answered from this module
+(``common.config.answer_early``) before the command imports torch; the commands re-export their config
+(``gan.fidelity.FidelityConfig`` is ``gan.config.FidelityConfig``).
 
 Built with :mod:`common.config`. Precedence, lowest to highest: dataclass defaults (the reference protocol of
 Miyato & Koyama 2018, the same as ``--preset chainer``) < ``--preset`` < ``--config FILE`` < explicit flags.
@@ -24,16 +29,33 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Optional
 
+from common.classifier_config import OPTIMIZERS, ClassifierSettings, head_option
+from common.cli import ArgumentParser
 from common.config import GLOSSARY, ConfigError, check_choice, check_positive, flag, option
+from common.config import SCHEDULES as CLASSIFIER_SCHEDULES
 from common.config import parse_config as parse_options
-from gan.latent import SAMPLERS, VMF_SAMPLERS
-from gan.layers import UPSAMPLE_MODES
-from gan.losses import LOSSES
+from eval.settings import INCEPTION_WEIGHTS_FILE, REFERENCE_SPLITS
 
-__all__ = ["GANConfig", "PRESETS", "MAY_CHANGE", "parse_config", "validate"]
+__all__ = ["GANConfig", "PRESETS", "MAY_CHANGE", "parse_config", "validate", "SAMPLERS", "VMF_SAMPLERS",
+           "UPSAMPLE_MODES", "LOSS_NAMES", "NOISE_ORDER", "TRAIN_PROG", "TRAIN_DESCRIPTION", "ClassifierConfig",
+           "CLASSIFIER_PRESETS", "MIXED_PRECISION", "FidelityConfig", "FiguresConfig", "Table5Config",
+           "report_parser"]
 
 SCHEDULES = ("linear", "constant")
+SAMPLERS = ("gaussian", "vmf", "sphere", "vmf-orthogonal")
+"""The latent noises of ``gan.latent.build_latent_sampler`` (also ``gan.latent.SAMPLERS``)."""
+VMF_SAMPLERS = ("vmf", "vmf-orthogonal")
+UPSAMPLE_MODES = ("nearest", "bilinear")
+"""The generator's 2x up-sampling (also ``gan.layers.UPSAMPLE_MODES``)."""
+LOSS_NAMES = ("hinge", "nonsaturating")
+"""The names of ``gan.losses.LOSSES`` (a test checks that the two agree)."""
+NOISE_ORDER = ("gaussian", "vmf", "sphere", "vmf-orthogonal")
+"""The paper's comparison (Gaussian vs vMF), the sphere ablation, and the class-clustered control (the order of the
+tables; also ``gan.report.NOISE_ORDER``)."""
+TRAIN_PROG = "gan/train.py"
+TRAIN_DESCRIPTION = "Train a conditional SNGAN on CIFAR-10."
 
 
 @dataclass
@@ -52,7 +74,7 @@ class GANConfig:
     num_classes: int = option(10, "classes of the conditional batch norm and the projection")
     upsample: str = option("nearest", "2x up-sampling in the generator: nearest (chainer) or bilinear (Mimicry)",
                            choices=UPSAMPLE_MODES)
-    loss: str = option("hinge", "adversarial loss", choices=tuple(LOSSES))
+    loss: str = option("hinge", "adversarial loss", choices=LOSS_NAMES)
     iterations: int = option(50_000, "generator updates: the run's length")
     n_dis: int = option(5, "discriminator updates per generator update")
     batch_size_d: int = option(64, "real and fake images per discriminator step (global)")
@@ -145,5 +167,131 @@ def parse_config(argv: list[str] | None = None) -> GANConfig:
     Raises:
         ConfigError: unknown flags or config-file keys, bad values (naming the flag).
     """
-    return validate(parse_options(GANConfig, argv, prog="gan/train.py",
-                                  description="Train a conditional SNGAN on CIFAR-10.", presets=PRESETS))
+    return validate(parse_options(GANConfig, argv, prog=TRAIN_PROG, description=TRAIN_DESCRIPTION, presets=PRESETS))
+
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+"""gan.classifier's ``--mixed-precision`` values (accelerate's)."""
+CLASSIFIER_PRESETS = {"tiny": {"depth": 10, "width": 1, "epochs": 1, "batch_size": 64}}
+"""gan.classifier's presets (``gan.classifier.PRESETS``). ``tiny``: WRN-10-1 (penultimate width 64), one epoch: a
+CPU smoke run and the prior of the tiny GAN preset."""
+
+
+@dataclass
+class ClassifierConfig(ClassifierSettings):
+    """Settings of one classifier run (saved in config.json and in the checkpoint)."""
+
+    data: str | None = option(None, "CIFAR-10 .npz file (None: download with torchvision)")
+    out: str = option("runs/wrn-40-2", "run folder: config.json, last.pt, metrics.jsonl, classifier.pt")
+    depth: int = option(40, "WRN depth (6n + 4)")
+    width: int = option(2, "WRN widening factor k (penultimate width 64 k)")
+    architecture: str | None = option(None, "an eval.classifiers architecture (e.g. convnet-32) instead of the WRN "
+                                            "of --depth and --width (None: the WRN)")
+    head: str = head_option()
+    epochs: int = option(200, "training epochs")
+    optimizer: str = option("sgd", "adam, or sgd with nesterov momentum", choices=OPTIMIZERS)
+    learning_rate: float = option(0.1, "initial step size")
+    weight_decay: float = option(5e-4, "L2 weight decay")
+    schedule: str = option("cosine", "learning-rate schedule: constant, cosine (per step, to 0), linear, or step "
+                                     "(x0.1 after each milestone epoch)", choices=CLASSIFIER_SCHEDULES)
+    augment: bool = option(True, "random crop (pad 4, reflect) and horizontal flip of every training batch")
+    mixed_precision: str = option("no", "accelerate's mixed precision", choices=MIXED_PRECISION)
+
+
+@dataclass
+class FidelityConfig:
+    """The options of ``python -m gan.fidelity``."""
+
+    run: str = option(help="run folder written by gan/train.py")
+    num_samples: int = option(5000, "generated images")
+    reference: str = option("cifar10-train", "cifar10-train, cifar10-test (torchvision download) or PATH.npz; none "
+                                             "for IS only")
+    reference_split: Optional[str] = option(None, "split of an .npz reference (None: train)",
+                                            choices=REFERENCE_SPLITS)
+    inception_weights: Optional[str] = option(None, f"local copy of {INCEPTION_WEIGHTS_FILE}")
+    classifier_checkpoint: Optional[str] = option(None, "score with this gan.classifier checkpoint instead of "
+                                                        "Inception (offline, CPU)")
+    batch_size: int = option(64, "images per batch of the generator and the feature extractor")
+    seed: int = option(0, "seeds labels, latents and the IS splits")
+    cpu: bool = option(False, "run on the CPU even if a GPU is available")
+    out: Optional[str] = option(None, "JSON path (None: RUN/fidelity-<extractor>-n<N>.json)")
+    cache: bool = option(True, "cache the reference statistics (--no-cache: compute them every time)")
+    verbose: bool = option(False, "torch-fidelity's progress output")
+    intra_fid: bool = option(False, "also intra-class FID against the reference split, in the same feature "
+                                    "extractor")
+    gan_test_classifier: Optional[str] = option(None, "also GAN-test: accuracy of this gan.classifier checkpoint "
+                                                      "on the generated images")
+    gan_train: Optional[str] = option(None, "also GAN-train: train a classifier of this architecture (wrn-D-W, "
+                                            "convnet-W) on generated images and score the reference file's test "
+                                            "split")
+    gan_train_samples: Optional[int] = option(None, "generated training images for --gan-train (None: the "
+                                                    "reference's training-set size)")
+    gan_train_epochs: int = option(10, "epochs of the --gan-train classifier")
+    gan_train_batch_size: int = option(128, "batch of the --gan-train classifier")
+    gan_train_no_augmentation: bool = option(False, "train the --gan-train classifier without random crops and "
+                                                    "flips")
+
+
+@dataclass
+class FiguresConfig:
+    """The options of ``python -m gan.figures``."""
+
+    run: str = option(help="run folder written by gan/train.py")
+    out: Optional[str] = option(None, "output folder (None: RUN/figures)")
+    seed: int = option(0, "seeds the noise of both grids")
+    per_class: int = option(10, "samples per class in the sample grid")
+    steps: int = option(10, "images per interpolation row")
+    cpu: bool = option(False, "run on the CPU even if a GPU is available")
+
+
+@dataclass
+class Table5Config:
+    """The options of ``python -m gan.table5``."""
+
+    preset: str = option("chainer", "training protocol (gan/config.py's presets)", choices=tuple(sorted(PRESETS)))
+    samplers: tuple[str, ...] = option(NOISE_ORDER, "latent noises (vmf-orthogonal: the control, at the vmf runs' "
+                                                    "kappa)", choices=NOISE_ORDER)
+    seeds: tuple[int, ...] = option((0, 1, 2), "training seeds (one run each)")
+    runs_dir: Optional[str] = option(None, "folder of the runs RUNS/<sampler>-s<seed> (None: runs/table5-<preset>)")
+    data: Optional[str] = option(None, "CIFAR-10 .npz (None: torchvision download)")
+    prior_checkpoint: Optional[str] = option(None, "gan.classifier checkpoint: the vMF prior")
+    concentration: Optional[float] = option(None, "kappa of the vMF noise (None: the checkpoint's kappa MLE)")
+    num_samples: tuple[int, ...] = option((5000, 50000), "generated images per score")
+    reference: Optional[str] = option(None, "FID reference: cifar10-train or PATH.npz (None: --data)")
+    inception_weights: Optional[str] = option(None, "local copy of torch-fidelity's Inception weights")
+    classifier_checkpoint: Optional[str] = option(None, "score with this gan.classifier instead of Inception (CPU "
+                                                        "scale; not comparable)")
+    launcher: str = option("python", 'the training command\'s launcher, e.g. "accelerate launch --num_processes 8"')
+    threads: Optional[int] = option(None, "torch threads per training process (None: its default)")
+    eval_every: int = option(0, "periodic IS/FID during training every N iterations (0: off)")
+    eval_num_samples: int = option(1000, "generated images of each periodic IS/FID")
+    round_robin: int = option(0, "advance the runs this many iterations at a time, in turn (0: one run after "
+                                 "another)")
+    cpu: bool = option(False, "score on the CPU")
+    fidelity_batch_size: int = option(200, "images per batch when scoring")
+    results: Optional[str] = option(None, "markdown file for the table (section --section)")
+    section: Optional[str] = option(None, "section name in --results (None: gan-table5-<preset>)")
+    report_only: bool = option(False, "only write the table from existing runs")
+    keep: Optional[str] = option(None, "copy every scored run's config, metrics, scores and last sample grid to "
+                                       "KEEP/<run> (no checkpoints); report from there later with --runs-dir KEEP "
+                                       "--report-only")
+    intra_fid: bool = option(False, "also score intra-class FID (gan.fidelity --intra-fid)")
+    gan_test_classifier: Optional[str] = option(None, "also score GAN-test with this classifier "
+                                                      "(gan.fidelity --gan-test-classifier)")
+    gan_train: Optional[str] = option(None, "also score GAN-train with a classifier of this architecture (e.g. "
+                                            "wrn-10-1, convnet-32)")
+    gan_train_samples: Optional[int] = option(None, "generated images GAN-train trains on (None: the real training "
+                                                    "set's size)")
+    gan_train_epochs: int = option(10, "epochs of the GAN-train classifier")
+    dry_run: bool = option(False, "print the commands instead of running them")
+
+
+def report_parser() -> ArgumentParser:
+    """The parser of ``python -m gan.report``."""
+    parser = ArgumentParser(prog="python -m gan.report", description="Markdown table of IS/FID from run folders.")
+    parser.add_argument("run_dirs", nargs="+", help="run folders with fidelity-*.json files")
+    parser.add_argument("--out", default=None, help="markdown file to write the section into (default: stdout only)")
+    parser.add_argument("--section", default="gan-fidelity", help="section name of the markers in --out")
+    parser.add_argument("--title", default="SNGAN on CIFAR-10: Gaussian vs vMF vs sphere noise",
+                        help="heading of the section")
+    return parser

@@ -16,26 +16,43 @@ other).
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from common.config import answer_early
+    from gan.config import FidelityConfig
+
+    answer_early(FidelityConfig, prog="python -m gan.fidelity",
+                 description="IS and FID of a GAN run through torch-fidelity.")
+
 import dataclasses
 import datetime
 import json
 import os
 import shlex
 import sys
-from typing import Optional
 
 import torch
 import torch_fidelity
 from torch.utils.data import Dataset
 
 from common.cli import UserError, run_cli, select_device
-from common.config import option, parse_config
+from common.config import parse_config
 from common.data import DataUnavailableError
 from common.run import atomic_write_text, read_run
-from eval.fidelity import (INCEPTION, INCEPTION_WEIGHTS_FILE, ISC_SPLITS, KEY_FID, KEY_IS_MEAN, KEY_IS_STD,
-                           REFERENCE_SPLITS, FeatureExtractorUnavailableError, compute_fidelity, extractor_tag,
-                           load_reference, reference_split)
+from eval.fidelity import (
+    INCEPTION,
+    INCEPTION_WEIGHTS_FILE,
+    ISC_SPLITS,
+    KEY_FID,
+    KEY_IS_MEAN,
+    KEY_IS_STD,
+    FeatureExtractorUnavailableError,
+    compute_fidelity,
+    extractor_tag,
+    load_reference,
+    reference_split,
+)
 from gan.classifier import load_classifier
+from gan.config import FidelityConfig
 from gan.sampling import load_sampler
 
 __all__ = ["FidelityConfig", "classifier_extractor", "PeriodicEvaluation", "prepare_evaluation", "main"]
@@ -128,40 +145,6 @@ def prepare_evaluation(reference: str, num_samples: int, inception_weights: str 
             f"--eval-inception-weights PATH (a local copy of {INCEPTION_WEIGHTS_FILE}) or --eval-classifier "
             "CHECKPOINT") from error
     return evaluation
-
-
-@dataclasses.dataclass
-class FidelityConfig:
-    """The options of ``python -m gan.fidelity``."""
-
-    run: str = option(help="run folder written by gan/train.py")
-    num_samples: int = option(5000, "generated images")
-    reference: str = option("cifar10-train", "cifar10-train, cifar10-test (torchvision download) or PATH.npz; none "
-                                             "for IS only")
-    reference_split: Optional[str] = option(None, "split of an .npz reference (None: train)",
-                                            choices=REFERENCE_SPLITS)
-    inception_weights: Optional[str] = option(None, f"local copy of {INCEPTION_WEIGHTS_FILE}")
-    classifier_checkpoint: Optional[str] = option(None, "score with this gan.classifier checkpoint instead of "
-                                                        "Inception (offline, CPU)")
-    batch_size: int = option(64, "images per batch of the generator and the feature extractor")
-    seed: int = option(0, "seeds labels, latents and the IS splits")
-    cpu: bool = option(False, "run on the CPU even if a GPU is available")
-    out: Optional[str] = option(None, "JSON path (None: RUN/fidelity-<extractor>-n<N>.json)")
-    cache: bool = option(True, "cache the reference statistics (--no-cache: compute them every time)")
-    verbose: bool = option(False, "torch-fidelity's progress output")
-    intra_fid: bool = option(False, "also intra-class FID against the reference split, in the same feature "
-                                    "extractor")
-    gan_test_classifier: Optional[str] = option(None, "also GAN-test: accuracy of this gan.classifier checkpoint "
-                                                      "on the generated images")
-    gan_train: Optional[str] = option(None, "also GAN-train: train a classifier of this architecture (wrn-D-W, "
-                                            "convnet-W) on generated images and score the reference file's test "
-                                            "split")
-    gan_train_samples: Optional[int] = option(None, "generated training images for --gan-train (None: the "
-                                                    "reference's training-set size)")
-    gan_train_epochs: int = option(10, "epochs of the --gan-train classifier")
-    gan_train_batch_size: int = option(128, "batch of the --gan-train classifier")
-    gan_train_no_augmentation: bool = option(False, "train the --gan-train classifier without random crops and "
-                                                    "flips")
 
 
 def class_aware_scores(args, sampler, device, feature_extractor: str) -> dict:

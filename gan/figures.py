@@ -7,29 +7,22 @@ Gaussian) into ``RUN/figures`` or ``--out``.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from common.config import answer_early
+    from gan.config import FiguresConfig
+
+    answer_early(FiguresConfig, prog="python -m gan.figures", description=__doc__.split("\n\n")[0])
+
 import os
 import sys
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
 from common.cli import UserError, run_cli, select_device
-from common.config import option, parse_config
+from common.config import parse_config
 from eval.grids import class_interpolation_grid, class_sample_grid, default_pairs
+from gan.config import FiguresConfig
 from gan.sampling import load_sampler
-
-
-@dataclass
-class FiguresConfig:
-    """The options of ``python -m gan.figures``."""
-
-    run: str = option(help="run folder written by gan/train.py")
-    out: Optional[str] = option(None, "output folder (None: RUN/figures)")
-    seed: int = option(0, "seeds the noise of both grids")
-    per_class: int = option(10, "samples per class in the sample grid")
-    steps: int = option(10, "images per interpolation row")
-    cpu: bool = option(False, "run on the CPU even if a GPU is available")
 
 
 def main(argv=None) -> list[str]:

@@ -25,10 +25,10 @@ import os
 
 import torch
 
+from gan.config import SAMPLERS, VMF_SAMPLERS
+
 __all__ = ["SAMPLERS", "VMF_SAMPLERS", "ORTHOGONAL_HEAD_SEED", "LatentSampler", "GaussianSampler", "SphereSampler", "VMFSampler", "build_latent_sampler"]
 
-SAMPLERS = ("gaussian", "vmf", "sphere", "vmf-orthogonal")
-VMF_SAMPLERS = ("vmf", "vmf-orthogonal")
 ORTHOGONAL_HEAD_SEED = 0
 """Seed of the fixed orthogonal head of ``vmf-orthogonal`` (one head for every run, so seeds differ only in training)."""
 

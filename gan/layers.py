@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from gan.config import UPSAMPLE_MODES  # 2x up-sampling of the generator blocks: nearest (chainer) or bilinear
+
 __all__ = [
     "check_labels",
     "label_probabilities",
@@ -41,8 +43,6 @@ RESIDUAL_INIT_GAIN = math.sqrt(2.0)
 """Xavier gain of the 3x3 convs inside residual branches (ReLU before them), as in the SNGAN reference code."""
 SHORTCUT_INIT_GAIN = 1.0
 """Xavier gain of the 1x1 shortcut convs and of the input/output layers (no nonlinearity in between)."""
-UPSAMPLE_MODES = ("nearest", "bilinear")
-"""2x up-sampling of the generator blocks: nearest (chainer SNGAN) or bilinear (Mimicry)."""
 
 
 def check_labels(labels: torch.Tensor, num_classes: int) -> None:

@@ -8,18 +8,23 @@ the table: the training command each run recorded in its config.json, then the s
 version of the same section and leaving the rest of the file as it is.
 """
 
-import sys
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from common.config import answer_early
+    from gan.config import report_parser
+
+    answer_early(report_parser())
+
 import glob
 import json
 import os
+import sys
 
-from common.cli import ArgumentParser, run_cli
+from common.cli import run_cli
 from common.markdown import write_section
 from eval.fidelity import KEY_FID, KEY_IS_MEAN, KEY_IS_STD
+from gan.config import NOISE_ORDER, report_parser
 
 NOISE_NAMES = {"gaussian": "Gaussian", "vmf": "vMF", "sphere": "sphere", "vmf-orthogonal": "vMF, orthogonal head"}
-NOISE_ORDER = ("gaussian", "vmf", "sphere", "vmf-orthogonal")
-"""The paper's comparison (Gaussian vs vMF), the sphere ablation, and the class-clustered control."""
 COLUMNS = ("noise", "run", "κ", "iterations", "samples", "extractor", "reference", "IS ↑", "FID ↓")
 
 
@@ -112,13 +117,7 @@ def format_table(records):
 
 
 def main(argv=None):
-    parser = ArgumentParser(prog="python -m gan.report", description="Markdown table of IS/FID from run folders.")
-    parser.add_argument("run_dirs", nargs="+", help="run folders with fidelity-*.json files")
-    parser.add_argument("--out", default=None, help="markdown file to write the section into (default: stdout only)")
-    parser.add_argument("--section", default="gan-fidelity", help="section name of the markers in --out")
-    parser.add_argument("--title", default="SNGAN on CIFAR-10: Gaussian vs vMF vs sphere noise",
-                        help="heading of the section")
-    args = parser.parse_args(argv)
+    args = report_parser().parse_args(argv)
     text = f"### {args.title}\n\n" + format_table(collect_runs(args.run_dirs))
     print(text)
     if args.out:

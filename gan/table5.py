@@ -40,6 +40,12 @@ version control and rewritten later with ``--runs-dir DIR --report-only``.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from common.config import answer_early
+    from gan.config import Table5Config
+
+    answer_early(Table5Config, prog="python -m gan.table5", description=__doc__.split("\n\n")[0])
+
 import json
 import os
 import re
@@ -47,21 +53,19 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from common.classifier import head_statistics_of
 from common.cli import UserError, run_cli
-from common.config import option, parse_config
+from common.config import parse_config
 from common.grid import difference, grid, mean_sd_cell, paired_difference, unit_status
 from common.grid import summarize as summarize_values
 from common.markdown import write_section
 from common.run import LAST_CHECKPOINT, load_checkpoint, read_metrics
 from eval.fidelity import KEY_FID, KEY_IS_MEAN
-from gan.config import PRESETS
+from gan.config import NOISE_ORDER, Table5Config
 from gan.config import parse_config as gan_config
-from gan.report import NOISE_NAMES, NOISE_ORDER, collect_runs
+from gan.report import NOISE_NAMES, collect_runs
 
 __all__ = ["main", "run_folder", "trained_iterations", "logged_iterations", "keep_run", "summarize"]
 
@@ -305,48 +309,6 @@ def _periodic_fid(run_dirs: list[Path]) -> dict:
     return {"iterations": iterations, "config": config,
             "rows": {noise: [per_noise[noise].get(i, []) for i in iterations]
                      for noise in sorted(per_noise, key=lambda n: order.get(n, 9))}}
-
-
-@dataclass
-class Table5Config:
-    """The options of ``python -m gan.table5``."""
-
-    preset: str = option("chainer", "training protocol (gan/config.py's presets)", choices=tuple(sorted(PRESETS)))
-    samplers: tuple[str, ...] = option(NOISE_ORDER, "latent noises (vmf-orthogonal: the control, at the vmf runs' "
-                                                    "kappa)", choices=NOISE_ORDER)
-    seeds: tuple[int, ...] = option((0, 1, 2), "training seeds (one run each)")
-    runs_dir: Optional[str] = option(None, "folder of the runs RUNS/<sampler>-s<seed> (None: runs/table5-<preset>)")
-    data: Optional[str] = option(None, "CIFAR-10 .npz (None: torchvision download)")
-    prior_checkpoint: Optional[str] = option(None, "gan.classifier checkpoint: the vMF prior")
-    concentration: Optional[float] = option(None, "kappa of the vMF noise (None: the checkpoint's kappa MLE)")
-    num_samples: tuple[int, ...] = option((5000, 50000), "generated images per score")
-    reference: Optional[str] = option(None, "FID reference: cifar10-train or PATH.npz (None: --data)")
-    inception_weights: Optional[str] = option(None, "local copy of torch-fidelity's Inception weights")
-    classifier_checkpoint: Optional[str] = option(None, "score with this gan.classifier instead of Inception (CPU "
-                                                        "scale; not comparable)")
-    launcher: str = option("python", 'the training command\'s launcher, e.g. "accelerate launch --num_processes 8"')
-    threads: Optional[int] = option(None, "torch threads per training process (None: its default)")
-    eval_every: int = option(0, "periodic IS/FID during training every N iterations (0: off)")
-    eval_num_samples: int = option(1000, "generated images of each periodic IS/FID")
-    round_robin: int = option(0, "advance the runs this many iterations at a time, in turn (0: one run after "
-                                 "another)")
-    cpu: bool = option(False, "score on the CPU")
-    fidelity_batch_size: int = option(200, "images per batch when scoring")
-    results: Optional[str] = option(None, "markdown file for the table (section --section)")
-    section: Optional[str] = option(None, "section name in --results (None: gan-table5-<preset>)")
-    report_only: bool = option(False, "only write the table from existing runs")
-    keep: Optional[str] = option(None, "copy every scored run's config, metrics, scores and last sample grid to "
-                                       "KEEP/<run> (no checkpoints); report from there later with --runs-dir KEEP "
-                                       "--report-only")
-    intra_fid: bool = option(False, "also score intra-class FID (gan.fidelity --intra-fid)")
-    gan_test_classifier: Optional[str] = option(None, "also score GAN-test with this classifier "
-                                                      "(gan.fidelity --gan-test-classifier)")
-    gan_train: Optional[str] = option(None, "also score GAN-train with a classifier of this architecture (e.g. "
-                                            "wrn-10-1, convnet-32)")
-    gan_train_samples: Optional[int] = option(None, "generated images GAN-train trains on (None: the real training "
-                                                    "set's size)")
-    gan_train_epochs: int = option(10, "epochs of the GAN-train classifier")
-    dry_run: bool = option(False, "print the commands instead of running them")
 
 
 def _training_command(args, run: Path, sampler: str, seed: int, concentration: float | None,

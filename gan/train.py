@@ -35,6 +35,12 @@ if __package__ in (None, "") and importlib.util.find_spec("gan") is None:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_root, os.environ.get("PYTHONPATH")]))
     os.execv(sys.executable, [sys.executable, "-m", "gan.train", *sys.argv[1:]])
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from common.config import answer_early
+    from gan.config import PRESETS, TRAIN_DESCRIPTION, TRAIN_PROG, GANConfig
+
+    answer_early(GANConfig, prog=TRAIN_PROG, description=TRAIN_DESCRIPTION, presets=PRESETS)
+
 import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, set_seed
@@ -42,8 +48,16 @@ from tqdm.auto import tqdm
 
 from common.cli import run_cli, set_threads
 from common.data import load_cifar10
-from common.run import (CONFIG_FILE, LAST_CHECKPOINT, RunError, RunFolder, atomic_save, learning_rate_factor,
-                        load_state, set_learning_rate)
+from common.run import (
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    RunError,
+    RunFolder,
+    atomic_save,
+    learning_rate_factor,
+    load_state,
+    set_learning_rate,
+)
 from gan.config import MAY_CHANGE, GANConfig, parse_config
 from gan.ema import ExponentialMovingAverage, recompute_batch_norm_statistics
 from gan.latent import VMFSampler, build_latent_sampler

@@ -11,24 +11,28 @@ and mean |a|) come from :mod:`common.classifier`; ``VMFPrior.from_checkpoint(pat
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from common.config import answer_early
+    from vae.config import ClassifierConfig
+
+    answer_early(ClassifierConfig, prog="python -m vae.classifier", description=__doc__.split("\n\n")[0])
+
 import sys
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from common.classifier import (
     CHECKPOINT_NAME,
-    ClassifierSettings,
     accuracy,
     check_settings,
-    head_option,
     load_classifier_checkpoint,
 )
 from common.classifier import train_classifier as train_on_run_folder
 from common.cli import run_cli, set_threads
-from common.config import ConfigError, option, parse_config
+from common.config import ConfigError, parse_config
 from common.data import load_mnist
+from vae.config import ClassifierConfig
 from vmfprior.heads import make_head
 
 __all__ = [
@@ -40,16 +44,6 @@ __all__ = [
     "main",
     "train_classifier",
 ]
-
-
-@dataclass
-class ClassifierConfig(ClassifierSettings):
-    """Settings of one classifier run (saved in config.json and in the checkpoint)."""
-
-    latent_dim: int = option(5, "penultimate dimension d: the latent dimension of the HVAE-L it serves")
-    head: str = head_option()
-    out: str = option("runs/classifier", "run folder: config.json, last.pt, metrics.jsonl, classifier.pt")
-    num_validation: int = option(10_000, "the last N training images are the validation split")
 
 
 class MNISTClassifier(nn.Module):

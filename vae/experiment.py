@@ -19,63 +19,31 @@ the pipeline.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from common.config import answer_early
+    from vae.config import ExperimentConfig
+
+    answer_early(ExperimentConfig, prog="python -m vae.experiment", description=__doc__.split("\n\n")[0])
+
 import json
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from common.cli import run_cli, set_threads
-from common.config import ConfigError, check_positive, flag, option, parse_config
+from common.config import ConfigError, check_positive, flag, parse_config
 from common.data import QUICK_MNIST, TEST_BINARIZATION_SEED, binarize_fixed, load_mnist
 from common.grid import grid, run_unit, write_rows
 from common.markdown import write_section
 from common.run import LAST_CHECKPOINT, atomic_write_text, load_checkpoint, read_config, write_config
 from vae.classifier import CHECKPOINT_NAME, ClassifierConfig, train_classifier
+from vae.config import MODEL_KINDS, ExperimentConfig
 from vae.figures import make_run_figures
 from vae.loglik import score_run
-from vae.models import MODEL_KINDS
 from vae.report import format_results, format_run_page
 from vae.train import TrainConfig, train
-
-
-@dataclass
-class ExperimentConfig:
-    """Settings of the whole experiment (saved in OUT/config.json)."""
-
-    latent_dims: tuple[int, ...] = option((3, 5, 10, 20), "latent dimensions d (the table columns)")
-    data: str | None = option(None, "MNIST .npz (None: download with torchvision; with --quick, the embedded "
-                                       "subset)")
-    out: str | None = option(None, "experiment folder (default: runs/table4, or runs/table4-quick with --quick)")
-    quick: bool = option(False, "few-minute pipeline check (see QUICK); overrides the settings it lists")
-    epochs: int = option(100, "at most this many epochs per VAE; early stopping usually ends runs sooner")
-    patience: int = option(10, "epochs without a better validation ELBO before stopping")
-    kl_warmup_epochs: float = option(0.0, "KL weight rises linearly from 0 to 1 over this many epochs (0: off)")
-    prior_concentration: float = option(5.0, "kappa of the HVAE-L prior")
-    classifier_epochs: int = option(10, "training epochs of each prior-source classifier")
-    models: tuple[str, ...] = option(("hvae", "hvae-c", "hvae-l"), "the table rows", choices=MODEL_KINDS)
-    seeds: tuple[int, ...] = option((0,), "one classifier and one VAE per model, d and seed; tables give mean ± sd")
-    ablation: bool = option(True, "the fixed-head ablation of HVAE-L (first seed only)")
-    ablation_heads: tuple[str, ...] = option(("random", "orthogonal"), "fixed heads compared with the learned one")
-    ablation_latent_dims: tuple[int, ...] | None = option(None, "d of the head ablation (default: every d; "
-                                                                   "quick: the first d)")
-    encoder_ablation_dims: tuple[int, ...] | None = option(None, "also HVAE-C / HVAE-L with a q(z|x,y) encoder "
-                                                                    "at these d")
-    encoder_ablation_only: bool = option(False, "train only those q(z|x,y) variants (the --models rows come from "
-                                                "another run)")
-    results_md: str | None = option(None, "also write the tables into this markdown file, between section "
-                                             "markers")
-    section: str = option("vae-table4", "name of that section")
-    num_validation: int = option(10_000, "the last N training images are the validation split")
-    train_subset: int | None = option(None, "use only the first N training images")
-    validation_subset: int | None = option(None, "use only the first N validation images")
-    num_samples: int = option(500, "importance samples K per test image")
-    num_test: int | None = option(None, "score only the first N test images (None: all 10,000)")
-    threads: int | None = option(1, "torch CPU threads; 1 suits these small MLPs and a busy shared CPU")
-    figures: bool = option(True, "draw each run's figures (first seed)")
-    progress: bool = option(False, "show progress bars")
-
 
 QUICK = {"epochs": 2, "patience": 2, "classifier_epochs": 1, "num_validation": 1000, "train_subset": 5000,
          "validation_subset": None, "num_samples": 50, "num_test": 500}

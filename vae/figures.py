@@ -6,15 +6,22 @@ one-line caption saying how to read it.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from common.config import answer_early
+    from vae.config import figures_parser
+
+    answer_early(figures_parser("python -m vae.figures", __doc__.split("\n\n")[0]))
+
 import sys
 from pathlib import Path
 
 import torch
 
-from common.cli import ArgumentParser, run_cli
+from common.cli import run_cli
 from common.data import binarize_fixed, load_mnist
 from common.run import METRICS_FILE, read_metrics, read_run
 from eval.grids import class_interpolation_grid, class_sample_grid, save_image_grid
+from vae.config import figures_parser
 from vae.models import IMAGE_SHAPE
 from vae.sampling import load_sampler
 
@@ -131,11 +138,7 @@ def make_run_figures(run_dir, data_path=None, data=None, seed: int = 0) -> list[
 
 def main(argv=None) -> list[Path]:
     """Command-line entry point: write the figures of a run folder."""
-    parser = ArgumentParser(prog="python -m vae.figures", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run folder written by vae.train")
-    parser.add_argument("--data", default=None, help="MNIST .npz for the reconstructions (default: the run's own)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the samples")
-    args = parser.parse_args(argv)
+    args = figures_parser("python -m vae.figures", __doc__.split("\n\n")[0]).parse_args(argv)
     load_sampler(args.run)  # a bad run folder fails before the data is loaded
     data_path = args.data if args.data is not None else read_run(args.run, ("vae",))[1].get("data")
     written = make_run_figures(args.run, data_path=data_path, seed=args.seed)

@@ -10,38 +10,28 @@ images. The estimator is :mod:`eval.loglik` (K samples of q(z|x) per image).
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from common.config import answer_early
+    from vae.config import LoglikConfig
+
+    answer_early(LoglikConfig, prog="python -m vae.loglik", description=__doc__.split("\n\n")[0])
+
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from common.cli import run_cli, select_device, set_threads
-from common.config import GLOSSARY, check_positive, option, parse_config
+from common.config import check_positive, parse_config
 from common.data import TEST_BINARIZATION_SEED, binarize_fixed, load_mnist
 from common.run import atomic_write_text, read_run
 from eval.loglik import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, evaluate_test_set
 from vae.checkpoints import load_model
+from vae.config import LoglikConfig
 
 __all__ = ["LoglikConfig", "main", "score_run"]
-
-
-@dataclass
-class LoglikConfig:
-    """Settings of one scoring command."""
-
-    run: str = option(help="run folder written by vae.train")
-    num_samples: int = option(500, "importance samples K per test image")
-    data: str | None = option(None, "MNIST .npz (default: the run's own data file)")
-    out: str | None = option(None, "JSON output (default: RUN/loglik-K<K>-n<N>.json)")
-    batch_size: int = option(DEFAULT_BATCH_SIZE, "test images per batch")
-    chunk_size: int = option(DEFAULT_CHUNK_SIZE, "importance samples per chunk")
-    num_test: int | None = option(None, "score only the first N test images")
-    seed: int = option(0, "seed of the importance samples")
-    cpu: bool = option(False, "use the CPU even when a GPU is present")
-    threads: int | None = option(None, GLOSSARY["threads"])
 
 
 def score_run(run_dir, images: torch.Tensor, labels: torch.Tensor, num_samples: int = 500, seed: int = 0,

@@ -33,10 +33,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributions import kl_divergence
 
+from vae.config import MODEL_KINDS
 from vmfprior import HypersphericalUniform, VMFPrior, VonMisesFisher
 from vmfprior.distributions import log_sphere_area
 
-MODEL_KINDS = ("hvae", "hvae-c", "hvae-l")
 IMAGE_SHAPE = (1, 28, 28)
 MIN_CONCENTRATION = 1.0
 """Added to softplus so q(z|x) never gets flatter than kappa = 1 (Davidson et al. 2018): keeps the

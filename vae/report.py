@@ -11,17 +11,23 @@ result (the same run reproduced, for example by a command repeated on another ma
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from common.config import answer_early
+    from vae.config import ReportConfig
+
+    answer_early(ReportConfig, prog="python -m vae.report", description=__doc__.split("\n\n")[0], config_file=False)
+
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from common.cli import UserError, run_cli
-from common.config import option, parse_config
+from common.config import parse_config
 from common.data import TEST_BINARIZATION_SEED
 from common.grid import by_cell, mean_sd_cell
 from common.markdown import write_section
 from common.stats import difference, summarize
+from vae.config import ReportConfig
 from vae.plots import plot_table4
 
 __all__ = ["DAVIDSON_SVAE_LL", "MODEL_NAMES", "PAPER_LL", "PROTOCOL", "QUANTITIES", "format_results", "format_run_page",
@@ -226,16 +232,6 @@ REPEAT_MAY_DIFFER = ("run_dir", "seconds")
 
 def _results_of(run: dict) -> dict:
     return {key: value for key, value in run.items() if key not in REPEAT_MAY_DIFFER}
-
-
-@dataclass
-class ReportConfig:
-    """Settings of one report command."""
-
-    results: tuple[str, ...] = option(help="results.json files written by vae.experiment", positional=True)
-    results_md: str | None = option(None, "also write the tables into this markdown file, between section markers")
-    section: str = option("vae-table4", "name of that section")
-    plot: str | None = option(None, "also draw log p(x) against d with the paper's points into this PNG file")
 
 
 def main(argv=None) -> str:

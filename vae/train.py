@@ -12,9 +12,15 @@ change). A non-finite loss stops the run and keeps the last good checkpoint.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help and argument errors before the heavy imports below
+    from common.config import answer_early
+    from vae.config import TrainConfig
+
+    answer_early(TrainConfig, prog="python -m vae.train", description=__doc__.split("\n\n")[0])
+
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -22,45 +28,18 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from common.cli import run_cli, set_threads
-from common.config import GLOSSARY, ConfigError, check_positive, flag, option, parse_config
+from common.config import ConfigError, check_positive, flag, parse_config
 from common.data import binarize, binarize_fixed, load_mnist, train_validation_split
 from common.run import LAST_CHECKPOINT, RunFolder, all_finite, atomic_save, close_process_group, epoch_order, load_state
 from vae.checkpoints import BEST_CHECKPOINT, model_from_state, upgrade_checkpoint
+from vae.config import MODEL_KINDS, TrainConfig
 from vae.figures import make_run_figures
-from vae.models import MODEL_KINDS, HypersphericalVAE
+from vae.models import HypersphericalVAE
 from vmfprior import VMFPrior
 from vmfprior.prior import CheckpointFormatError
 
 VALIDATION_BINARIZATION_SEED = 1
 """The validation split is binarized once with this seed (the test set uses seed 0, see common.data)."""
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one VAE run (saved in config.json and every checkpoint)."""
-
-    model: str = option("hvae", "hvae, hvae-c or hvae-l", choices=MODEL_KINDS)
-    latent_dim: int = option(5, "ambient latent dimension d (z on the sphere S^(d-1) of R^d)")
-    data: str | None = option(None, "MNIST .npz (None: download with torchvision)")
-    out: str = option("runs/vae", "run folder: config.json, last.pt, best.pt, metrics.jsonl, figures")
-    classifier: str | None = option(None, "classifier checkpoint providing the HVAE-L prior (vae.classifier)")
-    prior_concentration: float = option(5.0, "kappa of the HVAE-L class prior (the paper used 5)")
-    encoder_sees_label: bool = option(False, "encoder reads concat(x, onehot y): q(z|x,y) (hvae-c / hvae-l)")
-    batch_size: int = option(64, "training batch size")
-    learning_rate: float = option(1e-3, "Adam step size")
-    epochs: int = option(100, "stop after this many epochs (may grow on --resume)")
-    patience: int = option(10, "stop after this many epochs without a better validation ELBO")
-    kl_warmup_epochs: float = option(0.0, "KL weight rises linearly from 0 to 1 over this many epochs (0: off)")
-    seed: int = option(0, "seeds initialization, shuffling and sampling")
-    num_validation: int = option(10_000, "the last N training images are the validation split")
-    train_subset: int | None = option(None, "use only the first N training images (quick runs, tests)")
-    validation_subset: int | None = option(None, "use only the first N validation images")
-    resume: bool = option(False, "continue OUT/last.pt exactly; refuses a different config")
-    stop_after: int | None = option(None, "stop after this epoch (continue later with --resume)")
-    progress: bool = option(True, "show a progress bar on the main process")
-    figures: bool = option(True, "write the PNG figures after training")
-    cpu: bool = option(False, "use the CPU even when a GPU is present")
-    threads: int | None = option(None, GLOSSARY["threads"])
 
 
 def check_config(config: TrainConfig) -> None:

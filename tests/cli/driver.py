@@ -2,8 +2,9 @@
 
     python tests/cli/driver.py CASES.json RESULTS.json
 
-CASES.json holds ``[{"target": "vae.train" or "gan/train.py", "argv": [...], "watch": FOLDER}, ...]``. For each
-case the driver records the exit status, what reached stderr, and the files that appeared under FOLDER. One
+CASES.json holds ``[{"target": "vae.train" or "gan/train.py", "argv": [...], "watch": FOLDER}, ...]``, optionally
+with ``"modules": [NAME, ...]``. For each case the driver records the exit status, what reached stdout and stderr,
+the files that appeared under FOLDER, and which of the named modules the process has imported so far. One
 process for all cases keeps the test fast (torch is imported once); every case still goes through the module's
 own ``if __name__ == "__main__"`` wiring.
 """
@@ -42,7 +43,9 @@ def run_case(case):
             traceback.print_exc(file=stderr)
             status = f"uncaught {type(error).__name__}"
     after = _files(case["watch"])
-    return {"status": status, "stderr": stderr.getvalue(), "new_files": sorted(set(after) - set(before))}
+    return {"status": status, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(),
+            "new_files": sorted(set(after) - set(before)),
+            "imported": [name for name in case.get("modules", ()) if name in sys.modules]}
 
 
 def main():

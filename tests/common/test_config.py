@@ -117,7 +117,8 @@ def _commands() -> list[str]:
     found = []
     for package in ("common", "eval", "vae", "gan", "ckd"):
         for path in sorted((ROOT / package).glob("*.py")):
-            if 'if __name__ == "__main__"' in path.read_text():
+            text = path.read_text()
+            if "\ndef main(" in text and 'if __name__ == "__main__"' in text:
                 found.append(f"{package}.{path.stem}")
     return found
 
