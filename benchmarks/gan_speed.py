@@ -14,6 +14,7 @@ With ``--out``, the table and the exact command go into that markdown file's ``g
 ``--count-flops`` only counts the floating-point operations of one iteration of the preset (torch's
 FlopCounterMode on the meta device: nothing is computed, so it is instant even for the full-size models).
 """
+
 from __future__ import annotations
 
 import json
@@ -49,22 +50,40 @@ def _sampler_args(sampler: str, prior_checkpoint: str, concentration: float) -> 
 def time_training(args, sampler: str, prior_checkpoint: str, folder: Path) -> list[float]:
     """Seconds of each timed iteration of one short training run (warm-up dropped)."""
     total = args.warmup + args.iterations
-    run = ["--preset", args.preset, "--out", str(folder), "--iterations", str(total), "--log-every", "1",
-           "--checkpoint-every", str(total), "--sample-every", str(total), "--schedule", "constant",
-           *_sampler_args(sampler, prior_checkpoint, args.concentration)]
+    run = [
+        "--preset",
+        args.preset,
+        "--out",
+        str(folder),
+        "--iterations",
+        str(total),
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        str(total),
+        "--sample-every",
+        str(total),
+        "--schedule",
+        "constant",
+        *_sampler_args(sampler, prior_checkpoint, args.concentration),
+    ]
     run += ["--data", args.data] if args.data else []
     run += ["--threads", str(args.threads)] if args.threads else []
     run += ["--mixed-precision", args.mixed_precision] if args.mixed_precision else []
     train_main(run)
     seconds = [0.0] + [record["seconds"] for record in read_metrics(folder / "metrics.jsonl")]
-    return [later - earlier for earlier, later in zip(seconds, seconds[1:])][args.warmup:]
+    return [later - earlier for earlier, later in zip(seconds, seconds[1:])][args.warmup :]
 
 
 def time_noise(config, sampler: str, prior_checkpoint: str, concentration: float, repeats: int = 20) -> float:
     """Median seconds to draw one iteration's noise: n_dis D batches and one G batch."""
-    latent = build_latent_sampler(sampler, config.latent_dim, config.num_classes,
-                                  prior_checkpoint if sampler == "vmf" else None,
-                                  concentration if sampler in ("vmf", "vmf-orthogonal") else None)
+    latent = build_latent_sampler(
+        sampler,
+        config.latent_dim,
+        config.num_classes,
+        prior_checkpoint if sampler == "vmf" else None,
+        concentration if sampler in ("vmf", "vmf-orthogonal") else None,
+    )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     latent = latent.to(device)
     sizes = [config.batch_size_d] * config.n_dis + [config.batch_size_g]
@@ -135,8 +154,10 @@ def main(argv: list[str] | None = None) -> dict:
     config = parse_config(["--preset", args.preset])
     if args.count_flops:
         flops = iteration_flops(config)
-        print(f"preset {args.preset}: {flops / 1e12:.3f} TFLOP per iteration, "
-              f"{flops * config.iterations / 1e15:.3g} PFLOP for {config.iterations} iterations")
+        print(
+            f"preset {args.preset}: {flops / 1e12:.3f} TFLOP per iteration, "
+            f"{flops * config.iterations / 1e15:.3g} PFLOP for {config.iterations} iterations"
+        )
         return {"preset": args.preset, "flops_per_iteration": flops, "iterations": config.iterations}
     per_sampler = {sampler: [] for sampler in args.sampler}
     loads = []  # the machine's 1-minute load average after each run: a shared machine slows every noise alike
@@ -149,39 +170,66 @@ def main(argv: list[str] | None = None) -> dict:
             torch.save({"model": {"head.weight": head}}, prior_checkpoint)
         for repeat in range(args.repeats):
             for sampler in args.sampler:  # interleaved: every repeat visits every sampler
-                per_sampler[sampler].append(time_training(args, sampler, prior_checkpoint, scratch / f"{sampler}-{repeat}"))
+                per_sampler[sampler].append(
+                    time_training(args, sampler, prior_checkpoint, scratch / f"{sampler}-{repeat}")
+                )
                 loads.append(os.getloadavg()[0])
         noise = {sampler: time_noise(config, sampler, prior_checkpoint, args.concentration) for sampler in args.sampler}
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else \
-        f"CPU ({platform.machine()}, {torch.get_num_threads()} thread(s))"
+    device = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"CPU ({platform.machine()}, {torch.get_num_threads()} thread(s))"
+    )
     results = {}
     for sampler, runs in per_sampler.items():
         pooled = [seconds for run in runs for seconds in run]
-        results[sampler] = {"median_s": statistics.median(pooled), "mean_s": statistics.fmean(pooled),
-                            "run_medians_s": [statistics.median(run) for run in runs], "iterations": len(pooled),
-                            "noise_ms": 1000 * noise[sampler]}
+        results[sampler] = {
+            "median_s": statistics.median(pooled),
+            "mean_s": statistics.fmean(pooled),
+            "run_medians_s": [statistics.median(run) for run in runs],
+            "iterations": len(pooled),
+            "noise_ms": 1000 * noise[sampler],
+        }
     print(json.dumps({"preset": args.preset, "device": device, **results}, indent=2))
     if args.json:
-        Path(args.json).write_text(json.dumps({"preset": args.preset, "device": device, "data": args.data,
-                                               "command": shlex.join(["python", "-m", "benchmarks.gan_speed", *argv]),
-                                               "results": results}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "preset": args.preset,
+                    "device": device,
+                    "data": args.data,
+                    "command": shlex.join(["python", "-m", "benchmarks.gan_speed", *argv]),
+                    "results": results,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     if args.out:
         command = shlex.join(["python", "-m", "benchmarks.gan_speed", *argv])
-        lines = ["## GAN training speed", "", f"Command: `{command}`", "",
-                 f"Preset `{args.preset}` (G width {config.g_channels}, D width {config.d_channels}, latent "
-                 f"{config.latent_dim}, n_dis {config.n_dis}, batches {config.batch_size_d}/{config.batch_size_g}) on "
-                 f"{device}; {args.repeats} interleaved run(s) per noise of {args.iterations} timed iterations "
-                 f"after {args.warmup} warm-up ones. One iteration of this preset is "
-                 f"{iteration_flops(config) / 1e9:.1f} GFLOP; one of the full-size `chainer` preset is "
-                 f"{iteration_flops(parse_config(['--preset', 'chainer'])) / 1e12:.2f} TFLOP (FlopCounterMode). "
-                 f"Load average of the machine ({os.cpu_count()} cores) during the runs: "
-                 f"{min(loads):.1f}–{max(loads):.1f}.", "",
-                 "| noise | s / iteration (median) | mean | median of each run | noise of one iteration (ms) |",
-                 "|---|---|---|---|---|"]
+        lines = [
+            "## GAN training speed",
+            "",
+            f"Command: `{command}`",
+            "",
+            f"Preset `{args.preset}` (G width {config.g_channels}, D width {config.d_channels}, latent "
+            f"{config.latent_dim}, n_dis {config.n_dis}, batches {config.batch_size_d}/{config.batch_size_g}) on "
+            f"{device}; {args.repeats} interleaved run(s) per noise of {args.iterations} timed iterations "
+            f"after {args.warmup} warm-up ones. One iteration of this preset is "
+            f"{iteration_flops(config) / 1e9:.1f} GFLOP; one of the full-size `chainer` preset is "
+            f"{iteration_flops(parse_config(['--preset', 'chainer'])) / 1e12:.2f} TFLOP (FlopCounterMode). "
+            f"Load average of the machine ({os.cpu_count()} cores) during the runs: "
+            f"{min(loads):.1f}–{max(loads):.1f}.",
+            "",
+            "| noise | s / iteration (median) | mean | median of each run | noise of one iteration (ms) |",
+            "|---|---|---|---|---|",
+        ]
         for sampler, result in results.items():
-            lines.append(f"| {sampler} | {result['median_s']:.3f} | {result['mean_s']:.3f} | "
-                         + ", ".join(f"{value:.3f}" for value in result["run_medians_s"])
-                         + f" | {result['noise_ms']:.2f} |")
+            lines.append(
+                f"| {sampler} | {result['median_s']:.3f} | {result['mean_s']:.3f} | "
+                + ", ".join(f"{value:.3f}" for value in result["run_medians_s"])
+                + f" | {result['noise_ms']:.2f} |"
+            )
         write_section(args.out, SECTION, "\n".join(lines))
         print(f"wrote section {SECTION!r} of {args.out}")
     return results

@@ -8,6 +8,7 @@
 ``report`` turns the folder that gpu_check.sh wrote (steps.jsonl, one output file per step, the JSON files
 above) into the markdown section ``gpu-check``: each step's command, exit status and time, and its numbers.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,22 @@ SECTION = "gpu-check"
 
 def environment(path: Path) -> dict:
     """Write (and return) what the machine is: torch, CUDA, the GPU, CPU cores, package versions."""
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cuda_available": torch.cuda.is_available(),
-            "cpu_count": torch.multiprocessing.cpu_count(), "machine": platform.machine()}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cpu_count": torch.multiprocessing.cpu_count(),
+        "machine": platform.machine(),
+    }
     if torch.cuda.is_available():
         properties = torch.cuda.get_device_properties(0)
-        info.update(gpu=torch.cuda.get_device_name(0), gpu_memory_gib=round(properties.total_memory / 2**30, 1),
-                    gpu_count=torch.cuda.device_count(), cuda=torch.version.cuda,
-                    bf16=torch.cuda.is_bf16_supported())
+        info.update(
+            gpu=torch.cuda.get_device_name(0),
+            gpu_memory_gib=round(properties.total_memory / 2**30, 1),
+            gpu_count=torch.cuda.device_count(),
+            cuda=torch.version.cuda,
+            bf16=torch.cuda.is_bf16_supported(),
+        )
     for package in ("accelerate", "torch_fidelity", "torchvision", "vmfprior"):
         try:
             info[package] = getattr(__import__(package), "__version__", "installed")
@@ -54,8 +64,9 @@ def synthetic_data(path: Path, train: int, test: int) -> None:
     print(f"wrote {path}: random pixels, {train} training and {test} test images (a stand-in, not CIFAR-10)")
 
 
-def fidelity_speed(path: Path, inception_weights: str | None, toy: bool, num_samples: int, batch_size: int,
-                   reference: str | None) -> dict:
+def fidelity_speed(
+    path: Path, inception_weights: str | None, toy: bool, num_samples: int, batch_size: int, reference: str | None
+) -> dict:
     """Seconds to generate ``num_samples`` images with a `chainer`-size generator (random weights) and to score
     IS and FID on them through torch-fidelity; with ``toy``, a tiny generator and a random-weight classifier
     stand in for SNGAN and Inception."""
@@ -88,20 +99,36 @@ def fidelity_speed(path: Path, inception_weights: str | None, toy: bool, num_sam
         torch.cuda.synchronize()
     began = time.perf_counter()
     for start in range(0, num_samples, batch_size):
-        batch = labels[start:start + batch_size]
+        batch = labels[start : start + batch_size]
         sampler.decode(sampler.sample_latent(batch), torch.nn.functional.one_hot(batch, 10).float())
     if device.type == "cuda":
         torch.cuda.synchronize()
     generation = time.perf_counter() - began
     began = time.perf_counter()
-    metrics = compute_fidelity(sampler, dataset, num_samples=num_samples, feature_extractor=extractor,
-                               feature_extractor_weights_path=None if toy else inception_weights,
-                               batch_size=batch_size, device=device, cache=False)
+    metrics = compute_fidelity(
+        sampler,
+        dataset,
+        num_samples=num_samples,
+        feature_extractor=extractor,
+        feature_extractor_weights_path=None if toy else inception_weights,
+        batch_size=batch_size,
+        device=device,
+        cache=False,
+    )
     scoring = time.perf_counter() - began
-    result = {"device": str(device), "num_samples": num_samples, "batch_size": batch_size, "extractor": extractor,
-              "reference": source, "reference_images": len(dataset), "generation_seconds": generation,
-              "is_fid_seconds": scoring, "images_per_second": num_samples / scoring,
-              "note": "scores of a random-weight generator: only the times mean anything", **metrics}
+    result = {
+        "device": str(device),
+        "num_samples": num_samples,
+        "batch_size": batch_size,
+        "extractor": extractor,
+        "reference": source,
+        "reference_images": len(dataset),
+        "generation_seconds": generation,
+        "is_fid_seconds": scoring,
+        "images_per_second": num_samples / scoring,
+        "note": "scores of a random-weight generator: only the times mean anything",
+        **metrics,
+    }
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return result
@@ -121,36 +148,61 @@ def report(folder: Path) -> str:
         raise UserError(f"{folder} has no steps.jsonl: not a folder written by benchmarks/gpu_check.sh --out")
     steps = [json.loads(line) for line in steps_path.read_text().splitlines() if line.strip()]
     env = _read_json(folder / "environment.json") or {}
-    header = (f"{env.get('gpu', 'no GPU')} ({env.get('gpu_memory_gib', '?')} GiB), torch {env.get('torch', '?')}, "
-              f"CUDA {env.get('cuda', '–')}, {env.get('cpu_count', '?')} CPU cores")
+    header = (
+        f"{env.get('gpu', 'no GPU')} ({env.get('gpu_memory_gib', '?')} GiB), torch {env.get('torch', '?')}, "
+        f"CUDA {env.get('cuda', '–')}, {env.get('cpu_count', '?')} CPU cores"
+    )
     dry = any(step.get("dry_run") for step in steps)
-    lines = ["## GPU check", "", f"Machine: {header}." + (" **Dry run** (toy sizes on the CPU: the times mean "
-                                                              "nothing)." if dry else ""),
-             f"Command: `{steps[0].get('script_command', 'benchmarks/gpu_check.sh')}`" if steps else "", "",
-             "| step | exit | seconds | command |", "|---|---|---|---|"]
+    lines = [
+        "## GPU check",
+        "",
+        f"Machine: {header}." + (" **Dry run** (toy sizes on the CPU: the times mean nothing)." if dry else ""),
+        f"Command: `{steps[0].get('script_command', 'benchmarks/gpu_check.sh')}`" if steps else "",
+        "",
+        "| step | exit | seconds | command |",
+        "|---|---|---|---|",
+    ]
     for step in steps:
-        status = "ok" if step["rc"] == 0 else "timed out" if step["rc"] in (124, 137) else \
-            "skipped" if step["rc"] == -1 else f"failed ({step['rc']})"
+        status = (
+            "ok"
+            if step["rc"] == 0
+            else "timed out"
+            if step["rc"] in (124, 137)
+            else "skipped"
+            if step["rc"] == -1
+            else f"failed ({step['rc']})"
+        )
         lines.append(f"| {step['step']} | {status} | {step['seconds']:.0f} | `{step['command']}` |")
     notes = list(dict.fromkeys(step["note"] for step in steps if step.get("note")))
     if notes:
         lines += ["", *[f"- {note}" for note in notes]]
     speed = _read_json(folder / "gan_speed.json")
     if speed:
-        lines += ["", f"GAN iteration time, preset `{speed['preset']}` on {speed['device']}"
-                      f" (data: {speed.get('data') or 'torchvision CIFAR-10'}):", "",
-                  "| noise | s / iteration (median) | mean | noise of one iteration (ms) |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"GAN iteration time, preset `{speed['preset']}` on {speed['device']}"
+            f" (data: {speed.get('data') or 'torchvision CIFAR-10'}):",
+            "",
+            "| noise | s / iteration (median) | mean | noise of one iteration (ms) |",
+            "|---|---|---|---|",
+        ]
         for noise, values in speed["results"].items():
             lines.append(f"| {noise} | {values['median_s']:.4f} | {values['mean_s']:.4f} | {values['noise_ms']:.2f} |")
     fidelity = _read_json(folder / "fidelity_speed.json")
     if fidelity:
-        lines += ["", f"IS/FID throughput ({fidelity['extractor']}, {fidelity['device']}): "
-                      f"{fidelity['num_samples']} generated images in {fidelity['generation_seconds']:.1f} s; "
-                      f"IS + FID against {fidelity['reference_images']} reference images ({fidelity['reference']}) in "
-                      f"{fidelity['is_fid_seconds']:.1f} s ({fidelity['images_per_second']:.0f} generated images/s)."]
-    for name, title in (("vmf_latent_eager", "vMF latent step, eager"), ("vmf_latent_compiled", "vMF latent step, "
-                                                                                                  "compiled"),
-                        ("ckd_table2_cost", "ckd cifar100-table2 cost"), ("ckd_table3_cost", "ckd cifar100-table3 cost")):
+        lines += [
+            "",
+            f"IS/FID throughput ({fidelity['extractor']}, {fidelity['device']}): "
+            f"{fidelity['num_samples']} generated images in {fidelity['generation_seconds']:.1f} s; "
+            f"IS + FID against {fidelity['reference_images']} reference images ({fidelity['reference']}) in "
+            f"{fidelity['is_fid_seconds']:.1f} s ({fidelity['images_per_second']:.0f} generated images/s).",
+        ]
+    for name, title in (
+        ("vmf_latent_eager", "vMF latent step, eager"),
+        ("vmf_latent_compiled", "vMF latent step, compiled"),
+        ("ckd_table2_cost", "ckd cifar100-table2 cost"),
+        ("ckd_table3_cost", "ckd cifar100-table3 cost"),
+    ):
         output = folder / f"{name}.out"
         if output.is_file() and output.read_text().strip():
             text = output.read_text().strip().splitlines()
@@ -185,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "fidelity-speed":
         if not args.toy and not args.inception_weights:
             raise UserError("fidelity-speed needs --inception-weights PATH (or --toy)")
-        fidelity_speed(Path(args.out), args.inception_weights, args.toy, args.num_samples, args.batch_size,
-                       args.reference)
+        fidelity_speed(
+            Path(args.out), args.inception_weights, args.toy, args.num_samples, args.batch_size, args.reference
+        )
     else:
         text = report(Path(args.folder))
         print(text)

@@ -13,6 +13,7 @@ Thread counts are interleaved within each repeat so that a change in background 
 each figure is the median over repeats. The record includes ``uptime``'s load averages before and after,
 because the machine may be shared.
 """
+
 from __future__ import annotations
 
 import json
@@ -105,14 +106,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=150, help="timed training steps per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; each figure is their median")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to compare")
-    parser.add_argument("--load-processes", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                        help="busy-looping processes started for the loaded measurement (default: cores - 1)")
+    parser.add_argument(
+        "--load-processes",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) - 1),
+        help="busy-looping processes started for the loaded measurement (default: cores - 1)",
+    )
     parser.add_argument("--out", default=None, help="append the record as a JSON block to this markdown file")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.repeats < 1 or min(args.threads) < 1 or args.load_processes < 0:
         raise UserError("--steps, --repeats, --threads must be positive and --load-processes non-negative")
-    record = {"cpu_count": os.cpu_count(), "torch_default_threads": torch.get_num_threads(),
-              "uptime_before": _uptime()}
+    record = {"cpu_count": os.cpu_count(), "torch_default_threads": torch.get_num_threads(), "uptime_before": _uptime()}
     record["idle"] = _measure(args.threads, args.steps, args.repeats)
     record["uptime_before_loaded"] = _uptime()
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load_processes)]

@@ -8,6 +8,7 @@ backward, Adam. Prints one JSON object: milliseconds per step for both latents, 
 50,000-image epoch and their ratio; seconds for K=500 importance samples on ``--num-test`` test images,
 extrapolated to the 10,000-image test set; and the process's peak resident memory.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ class GaussianVAE(nn.Module):
         self.encoder = nn.Sequential(nn.Linear(input_dim, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU())
         self.mean_layer = nn.Linear(128, latent_dim)
         self.log_variance_layer = nn.Linear(128, latent_dim)
-        self.decoder = nn.Sequential(nn.Linear(latent_dim, 128), nn.ReLU(), nn.Linear(128, 256), nn.ReLU(),
-                                     nn.Linear(256, input_dim))
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, 128), nn.ReLU(), nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, input_dim)
+        )
 
     def elbo(self, x: torch.Tensor, y=None) -> torch.Tensor:
         """``(B, 784)`` binary images -> ``(B,)`` one-sample ELBO with the closed-form Gaussian KL."""
@@ -56,7 +58,9 @@ class GaussianVAE(nn.Module):
         return reconstruction - kl
 
 
-def time_training_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int, batch_size: int) -> float:
+def time_training_steps(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int, batch_size: int
+) -> float:
     """Seconds per training step on dynamically binarized batches (after a warm-up)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     order = torch.randperm(images.shape[0])
@@ -140,10 +144,15 @@ def main(argv=None) -> dict:
         "load_average_after": _load_average(),
     }
     print(json.dumps(record, indent=2))
-    busiest = max((v for v in (record["load_average_before"], record["load_average_after"]) if v is not None), default=0.0)
+    busiest = max(
+        (v for v in (record["load_average_before"], record["load_average_after"]) if v is not None), default=0.0
+    )
     if busiest > IDLE_LOAD_AVERAGE:
-        print(f"warning: load average {busiest:.2f} > {IDLE_LOAD_AVERAGE:g} on a {os.cpu_count()}-core machine: other "
-              "processes shared the CPU, so these are not idle-machine figures", file=sys.stderr)
+        print(
+            f"warning: load average {busiest:.2f} > {IDLE_LOAD_AVERAGE:g} on a {os.cpu_count()}-core machine: other "
+            "processes shared the CPU, so these are not idle-machine figures",
+            file=sys.stderr,
+        )
     return record
 
 

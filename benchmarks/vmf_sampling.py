@@ -77,20 +77,25 @@ def measure(dim: int, kappa: float, dtype: torch.dtype, num: int, repeats: int) 
 
 def format_table(rows: list[tuple[int, float, str, dict]]) -> str:
     lines = [
-        "| d | kappa | dtype | rsample, reused distribution, forward only (samples/s) | randn(n, d) (samples/s) | rsample / randn | scipy rvs (samples/s) | rsample / scipy |",
+        "| d | kappa | dtype | rsample, reused distribution, forward only (samples/s) | randn(n, d) (samples/s) "
+        "| rsample / randn | scipy rvs (samples/s) | rsample / scipy |",
         "|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for dim, kappa, dtype_name, rates in rows:
         lines.append(
             f"| {dim} | {kappa:g} | {dtype_name} | {rates['rsample']:,.0f} | {rates['randn']:,.0f} | "
-            f"{rates['rsample'] / rates['randn']:.2f} | {rates['scipy']:,.0f} | {rates['rsample'] / rates['scipy']:.1f}x |"
+            f"{rates['rsample'] / rates['randn']:.2f} | {rates['scipy']:,.0f} | "
+            f"{rates['rsample'] / rates['scipy']:.1f}x |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python benchmarks/vmf_sampling.py", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        prog="python benchmarks/vmf_sampling.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per measurement (median kept)")
     parser.add_argument("--budget", type=int, default=2_000_000, help="numbers per call: n = budget // d samples")
     parser.add_argument("--threads", type=int, default=None, help=GLOSSARY["threads"])
@@ -108,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
             num = max(1000, args.budget // dim)
             rates = measure(dim, kappa, dtype, num, args.repeats)
             rows.append((dim, kappa, dtype_name, rates))
-            print(f"d={dim:5d} kappa={kappa:7g} {dtype_name}: rsample {rates['rsample']:12,.0f}/s  "
-                  f"randn {rates['randn']:12,.0f}/s  scipy {rates['scipy']:12,.0f}/s", flush=True)
+            print(
+                f"d={dim:5d} kappa={kappa:7g} {dtype_name}: rsample {rates['rsample']:12,.0f}/s  "
+                f"randn {rates['randn']:12,.0f}/s  scipy {rates['scipy']:12,.0f}/s",
+                flush=True,
+            )
     table = format_table(rows)
     print()
     print(table)
@@ -117,33 +125,43 @@ def main(argv: list[str] | None = None) -> int:
     target = next(r for r in rows if (r[0], r[1], r[2]) == TARGET_CASE)[3]
     ratio = target["rsample"] / target["randn"]
     verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
-    slower = [f"d = {r[0]}, {r[2]} ({r[3]['rsample'] / r[3]['scipy']:.2f}x)" for r in rows if r[3]["rsample"] <= r[3]["scipy"]]
+    slower = [
+        f"d = {r[0]}, {r[2]} ({r[3]['rsample'] / r[3]['scipy']:.2f}x)" for r in rows if r[3]["rsample"] <= r[3]["scipy"]
+    ]
     summary = (
         f"Target rsample (reused distribution, forward only) >= {TARGET_RATIO}x randn(n, d) at d = 10, kappa = 50, "
         f"float32: {ratio:.2f}x ({verdict}). "
         "Faster than scipy at every point: "
-        + ("yes." if not slower else
-           f"no, not at {', '.join(slower)}: there torch's float64 normal generator alone (the randn column) "
-           "costs more than half of scipy's whole sampler, and the exact float64 sampler draws d - 1 such normals.")
+        + (
+            "yes."
+            if not slower
+            else f"no, not at {', '.join(slower)}: there torch's float64 normal generator alone (the randn column) "
+            "costs more than half of scipy's whole sampler, and the exact float64 sampler draws d - 1 such normals."
+        )
     )
     print(summary)
     if not args.no_write:
-        body = "\n".join([
-            "Command: `python " + " ".join(shlex.quote(part) for part in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]) + "`",
-            "",
-            f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch "
-            f"{torch.__version__} with {torch.get_num_threads()} threads, scipy {scipy.__version__}, load average "
-            f"{load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run (a shared machine: compare the "
-            "ratios within the run). "
-            f"n = {args.budget:,} / d samples per call, median of {args.repeats} calls, the three samplers timed in turn. "
-            "rsample: one distribution with per-row directions and concentrations requiring grad, built once and "
-            "reused by every call, forward only (a reused-distribution figure: no backward, no Bessel evaluation per "
-            "call; the cost per VAE step is in the latent-step section). scipy: one shared direction (its fastest case).",
-            "",
-            table,
-            "",
-            summary,
-        ])
+        body = "\n".join(
+            [
+                "Command: `python "
+                + " ".join(shlex.quote(part) for part in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+                + "`",
+                "",
+                f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch "
+                f"{torch.__version__} with {torch.get_num_threads()} threads, scipy {scipy.__version__}, load average "
+                f"{load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run (a shared machine: compare the "
+                "ratios within the run). "
+                f"n = {args.budget:,} / d samples per call, median of {args.repeats} calls, the three samplers timed "
+                "in turn. rsample: one distribution with per-row directions and concentrations requiring grad, built "
+                "once and reused by every call, forward only (a reused-distribution figure: no backward, no Bessel "
+                "evaluation per call; the cost per VAE step is in the latent-step section). scipy: one shared "
+                "direction (its fastest case).",
+                "",
+                table,
+                "",
+                summary,
+            ]
+        )
         write_section(args.output, "vmf-sampling", "## Sampling throughput: VonMisesFisher.rsample\n\n" + body)
         print(f"wrote {args.output}")
     return 0

@@ -18,6 +18,7 @@
   network's own ``softmax(W a + b)`` on the clean test images, at the kappa_MLE stored with the teacher: the
   fraction of images where both predict the same class, both accuracies, and the mean KL(network || vMF pair).
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
@@ -60,9 +61,12 @@ def cosine_statistics(features: torch.Tensor, labels: torch.Tensor, weight: torc
     prior = VMFPrior.from_weight(weight.detach().float(), 1.0)
     unit = F.normalize(features.float(), dim=1)
     cosines = (unit * prior.mean_directions[labels]).sum(dim=1).double()
-    return {"cosines": cosines, "mean_cosine": float(cosines.mean()),
-            "kappa": float(prior.fit_concentration(features.float(), labels)),
-            "mean_norm": float(features.norm(dim=1).mean())}
+    return {
+        "cosines": cosines,
+        "mean_cosine": float(cosines.mean()),
+        "kappa": float(prior.fit_concentration(features.float(), labels)),
+        "mean_norm": float(features.norm(dim=1).mean()),
+    }
 
 
 def affinity_correlations(affinities: list[torch.Tensor]) -> torch.Tensor:
@@ -82,8 +86,9 @@ def affinity_correlations(affinities: list[torch.Tensor]) -> torch.Tensor:
     return torch.corrcoef(vectors)
 
 
-def generative_pair(features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                    kappa: float) -> dict:
+def generative_pair(
+    features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, kappa: float
+) -> dict:
     """The network's p(y | a) against the vMF pair's softmax(kappa w_i/|w_i| . a/|a|) (equal class priors).
 
     Args:
@@ -98,13 +103,25 @@ def generative_pair(features: torch.Tensor, labels: torch.Tensor, weight: torch.
     pair = kappa * F.normalize(features, dim=1) @ F.normalize(weight, dim=1).T
     log_network, log_pair = F.log_softmax(network, dim=1), F.log_softmax(pair, dim=1)
     kl = (log_network.exp() * (log_network - log_pair)).sum(dim=1)
-    return {"agreement": float((network.argmax(1) == pair.argmax(1)).double().mean()),
-            "network_accuracy": float((network.argmax(1) == labels).double().mean()),
-            "pair_accuracy": float((pair.argmax(1) == labels).double().mean()), "mean_kl": float(kl.mean())}
+    return {
+        "agreement": float((network.argmax(1) == pair.argmax(1)).double().mean()),
+        "network_accuracy": float((network.argmax(1) == labels).double().mean()),
+        "pair_accuracy": float((pair.argmax(1) == labels).double().mean()),
+        "mean_kl": float(kl.mean()),
+    }
 
 
-def activations_over_training(architecture: str, feature_dim: int | None, data, data_path: str | None, out: Path,
-                              epochs: list[int], seed: int, learning_rate: float, log=print) -> list[dict]:
+def activations_over_training(
+    architecture: str,
+    feature_dim: int | None,
+    data,
+    data_path: str | None,
+    out: Path,
+    epochs: list[int],
+    seed: int,
+    learning_rate: float,
+    log=print,
+) -> list[dict]:
     """Train one teacher, stopping after each of ``epochs``; measure the activations at every stop.
 
     Returns:
@@ -116,9 +133,18 @@ def activations_over_training(architecture: str, feature_dim: int | None, data, 
 
     records = []
     for epoch in epochs:
-        config = TeacherConfig(architecture=architecture, feature_dim=feature_dim, data=data_path, out=str(out / "run"),
-                               epochs=max(epochs), stop_after=epoch, learning_rate=learning_rate, seed=seed,
-                               resume=(out / "run" / LAST_CHECKPOINT).is_file(), progress=False)
+        config = TeacherConfig(
+            architecture=architecture,
+            feature_dim=feature_dim,
+            data=data_path,
+            out=str(out / "run"),
+            epochs=max(epochs),
+            stop_after=epoch,
+            learning_rate=learning_rate,
+            seed=seed,
+            resume=(out / "run" / LAST_CHECKPOINT).is_file(),
+            progress=False,
+        )
         train_teacher(config, data=data, log=log)
         state = load_checkpoint(out / "run" / LAST_CHECKPOINT, ("model",), what="ckd checkpoint")["model"]
         model = build_model(architecture, data.num_classes, data.image_shape, feature_dim)
@@ -126,14 +152,25 @@ def activations_over_training(architecture: str, feature_dim: int | None, data, 
         features = features_of(model, data.x_test)
         head = model.head
         stats = cosine_statistics(features, data.y_test, head.weight)
-        scores = normalized_accuracy(features, data.y_test, head.weight.detach(),
-                                     None if head.bias is None else head.bias.detach())
-        records.append({"epoch": epoch, "dim": features.shape[1], "accuracy": scores["accuracy"],
-                        "normalized_accuracy": scores["normalized_accuracy"], "kappa": stats["kappa"],
-                        "mean_norm": stats["mean_norm"], "mean_cosine": stats["mean_cosine"],
-                        "cosines": stats["cosines"].tolist()})
-        log(f"epoch {epoch}: accuracy {scores['accuracy']:.4f} (normalized {scores['normalized_accuracy']:.4f}), "
-            f"kappa {stats['kappa']:.1f}, mean |a| {stats['mean_norm']:.1f}, mean cos {stats['mean_cosine']:.3f}")
+        scores = normalized_accuracy(
+            features, data.y_test, head.weight.detach(), None if head.bias is None else head.bias.detach()
+        )
+        records.append(
+            {
+                "epoch": epoch,
+                "dim": features.shape[1],
+                "accuracy": scores["accuracy"],
+                "normalized_accuracy": scores["normalized_accuracy"],
+                "kappa": stats["kappa"],
+                "mean_norm": stats["mean_norm"],
+                "mean_cosine": stats["mean_cosine"],
+                "cosines": stats["cosines"].tolist(),
+            }
+        )
+        log(
+            f"epoch {epoch}: accuracy {scores['accuracy']:.4f} (normalized {scores['normalized_accuracy']:.4f}), "
+            f"kappa {stats['kappa']:.1f}, mean |a| {stats['mean_norm']:.1f}, mean cos {stats['mean_cosine']:.3f}"
+        )
     return records
 
 
@@ -146,10 +183,21 @@ def _plot_activations(path: str, records: list[dict], dim: int) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
     colors = plt.get_cmap("viridis")
     for index, record in enumerate(records):
-        left.hist(record["cosines"], bins=100, range=(-0.2, 1.0), density=True, histtype="step", lw=1.5,
-                  color=colors(index / max(len(records) - 1, 1)), label=f"epoch {record['epoch']}")
-    left.set(xlabel="cos(a, w_y/|w_y|) of each clean test image", ylabel="density",
-             title=f"Activations gather around their class direction (d = {dim})")
+        left.hist(
+            record["cosines"],
+            bins=100,
+            range=(-0.2, 1.0),
+            density=True,
+            histtype="step",
+            lw=1.5,
+            color=colors(index / max(len(records) - 1, 1)),
+            label=f"epoch {record['epoch']}",
+        )
+    left.set(
+        xlabel="cos(a, w_y/|w_y|) of each clean test image",
+        ylabel="density",
+        title=f"Activations gather around their class direction (d = {dim})",
+    )
     left.legend()
     epochs = [record["epoch"] for record in records]
     right.plot(epochs, [record["kappa"] for record in records], "o-", label="kappa fitted to the test activations")
@@ -158,15 +206,19 @@ def _plot_activations(path: str, records: list[dict], dim: int) -> None:
     right.set_xticks(epochs, [str(e) for e in epochs])
     right.legend()
     figure.suptitle("Penultimate activations over training (UAI Figure 2 analogue); histograms: clean test images")
-    figure.supxlabel("One teacher stopped after each epoch shown. Left: cosine of each clean test image's activation "
-                     "with its class's mean direction w_y/|w_y|.\nRight: the maximum-likelihood κ of those "
-                     "activations (directions held fixed) and their mean norm |a|.", fontsize=9)
+    figure.supxlabel(
+        "One teacher stopped after each epoch shown. Left: cosine of each clean test image's activation "
+        "with its class's mean direction w_y/|w_y|.\nRight: the maximum-likelihood κ of those "
+        "activations (directions held fixed) and their mean norm |a|.",
+        fontsize=9,
+    )
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
-def _plot_similarity(path: str, names: list[str], affinities: list[torch.Tensor], correlations: torch.Tensor,
-                     setting: str) -> None:
+def _plot_similarity(
+    path: str, names: list[str], affinities: list[torch.Tensor], correlations: torch.Tensor, setting: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,15 +233,32 @@ def _plot_similarity(path: str, names: list[str], affinities: list[torch.Tensor]
     image = axes[-1].imshow(correlations.numpy(), cmap="magma", vmin=min(0.0, float(correlations.min())), vmax=1)
     for i in range(count):
         for j in range(count):
-            axes[-1].text(j, i, f"{float(correlations[i, j]):.2f}", ha="center", va="center",
-                          bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0})
-    axes[-1].set(title="correlation of off-diagonal log-affinities", xlabel="teacher", ylabel="teacher",
-                 xticks=range(count), yticks=range(count))
+            axes[-1].text(
+                j,
+                i,
+                f"{float(correlations[i, j]):.2f}",
+                ha="center",
+                va="center",
+                bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0},
+            )
+    axes[-1].set(
+        title="correlation of off-diagonal log-affinities",
+        xlabel="teacher",
+        ylabel="teacher",
+        xticks=range(count),
+        yticks=range(count),
+    )
     figure.colorbar(image, ax=axes[-1], fraction=0.046)
     figure.suptitle(f"Class affinities (Eq. 7) of independently trained teachers, {setting}")
-    figure.supxlabel(textwrap.fill("Each teacher's p_T(j | i) from its final layer alone (Monte Carlo, fixed seed); "
-                                   "right: Pearson correlation of the log-affinities off the diagonal for every pair "
-                                   "of teachers.", 40 * (count + 1)), fontsize=9)
+    figure.supxlabel(
+        textwrap.fill(
+            "Each teacher's p_T(j | i) from its final layer alone (Monte Carlo, fixed seed); "
+            "right: Pearson correlation of the log-affinities off the diagonal for every pair "
+            "of teachers.",
+            40 * (count + 1),
+        ),
+        fontsize=9,
+    )
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
@@ -210,11 +279,14 @@ def main(argv=None) -> dict:
             raise ValueError(f"--epochs must be increasing positive integers, got {args.epochs}")
         out = Path(args.out)
         data = load_dataset("mnist" if args.architecture.startswith("mnist") else "cifar10", args.data)
-        records = activations_over_training(args.architecture, args.feature_dim, data, args.data, out, args.epochs,
-                                            args.seed, args.learning_rate)
+        records = activations_over_training(
+            args.architecture, args.feature_dim, data, args.data, out, args.epochs, args.seed, args.learning_rate
+        )
         _plot_activations(str(out / "activations.png"), records, records[-1]["dim"])
-        result = {"epochs": [{k: v for k, v in r.items() if k != "cosines"} for r in records],
-                  "figure": str(out / "activations.png")}
+        result = {
+            "epochs": [{k: v for k, v in r.items() if k != "cosines"} for r in records],
+            "figure": str(out / "activations.png"),
+        }
     elif args.command == "similarity":
         if len(args.teachers) < 2:
             raise ValueError("--teachers needs at least two run folders")
@@ -224,15 +296,24 @@ def main(argv=None) -> dict:
             kappa, norm = _affinity_setting(checkpoint, args.kappa, path)
             affinities.append(teacher_affinity(model, kappa, norm, args.samples, seed=AFFINITY_SEED))
             names.append(f"{Path(path).name} ({checkpoint['architecture']})")
-            settings.append({"teacher": path, "kappa": kappa, "activation_norm": norm,
-                             "off_diagonal_mass": float(1 - affinities[-1].diagonal().double().mean())})
+            settings.append(
+                {
+                    "teacher": path,
+                    "kappa": kappa,
+                    "activation_norm": norm,
+                    "off_diagonal_mass": float(1 - affinities[-1].diagonal().double().mean()),
+                }
+            )
         correlations = affinity_correlations(affinities)
         if args.figure:
             setting = "each at kappa_MLE" if args.kappa == "mle" else "each at kappa = its mean |a|"
             _plot_similarity(args.figure, names, affinities, correlations, setting)
         off = ~torch.eye(len(affinities), dtype=torch.bool)
-        result = {"teachers": settings, "correlations": correlations.tolist(),
-                  "mean_pairwise_correlation": float(correlations[off].mean())}
+        result = {
+            "teachers": settings,
+            "correlations": correlations.tolist(),
+            "mean_pairwise_correlation": float(correlations[off].mean()),
+        }
         print(f"mean pairwise correlation of off-diagonal log-affinities: {result['mean_pairwise_correlation']:.3f}")
     else:
         result = {}
@@ -243,14 +324,23 @@ def main(argv=None) -> dict:
                 raise ValueError(f"{path} stores no kappa_mle (not a ckd.teacher model)")
             data = load_dataset(checkpoint.get("dataset", "mnist"), args.data)
             head = model.head
-            result[path] = {"kappa_mle": kappa, **generative_pair(
-                features_of(model, data.x_test), data.y_test, head.weight.detach(),
-                None if head.bias is None else head.bias.detach(), kappa)}
+            result[path] = {
+                "kappa_mle": kappa,
+                **generative_pair(
+                    features_of(model, data.x_test),
+                    data.y_test,
+                    head.weight.detach(),
+                    None if head.bias is None else head.bias.detach(),
+                    kappa,
+                ),
+            }
             entry = result[path]
-            print(f"{path}: argmax agreement {100 * entry['agreement']:.2f} %, "
-                  f"network {100 * entry['network_accuracy']:.2f}"
-                  f" %, vMF pair {100 * entry['pair_accuracy']:.2f} %, mean KL(network || pair) {entry['mean_kl']:.4f} "
-                  f"nats at kappa_MLE {kappa:.1f}")
+            print(
+                f"{path}: argmax agreement {100 * entry['agreement']:.2f} %, "
+                f"network {100 * entry['network_accuracy']:.2f}"
+                f" %, vMF pair {100 * entry['pair_accuracy']:.2f} %, mean KL(network || pair) {entry['mean_kl']:.4f} "
+                f"nats at kappa_MLE {kappa:.1f}"
+            )
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
     return result

@@ -6,17 +6,30 @@ No torch here: ``python -m ckd.<command> --help`` and a mistyped flag are answer
 define (``ckd.train.TrainConfig`` is ``ckd.config.TrainConfig``, ``ckd.experiment.PRESETS`` is
 :data:`EXPERIMENT_PRESETS`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from common.classifier_config import OPTIMIZERS, ClassifierSettings
 from common.cli import ArgumentParser
 from common.config import GLOSSARY, SCHEDULES, option
 
-__all__ = ["DATASETS", "EXPERIMENT_PRESETS", "KD_TEMPERATURE", "KD_WEIGHT", "LOSSES", "PRESETS", "CheckConfig",
-           "ExperimentConfig", "TeacherConfig", "TrainConfig", "analysis_parser", "figures_parser", "report_parser"]
+__all__ = [
+    "DATASETS",
+    "EXPERIMENT_PRESETS",
+    "KD_TEMPERATURE",
+    "KD_WEIGHT",
+    "LOSSES",
+    "PRESETS",
+    "CheckConfig",
+    "ExperimentConfig",
+    "TeacherConfig",
+    "TrainConfig",
+    "analysis_parser",
+    "figures_parser",
+    "report_parser",
+]
 
 DATASETS = ("mnist", "cifar10", "cifar100")
 LOSSES = ("label", "label-smoothing", "kd", "ckd", "ckd+kd")
@@ -25,8 +38,17 @@ KD_TEMPERATURE = 4.0
 KD_WEIGHT = 0.9
 PRESETS = {
     # The CRD code base's CIFAR-100 protocol (Tian et al. 2020), which the paper's Table 2 numbers follow.
-    "cifar": {"epochs": 240, "batch_size": 64, "optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9,
-              "weight_decay": 5e-4, "schedule": "step", "milestones": (150, 180, 210), "augment": True},
+    "cifar": {
+        "epochs": 240,
+        "batch_size": 64,
+        "optimizer": "sgd",
+        "learning_rate": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "schedule": "step",
+        "milestones": (150, 180, 210),
+        "augment": True,
+    }
 }
 """Option sets chosen with ``--preset NAME`` (explicit options still win)."""
 _CIFAR = PRESETS["cifar"]
@@ -35,18 +57,35 @@ EXPERIMENT_PRESETS = {
         "title": "Class-wise distillation (CKD) under domain shift: Table 3 on MNIST, d = 64",
         "dataset": "mnist",
         # An ordinary biased head at d = 64, on all 60,000 clean training images.
-        "teacher": {"architecture": "mnist-conv", "feature_dim": 64, "epochs": 6, "learning_rate": 3e-3,
-                    "schedule": "cosine"},
+        "teacher": {
+            "architecture": "mnist-conv",
+            "feature_dim": 64,
+            "epochs": 6,
+            "learning_rate": 3e-3,
+            "schedule": "cosine",
+        },
         "gates": True,
         "students": ["mnist-conv-half"],
         "shifts": [None, "photometric:0.8", "downsample:0.5", "downsample:0.25"],
         "losses": ["label", "label-smoothing", "kd", "ckd", "ckd+kd"],
         # 55,000 training images (5,000 held out for validation), 2 epochs: about 860 Adam steps per run.
-        "student": {"feature_dim": 64, "epochs": 2, "learning_rate": 3e-3, "schedule": "cosine",
-                    "num_validation": 5_000},
+        "student": {
+            "feature_dim": 64,
+            "epochs": 2,
+            "learning_rate": 3e-3,
+            "schedule": "cosine",
+            "num_validation": 5_000,
+        },
         # (name, kappa: "mle" or a multiple of the teacher's mean |a|, activation norm as a multiple of |a|)
-        "selection": {"seed": 1_000, "grid": [("kappa-mle", "mle", 1.0), ("kappa-a", 1.0, 1.0),
-                                              ("kappa-a/2", 0.5, 1.0), ("kappa-a_norm-a/2", 1.0, 0.5)]},
+        "selection": {
+            "seed": 1_000,
+            "grid": [
+                ("kappa-mle", "mle", 1.0),
+                ("kappa-a", 1.0, 1.0),
+                ("kappa-a/2", 0.5, 1.0),
+                ("kappa-a_norm-a/2", 1.0, 0.5),
+            ],
+        },
         "seeds": list(range(8)),
     },
     "cifar100-table2": {
@@ -64,8 +103,15 @@ EXPERIMENT_PRESETS = {
         "dataset": "cifar100",
         "teacher": {"architecture": "wrn-40-2", **_CIFAR},
         "students": ["wrn-16-2"],
-        "shifts": ["photometric:0.2", "photometric:0.4", "photometric:0.6", "photometric:0.8",
-                   "downsample:0.75", "downsample:0.5", "downsample:0.25"],
+        "shifts": [
+            "photometric:0.2",
+            "photometric:0.4",
+            "photometric:0.6",
+            "photometric:0.8",
+            "downsample:0.75",
+            "downsample:0.5",
+            "downsample:0.25",
+        ],
         "losses": ["label", "kd", "ckd"],
         "student": dict(_CIFAR),
         "seeds": [0, 1, 2],
@@ -78,23 +124,30 @@ EXPERIMENT_PRESETS = {
 class TrainConfig:
     """Settings of one student run (saved in config.json and every checkpoint)."""
 
-    student: str = option("mnist-conv-half", "architecture: mnist-conv, mnist-conv-half, mnist-conv-W (an optional "
-                                             "-nobias or -cosine suffix), or wrn-D-K")
+    student: str = option(
+        "mnist-conv-half",
+        "architecture: mnist-conv, mnist-conv-half, mnist-conv-W (an optional -nobias or -cosine suffix), or wrn-D-K",
+    )
     loss: str = option("label", "training loss", choices=LOSSES)
-    teacher: Optional[str] = option(None, "teacher run folder or its classifier.pt (kd, ckd, ckd+kd; label-smoothing "
-                                          "without --smoothing)")
-    feature_dim: Optional[int] = option(None, "penultimate dimension d of an mnist-conv student (None: 64; a WRN "
-                                              "has its own)")
-    shift: Optional[str] = option(None, "the student's domain: photometric:DEGREE or downsample:FACTOR of its "
-                                        "training, validation and domain test images (None: clean)")
+    teacher: str | None = option(
+        None, "teacher run folder or its classifier.pt (kd, ckd, ckd+kd; label-smoothing without --smoothing)"
+    )
+    feature_dim: int | None = option(
+        None, "penultimate dimension d of an mnist-conv student (None: 64; a WRN has its own)"
+    )
+    shift: str | None = option(
+        None,
+        "the student's domain: photometric:DEGREE or downsample:FACTOR of its "
+        "training, validation and domain test images (None: clean)",
+    )
     dataset: str = option("mnist", "the dataset", choices=DATASETS)
-    data: Optional[str] = option(None, "the dataset's .npz file (None: download with torchvision)")
+    data: str | None = option(None, "the dataset's .npz file (None: download with torchvision)")
     out: str = option("runs/ckd-student", "run folder: config.json, last.pt, metrics.jsonl, model.pt")
-    concentration: Optional[float] = option(None, "kappa of the CKD affinity (None: the teacher's kappa_MLE)")
-    activation_norm: Optional[float] = option(None, "|a| of the affinity's sampled activations (None: the teacher's "
-                                                    "mean |a|)")
-    smoothing: Optional[float] = option(None, "label smoothing's eps (None: the CKD affinity's mean off-diagonal "
-                                              "mass)")
+    concentration: float | None = option(None, "kappa of the CKD affinity (None: the teacher's kappa_MLE)")
+    activation_norm: float | None = option(
+        None, "|a| of the affinity's sampled activations (None: the teacher's mean |a|)"
+    )
+    smoothing: float | None = option(None, "label smoothing's eps (None: the CKD affinity's mean off-diagonal mass)")
     affinity_samples: int = option(10_000, "Monte Carlo samples per class for the affinity (Eq. 7)")
     temperature: float = option(KD_TEMPERATURE, "KD temperature T")
     kd_weight: float = option(KD_WEIGHT, "KD's weight alpha on the soft term")
@@ -104,20 +157,23 @@ class TrainConfig:
     learning_rate: float = option(1e-3, "initial step size")
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(0.0, "L2 weight decay")
-    schedule: str = option("constant", "learning-rate schedule: constant, cosine (per step, to 0), linear, or step "
-                                       "(x0.1 after each milestone epoch)", choices=SCHEDULES)
+    schedule: str = option(
+        "constant",
+        "learning-rate schedule: constant, cosine (per step, to 0), linear, or step (x0.1 after each milestone epoch)",
+        choices=SCHEDULES,
+    )
     milestones: tuple[int, ...] = option((), "epochs after which the step schedule multiplies the rate by 0.1")
     augment: bool = option(False, "random crop (pad 4) and horizontal flip per batch (CIFAR)")
-    num_validation: int = option(0, "hold out the last N training images (shifted like the rest) and score the "
-                                    "student on them")
-    train_subset: Optional[int] = option(None, "use only the first N training images (after the validation "
-                                               "hold-out)")
+    num_validation: int = option(
+        0, "hold out the last N training images (shifted like the rest) and score the student on them"
+    )
+    train_subset: int | None = option(None, "use only the first N training images (after the validation hold-out)")
     seed: int = option(0, "seeds initialization, shuffling, augmentation and the shift")
     resume: bool = option(False, "continue OUT/last.pt exactly; refuses a different config")
-    stop_after: Optional[int] = option(None, "stop after this epoch (continue later with --resume)")
+    stop_after: int | None = option(None, "stop after this epoch (continue later with --resume)")
     progress: bool = option(False, "show a progress bar")
     cpu: bool = option(False, "use the CPU even when a GPU is present")
-    threads: Optional[int] = option(None, GLOSSARY["threads"])
+    threads: int | None = option(None, GLOSSARY["threads"])
 
 
 @dataclass
@@ -126,10 +182,10 @@ class TeacherConfig(ClassifierSettings):
     ``common.classifier.ClassifierSettings``, the architecture and the dataset. The architecture fixes the final
     layer, so there is no ``--head``."""
 
-    architecture: str = option("mnist-conv", "mnist-conv, mnist-conv-half, mnist-conv-W (an optional -nobias or "
-                                             "-cosine suffix), or wrn-D-K")
-    feature_dim: Optional[int] = option(None, "penultimate dimension d of an mnist-conv net (None: 64; a WRN has "
-                                              "its own)")
+    architecture: str = option(
+        "mnist-conv", "mnist-conv, mnist-conv-half, mnist-conv-W (an optional -nobias or -cosine suffix), or wrn-D-K"
+    )
+    feature_dim: int | None = option(None, "penultimate dimension d of an mnist-conv net (None: 64; a WRN has its own)")
     dataset: str = option("mnist", "the dataset", choices=DATASETS)
     out: str = option("runs/ckd-teacher", "run folder: config.json, last.pt, metrics.jsonl, classifier.pt")
     augment: bool = option(False, "random crop (pad 4) and horizontal flip per batch (CIFAR)")
@@ -139,18 +195,20 @@ class TeacherConfig(ClassifierSettings):
 class ExperimentConfig:
     """Settings of one experiment command (the table is chosen with --preset)."""
 
-    table: Optional[str] = option(None, "the table to run; set it with --preset NAME",
-                                  choices=sorted(EXPERIMENT_PRESETS))
-    data: Optional[str] = option(None, "the dataset's .npz file (None: download with torchvision)")
-    out: Optional[str] = option(None, "experiment folder (None: runs/ckd-PRESET)")
-    seeds: Optional[tuple[int, ...]] = option(None, "student seeds (None: the preset's)")
-    results: Optional[str] = option(None, "also write the report as a marked section of this markdown file")
+    table: str | None = option(None, "the table to run; set it with --preset NAME", choices=sorted(EXPERIMENT_PRESETS))
+    data: str | None = option(None, "the dataset's .npz file (None: download with torchvision)")
+    out: str | None = option(None, "experiment folder (None: runs/ckd-PRESET)")
+    seeds: tuple[int, ...] | None = option(None, "student seeds (None: the preset's)")
+    results: str | None = option(None, "also write the report as a marked section of this markdown file")
     estimate_cost: bool = option(False, "time a few steps here and print the cost per run and in all")
     report_only: bool = option(False, "train nothing; report the finished runs")
-    keep: Optional[str] = option(None, "copy the grid's small files (scores, configs, metrics, the teacher's "
-                                       "classifier.pt; no student weights) to this folder, to keep under version "
-                                       "control; copied back to --out, the same command continues the grid")
-    threads: Optional[int] = option(None, GLOSSARY["threads"])
+    keep: str | None = option(
+        None,
+        "copy the grid's small files (scores, configs, metrics, the teacher's "
+        "classifier.pt; no student weights) to this folder, to keep under version "
+        "control; copied back to --out, the same command continues the grid",
+    )
+    threads: int | None = option(None, GLOSSARY["threads"])
     progress: bool = option(False, "show progress bars")
     cpu: bool = option(False, "use the CPU even when a GPU is present")
 
@@ -159,19 +217,19 @@ class ExperimentConfig:
 class CheckConfig:
     """The options of ``python -m ckd.normalization_check``."""
 
-    checkpoint: Optional[tuple[str, ...]] = option(None, "ckd run folders or model.pt files")
+    checkpoint: tuple[str, ...] | None = option(None, "ckd run folders or model.pt files")
     dataset: str = option("mnist", "the dataset of --checkpoint models", choices=("mnist", "cifar10", "cifar100"))
-    data: Optional[str] = option(None, "the dataset's .npz (None: download with torchvision)")
-    torchvision: Optional[str] = option(None, "a torchvision model name, e.g. resnet50")
-    weights: Optional[str] = option(None, "local state dict of the torchvision model")
-    imagenet_val: Optional[str] = option(None, "ImageNet validation images in WordNet-id folders")
-    limit: Optional[int] = option(None, "score only the first N validation images")
+    data: str | None = option(None, "the dataset's .npz (None: download with torchvision)")
+    torchvision: str | None = option(None, "a torchvision model name, e.g. resnet50")
+    weights: str | None = option(None, "local state dict of the torchvision model")
+    imagenet_val: str | None = option(None, "ImageNet validation images in WordNet-id folders")
+    limit: int | None = option(None, "score only the first N validation images")
     batch_size: int = option(64, "images per forward pass")
     image_size: int = option(224, "center-crop size of the torchvision model's images")
     num_classes: int = option(1000, "outputs of the torchvision model")
     workers: int = option(4, "data-loading processes for the ImageNet images")
     cpu: bool = option(False, "use the CPU even when a GPU is present")
-    threads: Optional[int] = option(None, GLOSSARY["threads"])
+    threads: int | None = option(None, GLOSSARY["threads"])
 
 
 def report_parser(prog: str, description: str) -> ArgumentParser:
@@ -188,8 +246,9 @@ def figures_parser(prog: str, description: str) -> ArgumentParser:
     parser = ArgumentParser(prog=prog, description=description)
     parser.add_argument("--teacher", required=True, help="the teacher's run folder or model.pt")
     parser.add_argument("--student", required=True, help="the CKD student's run folder or model.pt")
-    parser.add_argument("--label-student", default=None,
-                        help="a label-only student (same architecture and seed) as the control")
+    parser.add_argument(
+        "--label-student", default=None, help="a label-only student (same architecture and seed) as the control"
+    )
     parser.add_argument("--data", default=None, help="the dataset's .npz (default: download with torchvision)")
     parser.add_argument("--out", default="ckd_figure2.png", help="the PNG to write")
     parser.add_argument("--json", default=None, help="also write the concentrations and orders to this file")
@@ -200,8 +259,12 @@ def figures_parser(prog: str, description: str) -> ArgumentParser:
 def analysis_parser(prog: str, description: str) -> ArgumentParser:
     """The parser of ``python -m ckd.analysis``."""
     parser = ArgumentParser(prog=prog, description=description)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                     help="activations, similarity or pair (each has its own --help)")
+    commands = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="activations, similarity or pair (each has its own --help)",
+    )
     activations = commands.add_parser("activations", help="activations over training epochs")
     activations.add_argument("--architecture", default="mnist-conv", help="the teacher's architecture")
     activations.add_argument("--feature-dim", type=int, default=None, help="penultimate dimension (default 64)")
@@ -211,8 +274,12 @@ def analysis_parser(prog: str, description: str) -> ArgumentParser:
     activations.add_argument("--out", default="runs/ckd-activations", help="folder: the run, figure and JSON")
     similarity = commands.add_parser("similarity", help="affinity similarity across independently trained teachers")
     similarity.add_argument("--teachers", nargs="+", required=True, help="teacher run folders (2 or more)")
-    similarity.add_argument("--kappa", choices=("mle", "norm"), default="norm",
-                            help="each teacher's affinity at its kappa_MLE or at kappa = its mean |a|")
+    similarity.add_argument(
+        "--kappa",
+        choices=("mle", "norm"),
+        default="norm",
+        help="each teacher's affinity at its kappa_MLE or at kappa = its mean |a|",
+    )
     similarity.add_argument("--samples", type=int, default=10_000, help="Monte Carlo samples per class")
     similarity.add_argument("--figure", default=None, help="write the figure (PNG) here")
     pair = commands.add_parser("pair", help="the vMF pair's posterior against the network's")

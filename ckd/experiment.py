@@ -24,14 +24,19 @@ continues from its last.pt, so the same command resumes the whole grid, unit by 
 ``ckd.report``'s table of both test domains with paired differences, 95 % intervals and the verdict.
 ``--results FILE`` also writes the report as a marked section of FILE.
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
     from ckd.config import EXPERIMENT_PRESETS, ExperimentConfig
     from common.config import answer_early
 
-    answer_early(ExperimentConfig, prog="python -m ckd.experiment", description=__doc__.split("\n\n")[0],
-                 presets={name: {"table": name} for name in EXPERIMENT_PRESETS})
+    answer_early(
+        ExperimentConfig,
+        prog="python -m ckd.experiment",
+        description=__doc__.split("\n\n")[0],
+        presets={name: {"table": name} for name in EXPERIMENT_PRESETS},
+    )
 
 import math
 import shutil
@@ -69,16 +74,28 @@ from common.grid import run_unit, write_rows
 from common.markdown import write_section
 from common.run import atomic_write_text
 
-__all__ = ["PRESETS", "ExperimentConfig", "TeacherGateError", "teacher_gates", "selection_candidates",
-           "run_experiment", "run_name", "estimate_cost", "main", "MAX_NORMALIZATION_COST"]
+__all__ = [
+    "PRESETS",
+    "ExperimentConfig",
+    "TeacherGateError",
+    "teacher_gates",
+    "selection_candidates",
+    "run_experiment",
+    "run_name",
+    "estimate_cost",
+    "main",
+    "MAX_NORMALIZATION_COST",
+]
 
 MAX_NORMALIZATION_COST = 0.02
 """The teacher may lose at most this much clean test accuracy when a and every w_i are normalized."""
 
 
-
-DATASET_FACTS = {"mnist": ((1, 28, 28), 10, 60_000), "cifar10": ((3, 32, 32), 10, 50_000),
-                 "cifar100": ((3, 32, 32), 100, 50_000)}
+DATASET_FACTS = {
+    "mnist": ((1, 28, 28), 10, 60_000),
+    "cifar10": ((3, 32, 32), 10, 50_000),
+    "cifar100": ((3, 32, 32), 100, 50_000),
+}
 """(image shape, classes, training images) of each dataset, for --estimate-cost."""
 
 
@@ -94,11 +111,19 @@ def _finished(folder: Path) -> bool:
 
 def _student(config: TrainConfig, data, log) -> dict:
     """Start, resume or read back one student run (a unit of the grid); a non-finite loss stops the grid."""
-    result = run_unit(config, train, finished=_finished,
-                      read=lambda folder: {**read_student_result(folder), "seconds": None}, data=data, log=log)
+    result = run_unit(
+        config,
+        train,
+        finished=_finished,
+        read=lambda folder: {**read_student_result(folder), "seconds": None},
+        data=data,
+        log=log,
+    )
     if result.get("stopped") == "non-finite loss":
-        raise ValueError(f"non-finite training loss in {config.out}; its last.pt is kept: lower the learning rate "
-                         "and run the command again")
+        raise ValueError(
+            f"non-finite training loss in {config.out}; its last.pt is kept: lower the learning rate "
+            "and run the command again"
+        )
     return result
 
 
@@ -106,8 +131,14 @@ class TeacherGateError(ValueError):
     """The teacher fails a precondition of the experiment; no student should be trained on it."""
 
 
-def teacher_gates(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: list[tuple],
-                  num_samples: int, max_cost: float = MAX_NORMALIZATION_COST) -> dict:
+def teacher_gates(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: list[tuple],
+    num_samples: int,
+    max_cost: float = MAX_NORMALIZATION_COST,
+) -> dict:
     """The two checks a teacher must pass before students learn from it.
 
     Args:
@@ -128,20 +159,29 @@ def teacher_gates(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
         wrong = [(row, int(peak)) for row, peak in enumerate(peaks.tolist()) if peak != row]
         if wrong:
             described = ", ".join(f"row {row} peaks at class {peak}" for row, peak in wrong)
-            raise TeacherGateError(f"teacher gate failed: at kappa {kappa:.3g} and |a| {norm:.3g} the class affinity's "
-                                   f"{described}; CKD would teach those classes the wrong label. Train the teacher "
-                                   "longer or with a larger --feature-dim")
+            raise TeacherGateError(
+                f"teacher gate failed: at kappa {kappa:.3g} and |a| {norm:.3g} the class affinity's "
+                f"{described}; CKD would teach those classes the wrong label. Train the teacher "
+                "longer or with a larger --feature-dim"
+            )
     head = model.head.cpu()
-    scores = normalized_accuracy(features_of(model, images), labels, head.weight.detach(),
-                                 None if head.bias is None else head.bias.detach())
+    scores = normalized_accuracy(
+        features_of(model, images), labels, head.weight.detach(), None if head.bias is None else head.bias.detach()
+    )
     cost = scores["accuracy"] - scores["normalized_accuracy"]
     if cost >= max_cost:
         before, after = 100 * scores["accuracy"], 100 * scores["normalized_accuracy"]
-        raise TeacherGateError(f"teacher gate failed: normalizing a and w_i costs {100 * cost:.2f} points of clean "
-                               f"test accuracy ({before:.2f} -> {after:.2f} %), at least {100 * max_cost:.0f}; the "
-                               "directional vMF model does not describe this teacher")
-    return {"rows_checked": len(settings), "accuracy": scores["accuracy"],
-            "normalized_accuracy": scores["normalized_accuracy"], "normalization_cost": cost}
+        raise TeacherGateError(
+            f"teacher gate failed: normalizing a and w_i costs {100 * cost:.2f} points of clean "
+            f"test accuracy ({before:.2f} -> {after:.2f} %), at least {100 * max_cost:.0f}; the "
+            "directional vMF model does not describe this teacher"
+        )
+    return {
+        "rows_checked": len(settings),
+        "accuracy": scores["accuracy"],
+        "normalized_accuracy": scores["normalized_accuracy"],
+        "normalization_cost": cost,
+    }
 
 
 def selection_candidates(grid, kappa_mle: float, mean_norm: float) -> dict:
@@ -152,16 +192,29 @@ def selection_candidates(grid, kappa_mle: float, mean_norm: float) -> dict:
         kappa_mle: the teacher's maximum-likelihood kappa.
         mean_norm: the teacher's mean |a|.
     """
-    return {name: (kappa_mle if kappa == "mle" else float(kappa) * mean_norm, float(scale) * mean_norm)
-            for name, kappa, scale in grid}
+    return {
+        name: (kappa_mle if kappa == "mle" else float(kappa) * mean_norm, float(scale) * mean_norm)
+        for name, kappa, scale in grid
+    }
 
 
 def _write_results(out: Path, results: dict) -> None:
     write_rows(out / "results.json", results)
 
 
-def run_experiment(preset: dict, out: Path, data_path: str | None, seeds, threads, progress: bool, cpu: bool,
-                   log=print, report_only: bool = False, title: str | None = None, data=None) -> dict:
+def run_experiment(
+    preset: dict,
+    out: Path,
+    data_path: str | None,
+    seeds,
+    threads,
+    progress: bool,
+    cpu: bool,
+    log=print,
+    report_only: bool = False,
+    title: str | None = None,
+    data=None,
+) -> dict:
     """Run (or resume, or with ``report_only`` only collect) a preset's grid; see the module docstring.
 
     Returns:
@@ -175,24 +228,35 @@ def run_experiment(preset: dict, out: Path, data_path: str | None, seeds, thread
     if report_only and not (teacher_dir / TEACHER_CHECKPOINT).is_file():
         raise FileNotFoundError(f"--report-only: {teacher_dir / TEACHER_CHECKPOINT} does not exist yet")
     started = time.perf_counter()
-    outcome = run_unit(teacher_config, train_teacher, finished=TEACHER_CHECKPOINT, read=lambda folder: {},
-                       data=data, log=log)
+    outcome = run_unit(
+        teacher_config, train_teacher, finished=TEACHER_CHECKPOINT, read=lambda folder: {}, data=data, log=log
+    )
     if outcome.get("stopped") in ("non-finite loss", "stop_after"):
         raise ValueError(f"the teacher in {teacher_dir} did not finish ({outcome['stopped']})")
     teacher, checkpoint = load_model(str(teacher_dir))
     kappa_mle, mean_norm = teacher_head_statistics(checkpoint)
     facts = {"test_accuracy": checkpoint["test_accuracy"], "kappa_mle": kappa_mle, "mean_activation_norm": mean_norm}
-    results = {"title": title or preset["title"], "teacher": facts, "teacher_on_shifted": {}, "selection": {},
-               "rows": []}
+    results = {
+        "title": title or preset["title"],
+        "teacher": facts,
+        "teacher_on_shifted": {},
+        "selection": {},
+        "rows": [],
+    }
     affinity_samples = preset["student"].get("affinity_samples", TrainConfig.affinity_samples)
     selection = preset.get("selection")
-    candidates = (selection_candidates(selection["grid"], kappa_mle, mean_norm) if selection
-                  else {"kappa-mle": (kappa_mle, mean_norm)})
+    candidates = (
+        selection_candidates(selection["grid"], kappa_mle, mean_norm)
+        if selection
+        else {"kappa-mle": (kappa_mle, mean_norm)}
+    )
     if preset.get("gates"):
         facts["gates"] = teacher_gates(teacher, data.x_test, data.y_test, list(candidates.values()), affinity_samples)
         log(f"teacher gates passed: normalization costs {100 * facts['gates']['normalization_cost']:.2f} points")
-    log(f"teacher {preset['teacher']['architecture']}: clean test accuracy {facts['test_accuracy']:.4f}, kappa_MLE "
-        f"{kappa_mle:.1f}, mean |a| {mean_norm:.1f}")
+    log(
+        f"teacher {preset['teacher']['architecture']}: clean test accuracy {facts['test_accuracy']:.4f}, kappa_MLE "
+        f"{kappa_mle:.1f}, mean |a| {mean_norm:.1f}"
+    )
     for shift in preset["shifts"]:
         shifted = apply_shift(data.x_test, parse_shift(shift), seed=TEST_SHIFT_SEED)
         results["teacher_on_shifted"][shift_name(shift)] = accuracy(teacher, shifted, data.y_test)
@@ -204,16 +268,30 @@ def run_experiment(preset: dict, out: Path, data_path: str | None, seeds, thread
         table = {}
         for name, (kappa, norm) in candidates.items():
             folder = out / "selection" / shift_name(shift) / name.replace("/", "_")
-            config = TrainConfig(**{**common, **preset["student"], "student": preset["students"][0], "loss": "ckd",
-                                    "shift": shift, "seed": selection["seed"], "out": str(folder),
-                                    "teacher": str(teacher_dir), "concentration": kappa, "activation_norm": norm})
+            config = TrainConfig(
+                **{
+                    **common,
+                    **preset["student"],
+                    "student": preset["students"][0],
+                    "loss": "ckd",
+                    "shift": shift,
+                    "seed": selection["seed"],
+                    "out": str(folder),
+                    "teacher": str(teacher_dir),
+                    "concentration": kappa,
+                    "activation_norm": norm,
+                }
+            )
             if report_only and not _finished(folder):
                 break
             result = _student(config, data, log)
             affinity = teacher_affinity(teacher, kappa, norm, config.affinity_samples)
-            table[name] = {"concentration": kappa, "activation_norm": norm,
-                           "off_diagonal_mass": off_diagonal_mass(affinity),
-                           "validation_accuracy": result["validation_accuracy"]}
+            table[name] = {
+                "concentration": kappa,
+                "activation_norm": norm,
+                "off_diagonal_mass": off_diagonal_mass(affinity),
+                "validation_accuracy": result["validation_accuracy"],
+            }
         else:
             best = max(table, key=lambda name: table[name]["validation_accuracy"])  # ties: the first in the grid
             chosen[shift] = candidates[best]
@@ -229,22 +307,40 @@ def run_experiment(preset: dict, out: Path, data_path: str | None, seeds, thread
                 kappa, norm = chosen[shift]
                 for loss in preset["losses"]:
                     name = run_name(student, shift, loss, seed)
-                    config = TrainConfig(**{**common, **preset["student"], "student": student, "loss": loss,
-                                            "shift": shift, "seed": seed, "out": str(out / "students" / name),
-                                            "teacher": str(teacher_dir), "concentration": kappa,
-                                            "activation_norm": norm})
+                    config = TrainConfig(
+                        **{
+                            **common,
+                            **preset["student"],
+                            "student": student,
+                            "loss": loss,
+                            "shift": shift,
+                            "seed": seed,
+                            "out": str(out / "students" / name),
+                            "teacher": str(teacher_dir),
+                            "concentration": kappa,
+                            "activation_norm": norm,
+                        }
+                    )
                     if report_only and not _finished(Path(config.out)):
                         continue
                     result = _student(config, data, log)
-                    row = {"student": student, "shift": shift, "loss": loss, "seed": seed,
-                           "test_accuracy": result["test_accuracy"],
-                           "domain_test_accuracy": result.get("domain_test_accuracy"),
-                           "validation_accuracy": result.get("validation_accuracy"), "seconds": result.get("seconds")}
+                    row = {
+                        "student": student,
+                        "shift": shift,
+                        "loss": loss,
+                        "seed": seed,
+                        "test_accuracy": result["test_accuracy"],
+                        "domain_test_accuracy": result.get("domain_test_accuracy"),
+                        "validation_accuracy": result.get("validation_accuracy"),
+                        "seconds": result.get("seconds"),
+                    }
                     results["rows"].append(row)
                     _write_results(out, results)
-                    log(f"[{len(results['rows'])}] {name}: clean {row['test_accuracy']:.4f}, own domain "
+                    log(
+                        f"[{len(results['rows'])}] {name}: clean {row['test_accuracy']:.4f}, own domain "
                         f"{row['domain_test_accuracy'] if row['domain_test_accuracy'] is not None else math.nan:.4f} "
-                        f"({time.perf_counter() - started:.0f}s so far)")
+                        f"({time.perf_counter() - started:.0f}s so far)"
+                    )
     _write_results(out, results)
     return results
 
@@ -288,16 +384,18 @@ def estimate_cost(preset: dict, cpu: bool, steps: int, seeds: list[int], log=pri
     image_shape, num_classes, train_size = DATASET_FACTS[preset["dataset"]]
     device = Accelerator(cpu=cpu).device
     teacher_options, student_options = preset["teacher"], preset["student"]
-    teacher = build_model(teacher_options["architecture"], num_classes, image_shape,
-                          teacher_options.get("feature_dim")).to(device)
+    teacher = build_model(
+        teacher_options["architecture"], num_classes, image_shape, teacher_options.get("feature_dim")
+    ).to(device)
 
     def run_seconds(options, per_step):
         batch = options.get("batch_size", 128)
         size = min(train_size - options.get("num_validation", 0), options.get("train_subset") or train_size)
         return per_step * math.ceil(size / batch) * options.get("epochs", 5)
 
-    teacher_step = _time_steps(teacher, None, teacher_options.get("batch_size", 128), image_shape, num_classes, steps,
-                               device, "label")
+    teacher_step = _time_steps(
+        teacher, None, teacher_options.get("batch_size", 128), image_shape, num_classes, steps, device, "label"
+    )
     student = preset["students"][0]
     batch = student_options.get("batch_size", 128)
     fresh = lambda: build_model(student, num_classes, image_shape, student_options.get("feature_dim")).to(device)  # noqa: E731
@@ -316,15 +414,24 @@ def estimate_cost(preset: dict, cpu: bool, steps: int, seeds: list[int], log=pri
     kd_losses = sum(loss in NEEDS_TEACHER_LOGITS for loss in preset["losses"])
     per_seed = len(preset["students"]) * len(preset["shifts"])
     selection = len(preset["selection"]["grid"]) * len(preset["shifts"]) if preset.get("selection") else 0
-    runs = {"label-type": per_seed * (len(preset["losses"]) - kd_losses) * len(seeds) + selection,
-            "kd-type": per_seed * kd_losses * len(seeds)}
+    runs = {
+        "label-type": per_seed * (len(preset["losses"]) - kd_losses) * len(seeds) + selection,
+        "kd-type": per_seed * kd_losses * len(seeds),
+    }
     total = teacher_run + runs["label-type"] * label_run + runs["kd-type"] * kd_run
-    log(f"on {device} with {torch.get_num_threads()} thread(s): teacher {teacher_step * 1000:.1f} ms per step -> "
+    log(
+        f"on {device} with {torch.get_num_threads()} thread(s): teacher {teacher_step * 1000:.1f} ms per step -> "
         f"{teacher_run / 60:.1f} min; student label-type run {label_step * 1000:.1f} ms per step -> {label_run:.0f} s; "
         f"KD-type run {kd_step * 1000:.1f} ms per step -> {kd_run:.0f} s; {runs['label-type']} label-type runs "
-        f"(selection included) and {runs['kd-type']} KD-type runs over seeds {seeds}: {total / 3600:.2f} h in all")
-    return {"teacher_seconds": teacher_run, "label_run_seconds": label_run, "kd_run_seconds": kd_run, "runs": runs,
-            "total_hours": total / 3600}
+        f"(selection included) and {runs['kd-type']} KD-type runs over seeds {seeds}: {total / 3600:.2f} h in all"
+    )
+    return {
+        "teacher_seconds": teacher_run,
+        "label_run_seconds": label_run,
+        "kd_run_seconds": kd_run,
+        "runs": runs,
+        "total_hours": total / 3600,
+    }
 
 
 KEPT_FILES = ("config.json", "metrics.jsonl", RESULT_FILE, TEACHER_CHECKPOINT, "results.json", "report.md")
@@ -349,9 +456,13 @@ def keep_grid(out: Path, destination: Path) -> int:
 
 def main(argv=None) -> dict:
     """Command-line entry point."""
-    config = parse_config(ExperimentConfig, argv, prog="python -m ckd.experiment",
-                          description=__doc__.split("\n\n")[0],
-                          presets={name: {"table": name} for name in PRESETS})
+    config = parse_config(
+        ExperimentConfig,
+        argv,
+        prog="python -m ckd.experiment",
+        description=__doc__.split("\n\n")[0],
+        presets={name: {"table": name} for name in PRESETS},
+    )
     if config.table is None:
         raise ConfigError("python -m ckd.experiment: --preset is required (" + ", ".join(sorted(PRESETS)) + ")")
     set_threads(config.threads)
@@ -366,8 +477,9 @@ def main(argv=None) -> dict:
     for shift in preset["shifts"]:
         parse_shift(shift)
     out = Path(config.out or f"runs/ckd-{config.table}")
-    results = run_experiment(preset, out, config.data, seeds, config.threads, config.progress, config.cpu,
-                             report_only=config.report_only)
+    results = run_experiment(
+        preset, out, config.data, seeds, config.threads, config.progress, config.cpu, report_only=config.report_only
+    )
     shown = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--report-only"]
     results["command"] = "python -m ckd.experiment " + " ".join(shown)
     results["preset"] = config.table

@@ -14,6 +14,7 @@ mean directions as the matrix of their cosines w_i/|w_i| . w_j/|w_j|, and log p_
 affinity (Eq. 7) the CKD student learned from. The paper says CKD students are "more concentrated" than their
 teacher; the printout and ``--json`` compare each student's fitted kappa with the teacher's (same d).
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
@@ -60,8 +61,9 @@ def same_cyclic_order(first: list[int], second: list[int]) -> bool:
         return False
     doubled = second + second
     reverse = list(reversed(second))
-    return any(doubled[i:i + len(first)] == first for i in range(len(second))) or \
-        any((reverse + reverse)[i:i + len(first)] == first for i in range(len(second)))
+    return any(doubled[i : i + len(first)] == first for i in range(len(second))) or any(
+        (reverse + reverse)[i : i + len(first)] == first for i in range(len(second))
+    )
 
 
 def figure_data(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -79,9 +81,15 @@ def figure_data(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
     directions = prior.mean_directions.detach()
     kappa = float(prior.fit_concentration(features, labels))
     per_class = prior.fit_concentration(features, labels, per_class=True)
-    data = {"dim": features.shape[1], "unit": unit, "cosines": (unit * directions[labels]).sum(dim=1),
-            "kappa": kappa, "kappa_per_class": per_class.tolist(), "directions": directions,
-            "prior_per_class": VMFPrior.from_linear(head, per_class.float())}
+    data = {
+        "dim": features.shape[1],
+        "unit": unit,
+        "cosines": (unit * directions[labels]).sum(dim=1),
+        "kappa": kappa,
+        "kappa_per_class": per_class.tolist(),
+        "directions": directions,
+        "prior_per_class": VMFPrior.from_linear(head, per_class.float()),
+    }
     if features.shape[1] == 2:
         data["angles"] = torch.atan2(unit[:, 1], unit[:, 0])
         data["order"] = cyclic_order(head.weight.detach())
@@ -117,8 +125,14 @@ def _plot(path: str, panels: list[tuple[str, dict]], labels: torch.Tensor, log_a
             points = torch.stack([grid.cos(), grid.sin()], dim=1).float()
             densities = data["prior_per_class"].class_log_probs(points).exp()
             for label in range(densities.shape[1]):
-                axis.hist(data["angles"][labels == label].numpy(), bins=180, range=(-math.pi, math.pi), density=True,
-                          alpha=0.35, color=colors(label))
+                axis.hist(
+                    data["angles"][labels == label].numpy(),
+                    bins=180,
+                    range=(-math.pi, math.pi),
+                    density=True,
+                    alpha=0.35,
+                    color=colors(label),
+                )
                 axis.plot(grid.numpy(), densities[:, label].numpy(), color=colors(label), lw=1.5, label=str(label))
                 direction = data["directions"][label]
                 axis.axvline(math.atan2(float(direction[1]), float(direction[0])), color=colors(label), ls=":")
@@ -126,38 +140,69 @@ def _plot(path: str, panels: list[tuple[str, dict]], labels: torch.Tensor, log_a
             axis.legend(title="class", ncol=2, fontsize=7)
         else:
             t = torch.linspace(-0.2, 0.9999, 1000, dtype=torch.float64)
-            axis.hist(data["cosines"].numpy(), bins=120, range=(-0.2, 1.0), density=True, alpha=0.5,
-                      label="clean test activations")
-            axis.plot(t.numpy(), cosine_density(t, data["kappa"], data["dim"]).numpy(), "k-", lw=1.5,
-                      label=f"vMF(w_y/|w_y|, κ = {data['kappa']:.1f}) on S^{data['dim'] - 1}")
-            axis.set(xlabel="cos(a, w_y/|w_y|): each activation against its class's mean direction",
-                     ylabel="density", xlim=(-0.2, 1.0))
+            axis.hist(
+                data["cosines"].numpy(),
+                bins=120,
+                range=(-0.2, 1.0),
+                density=True,
+                alpha=0.5,
+                label="clean test activations",
+            )
+            axis.plot(
+                t.numpy(),
+                cosine_density(t, data["kappa"], data["dim"]).numpy(),
+                "k-",
+                lw=1.5,
+                label=f"vMF(w_y/|w_y|, κ = {data['kappa']:.1f}) on S^{data['dim'] - 1}",
+            )
+            axis.set(
+                xlabel="cos(a, w_y/|w_y|): each activation against its class's mean direction",
+                ylabel="density",
+                xlim=(-0.2, 1.0),
+            )
             axis.legend(fontsize=8, loc="upper left")
         axis.set_title(f"{title}\nκ fitted to these activations: {data['kappa']:.1f}", fontsize=10)
     for axis, (title, data) in zip(axes[1], panels):
         directions = data["directions"]
         image = axis.imshow((directions @ directions.T).numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-        axis.set(title=f"mean directions of the final layer:\nw_i/|w_i| . w_j/|w_j| ({title.split(' (')[0]})",
-                 xlabel="class j", ylabel="class i", xticks=range(directions.shape[0]),
-                 yticks=range(directions.shape[0]))
+        axis.set(
+            title=f"mean directions of the final layer:\nw_i/|w_i| . w_j/|w_j| ({title.split(' (')[0]})",
+            xlabel="class j",
+            ylabel="class i",
+            xticks=range(directions.shape[0]),
+            yticks=range(directions.shape[0]),
+        )
         figure.colorbar(image, ax=axis, fraction=0.046)
     axes[0][-1].axis("off")
-    axes[0][-1].text(0.0, 0.5, "\n".join(f"{title.split(' (')[0]}: κ = {data['kappa']:.1f}" for title, data in panels)
-                     + "\n\n(κ: maximum likelihood on the\nplotted clean test activations,"
-                     "\nmean directions held fixed)",
-                     fontsize=11, va="center")
+    axes[0][-1].text(
+        0.0,
+        0.5,
+        "\n".join(f"{title.split(' (')[0]}: κ = {data['kappa']:.1f}" for title, data in panels)
+        + "\n\n(κ: maximum likelihood on the\nplotted clean test activations,"
+        "\nmean directions held fixed)",
+        fontsize=11,
+        va="center",
+    )
     image = axes[1][-1].imshow(log_affinity.numpy(), cmap="viridis")
-    axes[1][-1].set(xlabel="class j", ylabel="class i", title="log p_T(j | i): the teacher's class affinity\n"
-                    "(Eq. 7) the CKD student learned from", xticks=range(log_affinity.shape[0]),
-                    yticks=range(log_affinity.shape[0]))
+    axes[1][-1].set(
+        xlabel="class j",
+        ylabel="class i",
+        title="log p_T(j | i): the teacher's class affinity\n(Eq. 7) the CKD student learned from",
+        xticks=range(log_affinity.shape[0]),
+        yticks=range(log_affinity.shape[0]),
+    )
     figure.colorbar(image, ax=axes[1][-1], fraction=0.046)
-    figure.suptitle("Figure 2 with its controls: clean test activations of the teacher, a CKD student and a "
-                    "label-only student")
-    figure.supxlabel("Top: each model's normalized penultimate activations of the clean test images against the vMF "
-                     "model of its own final layer, with κ the maximum-likelihood fit to exactly these activations "
-                     "(mean directions held fixed).\nA histogram wider than its line means the activations spread "
-                     "more than one κ describes. Bottom: cosines between the mean directions w_i/|w_i| of each final "
-                     "layer, and the teacher's affinity the CKD student was trained on.", fontsize=9)
+    figure.suptitle(
+        "Figure 2 with its controls: clean test activations of the teacher, a CKD student and a label-only student"
+    )
+    figure.supxlabel(
+        "Top: each model's normalized penultimate activations of the clean test images against the vMF "
+        "model of its own final layer, with κ the maximum-likelihood fit to exactly these activations "
+        "(mean directions held fixed).\nA histogram wider than its line means the activations spread "
+        "more than one κ describes. Bottom: cosines between the mean directions w_i/|w_i| of each final "
+        "layer, and the teacher's affinity the CKD student was trained on.",
+        fontsize=9,
+    )
     figure.savefig(path, dpi=90)
     plt.close(figure)
 
@@ -188,19 +233,29 @@ def main(argv=None) -> dict:
         affinity = teacher_affinity(teacher, kappa, norm, 10_000)
     _plot(args.out, panels, data.y_test, affinity.clamp_min(1e-12).log())
     teacher_kappa = panels[0][1]["kappa"]
-    summary = {"dim": dims.pop(), "teacher_test_accuracy": teacher_checkpoint["test_accuracy"],
-               "affinity_diagonal": affinity.diagonal().tolist(), "models": {}}
+    summary = {
+        "dim": dims.pop(),
+        "teacher_test_accuracy": teacher_checkpoint["test_accuracy"],
+        "affinity_diagonal": affinity.diagonal().tolist(),
+        "models": {},
+    }
     for (role, path, _, checkpoint), (_, panel) in zip(models, panels):
-        summary["models"][role] = {"path": str(path), "kappa": panel["kappa"],
-                                   "kappa_per_class": panel["kappa_per_class"],
-                                   "test_accuracy": checkpoint["test_accuracy"],
-                                   "more_concentrated_than_teacher": panel["kappa"] > teacher_kappa}
+        summary["models"][role] = {
+            "path": str(path),
+            "kappa": panel["kappa"],
+            "kappa_per_class": panel["kappa_per_class"],
+            "test_accuracy": checkpoint["test_accuracy"],
+            "more_concentrated_than_teacher": panel["kappa"] > teacher_kappa,
+        }
         if "order" in panel:
             summary["models"][role]["order"] = panel["order"]
     lines = [f"wrote {args.out}"]
     for role, entry in summary["models"].items():
-        comparison = "" if role == "teacher" else (
-            f" ({'more' if entry['more_concentrated_than_teacher'] else 'less'} concentrated than the teacher)")
+        comparison = (
+            ""
+            if role == "teacher"
+            else (f" ({'more' if entry['more_concentrated_than_teacher'] else 'less'} concentrated than the teacher)")
+        )
         lines.append(f"{role}: kappa fitted to its clean test activations {entry['kappa']:.1f}{comparison}")
     if "order" in panels[0][1]:
         for role, entry in list(summary["models"].items())[1:]:

@@ -16,6 +16,7 @@
 H(p, q) = -sum_k p_k log q_k is the cross-entropy; it differs from KL(p || q) by the entropy of p, which has no
 gradient, so the training is the same as with the KL form.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,9 +24,20 @@ import torch.nn.functional as F
 
 from ckd.config import KD_TEMPERATURE, KD_WEIGHT, LOSSES
 
-__all__ = ["LOSSES", "NEEDS_TEACHER_LOGITS", "NEEDS_AFFINITY", "kd_loss", "ckd_loss", "soft_cross_entropy",
-           "smoothing_loss", "smoothing_targets", "off_diagonal_mass", "distillation_loss", "KD_TEMPERATURE",
-           "KD_WEIGHT"]
+__all__ = [
+    "LOSSES",
+    "NEEDS_TEACHER_LOGITS",
+    "NEEDS_AFFINITY",
+    "kd_loss",
+    "ckd_loss",
+    "soft_cross_entropy",
+    "smoothing_loss",
+    "smoothing_targets",
+    "off_diagonal_mass",
+    "distillation_loss",
+    "KD_TEMPERATURE",
+    "KD_WEIGHT",
+]
 
 NEEDS_TEACHER_LOGITS = ("kd", "ckd+kd")
 NEEDS_AFFINITY = ("ckd", "ckd+kd")
@@ -44,8 +56,9 @@ def soft_cross_entropy(targets: torch.Tensor, logits: torch.Tensor) -> torch.Ten
     return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-            temperature: float = KD_TEMPERATURE) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = KD_TEMPERATURE
+) -> torch.Tensor:
     """The soft term of KD: ``T^2 * mean_b H(softmax(t_b / T), softmax(s_b / T))``.
 
     Args:
@@ -57,7 +70,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
         () tensor.
     """
     targets = F.softmax(teacher_logits.detach() / temperature, dim=1)
-    return temperature ** 2 * soft_cross_entropy(targets, student_logits / temperature)
+    return temperature**2 * soft_cross_entropy(targets, student_logits / temperature)
 
 
 def ckd_loss(student_logits: torch.Tensor, labels: torch.Tensor, affinity: torch.Tensor) -> torch.Tensor:
@@ -74,8 +87,9 @@ def ckd_loss(student_logits: torch.Tensor, labels: torch.Tensor, affinity: torch
     return soft_cross_entropy(affinity[labels], student_logits)
 
 
-def smoothing_targets(labels: torch.Tensor, num_classes: int, epsilon: float,
-                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def smoothing_targets(
+    labels: torch.Tensor, num_classes: int, epsilon: float, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Target rows ``(1 - epsilon)`` on the label and ``epsilon / (C - 1)`` elsewhere.
 
     Args:
@@ -113,10 +127,16 @@ def off_diagonal_mass(affinity: torch.Tensor) -> float:
     return float(1.0 - affinity.diagonal().double().mean())
 
 
-def distillation_loss(loss: str, student_logits: torch.Tensor, labels: torch.Tensor,
-                      teacher_logits: torch.Tensor | None = None, affinity: torch.Tensor | None = None,
-                      temperature: float = KD_TEMPERATURE, kd_weight: float = KD_WEIGHT,
-                      smoothing: float | None = None) -> torch.Tensor:
+def distillation_loss(
+    loss: str,
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor | None = None,
+    affinity: torch.Tensor | None = None,
+    temperature: float = KD_TEMPERATURE,
+    kd_weight: float = KD_WEIGHT,
+    smoothing: float | None = None,
+) -> torch.Tensor:
     """The training loss ``loss`` (one of :data:`LOSSES`; see the module docstring).
 
     Args:

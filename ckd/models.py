@@ -24,6 +24,7 @@ Architecture names (``build_model``):
   and Eq. 7 then gives its affinity row to that neighbour; with equal norms class i always wins at w_i/|w_i|.
 * ``wrn-D-K`` -- ``common.wrn.WideResNet(D, K)`` for 32x32 RGB images (WRN-40-2 teacher, WRN-16-2 student).
 """
+
 from __future__ import annotations
 
 import re
@@ -33,8 +34,15 @@ from torch import nn
 
 from common.wrn import WideResNet
 
-__all__ = ["MNISTConvNet", "build_model", "check_architecture", "feature_dim_of", "MNIST_TEACHER_WIDTH",
-           "MNIST_FEATURE_DIM", "UnitRows"]
+__all__ = [
+    "MNISTConvNet",
+    "build_model",
+    "check_architecture",
+    "feature_dim_of",
+    "MNIST_TEACHER_WIDTH",
+    "MNIST_FEATURE_DIM",
+    "UnitRows",
+]
 
 MNIST_TEACHER_WIDTH = 16
 """Kernels of the first two conv layers of ``mnist-conv`` (the last two have twice as many)."""
@@ -63,8 +71,14 @@ class MNISTConvNet(nn.Module):
         head: "linear" (W a + b), "nobias" (W a) or "cosine" (rows of W normalized, no bias).
     """
 
-    def __init__(self, width: int = MNIST_TEACHER_WIDTH, feature_dim: int = 2, num_classes: int = 10,
-                 image_channels: int = 1, head: str = "linear"):
+    def __init__(
+        self,
+        width: int = MNIST_TEACHER_WIDTH,
+        feature_dim: int = 2,
+        num_classes: int = 10,
+        image_channels: int = 1,
+        head: str = "linear",
+    ):
         super().__init__()
         if not isinstance(width, int) or width < 1:
             raise ValueError(f"width must be a positive int, got {width!r}")
@@ -74,9 +88,14 @@ class MNISTConvNet(nn.Module):
             return [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU()]
 
         self.body = nn.Sequential(
-            *conv(image_channels, width), *conv(width, width), nn.MaxPool2d(2),
-            *conv(width, wide), *conv(wide, wide), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(wide * 7 * 7, feature_dim),
+            *conv(image_channels, width),
+            *conv(width, width),
+            nn.MaxPool2d(2),
+            *conv(width, wide),
+            *conv(wide, wide),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(wide * 7 * 7, feature_dim),
         )
         self.feature_dim = feature_dim
         if head not in ("linear", "nobias", "cosine"):
@@ -98,8 +117,9 @@ def check_architecture(name: str, image_shape: tuple[int, int, int]) -> None:
     """Raise ``ValueError`` if ``name`` is not an architecture or does not fit images of ``image_shape`` (C, H, W)."""
     if _MNIST.match(str(name)):
         if tuple(image_shape[1:]) != (28, 28):
-            raise ValueError(f"architecture {name!r} is for 28x28 images; "
-                             f"the data has {image_shape[1]}x{image_shape[2]}")
+            raise ValueError(
+                f"architecture {name!r} is for 28x28 images; the data has {image_shape[1]}x{image_shape[2]}"
+            )
         return
     match = _WRN.match(str(name))
     if match:
@@ -109,9 +129,11 @@ def check_architecture(name: str, image_shape: tuple[int, int, int]) -> None:
         if tuple(image_shape) != (3, 32, 32):
             raise ValueError(f"architecture {name!r} is for 32x32 RGB images; the data has shape {tuple(image_shape)}")
         return
-    raise ValueError(f"unknown architecture {name!r}: use mnist-conv, mnist-conv-half, mnist-conv-W (each with an "
-                     "optional -nobias or -cosine suffix) or wrn-D-K "
-                     "(e.g. wrn-40-2, wrn-16-2)")
+    raise ValueError(
+        f"unknown architecture {name!r}: use mnist-conv, mnist-conv-half, mnist-conv-W (each with an "
+        "optional -nobias or -cosine suffix) or wrn-D-K "
+        "(e.g. wrn-40-2, wrn-16-2)"
+    )
 
 
 def feature_dim_of(state_dict: dict) -> int:
@@ -122,8 +144,9 @@ def feature_dim_of(state_dict: dict) -> int:
     raise ValueError("the saved model has no final layer named 'head'")
 
 
-def build_model(name: str, num_classes: int, image_shape: tuple[int, int, int],
-                feature_dim: int | None = None) -> nn.Module:
+def build_model(
+    name: str, num_classes: int, image_shape: tuple[int, int, int], feature_dim: int | None = None
+) -> nn.Module:
     """A fresh model by name (see the module docstring).
 
     Args:
@@ -149,6 +172,8 @@ def build_model(name: str, num_classes: int, image_shape: tuple[int, int, int],
     depth, width = map(int, _WRN.match(name).groups())
     model = WideResNet(depth, width, num_classes, "linear", image_channels=image_shape[0])
     if feature_dim is not None and feature_dim != model.feature_dim:
-        raise ValueError(f"--feature-dim {feature_dim}: {name}'s penultimate dimension is {model.feature_dim}; "
-                         "leave --feature-dim unset for a WRN")
+        raise ValueError(
+            f"--feature-dim {feature_dim}: {name}'s penultimate dimension is {model.feature_dim}; "
+            "leave --feature-dim unset for a WRN"
+        )
     return model

@@ -17,6 +17,7 @@ The final layer is found as the last ``nn.Linear`` with 1000 outputs; a forward 
 same code serves ResNets, VGGs, EfficientNets, MobileNets, RegNets and ViTs. Images get torchvision's standard
 evaluation transform (resize to 256/224 of the crop, center crop, ImageNet mean and std).
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
@@ -37,23 +38,32 @@ from ckd.config import CheckConfig
 from common.cli import run_cli, select_device, set_threads
 from common.config import parse_config
 
-__all__ = ["CheckConfig", "normalized_accuracy", "check_model_checkpoint", "check_torchvision", "final_linear_layer",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "CheckConfig",
+    "normalized_accuracy",
+    "check_model_checkpoint",
+    "check_torchvision",
+    "final_linear_layer",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _counts(features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor,
-            bias: torch.Tensor | None) -> torch.Tensor:
+def _counts(
+    features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     """(correct with W a + b, correct with the cosines) for one batch, as a (2,) int64 tensor."""
     logits = features @ weight.T + (bias if bias is not None else 0)
     cosines = F.normalize(features, dim=1) @ F.normalize(weight, dim=1).T
     return torch.stack([(logits.argmax(1) == labels).sum(), (cosines.argmax(1) == labels).sum()]).cpu()
 
 
-def normalized_accuracy(features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor,
-                        bias: torch.Tensor | None = None) -> dict:
+def normalized_accuracy(
+    features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> dict:
     """Top-1 accuracy of ``W a + b`` and of ``argmax_i cos(w_i, a)`` on given penultimate activations.
 
     Args:
@@ -66,14 +76,18 @@ def normalized_accuracy(features: torch.Tensor, labels: torch.Tensor, weight: to
         {"accuracy": float, "normalized_accuracy": float, "count": N}.
     """
     if features.dim() != 2 or weight.dim() != 2 or features.shape[1] != weight.shape[1]:
-        raise ValueError(f"features (N, d) and weight (C, d) must agree in d, got {tuple(features.shape)} "
-                         f"and {tuple(weight.shape)}")
+        raise ValueError(
+            f"features (N, d) and weight (C, d) must agree in d, got {tuple(features.shape)} and {tuple(weight.shape)}"
+        )
     if labels.shape != (features.shape[0],):
         raise ValueError(f"labels must have shape ({features.shape[0]},), got {tuple(labels.shape)}")
     correct = _counts(features, labels, weight, bias)
     count = max(features.shape[0], 1)
-    return {"accuracy": float(correct[0]) / count, "normalized_accuracy": float(correct[1]) / count,
-            "count": features.shape[0]}
+    return {
+        "accuracy": float(correct[0]) / count,
+        "normalized_accuracy": float(correct[1]) / count,
+        "count": features.shape[0],
+    }
 
 
 def check_model_checkpoint(path: str, dataset: str, data: str | None, device) -> dict:
@@ -82,8 +96,9 @@ def check_model_checkpoint(path: str, dataset: str, data: str | None, device) ->
 
     model, checkpoint = load_model(path, device)
     if checkpoint.get("dataset") not in (None, dataset):
-        raise ValueError(f"{path} was trained on {checkpoint['dataset']}, not {dataset}: pass --dataset "
-                         f"{checkpoint['dataset']}")
+        raise ValueError(
+            f"{path} was trained on {checkpoint['dataset']}, not {dataset}: pass --dataset {checkpoint['dataset']}"
+        )
     images = load_dataset(dataset, data)
     features = features_of(model, images.x_test)
     head = model.head.cpu()
@@ -93,16 +108,26 @@ def check_model_checkpoint(path: str, dataset: str, data: str | None, device) ->
 
 def final_linear_layer(model: nn.Module, num_classes: int = 1000) -> nn.Linear:
     """The last ``nn.Linear`` with ``num_classes`` outputs in ``model``'s module order (its classification layer)."""
-    candidates = [module for module in model.modules() if isinstance(module, nn.Linear)
-                  and module.out_features == num_classes]
+    candidates = [
+        module for module in model.modules() if isinstance(module, nn.Linear) and module.out_features == num_classes
+    ]
     if not candidates:
         raise ValueError(f"the model has no nn.Linear layer with {num_classes} outputs")
     return candidates[-1]
 
 
-def check_torchvision(name: str, weights: str, image_folder: str, device, batch_size: int = 64,
-                      limit: int | None = None, image_size: int = 224, workers: int = 4, progress: bool = True,
-                      num_classes: int = 1000) -> dict:
+def check_torchvision(
+    name: str,
+    weights: str,
+    image_folder: str,
+    device,
+    batch_size: int = 64,
+    limit: int | None = None,
+    image_size: int = 224,
+    workers: int = 4,
+    progress: bool = True,
+    num_classes: int = 1000,
+) -> dict:
     """:func:`normalized_accuracy` of a torchvision classifier on an ImageNet-style validation folder.
 
     Args:
@@ -133,13 +158,20 @@ def check_torchvision(name: str, weights: str, image_folder: str, device, batch_
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise ValueError(f"--weights {weights!r} does not fit torchvision {name}: "
-                         f"{str(error).splitlines()[0]}") from None
+        raise ValueError(
+            f"--weights {weights!r} does not fit torchvision {name}: {str(error).splitlines()[0]}"
+        ) from None
     model = model.to(device).eval()
     if not Path(image_folder).is_dir():
         raise FileNotFoundError(f"--imagenet-val {image_folder!r} is not a folder")
-    transform = transforms.Compose([transforms.Resize(round(image_size * 256 / 224)), transforms.CenterCrop(image_size),
-                                    transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    transform = transforms.Compose(
+        [
+            transforms.Resize(round(image_size * 256 / 224)),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
     dataset = torchvision.datasets.ImageFolder(image_folder, transform=transform)
     if limit is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
@@ -153,37 +185,56 @@ def check_torchvision(name: str, weights: str, image_folder: str, device, batch_
         with torch.no_grad():
             for images, labels in tqdm(loader, desc=f"{name} normalization check", disable=not progress):
                 model(images.to(device))
-                totals += _counts(captured["features"].float(), labels.to(device), layer.weight.float(),
-                                  None if layer.bias is None else layer.bias.float())
+                totals += _counts(
+                    captured["features"].float(),
+                    labels.to(device),
+                    layer.weight.float(),
+                    None if layer.bias is None else layer.bias.float(),
+                )
                 count += labels.shape[0]
     finally:
         hook.remove()
-    return {"accuracy": float(totals[0]) / max(count, 1), "normalized_accuracy": float(totals[1]) / max(count, 1),
-            "count": count}
+    return {
+        "accuracy": float(totals[0]) / max(count, 1),
+        "normalized_accuracy": float(totals[1]) / max(count, 1),
+        "count": count,
+    }
 
 
 def main(argv=None) -> dict:
     """Command-line entry point: prints one line per model."""
-    args = parse_config(CheckConfig, argv, prog="python -m ckd.normalization_check",
-                        description=__doc__.split("\n\n")[0])
+    args = parse_config(
+        CheckConfig, argv, prog="python -m ckd.normalization_check", description=__doc__.split("\n\n")[0]
+    )
     set_threads(args.threads)
     if (args.checkpoint is None) == (args.torchvision is None):
-        raise ValueError("pass either --checkpoint RUN [RUN ...] or --torchvision NAME --weights PATH "
-                         "--imagenet-val DIR")
+        raise ValueError(
+            "pass either --checkpoint RUN [RUN ...] or --torchvision NAME --weights PATH --imagenet-val DIR"
+        )
     device = select_device(args.cpu)
     results = {}
     if args.torchvision is not None:
         if not args.weights or not args.imagenet_val:
             raise ValueError("--torchvision needs --weights PATH (a local state dict) and --imagenet-val DIR")
-        results[args.torchvision] = check_torchvision(args.torchvision, args.weights, args.imagenet_val, device,
-                                                      args.batch_size, args.limit, args.image_size, args.workers,
-                                                      num_classes=args.num_classes)
+        results[args.torchvision] = check_torchvision(
+            args.torchvision,
+            args.weights,
+            args.imagenet_val,
+            device,
+            args.batch_size,
+            args.limit,
+            args.image_size,
+            args.workers,
+            num_classes=args.num_classes,
+        )
     else:
         for path in args.checkpoint:
             results[path] = check_model_checkpoint(path, args.dataset, args.data, device)
     for name, result in results.items():
-        print(f"{name}: accuracy {100 * result['accuracy']:.2f} %, with a and every w_i normalized (no bias) "
-              f"{100 * result['normalized_accuracy']:.2f} % ({result['count']} images)")
+        print(
+            f"{name}: accuracy {100 * result['accuracy']:.2f} %, with a and every w_i normalized (no bias) "
+            f"{100 * result['normalized_accuracy']:.2f} % ({result['count']} images)"
+        )
     return results
 
 

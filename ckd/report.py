@@ -16,6 +16,7 @@ decisive shifts (downsampling x0.5 and x0.25), with paired differences over seed
   has a mean <= 0;
 * otherwise undecided.
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
@@ -38,13 +39,25 @@ from common.markdown import write_section
 from common.stats import paired_difference as mean_and_standard_error
 from common.stats import summarize as mean_sd_n
 
-__all__ = ["paired_difference", "summarize", "verdict", "report_markdown", "shift_name", "DOMAINS",
-           "DECISIVE_SHIFTS", "EQUIVALENCE_MARGIN", "LOSS_ORDER", "main"]
+__all__ = [
+    "paired_difference",
+    "summarize",
+    "verdict",
+    "report_markdown",
+    "shift_name",
+    "DOMAINS",
+    "DECISIVE_SHIFTS",
+    "EQUIVALENCE_MARGIN",
+    "LOSS_ORDER",
+    "main",
+]
 
 DOMAINS = ("domain_test_accuracy", "test_accuracy")
 """The two scores of every student: its own domain's test images, and the clean test images."""
-DOMAIN_TITLES = {"domain_test_accuracy": "the student's own domain (test images with its shift)",
-                 "test_accuracy": "clean test images"}
+DOMAIN_TITLES = {
+    "domain_test_accuracy": "the student's own domain (test images with its shift)",
+    "test_accuracy": "clean test images",
+}
 DECISIVE_SHIFTS = ("downsample:0.5", "downsample:0.25")
 EQUIVALENCE_MARGIN = 0.003
 """CKD - label within +-0.3 points (as a fraction) counts as no effect."""
@@ -53,7 +66,7 @@ PAIRS = (("ckd", "label"), ("ckd", "label-smoothing"), ("kd", "label"), ("ckd", 
 
 
 def shift_name(shift: str | None) -> str:
-    """"clean" for no shift, else the shift with ':' replaced by '-'."""
+    """ "clean" for no shift, else the shift with ':' replaced by '-'."""
     return "clean" if shift is None else shift.replace(":", "-")
 
 
@@ -95,7 +108,8 @@ def summarize(rows: list[dict]) -> dict:
         for loss_b in LOSS_ORDER:
             if loss_b != loss_a and (student, shift, loss_b, domain) in values:
                 differences[(student, shift, domain, loss_a, loss_b)] = paired_difference(
-                    values[(student, shift, loss_a, domain)], values[(student, shift, loss_b, domain)])
+                    values[(student, shift, loss_a, domain)], values[(student, shift, loss_b, domain)]
+                )
     return {"cells": cells, "differences": differences}
 
 
@@ -117,8 +131,12 @@ def verdict(summary: dict, student: str, teacher_on_shifted: dict) -> tuple[str,
     def get(shift, a, b):
         return differences.get((student, shift, domain, a, b))
 
-    missing = [shift for shift in DECISIVE_SHIFTS for a, b in (("ckd", "label"), ("ckd", "label-smoothing"))
-               if get(shift, a, b) is None or not get(shift, a, b)["n"] >= 2]
+    missing = [
+        shift
+        for shift in DECISIVE_SHIFTS
+        for a, b in (("ckd", "label"), ("ckd", "label-smoothing"))
+        if get(shift, a, b) is None or not get(shift, a, b)["n"] >= 2
+    ]
     if missing:
         return "undecided", [f"not enough paired seeds at {', '.join(sorted(set(missing)))} to judge"]
     ckd_wins = True
@@ -131,10 +149,12 @@ def verdict(summary: dict, student: str, teacher_on_shifted: dict) -> tuple[str,
         not_above_smoothing = smooth["mean"] <= 0
         if equivalent or not_above_smoothing:
             refuted_at.append(shift)
-        reasons.append(f"{shift_name(shift)}: CKD - label {_interval(label)}, CKD - smoothing {_interval(smooth)}: "
-                       + ("both above 0" if wins else "not both above 0")
-                       + ("; CKD - label within +-0.3" if equivalent else "")
-                       + ("; CKD <= smoothing" if not_above_smoothing else ""))
+        reasons.append(
+            f"{shift_name(shift)}: CKD - label {_interval(label)}, CKD - smoothing {_interval(smooth)}: "
+            + ("both above 0" if wins else "not both above 0")
+            + ("; CKD - label within +-0.3" if equivalent else "")
+            + ("; CKD <= smoothing" if not_above_smoothing else "")
+        )
     kd_fails = True
     poor = []
     for shift, teacher_accuracy in teacher_on_shifted.items():
@@ -145,12 +165,15 @@ def verdict(summary: dict, student: str, teacher_on_shifted: dict) -> tuple[str,
         poor.append(shift)
         below = kd_label["high"] < 0
         kd_fails &= below
-        reasons.append(f"{shift_name(shift)}: the teacher is poor here ({100 * teacher_accuracy:.2f} % against the "
-                       f"label student's {100 * label_cell[0]:.2f} %); KD - label {_interval(kd_label)}: "
-                       + ("below 0" if below else "not below 0"))
+        reasons.append(
+            f"{shift_name(shift)}: the teacher is poor here ({100 * teacher_accuracy:.2f} % against the "
+            f"label student's {100 * label_cell[0]:.2f} %); KD - label {_interval(kd_label)}: "
+            + ("below 0" if below else "not below 0")
+        )
     if not poor:
-        reasons.append("no shift where the teacher is poor (its accuracy below the label student's): KD clause not "
-                       "testable")
+        reasons.append(
+            "no shift where the teacher is poor (its accuracy below the label student's): KD clause not testable"
+        )
         kd_fails = False
     if ckd_wins and kd_fails:
         return "supported", reasons
@@ -161,8 +184,11 @@ def verdict(summary: dict, student: str, teacher_on_shifted: dict) -> tuple[str,
 
 def _interval(difference: dict) -> str:
     """'+1.23 [0.50, 1.96]' in percentage points."""
-    return (f"{100 * difference['mean']:+.2f} [{100 * difference['low']:+.2f}, {100 * difference['high']:+.2f}]"
-            if difference["n"] > 1 else f"{100 * difference['mean']:+.2f} (one seed)")
+    return (
+        f"{100 * difference['mean']:+.2f} [{100 * difference['low']:+.2f}, {100 * difference['high']:+.2f}]"
+        if difference["n"] > 1
+        else f"{100 * difference['mean']:+.2f} (one seed)"
+    )
 
 
 def _cell(cell) -> str:
@@ -184,33 +210,44 @@ def report_markdown(results: dict, command: str) -> str:
     rows = results["rows"]
     summary = summarize(rows)
     teacher = results.get("teacher", {})
-    teacher_on_shifted = {None if key == "clean" else key: value
-                          for key, value in results.get("teacher_on_shifted", {}).items()}
+    teacher_on_shifted = {
+        None if key == "clean" else key: value for key, value in results.get("teacher_on_shifted", {}).items()
+    }
     students = list(dict.fromkeys(row["student"] for row in rows))
     shifts = list(dict.fromkeys(row["shift"] for row in rows))
     losses = [loss for loss in LOSS_ORDER if any(row["loss"] == loss for row in rows)]
     seeds = sorted({row["seed"] for row in rows})
     lines = [f"## {results['title']}", "", f"`{command}`", ""]
     if teacher:
-        lines += [f"Teacher: clean test accuracy {100 * teacher['test_accuracy']:.2f} %, kappa_MLE "
-                  f"{teacher.get('kappa_mle', math.nan):.1f}, "
-                  f"mean |a| {teacher.get('mean_activation_norm', math.nan):.1f}."]
+        lines += [
+            f"Teacher: clean test accuracy {100 * teacher['test_accuracy']:.2f} %, kappa_MLE "
+            f"{teacher.get('kappa_mle', math.nan):.1f}, "
+            f"mean |a| {teacher.get('mean_activation_norm', math.nan):.1f}."
+        ]
         gates = teacher.get("gates")
         if gates:
-            lines += [f"Gates: every affinity row peaks at its own class ({gates['rows_checked']} settings checked); "
-                      f"normalizing a and w_i costs {100 * gates['normalization_cost']:.2f} points "
-                      f"({100 * gates['accuracy']:.2f} → {100 * gates['normalized_accuracy']:.2f} %)."]
+            lines += [
+                f"Gates: every affinity row peaks at its own class ({gates['rows_checked']} settings checked); "
+                f"normalizing a and w_i costs {100 * gates['normalization_cost']:.2f} points "
+                f"({100 * gates['accuracy']:.2f} → {100 * gates['normalized_accuracy']:.2f} %)."
+            ]
         lines.append("")
     selection = results.get("selection", {})
     if selection:
-        lines += ["CKD's kappa and activation norm, chosen per shift on the student's held-out validation images "
-                  "(one CKD student per setting; validation accuracy %):", "",
-                  "| training images | " + " | ".join(selection[next(iter(selection))]["candidates"]) + " | chosen |",
-                  "|---|" + "---|" * (len(selection[next(iter(selection))]["candidates"]) + 1)]
+        lines += [
+            "CKD's kappa and activation norm, chosen per shift on the student's held-out validation images "
+            "(one CKD student per setting; validation accuracy %):",
+            "",
+            "| training images | " + " | ".join(selection[next(iter(selection))]["candidates"]) + " | chosen |",
+            "|---|" + "---|" * (len(selection[next(iter(selection))]["candidates"]) + 1),
+        ]
         for shift, entry in selection.items():
-            cells = [f"{100 * c['validation_accuracy']:.2f} (κ {c['concentration']:.1f}, "
-                     f"|a| {c['activation_norm']:.1f},"
-                     f" off-diag {100 * c['off_diagonal_mass']:.1f} %)" for c in entry["candidates"].values()]
+            cells = [
+                f"{100 * c['validation_accuracy']:.2f} (κ {c['concentration']:.1f}, "
+                f"|a| {c['activation_norm']:.1f},"
+                f" off-diag {100 * c['off_diagonal_mass']:.1f} %)"
+                for c in entry["candidates"].values()
+            ]
             lines.append(f"| {shift} | " + " | ".join(cells) + f" | {entry['chosen']} |")
         lines.append("")
     for student in students:
@@ -224,15 +261,23 @@ def report_markdown(results: dict, command: str) -> str:
                     value = teacher_on_shifted.get(shift)
                     cells.append("–" if value is None else f"{100 * value:.2f}")
                 table.append([shift_name(shift), *cells])
-            lines += [f"**{student}**, accuracy (%) on {DOMAIN_TITLES[domain]}, mean ± sd over seeds {seeds}:", "",
-                      markdown_table(header, table), ""]
+            lines += [
+                f"**{student}**, accuracy (%) on {DOMAIN_TITLES[domain]}, mean ± sd over seeds {seeds}:",
+                "",
+                markdown_table(header, table),
+                "",
+            ]
             pairs = [(a, b) for a, b in PAIRS if a in losses and b in losses]
             table = []
             for shift in shifts:
                 differences = [summary["differences"].get((student, shift, domain, a, b)) for a, b in pairs]
                 table.append([shift_name(shift)] + ["–" if d is None else _interval(d) for d in differences])
-            lines += [f"Paired differences on {DOMAIN_TITLES[domain]} (points; mean and t-based 95 % interval over "
-                      "seeds):", "", markdown_table(["training images"] + [f"{a} − {b}" for a, b in pairs], table), ""]
+            lines += [
+                f"Paired differences on {DOMAIN_TITLES[domain]} (points; mean and t-based 95 % interval over seeds):",
+                "",
+                markdown_table(["training images"] + [f"{a} − {b}" for a, b in pairs], table),
+                "",
+            ]
         if all(shift in shifts for shift in DECISIVE_SHIFTS):
             earned, reasons = verdict(summary, student, teacher_on_shifted)
             lines += [f"**Verdict for {student} under the pre-stated rules: {earned}.**", ""]

@@ -16,6 +16,7 @@ one call per factor over the whole training set in its stored order, so the shif
 dataset, the same on any device, and the same for every loss trained with that seed (paired comparisons).
 The teacher (trained on clean images) sees the same shifted images when KD queries it; test images stay clean.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,10 @@ def parse_shift(text: str | None) -> tuple[str, float] | None:
         return None
     kind, separator, amount = str(text).partition(":")
     if kind not in SHIFT_KINDS or not separator:
-        raise ValueError(f"shift must be photometric:DEGREE or downsample:FACTOR (e.g. photometric:0.6, "
-                         f"downsample:0.5), got {text!r}")
+        raise ValueError(
+            f"shift must be photometric:DEGREE or downsample:FACTOR (e.g. photometric:0.6, "
+            f"downsample:0.5), got {text!r}"
+        )
     try:
         value = float(amount)
     except ValueError:
@@ -125,8 +128,9 @@ def downsample(images: torch.Tensor, factor: float) -> torch.Tensor:
     return F.interpolate(reduced, size=(height, width), mode="nearest")
 
 
-def apply_shift(images: torch.Tensor, shift: tuple[str, float] | None, seed: int,
-                batch_size: int = 4096) -> torch.Tensor:
+def apply_shift(
+    images: torch.Tensor, shift: tuple[str, float] | None, seed: int, batch_size: int = 4096
+) -> torch.Tensor:
     """Shift a whole training set once (see the module docstring).
 
     Args:
@@ -149,9 +153,9 @@ def apply_shift(images: torch.Tensor, shift: tuple[str, float] | None, seed: int
         _, factors = photometric(fake, amount, generator)
     chunks = []
     for start in range(0, images.shape[0], batch_size):
-        x = images[start:start + batch_size].float() / 255.0
+        x = images[start : start + batch_size].float() / 255.0
         if kind == "photometric":
-            x = jitter(x, {name: value[start:start + batch_size] for name, value in factors.items()})
+            x = jitter(x, {name: value[start : start + batch_size] for name, value in factors.items()})
         else:
             x = downsample(x, amount)
         chunks.append((x * 255.0).round().clamp(0, 255).to(torch.uint8))

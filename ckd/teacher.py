@@ -9,6 +9,7 @@ training images give the two numbers CKD uses, stored in ``classifier.pt``: ``ka
 kappa with the final layer's directions held fixed) and ``mean_activation_norm`` (the mean |a|), where
 ``VMFPrior.class_affinity`` of a prior built from that checkpoint finds its activation norm.
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
@@ -49,13 +50,17 @@ def train_teacher(config: TeacherConfig, data=None, log=None) -> dict:
 
 def main(argv=None) -> dict | int:
     """Command-line entry point."""
-    config = parse_config(TeacherConfig, argv, prog="python -m ckd.teacher", description=__doc__.split("\n\n")[0],
-                          presets=PRESETS)
+    config = parse_config(
+        TeacherConfig, argv, prog="python -m ckd.teacher", description=__doc__.split("\n\n")[0], presets=PRESETS
+    )
     set_threads(config.threads)
     result = train_teacher(config)
     if result["stopped"] == "non-finite loss":
-        print(f"error: non-finite training loss in {config.out}; its last checkpoint is kept (lower "
-              "--learning-rate, then --resume)", file=sys.stderr)
+        print(
+            f"error: non-finite training loss in {config.out}; its last checkpoint is kept (lower "
+            "--learning-rate, then --resume)",
+            file=sys.stderr,
+        )
         return 1
     return result
 

@@ -24,6 +24,7 @@ The run folder (:mod:`common.run`) gets config.json, metrics.jsonl (one line per
 exactly; a different config is refused. A non-finite loss stops every process with one ``error:`` line and keeps
 the last checkpoint. Plain ``python`` runs on the CPU; ``accelerate launch`` on GPUs.
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
@@ -43,12 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ckd.config import DATASETS, LOSSES, PRESETS, TrainConfig
-from ckd.losses import (
-    NEEDS_AFFINITY,
-    NEEDS_TEACHER_LOGITS,
-    distillation_loss,
-    off_diagonal_mass,
-)
+from ckd.losses import NEEDS_AFFINITY, NEEDS_TEACHER_LOGITS, distillation_loss, off_diagonal_mass
 from ckd.models import build_model, check_architecture, feature_dim_of
 from ckd.shifts import apply_shift, parse_shift
 from common.classifier import accuracy as classifier_accuracy
@@ -69,9 +65,26 @@ from common.run import (
 )
 from vmfprior import VMFPrior
 
-__all__ = ["TrainConfig", "PRESETS", "train", "load_model", "load_dataset", "teacher_affinity", "accuracy",
-           "features_of", "evaluate", "teacher_head_statistics", "read_student_result", "DATASETS", "IMAGE_SHAPES",
-           "MODEL_CHECKPOINT", "RESULT_FILE", "TEACHER_CHECKPOINT", "AFFINITY_SEED", "TEST_SHIFT_SEED"]
+__all__ = [
+    "TrainConfig",
+    "PRESETS",
+    "train",
+    "load_model",
+    "load_dataset",
+    "teacher_affinity",
+    "accuracy",
+    "features_of",
+    "evaluate",
+    "teacher_head_statistics",
+    "read_student_result",
+    "DATASETS",
+    "IMAGE_SHAPES",
+    "MODEL_CHECKPOINT",
+    "RESULT_FILE",
+    "TEACHER_CHECKPOINT",
+    "AFFINITY_SEED",
+    "TEST_SHIFT_SEED",
+]
 
 IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
 MODEL_CHECKPOINT = "model.pt"
@@ -95,8 +108,7 @@ def check_config(config: TrainConfig) -> None:
     if config.loss not in ("label", "label-smoothing") and not config.teacher:
         raise ConfigError(f"--loss {config.loss} needs --teacher (a ckd.teacher run folder or its classifier.pt)")
     if config.loss == "label-smoothing" and config.smoothing is None and not config.teacher:
-        raise ConfigError("--loss label-smoothing needs --smoothing EPS, or --teacher to match eps to its CKD "
-                          "affinity")
+        raise ConfigError("--loss label-smoothing needs --smoothing EPS, or --teacher to match eps to its CKD affinity")
     if config.teacher and not Path(config.teacher).exists():
         raise ConfigError(f"--teacher {config.teacher!r} does not exist")
     parse_shift(config.shift)
@@ -146,15 +158,20 @@ def load_model(path: str, device: torch.device | str = "cpu") -> tuple[torch.nn.
         config = checkpoint.get("config") or {}
         if "architecture" not in config or config.get("dataset") not in IMAGE_SHAPES:
             raise ValueError(f"{str(path)!r} is not a {what}: it names no architecture and dataset")
-        checkpoint = {**checkpoint, "architecture": config["architecture"], "dataset": config["dataset"],
-                      "image_shape": list(IMAGE_SHAPES[config["dataset"]])}
+        checkpoint = {
+            **checkpoint,
+            "architecture": config["architecture"],
+            "dataset": config["dataset"],
+            "image_shape": list(IMAGE_SHAPES[config["dataset"]]),
+        }
     for key in ("num_classes", "image_shape"):
         if key not in checkpoint:
             raise ValueError(f"{str(path)!r} is not a {what}: it lacks {key!r}")
     state = checkpoint["model"]
     feature_dim = feature_dim_of(state) if str(checkpoint["architecture"]).startswith("mnist") else None
-    model = build_model(checkpoint["architecture"], int(checkpoint["num_classes"]), tuple(checkpoint["image_shape"]),
-                        feature_dim)
+    model = build_model(
+        checkpoint["architecture"], int(checkpoint["num_classes"]), tuple(checkpoint["image_shape"]), feature_dim
+    )
     load_state(model, state, path)
     return model.to(device).eval(), checkpoint
 
@@ -170,8 +187,9 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return classifier_accuracy(model, images, labels, batch_size=batch_size)
 
 
-def teacher_affinity(teacher: torch.nn.Module, concentration: float, activation_norm: float,
-                     num_samples: int, seed: int = AFFINITY_SEED) -> torch.Tensor:
+def teacher_affinity(
+    teacher: torch.nn.Module, concentration: float, activation_norm: float, num_samples: int, seed: int = AFFINITY_SEED
+) -> torch.Tensor:
     """The class affinity p_T(k | i) of the teacher's final layer (Eq. 7), drawn with a fixed seed.
 
     Args:
@@ -222,8 +240,9 @@ def _prepare_teacher(config: TrainConfig, device) -> tuple[torch.nn.Module | Non
         return None, None, ({"smoothing": float(config.smoothing)} if loss == "label-smoothing" else {})
     teacher, checkpoint = load_model(config.teacher)
     if checkpoint.get("dataset") not in (None, config.dataset):
-        raise ConfigError(f"--teacher {config.teacher!r} was trained on {checkpoint['dataset']}, "
-                          f"but --dataset is {config.dataset}")
+        raise ConfigError(
+            f"--teacher {config.teacher!r} was trained on {checkpoint['dataset']}, but --dataset is {config.dataset}"
+        )
     kappa_mle, mean_norm = teacher_head_statistics(checkpoint)
     facts = {"teacher_kappa_mle": kappa_mle, "teacher_mean_activation_norm": mean_norm}
     affinity = None
@@ -231,11 +250,16 @@ def _prepare_teacher(config: TrainConfig, device) -> tuple[torch.nn.Module | Non
         kappa = config.concentration if config.concentration is not None else kappa_mle
         norm = config.activation_norm if config.activation_norm is not None else mean_norm
         if kappa is None or norm is None:
-            raise ConfigError(f"--teacher {config.teacher!r} stores no kappa_mle / mean_activation_norm "
-                              "(not a ckd.teacher model): pass --concentration and --activation-norm")
+            raise ConfigError(
+                f"--teacher {config.teacher!r} stores no kappa_mle / mean_activation_norm "
+                "(not a ckd.teacher model): pass --concentration and --activation-norm"
+            )
         affinity = teacher_affinity(teacher, kappa, norm, config.affinity_samples)
-        facts.update(concentration=float(kappa), activation_norm=float(norm),
-                     affinity_off_diagonal_mass=off_diagonal_mass(affinity))
+        facts.update(
+            concentration=float(kappa),
+            activation_norm=float(norm),
+            affinity_off_diagonal_mass=off_diagonal_mass(affinity),
+        )
         if loss == "label-smoothing":
             facts["smoothing"] = facts["affinity_off_diagonal_mass"]
             affinity = None  # only its off-diagonal mass is used
@@ -243,9 +267,17 @@ def _prepare_teacher(config: TrainConfig, device) -> tuple[torch.nn.Module | Non
     return teacher, affinity, facts
 
 
-RESULT_KEYS = ("test_accuracy", "domain_test_accuracy", "validation_accuracy", "teacher_kappa_mle",
-               "teacher_mean_activation_norm", "concentration", "activation_norm", "affinity_off_diagonal_mass",
-               "smoothing")
+RESULT_KEYS = (
+    "test_accuracy",
+    "domain_test_accuracy",
+    "validation_accuracy",
+    "teacher_kappa_mle",
+    "teacher_mean_activation_norm",
+    "concentration",
+    "activation_norm",
+    "affinity_off_diagonal_mass",
+    "smoothing",
+)
 """What a finished student's ``result.json`` holds (and ``model.pt`` besides its weights)."""
 
 
@@ -297,10 +329,10 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
     held_out = config.num_validation
     if held_out >= x_train.shape[0]:
         raise ConfigError(f"--num-validation {held_out} leaves no training images (the data has {x_train.shape[0]})")
-    x_val, y_val = x_train[x_train.shape[0] - held_out:], y_train[y_train.shape[0] - held_out:]
-    x_train, y_train = x_train[:x_train.shape[0] - held_out], y_train[:y_train.shape[0] - held_out]
+    x_val, y_val = x_train[x_train.shape[0] - held_out :], y_train[y_train.shape[0] - held_out :]
+    x_train, y_train = x_train[: x_train.shape[0] - held_out], y_train[: y_train.shape[0] - held_out]
     if config.train_subset is not None:
-        x_train, y_train = x_train[:config.train_subset], y_train[:config.train_subset]
+        x_train, y_train = x_train[: config.train_subset], y_train[: config.train_subset]
     x_train = apply_shift(x_train, shift, seed=config.seed)
     x_val = apply_shift(x_val, shift, seed=config.seed)  # held out from the student's own domain
     device = accelerator.device
@@ -312,11 +344,23 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
     if config.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum,
-                                    weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+        optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=config.learning_rate,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            nesterov=config.momentum > 0,
+        )
     started = time.perf_counter()
-    with RunFolder.open(out, config, "ckd-student", resume=config.resume, accelerator=accelerator,
-                        may_change=("epochs",), step_key="epoch") as run:
+    with RunFolder.open(
+        out,
+        config,
+        "ckd-student",
+        resume=config.resume,
+        accelerator=accelerator,
+        may_change=("epochs",),
+        step_key="epoch",
+    ) as run:
         if run.checkpoint is not None:
             load_state(model, run.checkpoint["model"], out / "last.pt")
             load_state(optimizer, run.checkpoint["optimizer"], out / "last.pt")
@@ -330,8 +374,13 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
         run.restore_rng()
         if run.step >= config.epochs and (out / MODEL_CHECKPOINT).is_file():
             log(f"{out}: already finished ({run.step} epochs)")
-            return {**read_student_result(out / MODEL_CHECKPOINT), "epochs": run.step, "seconds": 0.0,
-                    "run_dir": str(out), "stopped": "already finished"}
+            return {
+                **read_student_result(out / MODEL_CHECKPOINT),
+                "epochs": run.step,
+                "seconds": 0.0,
+                "run_dir": str(out),
+                "stopped": "already finished",
+            }
         per_process = config.batch_size // accelerator.num_processes
         num_local = len(range(accelerator.process_index, x_train.shape[0], accelerator.num_processes))
         steps_per_epoch = max(1, math.ceil(num_local / per_process))
@@ -341,77 +390,134 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
         for epoch in range(run.step + 1, last_epoch + 1):
             model.train()
             order = epoch_order(x_train.shape[0], config.seed, epoch)
-            order = order[accelerator.process_index::accelerator.num_processes]
+            order = order[accelerator.process_index :: accelerator.num_processes]
             total, seen = 0.0, 0
             epoch_started = time.perf_counter()
-            bar = tqdm(range(steps_per_epoch), desc=f"{out.name} epoch {epoch}/{config.epochs}", leave=False,
-                       disable=not (config.progress and accelerator.is_local_main_process))
+            bar = tqdm(
+                range(steps_per_epoch),
+                desc=f"{out.name} epoch {epoch}/{config.epochs}",
+                leave=False,
+                disable=not (config.progress and accelerator.is_local_main_process),
+            )
             for step in bar:
-                index = order[step * per_process:(step + 1) * per_process].to(device)
+                index = order[step * per_process : (step + 1) * per_process].to(device)
                 x = x_train[index].float() / 255.0
                 y = y_train[index]
                 if config.augment:
                     x = crop_and_flip(x)
-                factor = learning_rate_factor(config.schedule, (epoch - 1) * steps_per_epoch + step,
-                                              config.epochs * steps_per_epoch, epoch, config.milestones)
+                factor = learning_rate_factor(
+                    config.schedule,
+                    (epoch - 1) * steps_per_epoch + step,
+                    config.epochs * steps_per_epoch,
+                    epoch,
+                    config.milestones,
+                )
                 set_learning_rate(optimizer, config.learning_rate * factor)
                 teacher_logits = None
                 if teacher is not None:
                     with torch.no_grad():
                         teacher_logits = teacher(x)  # the teacher sees the student's (shifted, augmented) batch
                 logits = model(x)
-                loss = distillation_loss(config.loss, logits, y, teacher_logits, affinity, config.temperature,
-                                         config.kd_weight, facts.get("smoothing"))
+                loss = distillation_loss(
+                    config.loss,
+                    logits,
+                    y,
+                    teacher_logits,
+                    affinity,
+                    config.temperature,
+                    config.kd_weight,
+                    facts.get("smoothing"),
+                )
                 if not all_finite(loss, accelerator):  # one collective: every process stops here together
                     bar.close()
-                    log(f"non-finite loss at epoch {epoch}, step {step} of {out}; {out / 'last.pt'} holds epoch "
-                        f"{run.step}")
-                    return {"stopped": "non-finite loss", "epochs": run.step, "epoch": epoch, "step": step,
-                            "run_dir": str(out), "seconds": round(time.perf_counter() - started, 2)}
+                    log(
+                        f"non-finite loss at epoch {epoch}, step {step} of {out}; {out / 'last.pt'} holds epoch "
+                        f"{run.step}"
+                    )
+                    return {
+                        "stopped": "non-finite loss",
+                        "epochs": run.step,
+                        "epoch": epoch,
+                        "step": step,
+                        "run_dir": str(out),
+                        "seconds": round(time.perf_counter() - started, 2),
+                    }
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
                 optimizer.step()
                 total += float(loss.detach()) * index.shape[0]
                 seen += index.shape[0]
             bar.close()
-            record = {"train_loss": total / max(seen, 1), "learning_rate": optimizer.param_groups[0]["lr"],
-                      "epoch_seconds": round(time.perf_counter() - epoch_started, 3)}
+            record = {
+                "train_loss": total / max(seen, 1),
+                "learning_rate": optimizer.param_groups[0]["lr"],
+                "epoch_seconds": round(time.perf_counter() - epoch_started, 3),
+            }
             extra = {"facts": facts} | ({"affinity": affinity.cpu()} if affinity is not None else {})
             run.save(epoch, model=raw_model, optimizer=optimizer, metrics=record, extra=extra)
-            log(f"{out.name} epoch {epoch}/{config.epochs}: train loss {record['train_loss']:.4f}, "
-                f"{record['epoch_seconds']:.1f}s")
+            log(
+                f"{out.name} epoch {epoch}/{config.epochs}: train loss {record['train_loss']:.4f}, "
+                f"{record['epoch_seconds']:.1f}s"
+            )
         if run.step < config.epochs:
-            return {"test_accuracy": None, "epochs": run.step, "seconds": round(time.perf_counter() - started, 2),
-                    "run_dir": str(out), "stopped": "stop_after"}
+            return {
+                "test_accuracy": None,
+                "epochs": run.step,
+                "seconds": round(time.perf_counter() - started, 2),
+                "run_dir": str(out),
+                "stopped": "stop_after",
+            }
         raw_model.eval()
         scores = evaluate(raw_model, data, shift)
         scores["validation_accuracy"] = accuracy(raw_model, x_val, y_val) if held_out else None
         if accelerator.is_main_process:
-            final = {"format": 2, "kind": "ckd-student", "model": raw_model.state_dict(),
-                     "architecture": config.student, "num_classes": data.num_classes,
-                     "image_shape": list(data.image_shape), "dataset": config.dataset, "shift": config.shift,
-                     "feature_dim": int(raw_model.feature_dim), **scores, "config": run.config_dict(), **facts}
+            final = {
+                "format": 2,
+                "kind": "ckd-student",
+                "model": raw_model.state_dict(),
+                "architecture": config.student,
+                "num_classes": data.num_classes,
+                "image_shape": list(data.image_shape),
+                "dataset": config.dataset,
+                "shift": config.shift,
+                "feature_dim": int(raw_model.feature_dim),
+                **scores,
+                "config": run.config_dict(),
+                **facts,
+            }
             if affinity is not None:
                 final["affinity"] = affinity.cpu()
             atomic_save(final, out / MODEL_CHECKPOINT)
             atomic_write_text(out / RESULT_FILE, json.dumps(_result_of(final), indent=2) + "\n")
             run.log({"epoch": run.step, "event": "test", **scores})
-        log(f"{out.name}: clean test accuracy {scores['test_accuracy']:.4f}, own domain "
-            f"{scores['domain_test_accuracy']:.4f}")
+        log(
+            f"{out.name}: clean test accuracy {scores['test_accuracy']:.4f}, own domain "
+            f"{scores['domain_test_accuracy']:.4f}"
+        )
         accelerator.wait_for_everyone()
-    return {**scores, "epochs": run.step, "seconds": round(time.perf_counter() - started, 2), "run_dir": str(out),
-            **facts, "stopped": "epochs"}
+    return {
+        **scores,
+        "epochs": run.step,
+        "seconds": round(time.perf_counter() - started, 2),
+        "run_dir": str(out),
+        **facts,
+        "stopped": "epochs",
+    }
 
 
 def main(argv=None) -> dict | int:
     """Command-line entry point."""
-    config = parse_config(TrainConfig, argv, prog="python -m ckd.train", description=__doc__.split("\n\n")[0],
-                          presets=PRESETS)
+    config = parse_config(
+        TrainConfig, argv, prog="python -m ckd.train", description=__doc__.split("\n\n")[0], presets=PRESETS
+    )
     set_threads(config.threads)
     result = train(config)
     if result["stopped"] == "non-finite loss":
-        print(f"error: non-finite training loss at epoch {result['epoch']}, step {result['step']} of {config.out}; "
-              f"its last.pt holds epoch {result['epochs']} (lower --learning-rate, then --resume)", file=sys.stderr)
+        print(
+            f"error: non-finite training loss at epoch {result['epoch']}, step {result['step']} of {config.out}; "
+            f"its last.pt holds epoch {result['epochs']} (lower --learning-rate, then --resume)",
+            file=sys.stderr,
+        )
         return 1
     return result
 

@@ -19,6 +19,7 @@ The run folder gets config.json, metrics.jsonl (one line per epoch), ``last.pt``
 ``mean_activation_norm`` their mean norm |a|: what ``VMFPrior.from_checkpoint`` and ``class_affinity`` need.
 :func:`head_statistics_of` also reads the older key names (``concentration_mle``, ``activation_norm``).
 """
+
 from __future__ import annotations
 
 import time
@@ -106,14 +107,17 @@ def features_of(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) 
     """Penultimate activations ``(N, d)`` of uint8 images ``(N, ...)``, in eval mode, returned on the CPU."""
     model.eval()
     device = next(model.parameters()).device
-    chunks = [penultimate(model, images[start:start + batch_size].to(device).float() / 255.0).float().cpu()
-              for start in range(0, images.shape[0], batch_size)]
+    chunks = [
+        penultimate(model, images[start : start + batch_size].to(device).float() / 255.0).float().cpu()
+        for start in range(0, images.shape[0], batch_size)
+    ]
     return torch.cat(chunks) if chunks else torch.zeros(0, head_weight(model).shape[1])
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, accelerator=None,
-             batch_size: int = 1000) -> float:
+def accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, accelerator=None, batch_size: int = 1000
+) -> float:
     """Top-1 accuracy (eval mode) on uint8 images ``(N, ...)`` with labels ``(N,)``, sharded over processes.
 
     Args:
@@ -127,8 +131,8 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, accel
     rank, size = (0, 1) if accelerator is None else (accelerator.process_index, accelerator.num_processes)
     counts = torch.zeros(2, dtype=torch.float64, device=device)  # (correct, seen) on this process
     for start in range(rank * batch_size, images.shape[0], size * batch_size):
-        x = images[start:start + batch_size].to(device).float() / 255.0
-        y = labels[start:start + batch_size].to(device)
+        x = images[start : start + batch_size].to(device).float() / 255.0
+        y = labels[start : start + batch_size].to(device)
         counts[0] += (model(x).argmax(dim=-1) == y).sum()
         counts[1] += y.shape[0]
     if size > 1:
@@ -158,19 +162,27 @@ def head_statistics_of(checkpoint: dict) -> dict:
     a missing value is None."""
     kappa = checkpoint.get("kappa_mle", checkpoint.get("concentration_mle"))
     norm = checkpoint.get("mean_activation_norm", checkpoint.get("activation_norm"))
-    return {"kappa_mle": None if kappa is None else float(kappa),
-            "mean_activation_norm": None if norm is None else float(norm)}
+    return {
+        "kappa_mle": None if kappa is None else float(kappa),
+        "mean_activation_norm": None if norm is None else float(norm),
+    }
 
 
 def _optimizer(config, parameters) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=config.learning_rate, momentum=config.momentum,
-                               weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+        return torch.optim.SGD(
+            parameters,
+            lr=config.learning_rate,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            nesterov=config.momentum > 0,
+        )
     return torch.optim.Adam(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
-def train_classifier(config, model: nn.Module, data, kind: str, augment: Callable | None = None, log=None,
-                     accelerator=None) -> dict:
+def train_classifier(
+    config, model: nn.Module, data, kind: str, augment: Callable | None = None, log=None, accelerator=None
+) -> dict:
     """Train (or resume) a classifier on a run folder and write ``OUT/classifier.pt``.
 
     One epoch: the training images in :func:`common.run.epoch_order` (shared out over processes), a batch of
@@ -196,18 +208,19 @@ def train_classifier(config, model: nn.Module, data, kind: str, augment: Callabl
     accelerator = accelerator or Accelerator(cpu=config.cpu)
     log = log or accelerator.print
     if config.batch_size % accelerator.num_processes:
-        raise ConfigError(f"{flag('batch_size')} {config.batch_size} must divide by the "
-                          f"{accelerator.num_processes} processes")
+        raise ConfigError(
+            f"{flag('batch_size')} {config.batch_size} must divide by the {accelerator.num_processes} processes"
+        )
     out = Path(config.out)
     x_train, y_train = data.x_train, data.y_train
     x_val = y_val = None
     if config.num_validation:
         if config.num_validation >= x_train.shape[0]:
             raise ConfigError(f"{flag('num_validation')} {config.num_validation} leaves no training images")
-        x_val, y_val = x_train[-config.num_validation:], y_train[-config.num_validation:]
-        x_train, y_train = x_train[:-config.num_validation], y_train[:-config.num_validation]
+        x_val, y_val = x_train[-config.num_validation :], y_train[-config.num_validation :]
+        x_train, y_train = x_train[: -config.num_validation], y_train[: -config.num_validation]
     if config.train_subset is not None:
-        x_train, y_train = x_train[:config.train_subset], y_train[:config.train_subset]
+        x_train, y_train = x_train[: config.train_subset], y_train[: config.train_subset]
     per_process = config.batch_size // accelerator.num_processes
     steps_per_epoch = x_train.shape[0] // accelerator.num_processes // per_process
     steps_per_epoch = max(steps_per_epoch, 1 if x_train.shape[0] >= accelerator.num_processes else 0)
@@ -215,8 +228,15 @@ def train_classifier(config, model: nn.Module, data, kind: str, augment: Callabl
         raise ConfigError(f"{flag('batch_size')} {config.batch_size} exceeds the {x_train.shape[0]} training images")
     device = accelerator.device
     started = time.perf_counter()
-    with RunFolder.open(out, config, kind, resume=config.resume, accelerator=accelerator,
-                        may_change=("epochs", "stats_images"), step_key="epoch") as run:
+    with RunFolder.open(
+        out,
+        config,
+        kind,
+        resume=config.resume,
+        accelerator=accelerator,
+        may_change=("epochs", "stats_images"),
+        step_key="epoch",
+    ) as run:
         optimizer = _optimizer(config, [p for p in model.parameters() if p.requires_grad])
         if run.checkpoint is not None:
             load_state(model, run.checkpoint["model"], out / "last.pt")
@@ -229,26 +249,42 @@ def train_classifier(config, model: nn.Module, data, kind: str, augment: Callabl
         last_epoch = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
         if run.step >= config.epochs and (out / CHECKPOINT_NAME).is_file():
             log(f"{out}: already trained for {run.step} epochs; nothing to do")
-            return {**_result(out / CHECKPOINT_NAME), "stopped": "already finished",
-                    "seconds": round(time.perf_counter() - started, 2)}
+            return {
+                **_result(out / CHECKPOINT_NAME),
+                "stopped": "already finished",
+                "seconds": round(time.perf_counter() - started, 2),
+            }
         for epoch in range(run.step + 1, last_epoch + 1):
             model.train()
-            order = epoch_order(x_train.shape[0], config.seed, epoch)[accelerator.process_index::accelerator.num_processes]
+            order = epoch_order(x_train.shape[0], config.seed, epoch)[
+                accelerator.process_index :: accelerator.num_processes
+            ]
             total = torch.zeros(2, dtype=torch.float64)
             for step in range(steps_per_epoch):
-                factor = learning_rate_factor(config.schedule, (epoch - 1) * steps_per_epoch + step,
-                                              config.epochs * steps_per_epoch, epoch, config.milestones)
+                factor = learning_rate_factor(
+                    config.schedule,
+                    (epoch - 1) * steps_per_epoch + step,
+                    config.epochs * steps_per_epoch,
+                    epoch,
+                    config.milestones,
+                )
                 set_learning_rate(optimizer, config.learning_rate * factor)
-                index = order[step * per_process:(step + 1) * per_process]
+                index = order[step * per_process : (step + 1) * per_process]
                 x = x_train[index].to(device).float() / 255.0
                 if augment is not None:
                     x = augment(x)
                 loss = F.cross_entropy(model(x), y_train[index].to(device))
                 if not all_finite(loss, accelerator):
-                    log(f"non-finite loss at epoch {epoch}, step {step}: stopping; the last checkpoint "
-                        f"({out / 'last.pt'}, epoch {run.step}) is kept")
-                    return {"stopped": "non-finite loss", "epochs": run.step, "checkpoint": None,
-                            "seconds": round(time.perf_counter() - started, 2)}
+                    log(
+                        f"non-finite loss at epoch {epoch}, step {step}: stopping; the last checkpoint "
+                        f"({out / 'last.pt'}, epoch {run.step}) is kept"
+                    )
+                    return {
+                        "stopped": "non-finite loss",
+                        "epochs": run.step,
+                        "checkpoint": None,
+                        "seconds": round(time.perf_counter() - started, 2),
+                    }
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
                 optimizer.step()
@@ -257,34 +293,59 @@ def train_classifier(config, model: nn.Module, data, kind: str, augment: Callabl
             if x_val is not None and y_val is not None:
                 record["validation_accuracy"] = accuracy(raw, x_val, y_val, accelerator)
             run.save(epoch, model=raw, optimizer=optimizer, metrics=record)
-            log(f"{kind} epoch {epoch}: train loss {record['train_loss']:.4f}"
-                + (f", validation accuracy {record['validation_accuracy']:.4f}" if x_val is not None else ""))
+            log(
+                f"{kind} epoch {epoch}: train loss {record['train_loss']:.4f}"
+                + (f", validation accuracy {record['validation_accuracy']:.4f}" if x_val is not None else "")
+            )
         if run.step < config.epochs:
             stopped = "stop_after"
-            return {"stopped": stopped, "epochs": run.step, "checkpoint": None,
-                    "seconds": round(time.perf_counter() - started, 2)}
-        result = {"validation_accuracy": (accuracy(raw, x_val, y_val, accelerator)
-                                          if x_val is not None and y_val is not None else None),
-                  "test_accuracy": accuracy(raw, data.x_test, data.y_test, accelerator)}
+            return {
+                "stopped": stopped,
+                "epochs": run.step,
+                "checkpoint": None,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+        result = {
+            "validation_accuracy": (
+                accuracy(raw, x_val, y_val, accelerator) if x_val is not None and y_val is not None else None
+            ),
+            "test_accuracy": accuracy(raw, data.x_test, data.y_test, accelerator),
+        }
         if accelerator.is_main_process:
             count = min(config.stats_images, data.x_train.shape[0])
             result.update(head_statistics(raw, data.x_train[:count], data.y_train[:count]))
             path = out / CHECKPOINT_NAME
-            atomic_save({"format": 2, "kind": kind, "model": raw.state_dict(), "config": run.config_dict(),
-                         "num_classes": int(head_weight(raw).shape[0]), "feature_dim": int(head_weight(raw).shape[1]),
-                         "stats_images": count, **result}, path)
+            atomic_save(
+                {
+                    "format": 2,
+                    "kind": kind,
+                    "model": raw.state_dict(),
+                    "config": run.config_dict(),
+                    "num_classes": int(head_weight(raw).shape[0]),
+                    "feature_dim": int(head_weight(raw).shape[1]),
+                    "stats_images": count,
+                    **result,
+                },
+                path,
+            )
             run.log({"epoch": run.step, **result})
-            log(f"{kind}: test accuracy {result['test_accuracy']:.4f}, kappa MLE {result['kappa_mle']:.2f}, "
-                f"mean |a| {result['mean_activation_norm']:.3f} -> {path}")
+            log(
+                f"{kind}: test accuracy {result['test_accuracy']:.4f}, kappa MLE {result['kappa_mle']:.2f}, "
+                f"mean |a| {result['mean_activation_norm']:.3f} -> {path}"
+            )
         accelerator.wait_for_everyone()
     return {**_result(out / CHECKPOINT_NAME), "stopped": stopped, "seconds": round(time.perf_counter() - started, 2)}
 
 
 def _result(path: Path) -> dict:
     checkpoint = load_checkpoint(path, ("model",), what="classifier checkpoint")
-    return {"checkpoint": str(path), "epochs": checkpoint.get("config", {}).get("epochs"),
-            "validation_accuracy": checkpoint.get("validation_accuracy"),
-            "test_accuracy": checkpoint.get("test_accuracy"), **head_statistics_of(checkpoint)}
+    return {
+        "checkpoint": str(path),
+        "epochs": checkpoint.get("config", {}).get("epochs"),
+        "validation_accuracy": checkpoint.get("validation_accuracy"),
+        "test_accuracy": checkpoint.get("test_accuracy"),
+        **head_statistics_of(checkpoint),
+    }
 
 
 def load_classifier_checkpoint(path: str | Path, build: Callable[[dict, dict], nn.Module], what: str) -> tuple:

@@ -3,6 +3,7 @@
 Split from :mod:`common.classifier` so that a command's ``--help`` needs no torch (``common.config.answer_early``);
 ``common.classifier`` re-exports every name here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,11 @@ class ClassifierSettings:
     learning_rate: float = option(1e-3, "initial step size")
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(0.0, "L2 weight decay")
-    schedule: str = option("constant", "learning-rate schedule: constant, cosine (per step, to 0), linear, or step "
-                                       "(x0.1 after each milestone epoch)", choices=SCHEDULES)
+    schedule: str = option(
+        "constant",
+        "learning-rate schedule: constant, cosine (per step, to 0), linear, or step (x0.1 after each milestone epoch)",
+        choices=SCHEDULES,
+    )
     milestones: tuple[int, ...] = option((), "epochs after which the step schedule multiplies the rate by 0.1")
     num_validation: int = option(0, "the last N training images are held out for validation accuracy (0: none)")
     train_subset: int | None = option(None, "use only the first N training images")

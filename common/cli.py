@@ -4,6 +4,7 @@ Every script ends with ``sys.exit(run_cli(main))``. ``main(argv)`` raises on a m
 or foreign file, a data file of the wrong shape); :func:`run_cli` prints ``error: <message>`` on one line to
 stderr and returns exit status 2. Anything else is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,16 @@ if TYPE_CHECKING:
 # No torch (nor numpy) at import time: every command's --help and argument errors go through this module and
 # common.config before the command imports torch (common.config.answer_early).
 
-__all__ = ["USER_ERRORS", "ArgumentParser", "DataUnavailableError", "Terminated", "UserError", "run_cli",
-           "select_device", "set_threads"]
+__all__ = [
+    "USER_ERRORS",
+    "ArgumentParser",
+    "DataUnavailableError",
+    "Terminated",
+    "UserError",
+    "run_cli",
+    "select_device",
+    "set_threads",
+]
 
 
 class UserError(ValueError):
@@ -43,8 +52,15 @@ def _raise_terminated(signum, frame):
     raise Terminated("terminated (SIGTERM)")
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
-               PermissionError, DataUnavailableError)
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+    DataUnavailableError,
+)
 """Exceptions that mean "the input was wrong", not "the code is wrong" (ValueError includes UserError)."""
 
 

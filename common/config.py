@@ -20,6 +20,7 @@ This module and :mod:`common.cli` import neither torch nor numpy, and neither do
 commands (``vae.config``, ``gan.config``, ``ckd.config``, ...): a command answers ``--help`` and a mistyped flag
 with :func:`answer_early` before it imports torch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,7 +61,7 @@ GLOSSARY = {
     "seed": "seeds initialization, shuffling and sampling",
     "cpu": "use the CPU even when a GPU is present",
     "progress": "show a progress bar",
-    "threads": "torch CPU threads (default 1, or OMP_NUM_THREADS when set; more pays only on an otherwise idle machine)",
+    "threads": "torch CPU threads (default 1, or OMP_NUM_THREADS when set; more pays only on an idle machine)",
 }
 """The one name of each concept shared by commands, and what it means."""
 
@@ -75,8 +76,14 @@ class ConfigError(UserError):
     """A bad flag, config file or value; the message names the flag as typed."""
 
 
-def option(default=dataclasses.MISSING, help: str = "", *, choices=None, default_factory=dataclasses.MISSING,
-           positional: bool = False):
+def option(
+    default=dataclasses.MISSING,
+    help: str = "",
+    *,
+    choices=None,
+    default_factory=dataclasses.MISSING,
+    positional: bool = False,
+):
     """A dataclass field with its ``--help`` text (and optionally its allowed values).
 
     Args:
@@ -137,8 +144,9 @@ class _ConfigParser(ArgumentParser):
         raise ConfigError(message)
 
 
-def build_parser(config_cls: type, prog: str, description: str = "", presets: dict | None = None,
-                 config_file: bool = True) -> argparse.ArgumentParser:
+def build_parser(
+    config_cls: type, prog: str, description: str = "", presets: dict | None = None, config_file: bool = True
+) -> argparse.ArgumentParser:
     """An argparse parser with ``--preset`` (when ``presets``), ``--config`` and one ``--key`` per field.
 
     bool fields become ``--key/--no-key``; sequence fields take one or more values; ``Optional[X]`` fields take an
@@ -155,12 +163,19 @@ def build_parser(config_cls: type, prog: str, description: str = "", presets: di
         raise TypeError(f"config_cls must be a dataclass, got {config_cls!r}")
     parser = _ConfigParser(prog=prog, description=description, allow_abbrev=False)
     if presets:
-        parser.add_argument("--preset", choices=sorted(presets), default=None,
-                            help="a named set of defaults, overridden by --config and by flags: "
-                                 + ", ".join(sorted(presets)))
+        parser.add_argument(
+            "--preset",
+            choices=sorted(presets),
+            default=None,
+            help="a named set of defaults, overridden by --config and by flags: " + ", ".join(sorted(presets)),
+        )
     if config_file:
-        parser.add_argument("--config", default=None, metavar="FILE",
-                            help="JSON file of config keys (or a run's config.json), overridden by flags")
+        parser.add_argument(
+            "--config",
+            default=None,
+            metavar="FILE",
+            help="JSON file of config keys (or a run's config.json), overridden by flags",
+        )
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
         scalar, sequence, optional = _field_kind(hints[field.name])
@@ -170,8 +185,9 @@ def build_parser(config_cls: type, prog: str, description: str = "", presets: di
         kwargs = {"dest": field.name, "help": f"{text} {suffix}".strip() if text else ""}
         choices = field.metadata.get("choices")
         if scalar is bool and not sequence:
-            parser.add_argument(flag(field.name), action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, **kwargs)
+            parser.add_argument(
+                flag(field.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, **kwargs
+            )
             continue
         kwargs["type"] = _converter(scalar, optional, field.name, choices)
         kwargs["default"] = argparse.SUPPRESS
@@ -204,8 +220,9 @@ def _converter(scalar: type, optional: bool, name: str, choices):
         except (TypeError, ValueError):
             raise argparse.ArgumentTypeError(f"expects {scalar.__name__}, got {text!r}") from None
         if choices is not None and value not in choices:
-            raise argparse.ArgumentTypeError(f"must be one of {', '.join(map(str, choices))}, got {text!r}"
-                                             + _suggest(str(value), map(str, choices)))
+            raise argparse.ArgumentTypeError(
+                f"must be one of {', '.join(map(str, choices))}, got {text!r}" + _suggest(str(value), map(str, choices))
+            )
         return value
 
     convert.__name__ = scalar.__name__
@@ -237,8 +254,10 @@ def read_config_file(path: str | Path, config_cls: type) -> dict:
         raise ConfigError(f"--config {str(path)!r} must hold a JSON object of config keys")
     for key in payload:
         if key in INVOCATION_KEYS:
-            raise ConfigError(f"--config {str(path)!r}: {key!r} says how to invoke a command, not what it computes; "
-                              f"pass {flag(key)} on the command line")
+            raise ConfigError(
+                f"--config {str(path)!r}: {key!r} says how to invoke a command, not what it computes; "
+                f"pass {flag(key)} on the command line"
+            )
     known = {field.name for field in dataclasses.fields(config_cls)}
     for key in payload:
         if key not in known:
@@ -261,8 +280,14 @@ def config_from_dict(config_cls: type, values: dict):
     return config_cls(**converted)
 
 
-def parse_config(config_cls: type, argv=None, prog: str = "", description: str = "", presets: dict | None = None,
-                 config_file: bool = True):
+def parse_config(
+    config_cls: type,
+    argv=None,
+    prog: str = "",
+    description: str = "",
+    presets: dict | None = None,
+    config_file: bool = True,
+):
     """Build a config from the command line: defaults < ``--preset`` < ``--config`` file < flags.
 
     Args:
@@ -299,8 +324,9 @@ def parse_config(config_cls: type, argv=None, prog: str = "", description: str =
     return config_from_dict(config_cls, merged)
 
 
-def answer_early(config, prog: str = "", description: str = "", presets: dict | None = None,
-                 config_file: bool = True, argv=None) -> None:
+def answer_early(
+    config, prog: str = "", description: str = "", presets: dict | None = None, config_file: bool = True, argv=None
+) -> None:
     """Answer ``--help`` and a mistake in the arguments before the command imports torch; else return.
 
     A command module calls this first thing when it runs as ``__main__``, before its heavy imports, with the
@@ -344,5 +370,7 @@ def check_choice(config, name: str, choices) -> None:
     """Raise :class:`ConfigError` naming the flag when ``config.name`` is not one of ``choices``."""
     value = getattr(config, name)
     if value not in choices:
-        raise ConfigError(f"{flag(name)} must be one of {', '.join(map(str, choices))}, got {value!r}"
-                          + _suggest(str(value), map(str, choices)))
+        raise ConfigError(
+            f"{flag(name)} must be one of {', '.join(map(str, choices))}, got {value!r}"
+            + _suggest(str(value), map(str, choices))
+        )

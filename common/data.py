@@ -20,6 +20,7 @@ MNIST helpers for the VAEs live here too, so every model sees the same bits:
   :data:`TEST_BINARIZATION_SEED` (= 0) on a CPU ``torch.Generator``, so the bits do not depend on the
   device or on any global RNG state.
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
@@ -178,12 +179,14 @@ def _download(name: str, root: str, channels: int, num_classes: int = 10) -> Ima
         "y_test": np.asarray(test.targets),
     }
     hw = (28, 28) if channels == 1 else (32, 32)
-    return _to_image_data(arrays, source=f"torchvision {name}", channels=channels, height_width=hw,
-                          num_classes=num_classes)
+    return _to_image_data(
+        arrays, source=f"torchvision {name}", channels=channels, height_width=hw, num_classes=num_classes
+    )
 
 
-def _load_npz(path: str | os.PathLike, name: str, channels: int, height_width: tuple[int, int],
-              num_classes: int = 10) -> ImageData:
+def _load_npz(
+    path: str | os.PathLike, name: str, channels: int, height_width: tuple[int, int], num_classes: int = 10
+) -> ImageData:
     """Read and validate a local ``.npz`` archive."""
     path = os.path.expanduser(os.fspath(path))
     build = f"python -m common.data {name.lower().replace('-', '')}"
@@ -221,8 +224,9 @@ def _load_npz(path: str | os.PathLike, name: str, channels: int, height_width: t
     return _to_image_data(arrays, source=path, channels=channels, height_width=height_width, num_classes=num_classes)
 
 
-def _to_image_data(arrays: dict, source: str, channels: int, height_width: tuple[int, int],
-                   num_classes: int = 10) -> ImageData:
+def _to_image_data(
+    arrays: dict, source: str, channels: int, height_width: tuple[int, int], num_classes: int = 10
+) -> ImageData:
     """Validate raw arrays (images NHW or NHWC uint8, labels 1-D integers) and convert to channels-first tensors."""
     out = {}
     for split in ("train", "test"):
@@ -248,8 +252,9 @@ def _to_image_data(arrays: dict, source: str, channels: int, height_width: tuple
         if not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"{source}: y_{split} must hold integers, got dtype {labels.dtype}")
         if labels.size and (labels.min() < 0 or labels.max() > num_classes - 1):
-            raise ValueError(f"{source}: y_{split} labels must lie in 0..{num_classes - 1}, "
-                             f"got {labels.min()}..{labels.max()}")
+            raise ValueError(
+                f"{source}: y_{split} labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}"
+            )
         out[f"x_{split}"] = torch.from_numpy(np.ascontiguousarray(images))
         out[f"y_{split}"] = torch.from_numpy(labels.astype(np.int64))
     return ImageData(**out, num_classes=num_classes)
@@ -335,8 +340,9 @@ SMALL_SUBSET = {"train_per_class": 1000, "test_per_class": 200, "jpeg_quality": 
 this seed from CIFAR-10, each compressed once as a JPEG of this quality (10,000 and 2,000 images)."""
 
 
-def small_subset(arrays: dict[str, np.ndarray], train_per_class: int, test_per_class: int, jpeg_quality: int,
-                 seed: int) -> dict[str, np.ndarray]:
+def small_subset(
+    arrays: dict[str, np.ndarray], train_per_class: int, test_per_class: int, jpeg_quality: int, seed: int
+) -> dict[str, np.ndarray]:
     """A class-balanced random subset of a CIFAR archive's arrays, every image passed once through JPEG.
 
     Args:
@@ -355,11 +361,15 @@ def small_subset(arrays: dict[str, np.ndarray], train_per_class: int, test_per_c
         counts = np.bincount(labels)  # a class between 0 and the largest label with no image counts 0
         classes = np.arange(counts.shape[0])
         if counts.min() < per_class:
-            raise ValueError(f"the {split} split has only {counts.min()} images of class {counts.argmin()}; "
-                             f"{per_class} per class were asked for")
+            raise ValueError(
+                f"the {split} split has only {counts.min()} images of class {counts.argmin()}; "
+                f"{per_class} per class were asked for"
+            )
         chosen = np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in classes])
         rng.shuffle(chosen)
-        subset[f"x_{split}"] = np.stack([_jpeg_round_trip(image, jpeg_quality) for image in arrays[f"x_{split}"][chosen]])
+        subset[f"x_{split}"] = np.stack(
+            [_jpeg_round_trip(image, jpeg_quality) for image in arrays[f"x_{split}"][chosen]]
+        )
         subset[f"y_{split}"] = labels[chosen].astype(np.int64)
     return subset
 
@@ -373,6 +383,7 @@ def _jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
     buffer.seek(0)
     with Image.open(buffer) as decoded:
         return np.asarray(decoded.convert("RGB"))
+
 
 _MNIST_FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -396,7 +407,7 @@ def _read_idx(path: str) -> np.ndarray:
         raise ValueError(f"{path!r} is not an idx file of unsigned bytes (MNIST's format)")
     ndim = payload[3]
     header = 4 + 4 * ndim
-    shape = tuple(int.from_bytes(payload[4 + 4 * axis: 8 + 4 * axis], "big") for axis in range(ndim))
+    shape = tuple(int.from_bytes(payload[4 + 4 * axis : 8 + 4 * axis], "big") for axis in range(ndim))
     if len(payload) != header + int(np.prod(shape)):
         raise ValueError(f"{path!r} holds {len(payload) - header} bytes of data, its header says shape {shape}")
     return np.frombuffer(payload, dtype=np.uint8, offset=header).reshape(shape).copy()
@@ -450,8 +461,10 @@ def read_torchvision_folder(name: str, root: str | os.PathLike) -> dict[str, np.
         for split in ("train", "test"):
             split_images, split_labels = mnist[f"x_{split}"], mnist[f"y_{split}"]
             if split_images.ndim != 3 or split_labels.ndim != 1 or split_images.shape[0] != split_labels.shape[0]:
-                raise ValueError(f"MNIST folder {folder!r}: {split} images {split_images.shape} and labels "
-                                 f"{split_labels.shape} do not match")
+                raise ValueError(
+                    f"MNIST folder {folder!r}: {split} images {split_images.shape} and labels "
+                    f"{split_labels.shape} do not match"
+                )
             mnist[f"y_{split}"] = split_labels.astype(np.int64)
         return mnist
     train_files, test_files, label_key = _CIFAR_FILES[name]
@@ -475,7 +488,9 @@ def read_torchvision_folder(name: str, root: str | os.PathLike) -> dict[str, np.
                     entry = pickle.load(handle, encoding="latin1")
                 rows, batch_labels = np.asarray(entry["data"]), np.asarray(entry[label_key])
             except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError) as error:
-                raise ValueError(f"{path!r} is not a {DATASETS[name][0]} batch ({type(error).__name__}: {error})")
+                raise ValueError(
+                    f"{path!r} is not a {DATASETS[name][0]} batch ({type(error).__name__}: {error})"
+                ) from error
             if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != 3 * 32 * 32:
                 raise ValueError(f"{path!r}: data must be uint8 rows of 3072 values, got {rows.dtype} {rows.shape}")
             if batch_labels.shape != (rows.shape[0],):
@@ -499,7 +514,8 @@ def _download_folder(name: str, root: str) -> str:
     except Exception as error:  # noqa: BLE001 -- any download failure becomes one clear message
         raise DataUnavailableError(
             f"could not download {tv_name} with torchvision into {root!r} (offline? {type(error).__name__}: "
-            f"{str(error).split('Tried')[0].strip().rstrip(':')[:200]}). Offline, pass --from-folder PATH: a folder holding a torchvision {tv_name} "
+            f"{str(error).split('Tried')[0].strip().rstrip(':')[:200]}). Offline, pass --from-folder PATH: a folder "
+            f"holding a torchvision {tv_name} "
             f"download ({DATASETS[name][2][0]}/...), e.g. copied from a machine that is online."
         ) from error
     return root
@@ -526,8 +542,12 @@ def build_npz(arrays: dict[str, np.ndarray], out: str | os.PathLike) -> None:
         raise
 
 
-_LOADERS = {"mnist": "load_mnist", "cifar10": "load_cifar10", "cifar100": "load_cifar100",
-            "cifar10-small": "load_cifar10"}
+_LOADERS = {
+    "mnist": "load_mnist",
+    "cifar10": "load_cifar10",
+    "cifar100": "load_cifar100",
+    "cifar10-small": "load_cifar10",
+}
 
 
 def main(argv=None) -> int:
@@ -560,13 +580,19 @@ def main(argv=None) -> int:
         if name == "cifar10-small":
             arrays = small_subset(arrays, **SMALL_SUBSET)
         # Check with the loader the experiments use before anything is written.
-        _to_image_data(dict(arrays), source=f"{name} from {args.from_folder or args.root}",
-                       channels=1 if name == "mnist" else 3, height_width=(28, 28) if name == "mnist" else (32, 32),
-                       num_classes=100 if name == "cifar100" else 10)
+        _to_image_data(
+            dict(arrays),
+            source=f"{name} from {args.from_folder or args.root}",
+            channels=1 if name == "mnist" else 3,
+            height_width=(28, 28) if name == "mnist" else (32, 32),
+            num_classes=100 if name == "cifar100" else 10,
+        )
         build_npz(arrays, out)
         getattr(loaders, _LOADERS[name])(out)
-        print(f"wrote {out}: {arrays['x_train'].shape[0]} training and {arrays['x_test'].shape[0]} test images "
-              f"(pass --data {out})")
+        print(
+            f"wrote {out}: {arrays['x_train'].shape[0]} training and {arrays['x_test'].shape[0]} test images "
+            f"(pass --data {out})"
+        )
     return 0
 
 

@@ -2,6 +2,7 @@
 ``python -m common.data --help`` and a mistyped argument are answered before the loaders import them
 (``common.config.answer_early``). :mod:`common.data` re-exports :data:`DATASETS` and :data:`DEFAULT_ROOT`.
 """
+
 from __future__ import annotations
 
 from common.cli import ArgumentParser
@@ -25,24 +26,43 @@ def data_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="python -m common.data",
         description="Build the .npz archives the experiments take with --data, from torchvision's download or "
-                    "from a torchvision dataset folder you already have (offline).",
+        "from a torchvision dataset folder you already have (offline).",
         epilog="examples: python -m common.data mnist; python -m common.data all --from-folder ~/datasets",
     )
-    parser.add_argument("datasets", nargs="+", choices=[*DATASETS, "all"], metavar="DATASET",
-                        help="what to build: mnist, cifar10, cifar100, cifar10-small (the CPU-scale GAN data: "
-                             "1,000 training and 200 test images per class, drawn with seed 0, JPEG quality 75), "
-                             "or all (mnist, cifar10 and cifar100)")
-    parser.add_argument("--from-folder", metavar="PATH", default=None,
-                        help="read an existing torchvision dataset folder instead of downloading: a folder holding "
-                             "MNIST/raw/ (idx files), cifar-10-batches-py/ or cifar-100-python/, or that folder "
-                             "itself")
-    parser.add_argument("--root", metavar="DIR", default=DEFAULT_ROOT,
-                        help="where torchvision downloads to when --from-folder is not given "
-                             f"(default: {DEFAULT_ROOT})")
-    parser.add_argument("--out", metavar="PATH", default=None,
-                        help="output file, for a single dataset (default: DATASET.npz in --out-dir)")
-    parser.add_argument("--out-dir", metavar="DIR", default="data",
-                        help="folder of the default outputs mnist.npz, cifar10.npz, cifar100.npz, cifar10-small.npz "
-                             "(default: data)")
+    parser.add_argument(
+        "datasets",
+        nargs="+",
+        choices=[*DATASETS, "all"],
+        metavar="DATASET",
+        help="what to build: mnist, cifar10, cifar100, cifar10-small (the CPU-scale GAN data: "
+        "1,000 training and 200 test images per class, drawn with seed 0, JPEG quality 75), "
+        "or all (mnist, cifar10 and cifar100)",
+    )
+    parser.add_argument(
+        "--from-folder",
+        metavar="PATH",
+        default=None,
+        help="read an existing torchvision dataset folder instead of downloading: a folder holding "
+        "MNIST/raw/ (idx files), cifar-10-batches-py/ or cifar-100-python/, or that folder "
+        "itself",
+    )
+    parser.add_argument(
+        "--root",
+        metavar="DIR",
+        default=DEFAULT_ROOT,
+        help=f"where torchvision downloads to when --from-folder is not given (default: {DEFAULT_ROOT})",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="PATH",
+        default=None,
+        help="output file, for a single dataset (default: DATASET.npz in --out-dir)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        default="data",
+        help="folder of the default outputs mnist.npz, cifar10.npz, cifar100.npz, cifar10-small.npz (default: data)",
+    )
     parser.add_argument("--force", action="store_true", help="rebuild an output that already exists")
     return parser

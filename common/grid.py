@@ -14,6 +14,7 @@ Tables::
     cells = by_cell(rows, ("name", "latent_dim"), "log_px")        # {(name, d): {seed: value}}
     mean_sd_cell(summarize(list(cells[key].values())), digits=1)    # "-91.2 ± 0.3 (3)"
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,7 +60,7 @@ def unit_name(values: dict) -> str:
 
 
 def unit_status(out: str | Path, finished: str | Callable[[Path], bool]) -> str:
-    """"finished", "unfinished" (a checkpoint to resume) or "new".
+    """ "finished", "unfinished" (a checkpoint to resume) or "new".
 
     Args:
         out: the unit's run folder.
@@ -72,8 +73,7 @@ def unit_status(out: str | Path, finished: str | Callable[[Path], bool]) -> str:
     return "unfinished" if (out / LAST_CHECKPOINT).is_file() else "new"
 
 
-def run_unit(config, train: Callable, finished: str | Callable[[Path], bool], read: Callable | None = None,
-             **kwargs):
+def run_unit(config, train: Callable, finished: str | Callable[[Path], bool], read: Callable | None = None, **kwargs):
     """Start, resume or reuse one unit.
 
     Args:
@@ -125,7 +125,7 @@ def mean_sd_cell(summary: tuple[float, float, int], digits: int = 1, scale: floa
 
 
 def difference_cell(mean: float, error: float, n: int, digits: int = 2, scale: float = 1.0, marks: bool = True) -> str:
-    """"+m ± se" with ``*`` where |m| > SE and ``**`` where > 2 SE ("–" for no pairs)."""
+    """ "+m ± se" with ``*`` where |m| > SE and ``**`` where > 2 SE ("–" for no pairs)."""
     if n == 0:
         return "–"
     mark = "" if not (marks and error > 0) else "**" if abs(mean) > 2 * error else "*" if abs(mean) > error else ""

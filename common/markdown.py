@@ -2,6 +2,7 @@
 
 A section sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``; the command that writes it owns it.
 """
+
 from __future__ import annotations
 
 import os

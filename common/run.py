@@ -27,6 +27,7 @@ What it guarantees:
 * an unreadable, damaged or foreign file, a full disk or a read-only folder becomes one :class:`RunError`, which
   ``common.cli.run_cli`` prints as one ``error:`` line.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -175,6 +176,7 @@ def _remove_stale_temps(folder: Path) -> list[Path]:
 
 # -- reading files -------------------------------------------------------------------------------------------------
 
+
 def load_checkpoint(path: str | os.PathLike, required_keys: tuple[str, ...] = (), what: str = "checkpoint") -> dict:
     """``torch.load(path, weights_only=True)`` onto the CPU, with one :class:`CheckpointError` for every failure.
 
@@ -197,7 +199,9 @@ def load_checkpoint(path: str | os.PathLike, required_keys: tuple[str, ...] = ()
         raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from error
     except Exception as error:  # truncated zip, pickle, foreign objects: all mean "bad file"
         first = (str(error).splitlines() or [""])[0][:200]
-        raise CheckpointError(f"{str(path)!r} is corrupted or not a {what} ({type(error).__name__}: {first})") from error
+        raise CheckpointError(
+            f"{str(path)!r} is corrupted or not a {what} ({type(error).__name__}: {first})"
+        ) from error
     if not isinstance(payload, dict):
         raise CheckpointError(f"{str(path)!r} is not a {what}: it holds a {type(payload).__name__}, not a dict")
     missing = [key for key in required_keys if key not in payload]
@@ -218,8 +222,9 @@ def load_state(module: torch.nn.Module | torch.optim.Optimizer, state: dict, sou
         module.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, TypeError) as error:
         first = (str(error).splitlines() or [""])[0][:300]
-        raise CheckpointError(f"{source}: the saved weights do not fit the model its config describes ({first})") \
-            from error
+        raise CheckpointError(
+            f"{source}: the saved weights do not fit the model its config describes ({first})"
+        ) from error
 
 
 def read_json(path: Path):
@@ -291,12 +296,15 @@ def config_differences(saved, current, ignore=()) -> list[str]:
     """``["key: old -> new", ...]`` for every key that differs, except :data:`INVOCATION_KEYS` and ``ignore``."""
     saved, current = _normalized(saved), _normalized(current)
     skip = set(INVOCATION_KEYS) | set(ignore)
-    return [f"{key}: {saved.get(key, '<missing>')!r} -> {current.get(key, '<missing>')!r}"
-            for key in sorted(set(saved) | set(current))
-            if key not in skip and saved.get(key, "<missing>") != current.get(key, "<missing>")]
+    return [
+        f"{key}: {saved.get(key, '<missing>')!r} -> {current.get(key, '<missing>')!r}"
+        for key in sorted(set(saved) | set(current))
+        if key not in skip and saved.get(key, "<missing>") != current.get(key, "<missing>")
+    ]
 
 
 # -- metrics -------------------------------------------------------------------------------------------------------
+
 
 def _jsonable(value):
     if isinstance(value, torch.Tensor):
@@ -379,6 +387,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
 
 # -- numerics of a loop ----------------------------------------------------------------------------------------------
 
+
 def all_finite(loss: torch.Tensor, accelerator=None) -> bool:
     """Whether the loss is finite on every process (one collective), so that all processes stop together.
 
@@ -425,8 +434,9 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
-def learning_rate_factor(schedule: str, step: int, total_steps: int, epoch: int = 0, milestones=(),
-                         gamma: float = 0.1) -> float:
+def learning_rate_factor(
+    schedule: str, step: int, total_steps: int, epoch: int = 0, milestones=(), gamma: float = 0.1
+) -> float:
     """The multiplier of the base learning rate at 0-based optimizer ``step`` (computed, never stepped, so it is the
     same on any number of processes and after a resume).
 
@@ -457,6 +467,7 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
 
 
 # -- the run folder ------------------------------------------------------------------------------------------------
+
 
 def _acquire_lock(path: Path):
     """An open file holding an exclusive ``flock`` on ``path`` (created if absent), or None when another has it."""
@@ -514,8 +525,17 @@ class RunFolder:
         return 1 if self.accelerator is None else self.accelerator.num_processes
 
     @classmethod
-    def open(cls, path, config, kind: str, resume: bool = False, accelerator=None, may_change=(),
-             step_key: str = "step", upgrade=None) -> RunFolder:
+    def open(
+        cls,
+        path,
+        config,
+        kind: str,
+        resume: bool = False,
+        accelerator=None,
+        may_change=(),
+        step_key: str = "step",
+        upgrade=None,
+    ) -> RunFolder:
         """Lock the folder and decide: a new run, a resume, or a refusal (a :class:`RunError`).
 
         A folder with a checkpoint resumes with ``resume=True`` and is refused without it. A folder with a
@@ -574,8 +594,9 @@ class RunFolder:
             raise RunError(f"cannot write in run folder {path}: {error.strerror or error}") from error
         if self._lock is None:
             self._created_lock = False
-            raise RunError(f"run folder {str(path)!r} is in use by another process; wait for it or choose another "
-                           "--out")
+            raise RunError(
+                f"run folder {str(path)!r} is in use by another process; wait for it or choose another --out"
+            )
         checkpoint_path = path / LAST_CHECKPOINT
         config_path = path / CONFIG_FILE
         if checkpoint_path.exists():
@@ -584,34 +605,47 @@ class RunFolder:
             self.checkpoint = self._load_checkpoint(upgrade)
             differences = config_differences(self.checkpoint["config"], self.config, may_change)
             if differences:
-                raise RunError(f"the config differs from the run in {path}: use the same settings or another --out. "
-                               "Differing keys: " + "; ".join(differences))
+                raise RunError(
+                    f"the config differs from the run in {path}: use the same settings or another --out. "
+                    "Differing keys: " + "; ".join(differences)
+                )
             saved_processes = self.checkpoint.get("num_processes")
             if saved_processes is not None and int(saved_processes) != self.num_processes:
-                raise RunError(f"{checkpoint_path} was written by {saved_processes} process(es); resume it with the "
-                               f"same number (this launch has {self.num_processes})")
+                raise RunError(
+                    f"{checkpoint_path} was written by {saved_processes} process(es); resume it with the "
+                    f"same number (this launch has {self.num_processes})"
+                )
             self.step = int(self.checkpoint["step"])
             return
         if config_path.exists():
             kind, saved = read_config(path)
             if read_metrics(path / METRICS_FILE):  # it saved steps once: its checkpoint was lost, not never made
-                raise RunError(f"{path} is damaged: its {METRICS_FILE} has records but its {LAST_CHECKPOINT} is "
-                               "missing; restore the file or choose another --out")
+                raise RunError(
+                    f"{path} is damaged: its {METRICS_FILE} has records but its {LAST_CHECKPOINT} is "
+                    "missing; restore the file or choose another --out"
+                )
             # Stopped before its first checkpoint: the same config starts over.
             if kind != self.kind:
                 raise RunError(f"{str(path)!r} holds a {kind!r} run, not a {self.kind!r} one; choose another --out")
             differences = config_differences(saved, self.config, may_change)
             if differences:
-                raise RunError(f"{path} holds an unfinished run with another config; use the same settings or another "
-                               "--out. Differing keys: " + "; ".join(differences))
+                raise RunError(
+                    f"{path} holds an unfinished run with another config; use the same settings or another "
+                    "--out. Differing keys: " + "; ".join(differences)
+                )
             return
         if resume:
             raise RunError(f"--resume: {path} has no {LAST_CHECKPOINT} to continue")
-        others = [entry.name for entry in path.iterdir()
-                  if entry.name != LOCK_FILE and not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX))]
+        others = [
+            entry.name
+            for entry in path.iterdir()
+            if entry.name != LOCK_FILE and not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX))
+        ]
         if others:
-            raise RunError(f"--out {str(path)!r} is not empty and holds no run ({', '.join(sorted(others)[:5])}); "
-                           "choose another --out")
+            raise RunError(
+                f"--out {str(path)!r} is not empty and holds no run ({', '.join(sorted(others)[:5])}); "
+                "choose another --out"
+            )
 
     def _load_checkpoint(self, upgrade) -> dict:
         path = self.path / LAST_CHECKPOINT
@@ -683,8 +717,16 @@ class RunFolder:
         if self.metrics is not None:
             self.metrics.write(record)
 
-    def save(self, step: int, *, model=None, optimizer=None, state: dict | None = None, metrics: dict | None = None,
-             extra: dict | None = None) -> None:
+    def save(
+        self,
+        step: int,
+        *,
+        model=None,
+        optimizer=None,
+        state: dict | None = None,
+        metrics: dict | None = None,
+        extra: dict | None = None,
+    ) -> None:
         """Checkpoint after ``step``: the metrics record first, then ``last.pt`` with everything a resume needs.
 
         Call it on every process (the RNG states of all processes are gathered); only the main process writes.
@@ -706,9 +748,15 @@ class RunFolder:
             return
         if metrics is not None:
             self.log({self.step_key: step, **metrics})
-        checkpoint = {"format": CHECKPOINT_FORMAT, "kind": self.kind, "step": int(step),
-                      "config": _as_dict(self.config), "num_processes": self.num_processes, "rng": rng,
-                      "state": dict(state or {})}
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "kind": self.kind,
+            "step": int(step),
+            "config": _as_dict(self.config),
+            "num_processes": self.num_processes,
+            "rng": rng,
+            "state": dict(state or {}),
+        }
         if model is not None:
             checkpoint["model"] = model.state_dict()
         if optimizer is not None:
@@ -726,4 +774,3 @@ class RunFolder:
             index = 0 if self.accelerator is None else self.accelerator.process_index
             rng = rng[index]
         set_rng_state(rng)
-

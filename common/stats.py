@@ -1,5 +1,6 @@
 """Summaries over seeds for the result tables: mean ± sample sd, and whether a difference of means exceeds its
 standard error."""
+
 from __future__ import annotations
 
 import math
@@ -45,5 +46,5 @@ def paired_difference(a: dict, b: dict) -> tuple[float, float, int]:
 
 
 def verdict(value: float, error: float) -> str:
-    """"yes (> 2 SE)", "yes" (> 1 SE) or "no": whether ``|value|`` exceeds its standard error."""
+    """ "yes (> 2 SE)", "yes" (> 1 SE) or "no": whether ``|value|`` exceeds its standard error."""
     return "yes (> 2 SE)" if abs(value) > 2 * error else "yes" if abs(value) > error else "no"

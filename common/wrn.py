@@ -5,6 +5,7 @@ are ``64 * width`` wide (128 for WRN-40-2). The final layer is a :mod:`vmfprior.
 ``head``, so ``VMFPrior.from_checkpoint`` finds ``head.weight``. Shared by ``gan`` (the prior source of
 SNGAN-vMF) and ``ckd`` (teacher WRN-40-2, student WRN-16-2).
 """
+
 from __future__ import annotations
 
 import torch
@@ -54,8 +55,9 @@ class WideResNet(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, depth: int = 40, width: int = 2, num_classes: int = 10, head: str = "linear",
-                 image_channels: int = 3):
+    def __init__(
+        self, depth: int = 40, width: int = 2, num_classes: int = 10, head: str = "linear", image_channels: int = 3
+    ):
         super().__init__()
         if not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
             raise ValueError(f"depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 40, ...), got {depth!r}")
@@ -110,5 +112,3 @@ def augment(images: torch.Tensor) -> torch.Tensor:
     cropped = padded[batch_index, channel_index, rows, cols]  # (B, C, H, W)
     flip = torch.rand(batch, device=images.device) < 0.5
     return torch.where(flip[:, None, None, None], cropped.flip(-1), cropped)
-
-

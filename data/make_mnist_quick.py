@@ -5,6 +5,7 @@
 x_train: training images 0-4999 followed by 50000-50999 (the first 1,000 of the full runs' validation split,
 so the last 1,000 rows are the quick run's validation split); x_test: test images 0-999. Original order, uint8.
 """
+
 import argparse
 
 import numpy as np
@@ -19,8 +20,10 @@ def main() -> None:
         rows = np.r_[0:5000, 50000:51000]
         np.savez_compressed(
             args.out,
-            x_train=full["x_train"][rows], y_train=full["y_train"][rows].astype(np.int64),
-            x_test=full["x_test"][:1000], y_test=full["y_test"][:1000].astype(np.int64),
+            x_train=full["x_train"][rows],
+            y_train=full["y_train"][rows].astype(np.int64),
+            x_test=full["x_test"][:1000],
+            y_test=full["y_test"][:1000].astype(np.int64),
         )
 
 

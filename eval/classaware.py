@@ -17,6 +17,7 @@ my GAN?", ECCV 2018) and intra-class FID.
 The generator is any conditional sampler of :mod:`eval.sampler`. Labels are balanced (class ``i mod C`` for
 the i-th image) and every function seeds its own draws (the caller's RNG state is restored).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,17 @@ from eval.classifiers import accuracy, train_on_images
 from eval.fidelity import UInt8ImageDataset, images_to_uint8
 from eval.sampler import check_sampler, sampler_device
 
-__all__ = ["KEY_GAN_TEST", "KEY_GAN_TRAIN", "KEY_INTRA_FID", "balanced_labels", "generate", "gan_test", "gan_train",
-           "intra_fid", "extract_features"]
+__all__ = [
+    "KEY_GAN_TEST",
+    "KEY_GAN_TRAIN",
+    "KEY_INTRA_FID",
+    "balanced_labels",
+    "generate",
+    "gan_test",
+    "gan_train",
+    "intra_fid",
+    "extract_features",
+]
 
 KEY_GAN_TEST = "gan_test"
 KEY_GAN_TRAIN = "gan_train"
@@ -71,14 +81,20 @@ def generate(sampler, labels: torch.Tensor, batch_size: int = 250, seed: int = 0
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(int(seed))
         for start in range(0, len(labels), int(batch_size)):
-            batch = labels[start:start + int(batch_size)].to(device)  # (b,)
+            batch = labels[start : start + int(batch_size)].to(device)  # (b,)
             images = sampler.decode(sampler.sample_latent(batch), F.one_hot(batch, num_classes).float())
             chunks.append(images_to_uint8(images).cpu())
     return torch.cat(chunks)
 
 
-def gan_test(sampler, classifier: nn.Module, num_samples: int = 10_000, batch_size: int = 250, seed: int = 0,
-             generated: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+def gan_test(
+    sampler,
+    classifier: nn.Module,
+    num_samples: int = 10_000,
+    batch_size: int = 250,
+    seed: int = 0,
+    generated: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict:
     """GAN-test: accuracy of a classifier trained on real images, on the sampler's images of balanced labels.
 
     Args:
@@ -102,10 +118,21 @@ def gan_test(sampler, classifier: nn.Module, num_samples: int = 10_000, batch_si
     return {KEY_GAN_TEST: accuracy(classifier, images, labels, batch_size), "gan_test_num_samples": len(labels)}
 
 
-def gan_train(sampler, architecture: str, num_samples: int, test_images: torch.Tensor, test_labels: torch.Tensor,
-              epochs: int = 10, batch_size: int = 128, learning_rate: float = 0.05, augmentation: bool = True, seed: int = 0,
-              device: str | torch.device = "cpu", generated: tuple[torch.Tensor, torch.Tensor] | None = None,
-              sample_batch_size: int = 250) -> dict:
+def gan_train(
+    sampler,
+    architecture: str,
+    num_samples: int,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    epochs: int = 10,
+    batch_size: int = 128,
+    learning_rate: float = 0.05,
+    augmentation: bool = True,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    generated: tuple[torch.Tensor, torch.Tensor] | None = None,
+    sample_batch_size: int = 250,
+) -> dict:
     """GAN-train: train a classifier of ``architecture`` on ``num_samples`` generated images, score real test images.
 
     Args:
@@ -130,14 +157,33 @@ def gan_train(sampler, architecture: str, num_samples: int, test_images: torch.T
         labels = balanced_labels(num_samples, num_classes)
         generated = (generate(sampler, labels, sample_batch_size, seed), labels)
     images, labels = generated
-    model = train_on_images(images, labels, architecture, num_classes, epochs=epochs, batch_size=batch_size,
-                            learning_rate=learning_rate, augmentation=augmentation, seed=seed, device=device)
-    return {KEY_GAN_TRAIN: accuracy(model, test_images, test_labels), "gan_train_num_samples": len(labels),
-            "gan_train_architecture": architecture, "gan_train_epochs": epochs}
+    model = train_on_images(
+        images,
+        labels,
+        architecture,
+        num_classes,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        augmentation=augmentation,
+        seed=seed,
+        device=device,
+    )
+    return {
+        KEY_GAN_TRAIN: accuracy(model, test_images, test_labels),
+        "gan_train_num_samples": len(labels),
+        "gan_train_architecture": architecture,
+        "gan_train_epochs": epochs,
+    }
 
 
-def extract_features(images: torch.Tensor, feature_extractor: str, weights_path: str | None = None,
-                     batch_size: int = 250, device: str | torch.device = "cpu") -> torch.Tensor:
+def extract_features(
+    images: torch.Tensor,
+    feature_extractor: str,
+    weights_path: str | None = None,
+    batch_size: int = 250,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     """FID features of uint8 images through a torch-fidelity extractor (Inception's pool, a classifier's penultimate).
 
     Args:
@@ -151,8 +197,10 @@ def extract_features(images: torch.Tensor, feature_extractor: str, weights_path:
         (N, D) float64 features on the CPU.
     """
     if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
-        raise ValueError(f"feature_extractor {feature_extractor!r} is not registered with torch-fidelity; "
-                         f"known: {sorted(FEATURE_EXTRACTORS_REGISTRY)}")
+        raise ValueError(
+            f"feature_extractor {feature_extractor!r} is not registered with torch-fidelity; "
+            f"known: {sorted(FEATURE_EXTRACTORS_REGISTRY)}"
+        )
     if weights_path is not None and not os.path.isfile(weights_path):
         raise ValueError(f"feature extractor weights {str(weights_path)!r} do not exist")
     layer = FEATURE_EXTRACTORS_REGISTRY[feature_extractor].get_default_feature_layer_for_metric("fid")
@@ -179,10 +227,18 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     return float(fid_statistics_to_metric(statistics_a, statistics_b, False)[KEY_METRIC_FID])
 
 
-def intra_fid(sampler, reference_images: torch.Tensor, reference_labels: torch.Tensor, feature_extractor: str,
-              num_samples_per_class: int | None = None, weights_path: str | None = None, batch_size: int = 250,
-              seed: int = 0, device: str | torch.device = "cpu",
-              generated: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+def intra_fid(
+    sampler,
+    reference_images: torch.Tensor,
+    reference_labels: torch.Tensor,
+    feature_extractor: str,
+    num_samples_per_class: int | None = None,
+    weights_path: str | None = None,
+    batch_size: int = 250,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    generated: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict:
     """Intra-class FID: FID between the sampler's and the reference's images of each class, averaged over classes.
 
     Args:
@@ -205,8 +261,10 @@ def intra_fid(sampler, reference_images: torch.Tensor, reference_labels: torch.T
     num_classes = check_sampler(sampler)
     counts = torch.bincount(reference_labels.cpu(), minlength=num_classes)
     if len(counts) != num_classes or int(counts.min()) < 2:
-        raise ValueError(f"reference_labels must hold every one of the {num_classes} classes at least twice, "
-                         f"got counts {counts.tolist()}")
+        raise ValueError(
+            f"reference_labels must hold every one of the {num_classes} classes at least twice, "
+            f"got counts {counts.tolist()}"
+        )
     if generated is None:
         if num_samples_per_class is None:
             labels = torch.repeat_interleave(torch.arange(num_classes), counts)
@@ -216,7 +274,11 @@ def intra_fid(sampler, reference_images: torch.Tensor, reference_labels: torch.T
     images, labels = generated
     fake = extract_features(images, feature_extractor, weights_path, batch_size, device)  # (N, D)
     real = extract_features(reference_images, feature_extractor, weights_path, batch_size, device)  # (M, D)
-    per_class = [frechet_distance(fake[labels.cpu() == c], real[reference_labels.cpu() == c])
-                 for c in range(num_classes)]
-    return {KEY_INTRA_FID: math.fsum(per_class) / num_classes, "intra_fid_per_class": per_class,
-            "intra_fid_num_samples": len(labels)}
+    per_class = [
+        frechet_distance(fake[labels.cpu() == c], real[reference_labels.cpu() == c]) for c in range(num_classes)
+    ]
+    return {
+        KEY_INTRA_FID: math.fsum(per_class) / num_classes,
+        "intra_fid_per_class": per_class,
+        "intra_fid_num_samples": len(labels),
+    }

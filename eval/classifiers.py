@@ -15,6 +15,7 @@ Names:
   A different family from the WRN, for an evaluator that shares no architecture with the prior.
 * names added with :func:`register_architecture` (tests add tiny ones).
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,11 @@ class ConvNet(nn.Module):
             if stage:
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
             for _ in range(2):
-                layers += [nn.Conv2d(channels, stage_width, 3, padding=1, bias=False), nn.BatchNorm2d(stage_width),
-                           nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(channels, stage_width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(stage_width),
+                    nn.ReLU(inplace=True),
+                ]
                 channels = stage_width
         self.body = nn.Sequential(*layers)
         self.feature_dim = channels
@@ -131,8 +135,10 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> to
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    chunks = [model(_as_float(images[start:start + batch_size], device)).argmax(dim=1).cpu()
-              for start in range(0, len(images), batch_size)]
+    chunks = [
+        model(_as_float(images[start : start + batch_size], device)).argmax(dim=1).cpu()
+        for start in range(0, len(images), batch_size)
+    ]
     model.train(was_training)
     return torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.long)
 
@@ -144,9 +150,19 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return (predict(model, images, batch_size) == labels.cpu()).float().mean().item()
 
 
-def train_on_images(images: torch.Tensor, labels: torch.Tensor, architecture: str, num_classes: int,
-                    epochs: int = 10, batch_size: int = 128, learning_rate: float = 0.05, weight_decay: float = 5e-4,
-                    augmentation: bool = True, seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
+def train_on_images(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    architecture: str,
+    num_classes: int,
+    epochs: int = 10,
+    batch_size: int = 128,
+    learning_rate: float = 0.05,
+    weight_decay: float = 5e-4,
+    augmentation: bool = True,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
     """Train a classifier from scratch on a fixed set of images (GAN-train's classifier, or its real-data baseline).
 
     SGD with Nesterov momentum 0.9 and a cosine learning rate over ``epochs``; random crops and flips when
@@ -176,8 +192,9 @@ def train_on_images(images: torch.Tensor, labels: torch.Tensor, architecture: st
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = build_classifier(architecture, num_classes, image_channels=images.shape[1]).to(device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9, weight_decay=weight_decay,
-                                    nesterov=True)
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=learning_rate, momentum=0.9, weight_decay=weight_decay, nesterov=True
+        )
         batch_size = min(batch_size, len(images))
         steps_per_epoch = len(images) // batch_size
         total = epochs * steps_per_epoch
@@ -188,7 +205,7 @@ def train_on_images(images: torch.Tensor, labels: torch.Tensor, architecture: st
         for _ in range(epochs):
             order = torch.randperm(len(images))
             for index in range(steps_per_epoch):
-                batch = order[index * batch_size:(index + 1) * batch_size]
+                batch = order[index * batch_size : (index + 1) * batch_size]
                 x = _as_float(images[batch], device)
                 if crop:
                     x = augment(x)

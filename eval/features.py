@@ -79,8 +79,9 @@ class ClassifierFeatureExtractor(FeatureExtractorBase):
     preprocess = None  # callable (B, 3, H, W) float in [0, 1] -> classifier input, or None
     fingerprint = None  # str: hash of the template's weights
 
-    def __init__(self, name, features_list, feature_extractor_weights_path=None,
-                 feature_extractor_internal_dtype=None, **kwargs):
+    def __init__(
+        self, name, features_list, feature_extractor_weights_path=None, feature_extractor_internal_dtype=None, **kwargs
+    ):
         """
         Args:
             name: the registered name.
@@ -173,8 +174,11 @@ def register_classifier_extractor(name, model, checkpoint=None, preprocess=None,
     template = copy.deepcopy(built).cpu().eval().requires_grad_(False)
     if checkpoint is not None:
         template.load_state_dict(read_state_dict(checkpoint))
-    attributes = {"template": template, "preprocess": staticmethod(preprocess) if preprocess else None,
-                  "fingerprint": state_fingerprint(template)}
+    attributes = {
+        "template": template,
+        "preprocess": staticmethod(preprocess) if preprocess else None,
+        "fingerprint": state_fingerprint(template),
+    }
     cls = type(f"ClassifierFeatureExtractor_{attributes['fingerprint']}", (ClassifierFeatureExtractor,), attributes)
     if previous is not None:
         del FEATURE_EXTRACTORS_REGISTRY[name]  # replace=True was checked above

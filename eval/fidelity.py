@@ -116,8 +116,10 @@ class UInt8ImageDataset(Dataset):
             images: (N, C, H, W) uint8 tensor, C in {1, 3} (grey images are repeated to RGB).
         """
         if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {getattr(images, 'dtype', type(images))}"
-                             f" {tuple(getattr(images, 'shape', ()))}")
+            raise ValueError(
+                f"images must be a uint8 (N, C, H, W) tensor, got {getattr(images, 'dtype', type(images))}"
+                f" {tuple(getattr(images, 'shape', ()))}"
+            )
         if images.shape[1] not in (1, 3) or images.shape[0] == 0:
             raise ValueError(f"images must hold at least one 1- or 3-channel image, got shape {tuple(images.shape)}")
         self.images = images
@@ -179,16 +181,29 @@ def load_reference(reference="cifar10-train", split=None):
 
 
 def extractor_tag(feature_extractor, weights_path):
-    """Name part that pins a feature extractor's exact weights (file digest or registered fingerprint), for cache names."""
+    """Name part that pins a feature extractor's exact weights (file digest or registered fingerprint), for cache
+    names."""
     fingerprint = extractor_fingerprint(feature_extractor)
     if weights_path is not None:
         fingerprint = file_digest(weights_path)
     return f"{feature_extractor}-{fingerprint or 'default'}"
 
 
-def compute_fidelity(sampler, reference=None, num_samples=5000, feature_extractor=INCEPTION,
-                     feature_extractor_weights_path=None, reference_cache_name=None, batch_size=64,
-                     device="cpu", seed=0, isc_splits=ISC_SPLITS, cache=True, cache_root=None, verbose=False):
+def compute_fidelity(
+    sampler,
+    reference=None,
+    num_samples=5000,
+    feature_extractor=INCEPTION,
+    feature_extractor_weights_path=None,
+    reference_cache_name=None,
+    batch_size=64,
+    device="cpu",
+    seed=0,
+    isc_splits=ISC_SPLITS,
+    cache=True,
+    cache_root=None,
+    verbose=False,
+):
     """Inception Score (and FID against `reference`) of a conditional sampler, via torch_fidelity.calculate_metrics.
 
     Args:
@@ -218,21 +233,36 @@ def compute_fidelity(sampler, reference=None, num_samples=5000, feature_extracto
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
-        raise ValueError(f"feature_extractor {feature_extractor!r} is not registered with torch-fidelity; "
-                         f"known: {sorted(FEATURE_EXTRACTORS_REGISTRY)} (see eval/features.py to add a classifier)")
+        raise ValueError(
+            f"feature_extractor {feature_extractor!r} is not registered with torch-fidelity; "
+            f"known: {sorted(FEATURE_EXTRACTORS_REGISTRY)} (see eval/features.py to add a classifier)"
+        )
     if reference is not None and not isinstance(reference, Dataset):
         raise TypeError(f"reference must be a torch Dataset of uint8 images or None, got {type(reference).__name__}")
     if feature_extractor_weights_path is not None and not os.path.isfile(feature_extractor_weights_path):
-        raise FeatureExtractorUnavailableError(_offline_message(
-            feature_extractor, f"the weights file {str(feature_extractor_weights_path)!r} does not exist"))
+        raise FeatureExtractorUnavailableError(
+            _offline_message(
+                feature_extractor, f"the weights file {str(feature_extractor_weights_path)!r} does not exist"
+            )
+        )
     device = torch.device(device)
     kwargs = dict(
-        input1=SamplerGenerativeModel(sampler), input1_model_num_samples=int(num_samples),
-        isc=True, fid=reference is not None, isc_splits=isc_splits, feature_extractor=feature_extractor,
-        feature_extractor_weights_path=None if feature_extractor_weights_path is None
+        input1=SamplerGenerativeModel(sampler),
+        input1_model_num_samples=int(num_samples),
+        isc=True,
+        fid=reference is not None,
+        isc_splits=isc_splits,
+        feature_extractor=feature_extractor,
+        feature_extractor_weights_path=None
+        if feature_extractor_weights_path is None
         else str(feature_extractor_weights_path),
-        batch_size=int(batch_size), cuda=device.type == "cuda", rng_seed=int(seed), verbose=verbose,
-        cache=cache, cache_root=cache_root, save_cpu_ram=True,
+        batch_size=int(batch_size),
+        cuda=device.type == "cuda",
+        rng_seed=int(seed),
+        verbose=verbose,
+        cache=cache,
+        cache_root=cache_root,
+        save_cpu_ram=True,
     )
     if reference is not None:
         kwargs["input2"] = reference
@@ -247,6 +277,7 @@ def compute_fidelity(sampler, reference=None, num_samples=5000, feature_extracto
     except OSError as error:  # URLError, socket and HTTP errors are OSErrors: the weights download failed
         if feature_extractor_weights_path is not None or extractor_fingerprint(feature_extractor) is not None:
             raise
-        raise FeatureExtractorUnavailableError(_offline_message(
-            feature_extractor, f"downloading them failed ({type(error).__name__}: {error})")) from error
+        raise FeatureExtractorUnavailableError(
+            _offline_message(feature_extractor, f"downloading them failed ({type(error).__name__}: {error})")
+        ) from error
     return {key: float(value) for key, value in metrics.items()}

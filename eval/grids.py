@@ -17,8 +17,9 @@ from eval.sampler import check_sampler, sampler_device
 PARALLEL_SINE_EPS = 1e-12
 
 
-def save_image_grid(images, path, nrow, *, title=None, caption=None, row_labels=None, xlabel=None, ylabel=None,
-                    scale=3):
+def save_image_grid(
+    images, path, nrow, *, title=None, caption=None, row_labels=None, xlabel=None, ylabel=None, scale=3
+):
     """Write a batch of images as one PNG grid, bare or as a labelled figure.
 
     With none of ``title``, ``caption``, ``row_labels``, ``xlabel``, ``ylabel`` the PNG is the bare grid
@@ -64,8 +65,18 @@ def save_image_grid(images, path, nrow, *, title=None, caption=None, row_labels=
     if float(scale) < 1:
         raise ValueError(f"scale must be at least 1, got {scale}")
     grid = make_grid(images, nrow=int(nrow), padding=2, pad_value=1.0)  # (3, H_grid, W_grid)
-    _save_labelled_grid(grid.permute(1, 2, 0).numpy(), path, images.shape[-2], rows, title, caption, row_labels,
-                        xlabel, ylabel, float(scale))
+    _save_labelled_grid(
+        grid.permute(1, 2, 0).numpy(),
+        path,
+        images.shape[-2],
+        rows,
+        title,
+        caption,
+        row_labels,
+        xlabel,
+        ylabel,
+        float(scale),
+    )
     return path
 
 
@@ -227,10 +238,16 @@ def class_sample_grid(sampler, path, per_class=10, *, title=None, caption=None):
     label_probs = F.one_hot(labels, num_classes).float()  # (B, C)
     images = sampler.decode(latents, label_probs)
     labelled = title is not None or caption is not None
-    save_image_grid(images, path, nrow=int(per_class), title=title, caption=caption,
-                    row_labels=[f"class {c}" for c in range(num_classes)] if labelled else None,
-                    xlabel=f"{int(per_class)} samples per class" if labelled else None,
-                    ylabel="class" if labelled else None)
+    save_image_grid(
+        images,
+        path,
+        nrow=int(per_class),
+        title=title,
+        caption=caption,
+        row_labels=[f"class {c}" for c in range(num_classes)] if labelled else None,
+        xlabel=f"{int(per_class)} samples per class" if labelled else None,
+        ylabel="class" if labelled else None,
+    )
     return images
 
 
@@ -278,10 +295,16 @@ def class_interpolation_grid(sampler, path, pairs, steps=10, *, title=None, capt
     label_probs = (1.0 - t) * onehot_start + t * onehot_end  # (P, steps, C)
     images = sampler.decode(latents.flatten(0, 1), label_probs.flatten(0, 1))
     labelled = title is not None or caption is not None
-    save_image_grid(images, path, nrow=int(steps), title=title, caption=caption,
-                    row_labels=[f"{start} \u2192 {end}" for start, end in pairs] if labelled else None,
-                    xlabel=f"{int(steps)} steps from the start class's sample to the end class's" if labelled else None,
-                    ylabel="class pair (start \u2192 end)" if labelled else None)
+    save_image_grid(
+        images,
+        path,
+        nrow=int(steps),
+        title=title,
+        caption=caption,
+        row_labels=[f"{start} \u2192 {end}" for start, end in pairs] if labelled else None,
+        xlabel=f"{int(steps)} steps from the start class's sample to the end class's" if labelled else None,
+        ylabel="class pair (start \u2192 end)" if labelled else None,
+    )
     return images
 
 

@@ -19,6 +19,7 @@ label cannot be summed out inside one importance weight. Then every label ``c`` 
 
 ``vae.models.HypersphericalVAE`` is one; ``python -m vae.loglik --run RUN`` scores a trained run.
 """
+
 from __future__ import annotations
 
 import math

@@ -11,6 +11,7 @@ A sampler is any object with::
 
 ``vae.sampling.VAESampler`` and ``gan.sampling.GANSampler`` are the two in this repository.
 """
+
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable

@@ -12,6 +12,7 @@ a ``VMFPrior``, fits one concentration per class to the normalized test activati
   densities the final layer defines (Seo, Lee & Kwak, Figure 1);
 * the class-affinity matrix p_T(y | i) of class-wise distillation (their Eq. 7), computed from the layer alone.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,14 @@ from vae.classifier import ClassifierConfig, MNISTClassifier, train_classifier  
 from vmfprior import VMFPrior  # noqa: E402
 
 
-def _plot(path: Path, prior: VMFPrior, directions: torch.Tensor, labels: torch.Tensor, affinity: torch.Tensor,
-          caption: str = "") -> None:
+def _plot(
+    path: Path,
+    prior: VMFPrior,
+    directions: torch.Tensor,
+    labels: torch.Tensor,
+    affinity: torch.Tensor,
+    caption: str = "",
+) -> None:
     """Draw the angle histograms against the vMF densities (d = 2 only) and the class-affinity matrix."""
     import matplotlib
 
@@ -54,8 +61,11 @@ def _plot(path: Path, prior: VMFPrior, directions: torch.Tensor, labels: torch.T
             chosen = angles[labels == label].numpy()
             axis.hist(chosen, bins=180, range=(-math.pi, math.pi), density=True, alpha=0.35, color=colors(label))
             axis.plot(grid.numpy(), densities[:, label].numpy(), color=colors(label), lw=1.6, label=str(label))
-        axis.set(xlabel="angle of the normalized activation (rad)", ylabel="density",
-                 title="normalized test activations (histograms)\nvs vMF(w_y/|w_y|, kappa_y) from the last layer (lines)")
+        axis.set(
+            xlabel="angle of the normalized activation (rad)",
+            ylabel="density",
+            title="normalized test activations (histograms)\nvs vMF(w_y/|w_y|, kappa_y) from the last layer (lines)",
+        )
         axis.legend(title="class", ncol=2, fontsize=8)
     axis = axes[0, -1]
     image = axis.imshow(affinity.numpy(), cmap="viridis", vmin=0, vmax=1)
@@ -63,8 +73,9 @@ def _plot(path: Path, prior: VMFPrior, directions: torch.Tensor, labels: torch.T
     axis.set_xticks(range(prior.num_classes))
     axis.set_yticks(range(prior.num_classes))
     figure.colorbar(image, ax=axis, fraction=0.046, label="probability")
-    figure.suptitle("The vMF model in an MNIST classifier's last layer (Seo, Lee & Kwak 2021, Figure 1 and Eq. 7)",
-                    fontsize=12)
+    figure.suptitle(
+        "The vMF model in an MNIST classifier's last layer (Seo, Lee & Kwak 2021, Figure 1 and Eq. 7)", fontsize=12
+    )
     if caption:
         figure.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=9, wrap=True)
     figure.tight_layout(rect=(0, 0.025 * (caption.count("\n") + 1) + 0.02 if caption else 0, 1, 0.96))
@@ -75,15 +86,21 @@ def _plot(path: Path, prior: VMFPrior, directions: torch.Tensor, labels: torch.T
 def main(argv: list[str] | None = None) -> dict:
     """Train, fit, draw; returns the summary also written to OUT/summary.json."""
     parser = ArgumentParser(prog="python examples/figure1_demo.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=None,
-                        help="MNIST .npz, e.g. data/mnist.npz from `python -m common.data mnist` "
-                             "(default: torchvision download)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="MNIST .npz, e.g. data/mnist.npz from `python -m common.data mnist` (default: torchvision download)",
+    )
     parser.add_argument("--latent-dim", type=int, default=2, help="penultimate width d (2 draws the circle figure)")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs")
     parser.add_argument("--affinity-samples", type=int, default=2000, help="Monte Carlo samples per class for Eq. 7")
     parser.add_argument("--seed", type=int, default=0, help="seed of the classifier's initialization and batches")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: 1, or OMP_NUM_THREADS when set; see BENCHMARKS.md)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 1, or OMP_NUM_THREADS when set; see BENCHMARKS.md)",
+    )
     parser.add_argument("--out", default="runs/demo", help="folder for the classifier, the figure and a JSON summary")
     args = parser.parse_args(argv)
     if args.latent_dim < 2 or args.epochs < 1 or args.affinity_samples < 1:
@@ -92,9 +109,16 @@ def main(argv: list[str] | None = None) -> dict:
     set_threads(args.threads)
     started = time.time()
     data = load_mnist(args.data)
-    trained = train_classifier(ClassifierConfig(latent_dim=args.latent_dim, epochs=args.epochs, seed=args.seed,
-                                                out=args.out, num_validation=min(10_000, len(data.x_train) // 6)),
-                               data=data)
+    trained = train_classifier(
+        ClassifierConfig(
+            latent_dim=args.latent_dim,
+            epochs=args.epochs,
+            seed=args.seed,
+            out=args.out,
+            num_validation=min(10_000, len(data.x_train) // 6),
+        ),
+        data=data,
+    )
     model = MNISTClassifier(args.latent_dim, num_classes=data.num_classes)
     model.load_state_dict(torch.load(trained["checkpoint"], map_location="cpu", weights_only=True)["model"])
     model.eval()
@@ -110,10 +134,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     out = Path(args.out)
     figure_path = out / "vmf_prior_demo.png"
-    caption = (f"{len(data.x_train):,} training images, {args.epochs} epoch(s), d = {args.latent_dim}; "
-               f"test accuracy {trained['test_accuracy']:.3f}; kappa fitted per class to {len(data.x_test):,} "
-               f"test activations; affinity from {args.affinity_samples:,} samples per class.\n"
-               f"command: python examples/figure1_demo.py {' '.join(sys.argv[1:] if argv is None else argv)}")
+    caption = (
+        f"{len(data.x_train):,} training images, {args.epochs} epoch(s), d = {args.latent_dim}; "
+        f"test accuracy {trained['test_accuracy']:.3f}; kappa fitted per class to {len(data.x_test):,} "
+        f"test activations; affinity from {args.affinity_samples:,} samples per class.\n"
+        f"command: python examples/figure1_demo.py {' '.join(sys.argv[1:] if argv is None else argv)}"
+    )
     _plot(figure_path, prior, directions, data.y_test, affinity, caption=caption)
     summary = {
         "test_accuracy": trained["test_accuracy"],

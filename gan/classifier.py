@@ -14,14 +14,19 @@ momentum, cosine decay, random crops and flips)::
 Checkpoints written before this trainer moved onto :mod:`common.classifier` (config keys ``lr``, ``max_steps``;
 kappa stored as ``concentration_mle``, measured on test activations) load everywhere as before.
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
     from common.config import answer_early
     from gan.config import CLASSIFIER_PRESETS, ClassifierConfig
 
-    answer_early(ClassifierConfig, prog="python -m gan.classifier", description=__doc__.split("\n\n")[0],
-                 presets=CLASSIFIER_PRESETS)
+    answer_early(
+        ClassifierConfig,
+        prog="python -m gan.classifier",
+        description=__doc__.split("\n\n")[0],
+        presets=CLASSIFIER_PRESETS,
+    )
 
 import sys
 from pathlib import Path
@@ -29,11 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common.classifier import (
-    CHECKPOINT_NAME,
-    check_settings,
-    load_classifier_checkpoint,
-)
+from common.classifier import CHECKPOINT_NAME, check_settings, load_classifier_checkpoint
 from common.classifier import train_classifier as train_on_run_folder
 from common.cli import run_cli, set_threads
 from common.config import ConfigError, check_choice, parse_config
@@ -42,19 +43,24 @@ from common.wrn import WideResNet
 from gan.config import CLASSIFIER_PRESETS as PRESETS
 from gan.config import MIXED_PRECISION, ClassifierConfig
 
-__all__ = ["CHECKPOINT_NAME", "ClassifierConfig", "PRESETS", "build_model", "load_classifier", "main",
-           "train_classifier"]
-
-
-
+__all__ = [
+    "CHECKPOINT_NAME",
+    "ClassifierConfig",
+    "PRESETS",
+    "build_model",
+    "load_classifier",
+    "main",
+    "train_classifier",
+]
 
 
 def build_model(config: dict, num_classes: int) -> nn.Module:
     """The classifier a config describes: ``architecture`` (eval.classifiers) when set, else WRN-depth-width."""
     if config.get("architecture"):
         if config.get("head", "linear") != "linear":
-            raise ConfigError(f"--head {config['head']} needs the WRN; --architecture {config['architecture']} has a "
-                              "linear head")
+            raise ConfigError(
+                f"--head {config['head']} needs the WRN; --architecture {config['architecture']} has a linear head"
+            )
         from eval.classifiers import build_classifier
 
         return build_classifier(config["architecture"], num_classes)
@@ -68,9 +74,11 @@ def _refuse_earlier_layout(out: Path) -> None:
         return
     kind, saved = read_config(out)
     if kind == "gan-classifier" and "lr" in saved and "learning_rate" not in saved:
-        raise RunError(f"{out} holds a finished run of the earlier gan.classifier (config key lr, no last.pt): its "
-                       f"{CHECKPOINT_NAME} loads wherever a classifier is read, but it cannot be trained further; "
-                       "choose another --out")
+        raise RunError(
+            f"{out} holds a finished run of the earlier gan.classifier (config key lr, no last.pt): its "
+            f"{CHECKPOINT_NAME} loads wherever a classifier is read, but it cannot be trained further; "
+            "choose another --out"
+        )
 
 
 def train_classifier(config: ClassifierConfig, data=None, log=None) -> dict:
@@ -98,13 +106,16 @@ def train_classifier(config: ClassifierConfig, data=None, log=None) -> dict:
         with accelerator.main_process_first():  # one torchvision download, not one per process
             data = load_cifar10(config.data)
     torch.manual_seed(config.seed)
-    model = build_model({"architecture": config.architecture, "depth": config.depth, "width": config.width,
-                         "head": config.head}, data.num_classes)
+    model = build_model(
+        {"architecture": config.architecture, "depth": config.depth, "width": config.width, "head": config.head},
+        data.num_classes,
+    )
     augment = None
     if config.augment:
         from common.wrn import augment
-    return train_on_run_folder(config, model, data, kind="gan-classifier", augment=augment, log=log,
-                               accelerator=accelerator)
+    return train_on_run_folder(
+        config, model, data, kind="gan-classifier", augment=augment, log=log, accelerator=accelerator
+    )
 
 
 def load_classifier(path, device: str | torch.device = "cpu") -> nn.Module:
@@ -121,6 +132,7 @@ def load_classifier(path, device: str | torch.device = "cpu") -> nn.Module:
         the classifier (a :class:`WideResNet` unless the config names another architecture), with
         ``features(images in [0, 1]) -> (B, d)`` and ``head``.
     """
+
     def build(config: dict, checkpoint: dict) -> nn.Module:
         num_classes = checkpoint.get("num_classes") or checkpoint["model"]["head.weight"].shape[0]
         return build_model(config, int(num_classes))
@@ -131,13 +143,17 @@ def load_classifier(path, device: str | torch.device = "cpu") -> nn.Module:
 
 def main(argv=None) -> dict | int:
     """Command-line entry point; a non-finite loss is an error (exit status 1)."""
-    config = parse_config(ClassifierConfig, argv, prog="python -m gan.classifier",
-                          description=__doc__.split("\n\n")[0], presets=PRESETS)
+    config = parse_config(
+        ClassifierConfig, argv, prog="python -m gan.classifier", description=__doc__.split("\n\n")[0], presets=PRESETS
+    )
     result = train_classifier(config)
     close_process_group()
     if result["stopped"] == "non-finite loss":
-        print(f"error: non-finite loss in {config.out}; its last checkpoint is kept (lower --learning-rate, then "
-              "--resume)", file=sys.stderr)
+        print(
+            f"error: non-finite loss in {config.out}; its last checkpoint is kept (lower --learning-rate, then "
+            "--resume)",
+            file=sys.stderr,
+        )
         return 1
     return result
 

@@ -1,4 +1,5 @@
 """Exponential moving average of a model's weights (e.g. the generator), for sampling and evaluation."""
+
 from __future__ import annotations
 
 import copy
@@ -41,12 +42,12 @@ class ExponentialMovingAverage(nn.Module):
 
 
 @torch.no_grad()
-def recompute_batch_norm_statistics(generator: nn.Module, latent, num_samples: int, batch_size: int,
-                                    seed: int) -> None:
+def recompute_batch_norm_statistics(generator: nn.Module, latent, num_samples: int, batch_size: int, seed: int) -> None:
     """Re-estimate the running statistics of every batch norm in ``generator`` from its own samples.
 
     The statistics are reset and averaged with equal weight over ``ceil(num_samples / batch_size)`` training-mode
-    forward passes of ``batch_size`` images on fresh noise and uniform labels (the "standing statistics" of an averaged generator).
+    forward passes of ``batch_size`` images on fresh noise and uniform labels (the "standing statistics" of an
+    averaged generator).
     The noise comes from a forked RNG seeded with ``seed``: the result is reproducible and the caller's random
     streams do not move.
 

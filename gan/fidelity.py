@@ -14,14 +14,16 @@ Offline: ``--inception-weights`` takes a local copy of torch-fidelity's Inceptio
 ``--classifier-checkpoint`` scores with a ``gan.classifier`` WRN instead (such scores compare only with each
 other).
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
     from common.config import answer_early
     from gan.config import FidelityConfig
 
-    answer_early(FidelityConfig, prog="python -m gan.fidelity",
-                 description="IS and FID of a GAN run through torch-fidelity.")
+    answer_early(
+        FidelityConfig, prog="python -m gan.fidelity", description="IS and FID of a GAN run through torch-fidelity."
+    )
 
 import dataclasses
 import datetime
@@ -92,15 +94,26 @@ class PeriodicEvaluation:
     def __call__(self, sampler, device) -> dict:
         """Scores of ``sampler`` (a GANSampler): {"inception_score_mean", "inception_score_std",
         "frechet_inception_distance"}; the caller's RNG streams do not move."""
-        return compute_fidelity(sampler, self.reference, num_samples=self.num_samples,
-                                feature_extractor=self.feature_extractor,
-                                feature_extractor_weights_path=self.weights_path,
-                                reference_cache_name=self.cache_name, batch_size=self.batch_size, device=device)
+        return compute_fidelity(
+            sampler,
+            self.reference,
+            num_samples=self.num_samples,
+            feature_extractor=self.feature_extractor,
+            feature_extractor_weights_path=self.weights_path,
+            reference_cache_name=self.cache_name,
+            batch_size=self.batch_size,
+            device=device,
+        )
 
 
-def prepare_evaluation(reference: str, num_samples: int, inception_weights: str | None = None,
-                       classifier_checkpoint: str | None = None, device: str | torch.device = "cpu",
-                       batch_size: int = 64) -> PeriodicEvaluation:
+def prepare_evaluation(
+    reference: str,
+    num_samples: int,
+    inception_weights: str | None = None,
+    classifier_checkpoint: str | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+) -> PeriodicEvaluation:
     """Load the feature extractor and the reference images, and compute and cache the reference statistics now.
 
     Args:
@@ -128,22 +141,34 @@ def prepare_evaluation(reference: str, num_samples: int, inception_weights: str 
     try:
         dataset, cache_name = load_reference(reference)
     except DataUnavailableError as error:
-        raise DataUnavailableError(f"reference images for IS/FID unavailable: {error} Pass --eval-reference PATH.npz "
-                                   "(or --data PATH.npz, which it defaults to).") from error
+        raise DataUnavailableError(
+            f"reference images for IS/FID unavailable: {error} Pass --eval-reference PATH.npz "
+            "(or --data PATH.npz, which it defaults to)."
+        ) from error
     evaluation = PeriodicEvaluation(extractor, inception_weights, dataset, cache_name, int(num_samples), batch_size)
     # FID of the reference against itself, with both inputs under the cache name compute_fidelity will use:
     # torch-fidelity extracts the features once (loading, or downloading, the extractor) and caches the statistics.
     cached = f"{cache_name}-{extractor_tag(extractor, inception_weights)}"
     try:
         torch_fidelity.calculate_metrics(
-            input1=dataset, input2=dataset, input1_cache_name=cached, input2_cache_name=cached, fid=True,
-            feature_extractor=extractor, feature_extractor_weights_path=inception_weights, batch_size=batch_size,
-            cuda=torch.device(device).type == "cuda", verbose=False, save_cpu_ram=True)
+            input1=dataset,
+            input2=dataset,
+            input1_cache_name=cached,
+            input2_cache_name=cached,
+            fid=True,
+            feature_extractor=extractor,
+            feature_extractor_weights_path=inception_weights,
+            batch_size=batch_size,
+            cuda=torch.device(device).type == "cuda",
+            verbose=False,
+            save_cpu_ram=True,
+        )
     except OSError as error:  # a failed download of the Inception weights (URLError, HTTP and socket errors)
         raise FeatureExtractorUnavailableError(
             f"cannot load the weights of {extractor!r} ({type(error).__name__}: {error}); pass "
             f"--eval-inception-weights PATH (a local copy of {INCEPTION_WEIGHTS_FILE}) or --eval-classifier "
-            "CHECKPOINT") from error
+            "CHECKPOINT"
+        ) from error
     return evaluation
 
 
@@ -164,8 +189,18 @@ def class_aware_scores(args, sampler, device, feature_extractor: str) -> dict:
     if args.intra_fid:
         split = reference_split(args.reference, args.reference_split)
         images, reference_labels = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
-        scores.update(intra_fid(sampler, images, reference_labels, feature_extractor, generated=generated,
-                                weights_path=args.inception_weights, batch_size=args.batch_size, device=device))
+        scores.update(
+            intra_fid(
+                sampler,
+                images,
+                reference_labels,
+                feature_extractor,
+                generated=generated,
+                weights_path=args.inception_weights,
+                batch_size=args.batch_size,
+                device=device,
+            )
+        )
         scores["intra_fid_reference_split"] = split
     if args.gan_test_classifier:
         classifier = load_classifier(args.gan_test_classifier).to(device)
@@ -173,57 +208,95 @@ def class_aware_scores(args, sampler, device, feature_extractor: str) -> dict:
         scores["gan_test_classifier"] = os.path.abspath(args.gan_test_classifier)
     if args.gan_train:
         count = args.gan_train_samples or len(data.x_train)
-        scores.update(gan_train(sampler, args.gan_train, count, data.x_test, data.y_test,
-                                epochs=args.gan_train_epochs, batch_size=args.gan_train_batch_size,
-                                augmentation=not args.gan_train_no_augmentation, seed=args.seed + 1, device=device,
-                                sample_batch_size=args.batch_size))
+        scores.update(
+            gan_train(
+                sampler,
+                args.gan_train,
+                count,
+                data.x_test,
+                data.y_test,
+                epochs=args.gan_train_epochs,
+                batch_size=args.gan_train_batch_size,
+                augmentation=not args.gan_train_no_augmentation,
+                seed=args.seed + 1,
+                device=device,
+                sample_batch_size=args.batch_size,
+            )
+        )
     return scores
 
 
 def main(argv=None) -> dict:
     """Score a GAN run; returns the record written to JSON."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_config(FidelityConfig, argv, prog="python -m gan.fidelity",
-                        description="IS and FID of a GAN run through torch-fidelity.")
+    args = parse_config(
+        FidelityConfig,
+        argv,
+        prog="python -m gan.fidelity",
+        description="IS and FID of a GAN run through torch-fidelity.",
+    )
     if args.classifier_checkpoint is not None and args.inception_weights is not None:
         raise UserError("--classifier-checkpoint replaces --inception-weights; pass only one")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
-    if args.gan_train_epochs < 1 or args.gan_train_batch_size < 1 or (args.gan_train_samples is not None and args.gan_train_samples < 1):
+    if (
+        args.gan_train_epochs < 1
+        or args.gan_train_batch_size < 1
+        or (args.gan_train_samples is not None and args.gan_train_samples < 1)
+    ):
         raise UserError("--gan-train-epochs, --gan-train-batch-size and --gan-train-samples must be positive")
     if args.gan_train is not None:
         from eval.classifiers import build_classifier
 
         build_classifier(args.gan_train, 10)  # a bad name fails now, not after IS and FID
     if args.reference == "none" and (args.intra_fid or args.gan_train):
-        raise UserError("--intra-fid and --gan-train need labelled real images: pass --reference PATH.npz or "
-                        "cifar10-train, not none")
+        raise UserError(
+            "--intra-fid and --gan-train need labelled real images: pass --reference PATH.npz or "
+            "cifar10-train, not none"
+        )
     if args.num_samples < ISC_SPLITS:
-        raise UserError(f"--num-samples must be at least {ISC_SPLITS} (the Inception Score's splits), got {args.num_samples}")
+        raise UserError(
+            f"--num-samples must be at least {ISC_SPLITS} (the Inception Score's splits), got {args.num_samples}"
+        )
     _, run_config = read_run(args.run, ("gan",))
     device = select_device(args.cpu)
-    feature_extractor = INCEPTION if args.classifier_checkpoint is None else classifier_extractor(args.classifier_checkpoint)
+    feature_extractor = (
+        INCEPTION if args.classifier_checkpoint is None else classifier_extractor(args.classifier_checkpoint)
+    )
     sampler = load_sampler(args.run, device=device)
     reference, cache_name = None, None
     if args.reference != "none":
         try:
             reference, cache_name = load_reference(args.reference, args.reference_split)
         except DataUnavailableError as error:
-            raise DataUnavailableError(f"reference images unavailable: {error} Pass --reference PATH.npz, or "
-                                       "--reference none for IS only.") from error
+            raise DataUnavailableError(
+                f"reference images unavailable: {error} Pass --reference PATH.npz, or --reference none for IS only."
+            ) from error
     metrics = compute_fidelity(
-        sampler, reference, num_samples=args.num_samples, feature_extractor=feature_extractor,
+        sampler,
+        reference,
+        num_samples=args.num_samples,
+        feature_extractor=feature_extractor,
         feature_extractor_weights_path=args.inception_weights,
-        reference_cache_name=cache_name if args.cache else None, batch_size=args.batch_size,
-        device=device, seed=args.seed, verbose=args.verbose,
+        reference_cache_name=cache_name if args.cache else None,
+        batch_size=args.batch_size,
+        device=device,
+        seed=args.seed,
+        verbose=args.verbose,
     )
     record = dict(metrics)
     record.update(class_aware_scores(args, sampler, device, feature_extractor))
     record.update(
-        run=os.path.abspath(args.run), kind="gan", noise=run_config.get("sampler"), num_samples=args.num_samples,
+        run=os.path.abspath(args.run),
+        kind="gan",
+        noise=run_config.get("sampler"),
+        num_samples=args.num_samples,
         reference=args.reference,
         reference_split=None if reference is None else reference_split(args.reference, args.reference_split),
-        reference_id=cache_name, feature_extractor=feature_extractor, seed=args.seed, device=str(device),
+        reference_id=cache_name,
+        feature_extractor=feature_extractor,
+        seed=args.seed,
+        device=str(device),
         command=shlex.join(["python", "-m", "gan.fidelity", *argv]),
         torch_fidelity_version=torch_fidelity.__version__,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

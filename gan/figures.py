@@ -5,6 +5,7 @@
 Writes ``samples-seed<S>.png`` and ``interpolations-seed<S>.png`` (slerp for spherical noise, lerp for
 Gaussian) into ``RUN/figures`` or ``--out``.
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
@@ -33,8 +34,10 @@ def main(argv=None) -> list[str]:
     sampler = load_sampler(args.run, device=select_device(args.cpu))
     torch.manual_seed(args.seed)
     out_dir = args.out or os.path.join(args.run, "figures")
-    paths = [os.path.join(out_dir, f"samples-seed{args.seed}.png"),
-             os.path.join(out_dir, f"interpolations-seed{args.seed}.png")]
+    paths = [
+        os.path.join(out_dir, f"samples-seed{args.seed}.png"),
+        os.path.join(out_dir, f"interpolations-seed{args.seed}.png"),
+    ]
     class_sample_grid(sampler, paths[0], per_class=args.per_class)
     class_interpolation_grid(sampler, paths[1], default_pairs(sampler.num_classes), steps=args.steps)
     print("\n".join(f"wrote {path}" for path in paths))

@@ -18,6 +18,7 @@ Sampling uses the global torch RNG, so ``accelerator.save_state`` / ``load_state
 values are trusted (checked once per batch at the entry point, ``gan.layers.check_labels``): a range check per
 draw would synchronize a GPU with the host at every draw.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,10 +28,20 @@ import torch
 
 from gan.config import SAMPLERS, VMF_SAMPLERS
 
-__all__ = ["SAMPLERS", "VMF_SAMPLERS", "ORTHOGONAL_HEAD_SEED", "LatentSampler", "GaussianSampler", "SphereSampler", "VMFSampler", "build_latent_sampler"]
+__all__ = [
+    "SAMPLERS",
+    "VMF_SAMPLERS",
+    "ORTHOGONAL_HEAD_SEED",
+    "LatentSampler",
+    "GaussianSampler",
+    "SphereSampler",
+    "VMFSampler",
+    "build_latent_sampler",
+]
 
 ORTHOGONAL_HEAD_SEED = 0
-"""Seed of the fixed orthogonal head of ``vmf-orthogonal`` (one head for every run, so seeds differ only in training)."""
+"""Seed of the fixed orthogonal head of ``vmf-orthogonal`` (one head for every run, so that seeds differ only in
+training)."""
 
 
 def _check_labels(labels: torch.Tensor) -> None:
@@ -63,7 +74,7 @@ class LatentSampler:
         """Draw noise. Args: labels (B,) long. Returns: z (B, latent_dim) float32 on ``labels.device``."""
         raise NotImplementedError
 
-    def to(self, device) -> "LatentSampler":
+    def to(self, device) -> LatentSampler:
         """Move any tensors the sampler holds to ``device``; returns self (no-op for stateless samplers)."""
         return self
 
@@ -134,7 +145,7 @@ class VMFSampler(LatentSampler):
                 z = self.radius * _sample_from_buffers(self.prior, index)
         return z.to(device=labels.device, dtype=torch.float32)
 
-    def to(self, device) -> "VMFSampler":
+    def to(self, device) -> VMFSampler:
         """Move the prior's tensors to ``device`` (when the prior supports ``.to``); returns self."""
         if hasattr(self.prior, "to"):
             moved = self.prior.to(device)

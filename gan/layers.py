@@ -13,6 +13,7 @@ device-to-host synchronization per layer on a GPU.
 With several processes, the generator's batch norms are replaced by :class:`SyncBatchNorm2d`
 (:func:`convert_sync_batch_norm`), so their statistics cover the global batch as on one GPU.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,11 +52,14 @@ def check_labels(labels: torch.Tensor, num_classes: int) -> None:
     One device-to-host synchronization (a single reduction), so call it once per batch at an entry point.
     """
     if not torch.is_tensor(labels) or labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be a (B,) integer tensor, got {getattr(labels, 'dtype', type(labels))} "
-                         f"of shape {tuple(getattr(labels, 'shape', ()))}")
+        raise ValueError(
+            f"labels must be a (B,) integer tensor, got {getattr(labels, 'dtype', type(labels))} "
+            f"of shape {tuple(getattr(labels, 'shape', ()))}"
+        )
     if labels.numel() and not bool(((labels >= 0) & (labels < num_classes)).all()):
-        raise ValueError(f"labels must lie in [0, {num_classes}), got values in "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), got values in [{int(labels.min())}, {int(labels.max())}]"
+        )
 
 
 def label_probabilities(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -151,7 +155,7 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         features = x.shape[1]
         count = total[-1]
         mean = total[:features] / count  # (F,)
-        variance = (total[features:2 * features] / count - mean.square()).clamp_min(0.0)  # biased, as BN normalizes
+        variance = (total[features : 2 * features] / count - mean.square()).clamp_min(0.0)  # biased, as BN normalizes
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -175,8 +179,9 @@ def convert_sync_batch_norm(module: nn.Module) -> nn.Module:
         the same module (a lone BatchNorm2d comes back converted).
     """
     if type(module) is nn.BatchNorm2d:
-        converted = SyncBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
-                                    module.track_running_stats)
+        converted = SyncBatchNorm2d(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         converted.load_state_dict(module.state_dict())
         tensors = [*module.parameters(), *module.buffers()]
         return (converted.to(tensors[0].device) if tensors else converted).train(module.training)

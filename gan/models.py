@@ -3,6 +3,7 @@
 At the reference widths (generator ``channels=256``, latent 128; discriminator ``channels=128``) the generator
 has 4,304,387 parameters and the discriminator 1,055,105 (pinned in tests/gan/test_models.py).
 """
+
 from __future__ import annotations
 
 import torch
@@ -11,13 +12,13 @@ from torch import nn
 
 from gan.layers import (
     SHORTCUT_INIT_GAIN,
+    UPSAMPLE_MODES,
     DiscriminatorBlock,
     GeneratorBlock,
     OptimizedDiscriminatorBlock,
-    UPSAMPLE_MODES,
-    xavier_init,
     label_probabilities,
     sn_linear,
+    xavier_init,
 )
 
 __all__ = ["Generator", "Discriminator"]
@@ -43,11 +44,18 @@ class Generator(nn.Module):
         upsample: 2x up-sampling in the blocks, "nearest" (chainer SNGAN) or "bilinear" (Mimicry).
     """
 
-    def __init__(self, latent_dim: int = 128, channels: int = 256, num_classes: int = 10, image_channels: int = 3,
-                 upsample: str = "nearest"):
+    def __init__(
+        self,
+        latent_dim: int = 128,
+        channels: int = 256,
+        num_classes: int = 10,
+        image_channels: int = 3,
+        upsample: str = "nearest",
+    ):
         super().__init__()
-        _check_positive(latent_dim=latent_dim, channels=channels, num_classes=num_classes,
-                        image_channels=image_channels)
+        _check_positive(
+            latent_dim=latent_dim, channels=channels, num_classes=num_classes, image_channels=image_channels
+        )
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {list(UPSAMPLE_MODES)}, got {upsample!r}")
         self.latent_dim, self.channels, self.num_classes = latent_dim, channels, num_classes

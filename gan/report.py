@@ -4,8 +4,9 @@
 
 Every `fidelity-*.json` that `python -m gan.fidelity` wrote in a run folder becomes one row, labelled
 with the run's latent noise (Gaussian / vMF / sphere) from its config.json; the exact commands follow
-the table: the training command each run recorded in its config.json, then the scoring commands. With --out, the table goes between section markers in that file, replacing an earlier
-version of the same section and leaving the rest of the file as it is.
+the table: the training command each run recorded in its config.json, then the scoring commands. With --out, the
+table goes between section markers in that file, replacing an earlier version of the same section and leaving the
+rest of the file as it is.
 """
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
@@ -49,8 +50,9 @@ def collect_runs(run_dirs):
             raise ValueError(f"run folder {run_dir!r} does not exist")
         paths = sorted(glob.glob(os.path.join(run_dir, "fidelity-*.json")))
         if not paths:
-            raise ValueError(f"run folder {run_dir!r} has no fidelity-*.json; run `python -m gan.fidelity "
-                             f"--run {run_dir}` first")
+            raise ValueError(
+                f"run folder {run_dir!r} has no fidelity-*.json; run `python -m gan.fidelity --run {run_dir}` first"
+            )
         config_path = os.path.join(run_dir, "config.json")
         config = _read_json(config_path).get("config", {}) if os.path.isfile(config_path) else {}
         training_command = _read_json(config_path).get("command") if os.path.isfile(config_path) else None
@@ -58,9 +60,13 @@ def collect_runs(run_dirs):
             record = dict(_read_json(path))
             record["training_command"] = training_command
             noise = record.get("noise") or config.get("sampler")
-            record.update(run=os.path.relpath(run_dir) if not os.path.isabs(run_dir) else run_dir,
-                          noise=noise, concentration=config.get("concentration") if noise in ("vmf", "vmf-orthogonal") else None,
-                          iterations=config.get("iterations"), source=path)
+            record.update(
+                run=os.path.relpath(run_dir) if not os.path.isabs(run_dir) else run_dir,
+                noise=noise,
+                concentration=config.get("concentration") if noise in ("vmf", "vmf-orthogonal") else None,
+                iterations=config.get("iterations"),
+                source=path,
+            )
             records.append(record)
     rank = {name: index for index, name in enumerate(NOISE_ORDER)}
     return sorted(records, key=lambda r: (rank.get(r["noise"], len(rank)), str(r["run"]), r["source"]))
@@ -92,23 +98,36 @@ def format_table(records):
         raise ValueError("records must not be empty")
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for record in records:
-        score = "–" if record.get(KEY_IS_MEAN) is None else \
-            f"{record[KEY_IS_MEAN]:.2f} ± {_number(record.get(KEY_IS_STD), 2)}"
+        score = (
+            "–"
+            if record.get(KEY_IS_MEAN) is None
+            else f"{record[KEY_IS_MEAN]:.2f} ± {_number(record.get(KEY_IS_STD), 2)}"
+        )
         cells = (
-            NOISE_NAMES.get(record["noise"], str(record["noise"] or "?")), f"`{record['run']}`",
+            NOISE_NAMES.get(record["noise"], str(record["noise"] or "?")),
+            f"`{record['run']}`",
             "–" if record.get("concentration") is None else f"{record['concentration']:g}",
             "–" if record.get("iterations") is None else str(record["iterations"]),
-            str(record.get("num_samples", "?")), str(record.get("feature_extractor", "?")),
-            _reference_label(record), score, _number(record.get(KEY_FID), 2),
+            str(record.get("num_samples", "?")),
+            str(record.get("feature_extractor", "?")),
+            _reference_label(record),
+            score,
+            _number(record.get(KEY_FID), 2),
         )
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     setups = {(r.get("feature_extractor"), r.get("reference"), r.get("num_samples")) for r in records}
     if len(setups) > 1:
-        lines += ["", "Note: the rows use different extractors, references or sample counts; "
-                      "compare scores only between rows that share all three."]
+        lines += [
+            "",
+            "Note: the rows use different extractors, references or sample counts; "
+            "compare scores only between rows that share all three.",
+        ]
     if any(r.get("feature_extractor") != "inception-v3-compat" for r in records):
-        lines += ["", "Scores from a classifier extractor (not `inception-v3-compat`) are IS/FID-style scores on "
-                      "that classifier's features: not comparable with published Inception numbers."]
+        lines += [
+            "",
+            "Scores from a classifier extractor (not `inception-v3-compat`) are IS/FID-style scores on "
+            "that classifier's features: not comparable with published Inception numbers.",
+        ]
     lines += ["", "Commands (training, as recorded in each run's config.json, then scoring):", "", "```"]
     lines += sorted({r["training_command"] for r in records if r.get("training_command")})
     lines += sorted({r["command"] for r in records if r.get("command")})

@@ -1,9 +1,10 @@
 """Conditional sampler of a trained GAN run, for grids and IS/FID (the protocol of eval.sampler).
 
-    sampler = load_sampler("runs/sngan-vmf", device="cuda")
-    labels = torch.arange(10)
-    images = sampler.decode(sampler.sample_latent(labels), F.one_hot(labels, 10).float())  # (10, 3, 32, 32) in [0, 1]
+sampler = load_sampler("runs/sngan-vmf", device="cuda")
+labels = torch.arange(10)
+images = sampler.decode(sampler.sample_latent(labels), F.one_hot(labels, 10).float())  # (10, 3, 32, 32) in [0, 1]
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,7 +49,8 @@ class GANSampler:
 
     @torch.no_grad()
     def sample_latent(self, labels: torch.Tensor) -> torch.Tensor:
-        """Draw the model's noise. Args: labels (B,) long in [0, C). Returns: z (B, latent_dim) on the generator's device."""
+        """Draw the model's noise. Args: labels (B,) long in [0, C). Returns: z (B, latent_dim) on the generator's
+        device."""
         labels = labels.to(self.device)
         check_labels(labels, self.num_classes)  # the entry point: the sampler and the generator trust labels
         return self.latent.sample(labels)
@@ -106,13 +108,14 @@ def build_sampler_from_state(config: GANConfig, state: dict, device: str | torch
     generator.load_state_dict(weights)
     generator.to(device).eval()
     if config.sampler in ("vmf", "vmf-orthogonal") and state.get("prior_weight") is not None:
-        from vmfprior import VMFPrior
         from gan.latent import VMFSampler
+        from vmfprior import VMFPrior
 
         latent = VMFSampler(VMFPrior.from_weight(state["prior_weight"].float(), config.concentration))
     else:
-        latent = build_latent_sampler(config.sampler, config.latent_dim, config.num_classes,
-                                      config.prior_checkpoint, config.concentration)
+        latent = build_latent_sampler(
+            config.sampler, config.latent_dim, config.num_classes, config.prior_checkpoint, config.concentration
+        )
     return GANSampler(generator, latent.to(device))
 
 

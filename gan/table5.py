@@ -29,15 +29,17 @@ One run per process (``--samplers S --seeds N``), one process per core; the same
         --results RESULTS.md
 
 Run it from the repository root. Runs are ``RUNS/<sampler>-s<seed>`` (``--runs-dir``, default
-``runs/table5-<preset>``). Every step is a subprocess and is skipped when its output exists, so the same command continues an interrupted table:
-training resumes from the run's latest checkpoint, scoring writes ``fidelity-*.json`` once per sample count.
+``runs/table5-<preset>``). Every step is a subprocess and is skipped when its output exists, so the same command
+continues an interrupted table: training resumes from the run's latest checkpoint, scoring writes
+``fidelity-*.json`` once per sample count.
 ``--round-robin K`` advances the runs K iterations at a time in turn, so that when time runs out every noise
 has been trained equally long. ``--report-only`` writes the table from what exists. κ of the vMF noise is
 ``--concentration`` or, by default, the MLE stored in the classifier checkpoint (``kappa_mle``, or
 ``concentration_mle`` in checkpoints of the earlier gan.classifier).
-``--keep DIR`` copies each scored run's small files and generator weights (no checkpoints) to ``DIR``, so that a table can be kept under
-version control and rewritten later with ``--runs-dir DIR --report-only``.
+``--keep DIR`` copies each scored run's small files and generator weights (no checkpoints) to ``DIR``, so that a
+table can be kept under version control and rewritten later with ``--runs-dir DIR --report-only``.
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
@@ -86,8 +88,9 @@ def trained_iterations(run: Path) -> int:
 def logged_iterations(run: Path) -> int:
     """How far the run got: its latest checkpoint or, in a folder kept without checkpoints (config.json,
     metrics.jsonl and fidelity-*.json copied elsewhere to be kept), the last iteration in its metrics."""
-    return max([trained_iterations(run)]
-               + [record.get("iteration", 0) for record in read_metrics(run / "metrics.jsonl")])
+    return max(
+        [trained_iterations(run)] + [record.get("iteration", 0) for record in read_metrics(run / "metrics.jsonl")]
+    )
 
 
 def keep_run(run: Path, destination: Path) -> Path:
@@ -109,7 +112,7 @@ def keep_run(run: Path, destination: Path) -> Path:
 
 
 def _mean_sd(values: list[float | None], digits: int = 2) -> str:
-    """"mean ± sd" over seeds (the values that are not None), "mean" for one, "–" for none."""
+    """ "mean ± sd" over seeds (the values that are not None), "mean" for one, "–" for none."""
     return mean_sd_cell(summarize_values(values), digits=digits, count=False)
 
 
@@ -128,45 +131,75 @@ def summarize(run_dirs: list[Path]) -> str:
         records = collect_runs([str(run) for run in finished])
         groups: dict[tuple, list[dict]] = {}
         for record in records:
-            key = (record["noise"], record.get("num_samples"), record.get("feature_extractor"),
-                   record.get("reference_id"))
+            key = (
+                record["noise"],
+                record.get("num_samples"),
+                record.get("feature_extractor"),
+                record.get("reference_id"),
+            )
             groups.setdefault(key, []).append(record)
-        lines += ["| noise | κ | seeds | iterations | fake images | real images | extractor | IS ↑ | FID ↓ |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| noise | κ | seeds | iterations | fake images | real images | extractor | IS ↑ | FID ↓ |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         order = {name: index for index, name in enumerate(NOISE_ORDER)}
         for key in sorted(groups, key=lambda k: (k[1] or 0, order.get(k[0], 9), str(k[2]))):
             rows = groups[key]
             noise, fake, extractor, reference_id = key
             real = str(reference_id).rsplit("-n", 1)[-1] if reference_id else "–"
             kappa = rows[0].get("concentration")
-            lines.append(" | ".join([
-                f"| {NOISE_NAMES.get(noise, noise)}", "–" if kappa is None else f"{kappa:.1f}", str(len(rows)),
-                str(rows[0].get("iterations")), str(fake), real, f"`{extractor}`",
-                _mean_sd([r[KEY_IS_MEAN] for r in rows]),
-                _mean_sd([r.get(KEY_FID) for r in rows]) + " |"]))
+            lines.append(
+                " | ".join(
+                    [
+                        f"| {NOISE_NAMES.get(noise, noise)}",
+                        "–" if kappa is None else f"{kappa:.1f}",
+                        str(len(rows)),
+                        str(rows[0].get("iterations")),
+                        str(fake),
+                        real,
+                        f"`{extractor}`",
+                        _mean_sd([r[KEY_IS_MEAN] for r in rows]),
+                        _mean_sd([r.get(KEY_FID) for r in rows]) + " |",
+                    ]
+                )
+            )
         lines += ["", "Mean ± sample standard deviation over seeds (one training run per seed)."]
         lines += _per_run_and_differences(groups)
         for setting in sorted({key[1:] for key in groups}, key=lambda k: (k[0] or 0, str(k[1]), str(k[2]))):
             by_noise = {key[0]: rows for key, rows in groups.items() if key[1:] == setting}
             extra = class_aware_table(by_noise) + paired_differences(by_noise)
             if extra:
-                lines += ["", f"Class-aware scores and paired differences ({setting[0]} generated images, "
-                              f"extractor `{setting[1]}`):", *extra]
+                lines += [
+                    "",
+                    f"Class-aware scores and paired differences ({setting[0]} generated images, "
+                    f"extractor `{setting[1]}`):",
+                    *extra,
+                ]
     else:
         lines += ["No run has finished and been scored yet."]
     curves = _periodic_fid(run_dirs)
     if curves:
         config = curves["config"]
         reference = os.path.basename(config.get("eval_reference") or config.get("data") or "cifar10-train")
-        extractor = (f"features of the classifier `{config['eval_classifier']}`" if config.get("eval_classifier")
-                     else "Inception features")
-        lines += ["", f"FID during training: {config.get('eval_num_samples')} generated images against the training "
-                      f"split of `{reference}`, {extractor}; mean ± sd over the runs that reached the iteration:",
-                  "", "| noise | " + " | ".join(f"it {i}" for i in curves["iterations"]) + " |",
-                  "|---|" + "---|" * len(curves["iterations"])]
+        extractor = (
+            f"features of the classifier `{config['eval_classifier']}`"
+            if config.get("eval_classifier")
+            else "Inception features"
+        )
+        lines += [
+            "",
+            f"FID during training: {config.get('eval_num_samples')} generated images against the training "
+            f"split of `{reference}`, {extractor}; mean ± sd over the runs that reached the iteration:",
+            "",
+            "| noise | " + " | ".join(f"it {i}" for i in curves["iterations"]) + " |",
+            "|---|" + "---|" * len(curves["iterations"]),
+        ]
         for noise, values in curves["rows"].items():
-            lines.append(f"| {NOISE_NAMES.get(noise, noise)} | " + " | ".join(
-                (_mean_sd(v) + f" (n={len(v)})") if v else "–" for v in values) + " |")
+            lines.append(
+                f"| {NOISE_NAMES.get(noise, noise)} | "
+                + " | ".join((_mean_sd(v) + f" (n={len(v)})") if v else "–" for v in values)
+                + " |"
+            )
     lines += ["", "Progress: " + ", ".join(f"`{run.name}` {logged_iterations(run)}" for run in run_dirs)]
     commands = []
     for run in run_dirs:
@@ -181,13 +214,23 @@ def summarize(run_dirs: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-COMPARISONS = (("vmf", "gaussian"), ("vmf", "sphere"), ("sphere", "gaussian"), ("vmf", "vmf-orthogonal"),
-               ("vmf-orthogonal", "gaussian"))
+COMPARISONS = (
+    ("vmf", "gaussian"),
+    ("vmf", "sphere"),
+    ("sphere", "gaussian"),
+    ("vmf", "vmf-orthogonal"),
+    ("vmf-orthogonal", "gaussian"),
+)
 """Pairs of noises whose final scores are compared (first − second). vMF − vMF-orthogonal is the control: the
 same kappa and the same class clustering, with or without the classifier's learned geometry."""
 
-SCORES = (("IS", KEY_IS_MEAN, "↑", 2), ("FID", KEY_FID, "↓", 2), ("intra-FID", "intra_fid", "↓", 2),
-          ("GAN-test", "gan_test", "↑", 3), ("GAN-train", "gan_train", "↑", 3))
+SCORES = (
+    ("IS", KEY_IS_MEAN, "↑", 2),
+    ("FID", KEY_FID, "↓", 2),
+    ("intra-FID", "intra_fid", "↓", 2),
+    ("GAN-test", "gan_test", "↑", 3),
+    ("GAN-train", "gan_train", "↑", 3),
+)
 """(name, JSON key, better direction, decimals) of every score a run's fidelity JSON may hold."""
 
 
@@ -215,28 +258,43 @@ def paired_differences(by_noise: dict[str, list[dict]]) -> list[str]:
         if a not in by_noise or b not in by_noise:
             continue
         for name, key, better, digits in SCORES:
-            mean, error, count = paired_difference(*({run_seed(r): r.get(key) for r in by_noise[noise]
-                                                      if run_seed(r) is not None} for noise in (a, b)))
+            mean, error, count = paired_difference(
+                *({run_seed(r): r.get(key) for r in by_noise[noise] if run_seed(r) is not None} for noise in (a, b))
+            )
             if count < 2:
                 continue
             verdict = "yes (> 2 SE)" if abs(mean) > 2 * error else "yes (> 1 SE)" if abs(mean) > error else "no"
-            rows.append(f"| {NOISE_NAMES.get(a, a)} − {NOISE_NAMES.get(b, b)} | {name} {better} | {mean:+.{digits}f} "
-                        f"| {error:.{digits}f} | {count} | {verdict} |")
+            rows.append(
+                f"| {NOISE_NAMES.get(a, a)} − {NOISE_NAMES.get(b, b)} | {name} {better} | {mean:+.{digits}f} "
+                f"| {error:.{digits}f} | {count} | {verdict} |"
+            )
     if not rows:
         return []
-    return ["", "Paired differences (first − second, seed by seed; SE = sd of the differences / sqrt(n)):", "",
-            "| difference | score | mean | SE | seeds | larger than SE? |", "|---|---|---|---|---|---|", *rows]
+    return [
+        "",
+        "Paired differences (first − second, seed by seed; SE = sd of the differences / sqrt(n)):",
+        "",
+        "| difference | score | mean | SE | seeds | larger than SE? |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def class_aware_table(by_noise: dict[str, list[dict]]) -> list[str]:
     """Markdown: intra-FID, GAN-test and GAN-train, mean ± sd over seeds per noise (empty if no run has them)."""
-    present = [(name, key, better, digits) for name, key, better, digits in SCORES[2:]
-               if any(r.get(key) is not None for rows in by_noise.values() for r in rows)]
+    present = [
+        (name, key, better, digits)
+        for name, key, better, digits in SCORES[2:]
+        if any(r.get(key) is not None for rows in by_noise.values() for r in rows)
+    ]
     if not present:
         return []
     order = {name: index for index, name in enumerate(NOISE_ORDER)}
-    lines = ["", "| noise | seeds | " + " | ".join(f"{name} {better}" for name, _, better, _ in present) + " |",
-             "|---|---|" + "---|" * len(present)]
+    lines = [
+        "",
+        "| noise | seeds | " + " | ".join(f"{name} {better}" for name, _, better, _ in present) + " |",
+        "|---|---|" + "---|" * len(present),
+    ]
     for noise in sorted(by_noise, key=lambda n: order.get(n, 9)):
         rows = by_noise[noise]
         cells = [_mean_sd([r.get(key) for r in rows], digits) for _, key, _, digits in present]
@@ -244,15 +302,21 @@ def class_aware_table(by_noise: dict[str, list[dict]]) -> list[str]:
     details = next(r for rows in by_noise.values() for r in rows if any(r.get(k) is not None for _, k, _, _ in present))
     notes = []
     if details.get("gan_test_classifier"):
-        notes.append(f"GAN-test: accuracy of `{Path(details['gan_test_classifier']).name}` "
-                     f"({Path(details['gan_test_classifier']).parent.name}) on {details.get('gan_test_num_samples')} "
-                     "generated images")
+        notes.append(
+            f"GAN-test: accuracy of `{Path(details['gan_test_classifier']).name}` "
+            f"({Path(details['gan_test_classifier']).parent.name}) on {details.get('gan_test_num_samples')} "
+            "generated images"
+        )
     if details.get("gan_train_architecture"):
-        notes.append(f"GAN-train: a `{details['gan_train_architecture']}` trained for {details.get('gan_train_epochs')} "
-                     f"epochs on {details.get('gan_train_num_samples')} generated images, accuracy on the real test split")
+        notes.append(
+            f"GAN-train: a `{details['gan_train_architecture']}` trained for {details.get('gan_train_epochs')} "
+            f"epochs on {details.get('gan_train_num_samples')} generated images, accuracy on the real test split"
+        )
     if details.get("intra_fid_per_class"):
-        notes.append(f"intra-FID: FID per class in the extractor's features against the reference's "
-                     f"{details.get('intra_fid_reference_split', 'train')} split, averaged over classes")
+        notes.append(
+            f"intra-FID: FID per class in the extractor's features against the reference's "
+            f"{details.get('intra_fid_reference_split', 'train')} split, averaged over classes"
+        )
     return lines + ["", "Mean ± sample sd over seeds. " + "; ".join(notes) + "."]
 
 
@@ -266,9 +330,13 @@ def _per_run_and_differences(groups: dict[tuple, list[dict]]) -> list[str]:
         fake = setting[0]
         lines += ["", f"Per run ({fake} generated images), IS / FID:", ""]
         for noise in sorted(by_noise, key=lambda n: order.get(n, 9)):
-            lines.append(f"- {NOISE_NAMES.get(noise, noise)}: " + ", ".join(
-                f"`{Path(run['run']).name}` {run[KEY_IS_MEAN]:.2f} / {run[KEY_FID]:.2f}"
-                for run in sorted(by_noise[noise], key=lambda r: r["run"])))
+            lines.append(
+                f"- {NOISE_NAMES.get(noise, noise)}: "
+                + ", ".join(
+                    f"`{Path(run['run']).name}` {run[KEY_IS_MEAN]:.2f} / {run[KEY_FID]:.2f}"
+                    for run in sorted(by_noise[noise], key=lambda r: r["run"])
+                )
+            )
         rows = []
         for a, b in COMPARISONS:
             if a not in by_noise or b not in by_noise:
@@ -279,11 +347,19 @@ def _per_run_and_differences(groups: dict[tuple, list[dict]]) -> list[str]:
                 if summary_a[2] < 2 or summary_b[2] < 2:
                     continue
                 value, error, verdict = difference(summary_a, summary_b)
-                rows.append(f"| {NOISE_NAMES.get(a, a)} − {NOISE_NAMES.get(b, b)} | {metric} | {value:+.2f} | "
-                            f"{error:.2f} | {verdict} |")
+                rows.append(
+                    f"| {NOISE_NAMES.get(a, a)} − {NOISE_NAMES.get(b, b)} | {metric} | {value:+.2f} | "
+                    f"{error:.2f} | {verdict} |"
+                )
         if rows:
-            lines += ["", f"Differences of the means ({fake} generated images; SE = sqrt(sd_a²/n_a + sd_b²/n_b)):", "",
-                      "| difference | metric | value | SE | larger than SE? |", "|---|---|---|---|---|", *rows]
+            lines += [
+                "",
+                f"Differences of the means ({fake} generated images; SE = sqrt(sd_a²/n_a + sd_b²/n_b)):",
+                "",
+                "| difference | metric | value | SE | larger than SE? |",
+                "|---|---|---|---|---|",
+                *rows,
+            ]
     return lines
 
 
@@ -301,20 +377,37 @@ def _periodic_fid(run_dirs: list[Path]) -> dict:
         for record in read_metrics(run / "metrics.jsonl"):
             if KEY_FID in record:
                 per_noise.setdefault(noise, {})[record["iteration"]] = per_noise.get(noise, {}).get(
-                    record["iteration"], []) + [record[KEY_FID]]
+                    record["iteration"], []
+                ) + [record[KEY_FID]]
     iterations = sorted({i for values in per_noise.values() for i in values})
     if not iterations:
         return {}
     order = {name: index for index, name in enumerate(NOISE_ORDER)}
-    return {"iterations": iterations, "config": config,
-            "rows": {noise: [per_noise[noise].get(i, []) for i in iterations]
-                     for noise in sorted(per_noise, key=lambda n: order.get(n, 9))}}
+    return {
+        "iterations": iterations,
+        "config": config,
+        "rows": {
+            noise: [per_noise[noise].get(i, []) for i in iterations]
+            for noise in sorted(per_noise, key=lambda n: order.get(n, 9))
+        },
+    }
 
 
-def _training_command(args, run: Path, sampler: str, seed: int, concentration: float | None,
-                      stop_after: int, resume: bool) -> list[str]:
-    command = [*shlex.split(args.launcher), "gan/train.py", "--preset", args.preset, "--out", str(run),
-               "--seed", str(seed), "--sampler", sampler]
+def _training_command(
+    args, run: Path, sampler: str, seed: int, concentration: float | None, stop_after: int, resume: bool
+) -> list[str]:
+    command = [
+        *shlex.split(args.launcher),
+        "gan/train.py",
+        "--preset",
+        args.preset,
+        "--out",
+        str(run),
+        "--seed",
+        str(seed),
+        "--sampler",
+        sampler,
+    ]
     if args.data:
         command += ["--data", args.data]
     if args.threads:
@@ -337,8 +430,19 @@ def _training_command(args, run: Path, sampler: str, seed: int, concentration: f
 
 
 def _fidelity_command(args, run: Path, seed: int, num_samples: int) -> list[str]:
-    command = [sys.executable, "-m", "gan.fidelity", "--run", str(run), "--num-samples", str(num_samples),
-               "--seed", str(seed), "--batch-size", str(args.fidelity_batch_size)]
+    command = [
+        sys.executable,
+        "-m",
+        "gan.fidelity",
+        "--run",
+        str(run),
+        "--num-samples",
+        str(num_samples),
+        "--seed",
+        str(seed),
+        "--batch-size",
+        str(args.fidelity_batch_size),
+    ]
     reference = args.reference or args.data
     if reference:
         command += ["--reference", reference]
@@ -364,8 +468,9 @@ def _run(command: list[str], dry_run: bool) -> None:
     if not dry_run:
         result = subprocess.run([sys.executable if command[0] == "python" else command[0], *command[1:]])
         if result.returncode:  # the step printed its own error; the table stops at the first failed step
-            raise UserError(f"this step failed with exit status {result.returncode} (its message is above): "
-                            f"{shlex.join(command)}")
+            raise UserError(
+                f"this step failed with exit status {result.returncode} (its message is above): {shlex.join(command)}"
+            )
 
 
 def main(argv=None) -> str:
@@ -375,13 +480,21 @@ def main(argv=None) -> str:
         raise UserError("--seeds must be >= 0, --round-robin >= 0 and every --num-samples >= 10")
     if args.inception_weights and args.classifier_checkpoint:
         raise UserError("--classifier-checkpoint replaces --inception-weights; pass only one")
-    for flag, path in (("--data", args.data), ("--prior-checkpoint", args.prior_checkpoint),
-                       ("--classifier-checkpoint", args.classifier_checkpoint),
-                       ("--gan-test-classifier", args.gan_test_classifier),
-                       ("--inception-weights", args.inception_weights)):
+    for flag, path in (
+        ("--data", args.data),
+        ("--prior-checkpoint", args.prior_checkpoint),
+        ("--classifier-checkpoint", args.classifier_checkpoint),
+        ("--gan-test-classifier", args.gan_test_classifier),
+        ("--inception-weights", args.inception_weights),
+    ):
         if path is not None and not args.report_only and not os.path.isfile(path):
             raise UserError(f"{flag} {path!r}: no such file")
-    if args.reference and args.reference.endswith(".npz") and not args.report_only and not os.path.isfile(args.reference):
+    if (
+        args.reference
+        and args.reference.endswith(".npz")
+        and not args.report_only
+        and not os.path.isfile(args.reference)
+    ):
         raise UserError(f"--reference {args.reference!r}: no such file")
     if args.gan_train is not None:
         from eval.classifiers import build_classifier
@@ -407,9 +520,18 @@ def main(argv=None) -> str:
             for unit, run in zip(units, runs):
                 status = unit_status(run, lambda folder, stop=stop: trained_iterations(folder) >= stop)
                 if status != "finished":  # new, or a checkpoint short of this round's iteration: resume it
-                    _run(_training_command(args, run, unit["sampler"], unit["seed"], concentration,
-                                           stop if stop < iterations else 0, resume=status == "unfinished"),
-                         args.dry_run)
+                    _run(
+                        _training_command(
+                            args,
+                            run,
+                            unit["sampler"],
+                            unit["seed"],
+                            concentration,
+                            stop if stop < iterations else 0,
+                            resume=status == "unfinished",
+                        ),
+                        args.dry_run,
+                    )
         for unit, run in zip(units, runs):
             for num_samples in args.num_samples:
                 if not list(run.glob(f"fidelity-*-n{num_samples}.json")):
@@ -418,9 +540,11 @@ def main(argv=None) -> str:
         for run in runs:
             if any(run.glob("fidelity-*.json")):
                 print(f"kept {run} in {keep_run(run, Path(args.keep))}")
-    text = (f"### SNGAN on CIFAR-10, Table 5 protocol: preset `{args.preset}`, seeds {list(args.seeds)}\n\n"
-            f"Produced by `python -m gan.table5 {shlex.join(argv if argv is not None else sys.argv[1:])}`.\n\n"
-            + summarize(runs))
+    text = (
+        f"### SNGAN on CIFAR-10, Table 5 protocol: preset `{args.preset}`, seeds {list(args.seeds)}\n\n"
+        f"Produced by `python -m gan.table5 {shlex.join(argv if argv is not None else sys.argv[1:])}`.\n\n"
+        + summarize(runs)
+    )
     print(text)
     if args.results and not args.dry_run:
         write_section(args.results, args.section or f"gan-table5-{args.preset}", text)

@@ -5,7 +5,7 @@
     accelerate launch --num_processes 8 -m gan.train --preset mimicry --out runs/sngan-mimicry   # 8 GPUs
     accelerate launch gan/train.py --out runs/sngan-vmf --sampler vmf \\
         --prior-checkpoint runs/wrn-40-2/classifier.pt --concentration KAPPA
-    accelerate launch gan/train.py --config runs/sngan-vmf/config.json --out runs/sngan-vmf --resume   # continue a run exactly
+    accelerate launch gan/train.py --config runs/sngan-vmf/config.json --out runs/sngan-vmf --resume  # continue it
 
 One iteration = ``n_dis`` discriminator updates, then one generator update. The run folder (common.run.RunFolder:
 locked, refused or resumed, written atomically) holds config.json (kind "gan"), metrics.jsonl, last.pt (both
@@ -17,6 +17,7 @@ Several processes: batch sizes are global, the generator's batch norms are synch
 resume must use the process count the run was started with. Mixed precision comes from the launcher
 (``accelerate launch --mixed_precision bf16``) unless ``--mixed-precision`` is given.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -116,11 +117,17 @@ def eval_reference(config: GANConfig) -> str:
 
 
 def build_accelerator(config: GANConfig, run_dir: Path) -> Accelerator:
-    """The Accelerator of a run: the launcher's mixed precision unless the config sets one, a long collective timeout."""
+    """The Accelerator of a run: the launcher's mixed precision unless the config sets one, a long collective
+    timeout."""
     tensorboard = importlib.util.find_spec("tensorboard") is not None
     options = {} if config.mixed_precision is None else {"mixed_precision": config.mixed_precision}
-    return Accelerator(cpu=config.cpu, log_with="tensorboard" if tensorboard else None, project_dir=str(run_dir),
-                       kwargs_handlers=[InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT)], **options)
+    return Accelerator(
+        cpu=config.cpu,
+        log_with="tensorboard" if tensorboard else None,
+        project_dir=str(run_dir),
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT)],
+        **options,
+    )
 
 
 def build_generator(config: GANConfig, num_processes: int) -> Generator:
@@ -132,7 +139,9 @@ def build_generator(config: GANConfig, num_processes: int) -> Generator:
 
 def _init_trackers(accelerator: Accelerator, config: GANConfig) -> None:
     if accelerator.log_with:  # TensorBoard's hparams take only scalars and strings
-        flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in dataclasses.asdict(config).items()}
+        flat = {
+            k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in dataclasses.asdict(config).items()
+        }
         accelerator.init_trackers("gan", config=flat)
 
 
@@ -156,23 +165,51 @@ def refuse_old_layout(run_dir: Path) -> None:
             "which this version cannot continue. Its generator.pt still loads for sampling and scoring "
             "(gan.fidelity, gan.sampling, gan.table5 --report-only); to train further, start a new --out "
             f"(optionally --config {run_dir / CONFIG_FILE} with the keys lr_g, lr_d, lr_decay, stop_at renamed to "
-            "learning_rate_g, learning_rate_d, schedule (none -> constant), stop_after).")
+            "learning_rate_g, learning_rate_d, schedule (none -> constant), stop_after)."
+        )
 
 
-def _save(run: RunFolder, accelerator, iteration: int, config: GANConfig, generator, discriminator, optimizer_g,
-          optimizer_d, ema, latent, metrics: dict | None) -> None:
+def _save(
+    run: RunFolder,
+    accelerator,
+    iteration: int,
+    config: GANConfig,
+    generator,
+    discriminator,
+    optimizer_g,
+    optimizer_d,
+    ema,
+    latent,
+    metrics: dict | None,
+) -> None:
     """last.pt through the run folder (every process takes part: RNG states are gathered), then generator.pt."""
     ema_state = None if ema is None else ema.module.state_dict()
     scaler = accelerator.scaler.state_dict() if getattr(accelerator, "scaler", None) is not None else None
-    run.save(iteration, model=accelerator.unwrap_model(generator), optimizer=optimizer_g, metrics=metrics,
-             state={"mixed_precision": accelerator.mixed_precision},
-             extra={"discriminator": accelerator.unwrap_model(discriminator).state_dict(),
-                    "optimizer_d": optimizer_d.state_dict(), "ema": ema_state, "scaler": scaler})
+    run.save(
+        iteration,
+        model=accelerator.unwrap_model(generator),
+        optimizer=optimizer_g,
+        metrics=metrics,
+        state={"mixed_precision": accelerator.mixed_precision},
+        extra={
+            "discriminator": accelerator.unwrap_model(discriminator).state_dict(),
+            "optimizer_d": optimizer_d.state_dict(),
+            "ema": ema_state,
+            "scaler": scaler,
+        },
+    )
     if accelerator.is_main_process:
         prior_weight = latent.prior.mean_directions.detach().cpu() if isinstance(latent, VMFSampler) else None
-        atomic_save({"generator": accelerator.unwrap_model(generator).state_dict(), "ema": ema_state,
-                     "prior_weight": prior_weight, "iteration": iteration, "config": run.config_dict()},
-                    run.path / GENERATOR_FILE)
+        atomic_save(
+            {
+                "generator": accelerator.unwrap_model(generator).state_dict(),
+                "ema": ema_state,
+                "prior_weight": prior_weight,
+                "iteration": iteration,
+                "config": run.config_dict(),
+            },
+            run.path / GENERATOR_FILE,
+        )
     accelerator.wait_for_everyone()
 
 
@@ -190,14 +227,23 @@ def train(config: GANConfig, command: str | None = None) -> dict:
     accelerator = build_accelerator(config, run_dir)
     for key in ("batch_size_d", "batch_size_g"):
         if getattr(config, key) % accelerator.num_processes:
-            raise ValueError(f"--{key.replace('_', '-')} {getattr(config, key)} must divide by the "
-                             f"{accelerator.num_processes} processes")
+            raise ValueError(
+                f"--{key.replace('_', '-')} {getattr(config, key)} must divide by the "
+                f"{accelerator.num_processes} processes"
+            )
     batch_d = config.batch_size_d // accelerator.num_processes
     batch_g = config.batch_size_g // accelerator.num_processes
     device = accelerator.device
 
-    with RunFolder.open(run_dir, config, kind="gan", resume=config.resume, accelerator=accelerator,
-                        may_change=MAY_CHANGE, step_key="iteration") as run:
+    with RunFolder.open(
+        run_dir,
+        config,
+        kind="gan",
+        resume=config.resume,
+        accelerator=accelerator,
+        may_change=MAY_CHANGE,
+        step_key="iteration",
+    ) as run:
         set_seed(config.seed)  # identical initial weights on every process
         with accelerator.main_process_first():  # one torchvision download, not one per process
             data = load_cifar10(config.data)
@@ -210,8 +256,13 @@ def train(config: GANConfig, command: str | None = None) -> dict:
             # computed while no other process waits at a barrier.
             from gan.fidelity import prepare_evaluation
 
-            evaluation = prepare_evaluation(eval_reference(config), config.eval_num_samples,
-                                            config.eval_inception_weights, config.eval_classifier, device)
+            evaluation = prepare_evaluation(
+                eval_reference(config),
+                config.eval_num_samples,
+                config.eval_inception_weights,
+                config.eval_classifier,
+                device,
+            )
         generator = build_generator(config, accelerator.num_processes)
         discriminator = Discriminator(config.d_channels, config.num_classes)
         ema = None
@@ -235,11 +286,13 @@ def train(config: GANConfig, command: str | None = None) -> dict:
         # No LR scheduler object goes through prepare(): a prepared scheduler steps once per process per step()
         # and would end the decay early on several GPUs. The rate is set from the iteration counter below.
         generator, discriminator, optimizer_g, optimizer_d = accelerator.prepare(
-            generator, discriminator, optimizer_g, optimizer_d)
+            generator, discriminator, optimizer_g, optimizer_d
+        )
         if checkpoint is not None and checkpoint.get("scaler") is not None and accelerator.scaler is not None:
             accelerator.scaler.load_state_dict(checkpoint["scaler"])
-        latent = build_latent_sampler(config.sampler, config.latent_dim, config.num_classes,
-                                      config.prior_checkpoint, config.concentration).to(device)
+        latent = build_latent_sampler(
+            config.sampler, config.latent_dim, config.num_classes, config.prior_checkpoint, config.concentration
+        ).to(device)
         loss = get_loss(config.loss)
         images, labels = data.x_train.to(device), data.y_train.to(device)  # uint8 (N, 3, 32, 32), (N,)
         run.begin(command)
@@ -252,8 +305,12 @@ def train(config: GANConfig, command: str | None = None) -> dict:
         _init_trackers(accelerator, config)
         grid_z, grid_labels = _fixed_grid_inputs(latent, config.num_classes, device)
         end = min(config.iterations, config.stop_after) if config.stop_after else config.iterations
-        progress = tqdm(range(start, end), initial=start, total=end,
-                        disable=not (accelerator.is_local_main_process and config.progress))
+        progress = tqdm(
+            range(start, end),
+            initial=start,
+            total=end,
+            disable=not (accelerator.is_local_main_process and config.progress),
+        )
         began = time.time()
         stopped = "iterations" if end == config.iterations else "stop_after"
         done = start
@@ -295,11 +352,16 @@ def train(config: GANConfig, command: str | None = None) -> dict:
             if done % config.log_every == 0 or done == end:
                 losses = accelerator.reduce(torch.stack([d_loss.detach(), g_loss.detach()]).float(), "mean")
                 # learning_rate_g / _d: the rates the optimizers just stepped with, read back from them
-                record = {"d_loss": losses[0].item(), "g_loss": losses[1].item(), "lr_factor": factor,
-                          "learning_rate_g": optimizer_g.param_groups[0]["lr"],
-                          "learning_rate_d": optimizer_d.param_groups[0]["lr"],
-                          "real_logit": real_logits.mean().item(), "fake_logit": fake_logits.mean().item(),
-                          "seconds": time.time() - began}
+                record = {
+                    "d_loss": losses[0].item(),
+                    "g_loss": losses[1].item(),
+                    "lr_factor": factor,
+                    "learning_rate_g": optimizer_g.param_groups[0]["lr"],
+                    "learning_rate_d": optimizer_d.param_groups[0]["lr"],
+                    "real_logit": real_logits.mean().item(),
+                    "fake_logit": fake_logits.mean().item(),
+                    "seconds": time.time() - began,
+                }
                 progress.set_postfix(d_loss=f"{record['d_loss']:.3f}", g_loss=f"{record['g_loss']:.3f}")
                 accelerator.log(record, step=done)
             sample_now = done % config.sample_every == 0 or done == end
@@ -308,8 +370,9 @@ def train(config: GANConfig, command: str | None = None) -> dict:
             sample_generator = ema.module if ema is not None else accelerator.unwrap_model(generator)
             if ema is not None and accelerator.is_main_process and (sample_now or evaluate_now or checkpoint_now):
                 # The EMA weights need their own BN statistics; the copied ones belong to the live weights.
-                recompute_batch_norm_statistics(ema.module, latent, EMA_STATISTICS_SAMPLES, EMA_STATISTICS_BATCH,
-                                                EMA_STATISTICS_SEED)
+                recompute_batch_norm_statistics(
+                    ema.module, latent, EMA_STATISTICS_SAMPLES, EMA_STATISTICS_BATCH, EMA_STATISTICS_SEED
+                )
             if accelerator.is_main_process and sample_now:
                 _save_grid(sample_generator, grid_z, grid_labels, run_dir / "samples" / f"iter_{done:07d}.png")
             if evaluate_now and accelerator.is_main_process:
@@ -318,14 +381,26 @@ def train(config: GANConfig, command: str | None = None) -> dict:
                 record = {**(record or {}), **metrics}
                 accelerator.log(metrics, step=done)
             if checkpoint_now:  # the metrics of this iteration are written with its checkpoint
-                _save(run, accelerator, done, config, generator, discriminator, optimizer_g, optimizer_d, ema,
-                      latent, record)
+                _save(
+                    run,
+                    accelerator,
+                    done,
+                    config,
+                    generator,
+                    discriminator,
+                    optimizer_g,
+                    optimizer_d,
+                    ema,
+                    latent,
+                    record,
+                )
             elif record is not None:
                 run.log({"iteration": done, **record})
 
     seconds = time.time() - began
-    accelerator.print(f"stopped ({stopped}) at iteration {done} of {config.iterations} in {seconds:.1f} s; "
-                      f"run folder {run_dir}")
+    accelerator.print(
+        f"stopped ({stopped}) at iteration {done} of {config.iterations} in {seconds:.1f} s; run folder {run_dir}"
+    )
     accelerator.end_training()
     return {"iteration": done, "seconds": seconds, "run_dir": str(run_dir), "stopped": stopped}
 
@@ -337,8 +412,11 @@ def main(argv: list[str] | None = None) -> dict | int:
     command = shlex.join(["gan/train.py", *argv])
     summary = train(parse_config(argv), command=command)
     if summary["stopped"] == "non-finite loss":
-        print(f"error: non-finite loss at iteration {summary['iteration']} in {summary['run_dir']}; its last "
-              "checkpoint is kept", file=sys.stderr)
+        print(
+            f"error: non-finite loss at iteration {summary['iteration']} in {summary['run_dir']}; its last "
+            "checkpoint is kept",
+            file=sys.stderr,
+        )
         return 1
     return summary
 

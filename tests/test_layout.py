@@ -6,6 +6,7 @@
 applications do not import each other; no package resolves modules by name (``importlib.import_module``); and
 the modules of each package import each other without cycles.
 """
+
 import ast
 import subprocess
 import sys
@@ -58,17 +59,25 @@ def test_imports_point_one_way(package):
             top = name.split(".")[0]
             if top in own and top not in MAY_IMPORT[package]:
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
-            if package == "vmfprior" and top not in own and top not in LIBRARY_THIRD_PARTY \
-                    and top not in sys.stdlib_module_names and top != "__future__":
+            if (
+                package == "vmfprior"
+                and top not in own
+                and top not in LIBRARY_THIRD_PARTY
+                and top not in sys.stdlib_module_names
+                and top != "__future__"
+            ):
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {name} (the library needs torch and numpy alone)")
     assert not bad, "\n".join(bad)
 
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_no_module_is_resolved_by_name(package):
-    calls = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in _sources(package)
-             for node in ast.walk(ast.parse(path.read_text()))
-             if isinstance(node, ast.Attribute) and node.attr in ("import_module", "__import__")]
+    calls = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in _sources(package)
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr in ("import_module", "__import__")
+    ]
     assert not calls, calls
 
 
@@ -96,8 +105,11 @@ def test_module_level_imports_have_no_cycles():
 
 def _top_level_modules_after(statement):
     code = f"import sys; {statement}; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
-    return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                              cwd=ROOT).stdout.split())
+    return set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+        ).stdout.split()
+    )
 
 
 def test_importing_the_library_loads_nothing_beyond_torch_and_numpy():

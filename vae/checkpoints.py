@@ -2,13 +2,14 @@
 
 A run folder written by ``vae.train`` holds ``config.json`` (kind "vae"), ``last.pt`` (:mod:`common.run`'s
 checkpoint: model, optimizer, step, config, early-stopping state, RNG states; for ``--resume``) and ``best.pt``
-(the weights with the best validation ELBO). HVAE-L checkpoints hold the class prior as the ``class_prior.*`` buffers of a
-:class:`vmfprior.VMFPrior` submodule, so a run never needs its classifier again.
+(the weights with the best validation ELBO). HVAE-L checkpoints hold the class prior as the ``class_prior.*``
+buffers of a :class:`vmfprior.VMFPrior` submodule, so a run never needs its classifier again.
 
 Runs written by earlier versions (config keys ``z_dim`` and ``max_epochs``, state key ``prior_weight``, a
 ``last.pt`` counting ``epoch``) are converted on load by :func:`upgrade_legacy` and :func:`upgrade_checkpoint`;
 nothing on disk changes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -77,16 +78,24 @@ def model_from_state(config: dict, state: dict, source="the checkpoint") -> Hype
     config, state = upgrade_legacy(config, state)
     class_prior = None
     if "class_prior.weight" in state:
-        class_prior = VMFPrior.from_weight(state["class_prior.weight"], state["class_prior.concentration"],
-                                       state.get("class_prior.bias"))
+        class_prior = VMFPrior.from_weight(
+            state["class_prior.weight"], state["class_prior.concentration"], state.get("class_prior.bias")
+        )
     num_classes = state["class_prior.weight"].shape[0] if class_prior is not None else config.get("num_classes", 10)
-    model = HypersphericalVAE(config["model"], config["latent_dim"], num_classes, class_prior=class_prior,
-                              encoder_sees_label=config.get("encoder_sees_label", False))
+    model = HypersphericalVAE(
+        config["model"],
+        config["latent_dim"],
+        num_classes,
+        class_prior=class_prior,
+        encoder_sees_label=config.get("encoder_sees_label", False),
+    )
     try:
         model.load_state_dict(state)
     except RuntimeError as error:  # mismatched keys or shapes: the file belongs to another model
-        raise CheckpointError(f"{source} does not fit a {config['model']} with latent_dim "
-                              f"{config['latent_dim']}: {str(error).splitlines()[0]}") from error
+        raise CheckpointError(
+            f"{source} does not fit a {config['model']} with latent_dim "
+            f"{config['latent_dim']}: {str(error).splitlines()[0]}"
+        ) from error
     return model
 
 

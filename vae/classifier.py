@@ -9,6 +9,7 @@ and mean |a|) come from :mod:`common.classifier`; ``VMFPrior.from_checkpoint(pat
 
     python -m vae.classifier --latent-dim 5 --data data/mnist.npz --out runs/classifier-d5 [--head linear] [--epochs 5]
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
@@ -22,12 +23,7 @@ import sys
 import torch
 from torch import nn
 
-from common.classifier import (
-    CHECKPOINT_NAME,
-    accuracy,
-    check_settings,
-    load_classifier_checkpoint,
-)
+from common.classifier import CHECKPOINT_NAME, accuracy, check_settings, load_classifier_checkpoint
 from common.classifier import train_classifier as train_on_run_folder
 from common.cli import run_cli, set_threads
 from common.config import ConfigError, parse_config
@@ -98,6 +94,7 @@ def train_classifier(config: ClassifierConfig, data=None, log=None) -> dict:
 
 def load_classifier(path) -> tuple[MNISTClassifier, dict]:
     """``(model, checkpoint)`` from ``classifier.pt`` or its run folder (eval mode, CPU)."""
+
     def build(config: dict, checkpoint: dict) -> MNISTClassifier:
         num_classes = checkpoint.get("num_classes") or checkpoint["model"]["head.weight"].shape[0]
         return MNISTClassifier(config["latent_dim"], config.get("head", "linear"), int(num_classes))
@@ -107,8 +104,7 @@ def load_classifier(path) -> tuple[MNISTClassifier, dict]:
 
 def main(argv=None) -> dict | int:
     """Command-line entry point; a non-finite loss is an error (exit status 1)."""
-    config = parse_config(ClassifierConfig, argv, prog="python -m vae.classifier",
-                          description=__doc__.split("\n\n")[0])
+    config = parse_config(ClassifierConfig, argv, prog="python -m vae.classifier", description=__doc__.split("\n\n")[0])
     result = train_classifier(config)
     if result["stopped"] == "non-finite loss":
         print(f"error: non-finite loss in {config.out}; its last checkpoint is kept", file=sys.stderr)

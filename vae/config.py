@@ -4,6 +4,7 @@ No torch here: ``python -m vae.<command> --help`` and a mistyped flag are answer
 (``common.config.answer_early``) before the command imports torch. The commands re-export their config
 (``vae.train.TrainConfig`` is ``vae.config.TrainConfig``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,8 +14,15 @@ from common.cli import ArgumentParser
 from common.config import GLOSSARY, option
 from eval.settings import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE
 
-__all__ = ["MODEL_KINDS", "ClassifierConfig", "ExperimentConfig", "LoglikConfig", "ReportConfig", "TrainConfig",
-           "figures_parser"]
+__all__ = [
+    "MODEL_KINDS",
+    "ClassifierConfig",
+    "ExperimentConfig",
+    "LoglikConfig",
+    "ReportConfig",
+    "TrainConfig",
+    "figures_parser",
+]
 
 MODEL_KINDS = ("hvae", "hvae-c", "hvae-l")
 """The VAEs of Table 4 (``vae.models.HypersphericalVAE``'s kinds)."""
@@ -53,8 +61,7 @@ class ExperimentConfig:
     """Settings of the whole experiment (saved in OUT/config.json)."""
 
     latent_dims: tuple[int, ...] = option((3, 5, 10, 20), "latent dimensions d (the table columns)")
-    data: str | None = option(None, "MNIST .npz (None: download with torchvision; with --quick, the embedded "
-                                       "subset)")
+    data: str | None = option(None, "MNIST .npz (None: download with torchvision; with --quick, the embedded subset)")
     out: str | None = option(None, "experiment folder (default: runs/table4, or runs/table4-quick with --quick)")
     quick: bool = option(False, "few-minute pipeline check (see QUICK); overrides the settings it lists")
     epochs: int = option(100, "at most this many epochs per VAE; early stopping usually ends runs sooner")
@@ -66,14 +73,16 @@ class ExperimentConfig:
     seeds: tuple[int, ...] = option((0,), "one classifier and one VAE per model, d and seed; tables give mean ± sd")
     ablation: bool = option(True, "the fixed-head ablation of HVAE-L (first seed only)")
     ablation_heads: tuple[str, ...] = option(("random", "orthogonal"), "fixed heads compared with the learned one")
-    ablation_latent_dims: tuple[int, ...] | None = option(None, "d of the head ablation (default: every d; "
-                                                                   "quick: the first d)")
-    encoder_ablation_dims: tuple[int, ...] | None = option(None, "also HVAE-C / HVAE-L with a q(z|x,y) encoder "
-                                                                    "at these d")
-    encoder_ablation_only: bool = option(False, "train only those q(z|x,y) variants (the --models rows come from "
-                                                "another run)")
-    results_md: str | None = option(None, "also write the tables into this markdown file, between section "
-                                             "markers")
+    ablation_latent_dims: tuple[int, ...] | None = option(
+        None, "d of the head ablation (default: every d; quick: the first d)"
+    )
+    encoder_ablation_dims: tuple[int, ...] | None = option(
+        None, "also HVAE-C / HVAE-L with a q(z|x,y) encoder at these d"
+    )
+    encoder_ablation_only: bool = option(
+        False, "train only those q(z|x,y) variants (the --models rows come from another run)"
+    )
+    results_md: str | None = option(None, "also write the tables into this markdown file, between section markers")
     section: str = option("vae-table4", "name of that section")
     num_validation: int = option(10_000, "the last N training images are the validation split")
     train_subset: int | None = option(None, "use only the first N training images")

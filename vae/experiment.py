@@ -17,6 +17,7 @@ on 500 test images and the ablation at the first d only. Without ``--data`` it r
 in the repository (``data/mnist-quick.npz``), so it runs offline. Its numbers are far from converged; it checks
 the pipeline.
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
@@ -45,8 +46,16 @@ from vae.loglik import score_run
 from vae.report import format_results, format_run_page
 from vae.train import TrainConfig, train
 
-QUICK = {"epochs": 2, "patience": 2, "classifier_epochs": 1, "num_validation": 1000, "train_subset": 5000,
-         "validation_subset": None, "num_samples": 50, "num_test": 500}
+QUICK = {
+    "epochs": 2,
+    "patience": 2,
+    "classifier_epochs": 1,
+    "num_validation": 1000,
+    "train_subset": 5000,
+    "validation_subset": None,
+    "num_samples": 50,
+    "num_test": 500,
+}
 """Settings that ``--quick`` imposes (a pipeline check in a few minutes, not converged numbers)."""
 
 
@@ -66,19 +75,26 @@ def effective_config(config: ExperimentConfig) -> ExperimentConfig:
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
         raise ConfigError(f"--seeds must be distinct integers, got {config.seeds}")
     if config.encoder_ablation_dims and [d for d in config.encoder_ablation_dims if d not in config.latent_dims]:
-        raise ConfigError(f"{flag('encoder_ablation_dims')} {config.encoder_ablation_dims} must be among "
-                          f"{flag('latent_dims')} {config.latent_dims}")
-    if config.encoder_ablation_only and (set(config.encoder_ablation_dims or ()) != set(config.latent_dims)
-                                         or not {"hvae-c", "hvae-l"} & set(config.models)):
-        raise ConfigError(f"{flag('encoder_ablation_only')} needs {flag('encoder_ablation_dims')} equal to "
-                          f"{flag('latent_dims')} and hvae-c or hvae-l among --models, got encoder_ablation_dims "
-                          f"{config.encoder_ablation_dims}, latent_dims {config.latent_dims}, models {config.models}")
+        raise ConfigError(
+            f"{flag('encoder_ablation_dims')} {config.encoder_ablation_dims} must be among "
+            f"{flag('latent_dims')} {config.latent_dims}"
+        )
+    if config.encoder_ablation_only and (
+        set(config.encoder_ablation_dims or ()) != set(config.latent_dims)
+        or not {"hvae-c", "hvae-l"} & set(config.models)
+    ):
+        raise ConfigError(
+            f"{flag('encoder_ablation_only')} needs {flag('encoder_ablation_dims')} equal to "
+            f"{flag('latent_dims')} and hvae-c or hvae-l among --models, got encoder_ablation_dims "
+            f"{config.encoder_ablation_dims}, latent_dims {config.latent_dims}, models {config.models}"
+        )
     if config.ablation_latent_dims is None:
         config = replace(config, ablation_latent_dims=config.latent_dims[:1] if config.quick else config.latent_dims)
     unknown = [d for d in config.ablation_latent_dims if d not in config.latent_dims]
     if unknown:
-        raise ConfigError(f"{flag('ablation_latent_dims')} {unknown} are not among {flag('latent_dims')} "
-                          f"{config.latent_dims}")
+        raise ConfigError(
+            f"{flag('ablation_latent_dims')} {unknown} are not among {flag('latent_dims')} {config.latent_dims}"
+        )
     return config
 
 
@@ -89,26 +105,54 @@ def _read_classifier(folder: Path) -> dict:
 
 def _classifier(config: ExperimentConfig, data, seed: int, latent_dim: int, head: str, log) -> dict:
     out = Path(config.out) / f"seed{seed}" / f"d{latent_dim}" / f"classifier-{head}"
-    settings = ClassifierConfig(latent_dim=latent_dim, head=head, data=config.data, out=str(out),
-                                epochs=config.classifier_epochs, seed=seed, num_validation=config.num_validation,
-                                train_subset=config.train_subset)
+    settings = ClassifierConfig(
+        latent_dim=latent_dim,
+        head=head,
+        data=config.data,
+        out=str(out),
+        epochs=config.classifier_epochs,
+        seed=seed,
+        num_validation=config.num_validation,
+        train_subset=config.train_subset,
+    )
     return run_unit(settings, train_classifier, finished=CHECKPOINT_NAME, read=_read_classifier, data=data, log=log)
 
 
-def _vae(config: ExperimentConfig, data, seed: int, name: str, model: str, latent_dim: int, classifier: str | None,
-         encoder_sees_label: bool, log) -> dict:
+def _vae(
+    config: ExperimentConfig,
+    data,
+    seed: int,
+    name: str,
+    model: str,
+    latent_dim: int,
+    classifier: str | None,
+    encoder_sees_label: bool,
+    log,
+) -> dict:
     out = Path(config.out) / f"seed{seed}" / f"d{latent_dim}" / name
     settings = TrainConfig(
-        model=model, latent_dim=latent_dim, data=config.data, out=str(out), classifier=classifier,
-        prior_concentration=config.prior_concentration, epochs=config.epochs, patience=config.patience,
-        kl_warmup_epochs=config.kl_warmup_epochs, seed=seed, num_validation=config.num_validation,
-        encoder_sees_label=encoder_sees_label, train_subset=config.train_subset,
-        validation_subset=config.validation_subset, progress=config.progress, figures=False,
+        model=model,
+        latent_dim=latent_dim,
+        data=config.data,
+        out=str(out),
+        classifier=classifier,
+        prior_concentration=config.prior_concentration,
+        epochs=config.epochs,
+        patience=config.patience,
+        kl_warmup_epochs=config.kl_warmup_epochs,
+        seed=seed,
+        num_validation=config.num_validation,
+        encoder_sees_label=encoder_sees_label,
+        train_subset=config.train_subset,
+        validation_subset=config.validation_subset,
+        progress=config.progress,
+        figures=False,
     )
     # A finished VAE resumes to "nothing to do": train() knows when early stopping or the epoch budget ended it.
     # Its epoch lines name the run ("hvae-l-random"), not only its model ("hvae-l d=3").
-    summary = run_unit(settings, train, finished=lambda folder: False, data=data,
-                       log=lambda line: log(f"  {name}: {line}"))
+    summary = run_unit(
+        settings, train, finished=lambda folder: False, data=data, log=lambda line: log(f"  {name}: {line}")
+    )
     if summary["stopped"] == "non-finite loss":
         raise RuntimeError(f"{out}: training stopped on a non-finite loss; see {out / 'metrics.jsonl'}")
     return summary
@@ -157,8 +201,17 @@ def run_experiment(config: ExperimentConfig, command: str, log=print) -> dict:
         seed, latent_dim = unit["seed"], unit["latent_dim"]
         for entry in _plan(config, data, seed, latent_dim, log):
             log(f"[{time.perf_counter() - started:.0f}s] seed {seed} d={latent_dim} {entry['name']}")
-            summary = _vae(config, data, seed, entry["name"], entry["model"], latent_dim, entry["classifier"],
-                           entry["encoder_sees_label"], log)
+            summary = _vae(
+                config,
+                data,
+                seed,
+                entry["name"],
+                entry["model"],
+                latent_dim,
+                entry["classifier"],
+                entry["encoder_sees_label"],
+                log,
+            )
             run_dir = Path(summary["run_dir"])
             scores, scores_reused = _evaluate(config, run_dir, test_images, test_labels, seed, log)
             if summary["trained_epochs"] == 0 and scores_reused:
@@ -166,14 +219,31 @@ def run_experiment(config: ExperimentConfig, command: str, log=print) -> dict:
             if config.figures and entry["head"] in (None, "linear") and seed == config.seeds[0]:
                 log(f"  drawing the figures of {run_dir}")
                 figures += [str(path.relative_to(out)) for path in make_run_figures(run_dir, data=data, seed=seed)]
-            results["runs"].append({
-                "name": entry["name"], "model": entry["model"], "latent_dim": latent_dim, "seed": seed,
-                "head": entry["head"], "encoder_sees_label": entry["encoder_sees_label"], "run_dir": str(run_dir),
-                "classifier_test_accuracy": entry["classifier_test_accuracy"],
-                **{k: summary[k] for k in ("epochs", "best_epoch", "stopped", "best_validation_elbo")},
-                **{k: scores.get(k) for k in ("log_px", "log_pxy", "log_px_given_y", "elbo", "num_examples",
-                                              "num_samples", "seconds")},
-            })
+            results["runs"].append(
+                {
+                    "name": entry["name"],
+                    "model": entry["model"],
+                    "latent_dim": latent_dim,
+                    "seed": seed,
+                    "head": entry["head"],
+                    "encoder_sees_label": entry["encoder_sees_label"],
+                    "run_dir": str(run_dir),
+                    "classifier_test_accuracy": entry["classifier_test_accuracy"],
+                    **{k: summary[k] for k in ("epochs", "best_epoch", "stopped", "best_validation_elbo")},
+                    **{
+                        k: scores.get(k)
+                        for k in (
+                            "log_px",
+                            "log_pxy",
+                            "log_px_given_y",
+                            "elbo",
+                            "num_examples",
+                            "num_samples",
+                            "seconds",
+                        )
+                    },
+                }
+            )
             write_rows(out / "results.json", results)
     results["seconds"] = round(time.perf_counter() - started, 1)
     write_rows(out / "results.json", results)
@@ -187,16 +257,27 @@ def run_experiment(config: ExperimentConfig, command: str, log=print) -> dict:
 def _plan(config: ExperimentConfig, data, seed: int, latent_dim: int, log) -> list[dict]:
     """The VAEs of one (seed, d): the table's models, the encoder ablation, the head ablation."""
     heads = ["linear"] if "hvae-l" in config.models else []
-    if (config.ablation and not config.encoder_ablation_only and seed == config.seeds[0]
-            and latent_dim in config.ablation_latent_dims):
+    if (
+        config.ablation
+        and not config.encoder_ablation_only
+        and seed == config.seeds[0]
+        and latent_dim in config.ablation_latent_dims
+    ):
         heads += list(config.ablation_heads)
     classifiers = {head: _classifier(config, data, seed, latent_dim, head, log) for head in heads}
     plan = []
 
     def add(name, model, head=None, encoder_sees_label=False):
-        plan.append({"name": name, "model": model, "head": head, "encoder_sees_label": encoder_sees_label,
-                     "classifier": classifiers[head]["checkpoint"] if head else None,
-                     "classifier_test_accuracy": classifiers[head]["test_accuracy"] if head else None})
+        plan.append(
+            {
+                "name": name,
+                "model": model,
+                "head": head,
+                "encoder_sees_label": encoder_sees_label,
+                "classifier": classifiers[head]["checkpoint"] if head else None,
+                "classifier_test_accuracy": classifiers[head]["test_accuracy"] if head else None,
+            }
+        )
 
     for model in () if config.encoder_ablation_only else config.models:
         add(model, model, "linear" if model == "hvae-l" else None)
@@ -212,8 +293,7 @@ def _plan(config: ExperimentConfig, data, seed: int, latent_dim: int, log) -> li
 def main(argv=None) -> dict:
     """Command-line entry point."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    config = parse_config(ExperimentConfig, argv, prog="python -m vae.experiment",
-                          description=__doc__.split("\n\n")[0])
+    config = parse_config(ExperimentConfig, argv, prog="python -m vae.experiment", description=__doc__.split("\n\n")[0])
     command = "python -m vae.experiment " + " ".join(shlex.quote(a) for a in argv)
     return run_experiment(config, command)
 

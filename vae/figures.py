@@ -4,6 +4,7 @@ one-line caption saying how to read it.
 
     python -m vae.figures --run RUN [--data PATH.npz] [--seed 0]
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
@@ -54,11 +55,17 @@ def reconstruction_grid(sampler, images: torch.Tensor, labels: torch.Tensor, pat
     for start in range(0, x.shape[0], 10):
         rows += [x[start : start + 10], recon[start : start + 10]]
         row_labels += [f"input {start + 1}-{min(start + 10, x.shape[0])}", "output"]
-    save_image_grid(torch.cat(rows).view(-1, *IMAGE_SHAPE).cpu(), str(path), nrow=10,
-                    title=f"Reconstructions of test images ({_model_name(sampler)})", row_labels=row_labels,
-                    xlabel="test image", ylabel="rows alternate: input, then its reconstruction",
-                    caption="Input rows: binarized test images (seed 0). Output rows: Bernoulli means decoded from "
-                            "the mean direction of q(z|x" + (", y)" if model.encoder_sees_label else ")") + ".")
+    save_image_grid(
+        torch.cat(rows).view(-1, *IMAGE_SHAPE).cpu(),
+        str(path),
+        nrow=10,
+        title=f"Reconstructions of test images ({_model_name(sampler)})",
+        row_labels=row_labels,
+        xlabel="test image",
+        ylabel="rows alternate: input, then its reconstruction",
+        caption="Input rows: binarized test images (seed 0). Output rows: Bernoulli means decoded from "
+        "the mean direction of q(z|x" + (", y)" if model.encoder_sees_label else ")") + ".",
+    )
     return Path(path)
 
 
@@ -84,8 +91,14 @@ def learning_curve(run_dir, path) -> Path | None:
     axis.set_title(f"Learning curve: {Path(run_dir).name}")
     axis.legend()
     axis.grid(alpha=0.3)
-    figure.text(0.5, 0.01, "Mean ELBO with KL weight 1 on the training batches of each epoch, and on the validation "
-                "split after it.", ha="center", va="bottom", fontsize=8)
+    figure.text(
+        0.5,
+        0.01,
+        "Mean ELBO with KL weight 1 on the training batches of each epoch, and on the validation split after it.",
+        ha="center",
+        va="bottom",
+        fontsize=8,
+    )
     figure.tight_layout(rect=(0, 0.04, 1, 1))
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -108,8 +121,11 @@ def make_run_figures(run_dir, data_path=None, data=None, seed: int = 0) -> list[
     data = data if data is not None else load_mnist(data_path)
     sampler = load_sampler(run_dir)
     torch.manual_seed(seed)
-    written = [reconstruction_grid(sampler, binarize_fixed(data.x_test[:50]), data.y_test[:50],
-                                   run_dir / "reconstructions.png")]
+    written = [
+        reconstruction_grid(
+            sampler, binarize_fixed(data.x_test[:50]), data.y_test[:50], run_dir / "reconstructions.png"
+        )
+    ]
     name = _model_name(sampler)
     if sampler.model.class_prior is not None:
         prior = "z ~ the classifier's vMF(w_y/|w_y|, kappa) of the row's class"
@@ -118,17 +134,27 @@ def make_run_figures(run_dir, data_path=None, data=None, seed: int = 0) -> list[
     decoder = " and the class to the decoder" if sampler.model.kind == "hvae-c" else ""
     conditional = sampler.model.kind != "hvae"
     class_sample_grid(
-        sampler, str(run_dir / "samples.png"), per_class=10,
-        title=f"Samples per class ({name})" if conditional else f"Samples ({name}: unconditional, rows are not classes)",
+        sampler,
+        str(run_dir / "samples.png"),
+        per_class=10,
+        title=f"Samples per class ({name})"
+        if conditional
+        else f"Samples ({name}: unconditional, rows are not classes)",
         caption=f"Bernoulli means of p(x|z) with {prior}{decoder}."
-        + ("" if conditional else " HVAE ignores the label: every row is unconditional."))
+        + ("" if conditional else " HVAE ignores the label: every row is unconditional."),
+    )
     class_interpolation_grid(
-        sampler, str(run_dir / "interpolations.png"), INTERPOLATION_PAIRS, steps=10,
-        title=f"Interpolations between classes ({name})" if conditional
+        sampler,
+        str(run_dir / "interpolations.png"),
+        INTERPOLATION_PAIRS,
+        steps=10,
+        title=f"Interpolations between classes ({name})"
+        if conditional
         else f"Interpolations between prior samples ({name}: the class pairs are not used)",
         caption="Each row joins a prior sample of the left class to one of the right along the great circle"
         + ("; the decoder's label blends linearly." if sampler.model.kind == "hvae-c" else ".")
-        + ("" if conditional else " HVAE ignores the label: endpoints are uniform samples."))
+        + ("" if conditional else " HVAE ignores the label: endpoints are uniform samples."),
+    )
     written += [run_dir / "samples.png", run_dir / "interpolations.png"]
     curve = learning_curve(run_dir, run_dir / "learning_curve.png")
     if curve is not None:

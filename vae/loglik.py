@@ -8,6 +8,7 @@ Writes ``RUN/loglik-K<K>-n<N>.json`` (or ``--out``) with ``log_px`` and, for HVA
 (log p(x, y), including log p(y) = log 1/10) and ``log_px_given_y``, plus the ELBO; nats, means over the test
 images. The estimator is :mod:`eval.loglik` (K samples of q(z|x) per image).
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
@@ -34,9 +35,17 @@ from vae.config import LoglikConfig
 __all__ = ["LoglikConfig", "main", "score_run"]
 
 
-def score_run(run_dir, images: torch.Tensor, labels: torch.Tensor, num_samples: int = 500, seed: int = 0,
-              device="cpu", batch_size: int = DEFAULT_BATCH_SIZE, chunk_size: int = DEFAULT_CHUNK_SIZE,
-              progress: bool = False) -> dict:
+def score_run(
+    run_dir,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_samples: int = 500,
+    seed: int = 0,
+    device="cpu",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = False,
+) -> dict:
     """Score the best checkpoint of a run on binarized test images.
 
     Args:
@@ -53,8 +62,14 @@ def score_run(run_dir, images: torch.Tensor, labels: torch.Tensor, num_samples: 
     torch.manual_seed(seed)
     started = time.perf_counter()
     result = evaluate_test_set(model, images, labels, num_samples, batch_size, chunk_size, progress=progress)
-    result.update(model=model.kind, latent_dim=model.latent_dim, run=str(run_dir), seed=seed,
-                  binarization_seed=TEST_BINARIZATION_SEED, seconds=round(time.perf_counter() - started, 2))
+    result.update(
+        model=model.kind,
+        latent_dim=model.latent_dim,
+        run=str(run_dir),
+        seed=seed,
+        binarization_seed=TEST_BINARIZATION_SEED,
+        seconds=round(time.perf_counter() - started, 2),
+    )
     return result
 
 
@@ -70,8 +85,17 @@ def main(argv=None) -> dict:
     images, labels = binarize_fixed(data.x_test, seed=TEST_BINARIZATION_SEED), data.y_test
     if args.num_test is not None:
         images, labels = images[: args.num_test], labels[: args.num_test]
-    result = score_run(args.run, images, labels, args.num_samples, args.seed, device, args.batch_size,
-                       args.chunk_size, progress=sys.stderr.isatty())
+    result = score_run(
+        args.run,
+        images,
+        labels,
+        args.num_samples,
+        args.seed,
+        device,
+        args.batch_size,
+        args.chunk_size,
+        progress=sys.stderr.isatty(),
+    )
     out = Path(args.out) if args.out else Path(args.run) / f"loglik-K{args.num_samples}-n{images.shape[0]}.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -23,6 +23,7 @@ Every model has the same interface:
 * ``model.proposal(x, y)`` and ``model.log_joint(x, y, z)``: what ``eval.loglik``'s importance sampler needs,
   with no knowledge of the model kind.
 """
+
 from __future__ import annotations
 
 import math
@@ -112,8 +113,10 @@ class HypersphericalVAE(nn.Module):
         decoder_input = self.latent_dim + (self.num_classes if kind == "hvae-c" else 0)
         self.decoder = _mlp([decoder_input, *reversed(hidden), input_dim])
         if (kind == "hvae-l") != (class_prior is not None):
-            raise ValueError(f"class_prior (a VMFPrior from a classifier) is required for kind='hvae-l' and only "
-                             f"for it; got kind={kind!r} with class_prior={type(class_prior).__name__}")
+            raise ValueError(
+                f"class_prior (a VMFPrior from a classifier) is required for kind='hvae-l' and only "
+                f"for it; got kind={kind!r} with class_prior={type(class_prior).__name__}"
+            )
         if class_prior is not None:
             if not isinstance(class_prior, VMFPrior):
                 raise TypeError(f"class_prior must be a VMFPrior, got {type(class_prior).__name__}")
@@ -263,8 +266,9 @@ class HypersphericalVAE(nn.Module):
         """The importance sampler's proposal for ``x (B, 784)``: the posterior ``q(z | x (, y))``."""
         return self.encode(x, y)
 
-    def log_joint(self, x: torch.Tensor, y: torch.Tensor | None, z: torch.Tensor,
-                  marginal: bool = True) -> dict[str, torch.Tensor]:
+    def log_joint(
+        self, x: torch.Tensor, y: torch.Tensor | None, z: torch.Tensor, marginal: bool = True
+    ) -> dict[str, torch.Tensor]:
         """Log joint densities of ``x``, the latents ``z (S, B, d)`` and, for the label-aware models, ``y``.
 
         Args:

@@ -7,6 +7,7 @@ where there is one seed), and the paper's Table 4 as hollow markers. Right: each
 with error bars of ±1 standard error of the difference, sqrt(sd_a²/n_a + sd_b²/n_b) (the report's comparison
 table), beside the paper's differences. Only the three models of Table 4 are drawn (not the encoder ablation).
 """
+
 from __future__ import annotations
 
 import math
@@ -69,27 +70,62 @@ def plot_table4(results: dict, path: str | Path) -> Path:
         ours = points.get(name, {})
         if ours:
             ds = sorted(ours)
-            left.errorbar([d * shift for d in ds], [ours[d][0] for d in ds],
-                          yerr=[0.0 if ours[d][2] < 2 else ours[d][1] for d in ds], color=color, marker="o",
-                          capsize=4, lw=1.5, label=f"{MODEL_NAMES[name]}, this reproduction (mean ± sd)")
+            left.errorbar(
+                [d * shift for d in ds],
+                [ours[d][0] for d in ds],
+                yerr=[0.0 if ours[d][2] < 2 else ours[d][1] for d in ds],
+                color=color,
+                marker="o",
+                capsize=4,
+                lw=1.5,
+                label=f"{MODEL_NAMES[name]}, this reproduction (mean ± sd)",
+            )
             for d in (d for d in ds if ours[d][2] != usual):
-                left.annotate(f"{ours[d][2]} seed{'s' if ours[d][2] > 1 else ''}", (d * shift, ours[d][0]), textcoords="offset points",
-                              xytext=(0, 8), ha="center", fontsize=8, color=color)
+                left.annotate(
+                    f"{ours[d][2]} seed{'s' if ours[d][2] > 1 else ''}",
+                    (d * shift, ours[d][0]),
+                    textcoords="offset points",
+                    xytext=(0, 8),
+                    ha="center",
+                    fontsize=8,
+                    color=color,
+                )
         paper = PAPER_LL[name]
-        left.plot([d * shift for d in sorted(paper)], [paper[d] for d in sorted(paper)], color=color, marker="s",
-                  markerfacecolor="none", linestyle="--", lw=1, label=f"{MODEL_NAMES[name]}, paper")
+        left.plot(
+            [d * shift for d in sorted(paper)],
+            [paper[d] for d in sorted(paper)],
+            color=color,
+            marker="s",
+            markerfacecolor="none",
+            linestyle="--",
+            lw=1,
+            label=f"{MODEL_NAMES[name]}, paper",
+        )
         if name == "hvae":
             continue
         base = points.get("hvae", {})
         ds = [d for d in sorted(ours) if d in base and ours[d][2] >= 2 and base[d][2] >= 2]
         if ds:
-            right.errorbar([d * shift for d in ds], [ours[d][0] - base[d][0] for d in ds],
-                           yerr=[math.sqrt(ours[d][1] ** 2 / ours[d][2] + base[d][1] ** 2 / base[d][2]) for d in ds],
-                           color=color, marker="o", capsize=4, lw=1.5,
-                           label=f"{MODEL_NAMES[name]} − HVAE, this reproduction (± SE)")
-        right.plot([d * shift for d in sorted(paper)], [paper[d] - PAPER_LL["hvae"][d] for d in sorted(paper)],
-                   color=color, marker="s", markerfacecolor="none", linestyle="--", lw=1,
-                   label=f"{MODEL_NAMES[name]} − HVAE, paper")
+            right.errorbar(
+                [d * shift for d in ds],
+                [ours[d][0] - base[d][0] for d in ds],
+                yerr=[math.sqrt(ours[d][1] ** 2 / ours[d][2] + base[d][1] ** 2 / base[d][2]) for d in ds],
+                color=color,
+                marker="o",
+                capsize=4,
+                lw=1.5,
+                label=f"{MODEL_NAMES[name]} − HVAE, this reproduction (± SE)",
+            )
+        right.plot(
+            [d * shift for d in sorted(paper)],
+            [paper[d] - PAPER_LL["hvae"][d] for d in sorted(paper)],
+            color=color,
+            marker="s",
+            markerfacecolor="none",
+            linestyle="--",
+            lw=1,
+            label=f"{MODEL_NAMES[name]} − HVAE, paper",
+        )
     right.axhline(0.0, color="tab:blue", lw=1, alpha=0.6)
     for axis in (left, right):
         axis.set_xscale("log")
@@ -104,11 +140,20 @@ def plot_table4(results: dict, path: str | Path) -> Path:
     right.set_ylabel("difference in log p(x) from HVAE at the same d (nats)")
     right.set_title("Each model minus HVAE")
     first = results["runs"][0]
-    figure.suptitle("Table 4: hyperspherical VAEs with a uniform prior (HVAE, HVAE-C) or the classifier's vMF prior "
-                    "(HVAE-L)", fontsize=12)
-    figure.text(0.5, 0.01, f"K = {first['num_samples']} importance samples on {first['num_examples']:,} test images "
-                f"(binarized with seed 0). Bars: left ±1 sd over {usual} seeds (other counts marked), right ±1 SE of "
-                "the difference. Hollow squares: the paper's Table 4.", ha="center", va="bottom", fontsize=9)
+    figure.suptitle(
+        "Table 4: hyperspherical VAEs with a uniform prior (HVAE, HVAE-C) or the classifier's vMF prior (HVAE-L)",
+        fontsize=12,
+    )
+    figure.text(
+        0.5,
+        0.01,
+        f"K = {first['num_samples']} importance samples on {first['num_examples']:,} test images "
+        f"(binarized with seed 0). Bars: left ±1 sd over {usual} seeds (other counts marked), right ±1 SE of "
+        "the difference. Hollow squares: the paper's Table 4.",
+        ha="center",
+        va="bottom",
+        fontsize=9,
+    )
     figure.tight_layout(rect=(0, 0.04, 1, 0.95))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """A trained VAE as the conditional sampler that ``eval.grids`` and ``eval.fidelity`` take.
 
-    sampler = load_sampler("runs/hvae-l-d5")
-    images = sampler.decode(sampler.sample_latent(labels), torch.nn.functional.one_hot(labels, 10).float())
+sampler = load_sampler("runs/hvae-l-d5")
+images = sampler.decode(sampler.sample_latent(labels), torch.nn.functional.one_hot(labels, 10).float())
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,11 +43,14 @@ class VAESampler:
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, label_probs: torch.Tensor) -> torch.Tensor:
-        """``z (B, d)``, ``label_probs (B, C)`` -> Bernoulli means ``(B, 1, 28, 28)`` in [0, 1] (labels used by hvae-c)."""
+        """``z (B, d)``, ``label_probs (B, C)`` -> Bernoulli means ``(B, 1, 28, 28)`` in [0, 1] (labels used by
+        hvae-c)."""
         if z.dim() != 2 or z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must have shape (B, {self.latent_dim}), got {tuple(z.shape)}")
         if label_probs.shape != (z.shape[0], self.num_classes):
-            raise ValueError(f"label_probs must have shape ({z.shape[0]}, {self.num_classes}), got {tuple(label_probs.shape)}")
+            raise ValueError(
+                f"label_probs must have shape ({z.shape[0]}, {self.num_classes}), got {tuple(label_probs.shape)}"
+            )
         logits = self.model.decode_logits(z.to(self.device).float(), label_probs.to(self.device).float())
         return torch.sigmoid(logits).view(-1, *IMAGE_SHAPE)
 

@@ -10,6 +10,7 @@ optimizer, early-stopping state, RNG states, config) and ``best.pt`` (the weight
 ``--resume`` continues exactly; a different config is refused (only ``--epochs`` and the invocation options may
 change). A non-finite loss stops the run and keeps the last good checkpoint.
 """
+
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
@@ -52,8 +53,7 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError("--encoder-sees-label needs a label-aware model (hvae-c or hvae-l)")
     if config.model == "hvae-l" and not config.classifier:
         raise ConfigError("--model hvae-l needs --classifier PATH (a checkpoint written by vae.classifier)")
-    check_positive(config, "batch_size", "epochs", "patience", "learning_rate", "prior_concentration",
-                   "num_validation")
+    check_positive(config, "batch_size", "epochs", "patience", "learning_rate", "prior_concentration", "num_validation")
     check_positive(config, "train_subset", "validation_subset", "stop_after", allow_none=True)
     if config.kl_warmup_epochs < 0:
         raise ConfigError(f"{flag('kl_warmup_epochs')} must be non-negative, got {config.kl_warmup_epochs}")
@@ -68,10 +68,17 @@ def build_model(config: TrainConfig, num_classes: int) -> HypersphericalVAE:
         except CheckpointFormatError as error:
             raise ValueError(f"--classifier: {error}") from error
         if class_prior.dim != config.latent_dim:
-            raise ValueError(f"--classifier {config.classifier!r} has a {class_prior.dim}-dimensional penultimate "
-                             f"layer, but --latent-dim is {config.latent_dim}")
-    return HypersphericalVAE(config.model, config.latent_dim, num_classes, class_prior=class_prior,
-                             encoder_sees_label=config.encoder_sees_label)
+            raise ValueError(
+                f"--classifier {config.classifier!r} has a {class_prior.dim}-dimensional penultimate "
+                f"layer, but --latent-dim is {config.latent_dim}"
+            )
+    return HypersphericalVAE(
+        config.model,
+        config.latent_dim,
+        num_classes,
+        class_prior=class_prior,
+        encoder_sees_label=config.encoder_sees_label,
+    )
 
 
 @torch.no_grad()
@@ -107,8 +114,16 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
     out = Path(config.out)
     started = time.perf_counter()
     first_epoch = 0  # the epoch this invocation starts from (its summary counts what it trained)
-    with RunFolder.open(out, config, "vae", resume=config.resume, accelerator=accelerator, may_change=("epochs",),
-                        step_key="epoch", upgrade=upgrade_checkpoint) as run:
+    with RunFolder.open(
+        out,
+        config,
+        "vae",
+        resume=config.resume,
+        accelerator=accelerator,
+        may_change=("epochs",),
+        step_key="epoch",
+        upgrade=upgrade_checkpoint,
+    ) as run:
         checkpoint = run.checkpoint
         state = {"epoch": 0, "best_validation_elbo": -float("inf"), "best_epoch": 0, "bad_epochs": 0, "stopped": None}
         if checkpoint is not None:
@@ -121,8 +136,10 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
         data = data if data is not None else load_mnist(config.data)
         available = data.x_train.shape[0]
         if not 0 < config.num_validation < available:
-            raise ConfigError(f"--num-validation {config.num_validation}: the data's training split holds {available} "
-                              f"images; pass a number in 1..{available - 1} (e.g. --num-validation {available // 6})")
+            raise ConfigError(
+                f"--num-validation {config.num_validation}: the data's training split holds {available} "
+                f"images; pass a number in 1..{available - 1} (e.g. --num-validation {available // 6})"
+            )
         x_train, y_train, x_val, y_val = train_validation_split(data.x_train, data.y_train, config.num_validation)
         if config.train_subset is not None:
             x_train, y_train = x_train[: config.train_subset], y_train[: config.train_subset]
@@ -153,12 +170,18 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
         while state["epoch"] < last_epoch:
             epoch = state["epoch"] + 1
             model.train()
-            order = epoch_order(x_train.shape[0], config.seed, epoch)[accelerator.process_index::accelerator.num_processes]
+            order = epoch_order(x_train.shape[0], config.seed, epoch)[
+                accelerator.process_index :: accelerator.num_processes
+            ]
             num_steps = (order.shape[0] + config.batch_size - 1) // config.batch_size
             sums = torch.zeros(3, dtype=torch.float64)
             epoch_started = time.perf_counter()
-            bar = tqdm(range(num_steps), desc=f"{config.model} d={config.latent_dim} epoch {epoch}", leave=False,
-                       disable=not (config.progress and accelerator.is_local_main_process))
+            bar = tqdm(
+                range(num_steps),
+                desc=f"{config.model} d={config.latent_dim} epoch {epoch}",
+                leave=False,
+                disable=not (config.progress and accelerator.is_local_main_process),
+            )
             for step in bar:
                 index = order[step * config.batch_size : (step + 1) * config.batch_size].to(device)
                 x = binarize(x_train[index])  # fresh Bernoulli draw every batch
@@ -168,15 +191,19 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
                 terms = model(x, y_train[index], kl_weight)
                 loss = -terms.elbo.mean()
                 if not all_finite(loss, accelerator):  # all stop together, or the others would wait in backward
-                    log(f"non-finite loss (here {float(loss.detach())}) at epoch {epoch}, step {step}: stopping; the "
-                        f"last good checkpoint ({out / LAST_CHECKPOINT}, epoch {state['epoch']}) is kept")
+                    log(
+                        f"non-finite loss (here {float(loss.detach())}) at epoch {epoch}, step {step}: stopping; the "
+                        f"last good checkpoint ({out / LAST_CHECKPOINT}, epoch {state['epoch']}) is kept"
+                    )
                     run.log({"event": "non-finite loss", "epoch": epoch, "step": step})
                     return _summary(state, started, out, "non-finite loss", first_epoch)
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
                 optimizer.step()
-                sums += torch.tensor([float(terms.reconstruction.detach().sum()), float(terms.kl.detach().sum()),
-                                      index.shape[0]], dtype=torch.float64)
+                sums += torch.tensor(
+                    [float(terms.reconstruction.detach().sum()), float(terms.kl.detach().sum()), index.shape[0]],
+                    dtype=torch.float64,
+                )
             bar.close()
             val_elbo = validation_elbo(raw_model, x_val, y_val, accelerator)
             state["epoch"] = epoch
@@ -197,13 +224,22 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
                 "epoch_seconds": round(time.perf_counter() - epoch_started, 3),
             }
             if improved and accelerator.is_main_process:
-                atomic_save({"model": raw_model.state_dict(), "epoch": epoch, "validation_elbo": val_elbo,
-                             "config": asdict(config)}, out / BEST_CHECKPOINT)
+                atomic_save(
+                    {
+                        "model": raw_model.state_dict(),
+                        "epoch": epoch,
+                        "validation_elbo": val_elbo,
+                        "config": asdict(config),
+                    },
+                    out / BEST_CHECKPOINT,
+                )
             run.save(epoch, model=raw_model, optimizer=optimizer, state=state, metrics=record)
-            log(f"{config.model} d={config.latent_dim} epoch {epoch}: train ELBO "
+            log(
+                f"{config.model} d={config.latent_dim} epoch {epoch}: train ELBO "
                 f"{record['train_elbo_kl_weight_1']:.2f} (KL {record['train_kl']:.2f}), validation ELBO {val_elbo:.2f}"
                 + (" *" if improved else f" (no improvement for {state['bad_epochs']})")
-                + f", {record['epoch_seconds']:.1f}s")
+                + f", {record['epoch_seconds']:.1f}s"
+            )
             accelerator.wait_for_everyone()
             if state["stopped"]:
                 break

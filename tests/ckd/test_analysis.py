@@ -1,4 +1,5 @@
 """The layer-claim measurements: the vMF pair against the network, affinity similarity, activations over training."""
+
 import math
 
 import numpy as np
@@ -60,16 +61,43 @@ def test_cosine_statistics_mean_cosine_and_norm():
 
 def test_activations_and_similarity_and_pair_commands(tmp_path, tiny_npz, tiny_teacher, single_thread):
     out = tmp_path / "activations"
-    result = main(["activations", "--architecture", "mnist-conv-2", "--epochs", "1", "2", "--data", str(tiny_npz),
-                   "--out", str(out), "--threads", "1"])
+    result = main(
+        [
+            "activations",
+            "--architecture",
+            "mnist-conv-2",
+            "--epochs",
+            "1",
+            "2",
+            "--data",
+            str(tiny_npz),
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+        ]
+    )
     assert [record["epoch"] for record in result["epochs"]] == [1, 2]
     assert (out / "activations.png").stat().st_size > 10_000
     # The epoch-2 measurement is of the finished model (the run's last epoch).
     assert result["epochs"][1]["accuracy"] == pytest.approx(
-        torch.load(out / "run" / "classifier.pt", weights_only=False)["test_accuracy"])
+        torch.load(out / "run" / "classifier.pt", weights_only=False)["test_accuracy"]
+    )
     teacher_dir, _ = tiny_teacher
-    similarity = main(["similarity", "--teachers", str(teacher_dir), str(teacher_dir), "--samples", "300",
-                       "--figure", str(tmp_path / "similarity.png"), "--data", str(tiny_npz)])
+    similarity = main(
+        [
+            "similarity",
+            "--teachers",
+            str(teacher_dir),
+            str(teacher_dir),
+            "--samples",
+            "300",
+            "--figure",
+            str(tmp_path / "similarity.png"),
+            "--data",
+            str(tiny_npz),
+        ]
+    )
     assert similarity["mean_pairwise_correlation"] == pytest.approx(1.0)  # the same teacher twice, the same seed
     assert (tmp_path / "similarity.png").stat().st_size > 10_000
     pair = main(["pair", "--checkpoints", str(teacher_dir), "--data", str(tiny_npz)])

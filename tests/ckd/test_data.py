@@ -1,4 +1,5 @@
 """common.data.load_cifar100 (added for the CKD tables)."""
+
 import numpy as np
 import pytest
 import torch
@@ -8,9 +9,12 @@ from common.data import load_cifar10, load_cifar100
 
 def test_load_cifar100_reads_an_npz_with_100_classes(tmp_path):
     rng = np.random.default_rng(0)
-    arrays = {"x_train": rng.integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8),
-              "y_train": np.array([0, 5, 99, 42, 7, 63]),
-              "x_test": rng.integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8), "y_test": np.array([99, 1])}
+    arrays = {
+        "x_train": rng.integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8),
+        "y_train": np.array([0, 5, 99, 42, 7, 63]),
+        "x_test": rng.integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8),
+        "y_test": np.array([99, 1]),
+    }
     path = tmp_path / "cifar100.npz"
     np.savez(path, **arrays)
     data = load_cifar100(path)

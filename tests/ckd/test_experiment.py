@@ -1,5 +1,6 @@
 """What defines the Table 3 experiment: which images each net sees, which images each score uses, the teacher's
 gates, kappa's selection on validation, and the driver's stop and resume."""
+
 import json
 import math
 
@@ -17,8 +18,9 @@ from common.run import epoch_order
 QUIET = {"progress": False, "cpu": True, "epochs": 1}
 
 
-def test_the_kd_teacher_sees_exactly_the_students_shifted_batch(tmp_path, tiny_data, tiny_teacher, single_thread,
-                                                                  monkeypatch):
+def test_the_kd_teacher_sees_exactly_the_students_shifted_batch(
+    tmp_path, tiny_data, tiny_teacher, single_thread, monkeypatch
+):
     teacher_dir, _ = tiny_teacher
     seen = {"teacher": [], "student": []}
 
@@ -26,6 +28,7 @@ def test_the_kd_teacher_sees_exactly_the_students_shifted_batch(tmp_path, tiny_d
         def hook(module, inputs):
             if name == "teacher" or module.training:  # the student's scoring passes run in eval mode
                 seen[name].append(inputs[0].detach().clone())
+
         return hook
 
     real_load, real_build = train_module.load_model, train_module.build_model
@@ -43,8 +46,17 @@ def test_the_kd_teacher_sees_exactly_the_students_shifted_batch(tmp_path, tiny_d
     monkeypatch.setattr(train_module, "load_model", load_recording)
     monkeypatch.setattr(train_module, "build_model", build_recording)
     shift, seed, batch = "downsample:0.25", 3, 64
-    config = TrainConfig(student="mnist-conv-2", loss="kd", teacher=str(teacher_dir), shift=shift, seed=seed,
-                         out=str(tmp_path / "run"), batch_size=batch, train_subset=192, **QUIET)
+    config = TrainConfig(
+        student="mnist-conv-2",
+        loss="kd",
+        teacher=str(teacher_dir),
+        shift=shift,
+        seed=seed,
+        out=str(tmp_path / "run"),
+        batch_size=batch,
+        train_subset=192,
+        **QUIET,
+    )
     train(config, data=tiny_data, log=lambda *_: None)
     assert len(seen["student"]) == 3 and len(seen["teacher"]) == 3  # 192 images / 64: three steps, one query each
     for student_batch, teacher_batch in zip(seen["student"], seen["teacher"]):
@@ -57,8 +69,9 @@ def test_the_kd_teacher_sees_exactly_the_students_shifted_batch(tmp_path, tiny_d
     assert not torch.equal(seen["teacher"][0], clean[order[:batch]])
 
 
-def test_clean_score_uses_unshifted_and_domain_score_shifted_test_images(tmp_path, tiny_data, single_thread,
-                                                                          monkeypatch):
+def test_clean_score_uses_unshifted_and_domain_score_shifted_test_images(
+    tmp_path, tiny_data, single_thread, monkeypatch
+):
     calls = []
 
     def fake_accuracy(model, images, labels, batch_size=1000):
@@ -67,8 +80,17 @@ def test_clean_score_uses_unshifted_and_domain_score_shifted_test_images(tmp_pat
 
     monkeypatch.setattr(train_module, "accuracy", fake_accuracy)
     shift = "photometric:0.8"
-    config = TrainConfig(student="mnist-conv-2", loss="label", shift=shift, seed=5, num_validation=32,
-                         out=str(tmp_path / "run"), batch_size=64, train_subset=128, **QUIET)
+    config = TrainConfig(
+        student="mnist-conv-2",
+        loss="label",
+        shift=shift,
+        seed=5,
+        num_validation=32,
+        out=str(tmp_path / "run"),
+        batch_size=64,
+        train_subset=128,
+        **QUIET,
+    )
     result = train(config, data=tiny_data, log=lambda *_: None)
     shifted_test = apply_shift(tiny_data.x_test, parse_shift(shift), seed=TEST_SHIFT_SEED)
     assert not torch.equal(shifted_test, tiny_data.x_test)
@@ -81,8 +103,15 @@ def test_clean_score_uses_unshifted_and_domain_score_shifted_test_images(tmp_pat
 
 
 def test_a_run_without_shift_scores_both_domains_on_clean_images(tmp_path, tiny_data, single_thread):
-    config = TrainConfig(student="mnist-conv-2", loss="label-smoothing", smoothing=0.1, out=str(tmp_path / "run"),
-                         batch_size=64, train_subset=64, **QUIET)
+    config = TrainConfig(
+        student="mnist-conv-2",
+        loss="label-smoothing",
+        smoothing=0.1,
+        out=str(tmp_path / "run"),
+        batch_size=64,
+        train_subset=64,
+        **QUIET,
+    )
     result = train(config, data=tiny_data, log=lambda *_: None)
     assert result["test_accuracy"] == result["domain_test_accuracy"] and result["smoothing"] == 0.1
     assert result["validation_accuracy"] is None
@@ -91,9 +120,18 @@ def test_a_run_without_shift_scores_both_domains_on_clean_images(tmp_path, tiny_
 def test_matched_smoothing_takes_eps_from_the_teachers_affinity(tmp_path, tiny_data, tiny_teacher, single_thread):
     teacher_dir, _ = tiny_teacher
     teacher, saved = train_module.load_model(teacher_dir)
-    config = TrainConfig(student="mnist-conv-2", loss="label-smoothing", teacher=str(teacher_dir), concentration=4.0,
-                         activation_norm=2.0, affinity_samples=400, out=str(tmp_path / "run"), batch_size=64,
-                         train_subset=64, **QUIET)
+    config = TrainConfig(
+        student="mnist-conv-2",
+        loss="label-smoothing",
+        teacher=str(teacher_dir),
+        concentration=4.0,
+        activation_norm=2.0,
+        affinity_samples=400,
+        out=str(tmp_path / "run"),
+        batch_size=64,
+        train_subset=64,
+        **QUIET,
+    )
     result = train(config, data=tiny_data, log=lambda *_: None)
     affinity = train_module.teacher_affinity(teacher, 4.0, 2.0, 400)
     assert result["smoothing"] == pytest.approx(1 - float(affinity.diagonal().double().mean()), abs=1e-6)
@@ -160,25 +198,35 @@ def test_selection_candidates_include_the_mle_and_kappa_equal_to_the_norm():
 
 
 def _tiny_preset(**changes):
-    preset = {"title": "tiny", "dataset": "mnist",
-              "teacher": {"architecture": "mnist-conv-4", "epochs": 1, "batch_size": 64, "learning_rate": 1e-2,
-                          "stats_images": 128, "train_subset": 128},
-              "students": ["mnist-conv-2"], "shifts": [None, "downsample:0.5"],
-              "losses": ["label", "label-smoothing", "kd", "ckd", "ckd+kd"],
-              "student": {"epochs": 1, "batch_size": 64, "train_subset": 64, "num_validation": 32,
-                          "affinity_samples": 200},
-              "selection": {"seed": 99, "grid": [("kappa-mle", "mle", 1.0), ("kappa-a", 1.0, 1.0)]}, "seeds": [0, 1]}
+    preset = {
+        "title": "tiny",
+        "dataset": "mnist",
+        "teacher": {
+            "architecture": "mnist-conv-4",
+            "epochs": 1,
+            "batch_size": 64,
+            "learning_rate": 1e-2,
+            "stats_images": 128,
+            "train_subset": 128,
+        },
+        "students": ["mnist-conv-2"],
+        "shifts": [None, "downsample:0.5"],
+        "losses": ["label", "label-smoothing", "kd", "ckd", "ckd+kd"],
+        "student": {"epochs": 1, "batch_size": 64, "train_subset": 64, "num_validation": 32, "affinity_samples": 200},
+        "selection": {"seed": 99, "grid": [("kappa-mle", "mle", 1.0), ("kappa-a", 1.0, 1.0)]},
+        "seeds": [0, 1],
+    }
     preset.update(changes)
     return preset
 
 
-def test_the_driver_selects_kappa_on_validation_pairs_seeds_and_resumes(tmp_path, tiny_data, single_thread,
-                                                                         monkeypatch):
+def test_the_driver_selects_kappa_on_validation_pairs_seeds_and_resumes(
+    tmp_path, tiny_data, single_thread, monkeypatch
+):
     out = tmp_path / "exp"
-    results = run_experiment(_tiny_preset(), out, None, [0, 1], 1, False, True, log=lambda *_: None,
-                             data=tiny_data)
+    results = run_experiment(_tiny_preset(), out, None, [0, 1], 1, False, True, log=lambda *_: None, data=tiny_data)
     assert len(results["rows"]) == 2 * 2 * 5
-    for shift_name, entry in results["selection"].items():
+    for entry in results["selection"].values():
         best = max(entry["candidates"].values(), key=lambda c: c["validation_accuracy"])
         assert entry["candidates"][entry["chosen"]] == best
         assert set(entry["candidates"]) == {"kappa-mle", "kappa-a"}
@@ -187,11 +235,14 @@ def test_the_driver_selects_kappa_on_validation_pairs_seeds_and_resumes(tmp_path
     ckd_run = train_module.load_model(out / "students" / "mnist-conv-2_downsample-0.5_ckd_s1")[1]
     smooth_run = train_module.load_model(out / "students" / "mnist-conv-2_downsample-0.5_label-smoothing_s1")[1]
     assert ckd_run["concentration"] == pytest.approx(chosen["candidates"][chosen["chosen"]]["concentration"])
-    assert smooth_run["smoothing"] == pytest.approx(chosen["candidates"][chosen["chosen"]]["off_diagonal_mass"],
-                                                    abs=1e-6)
+    assert smooth_run["smoothing"] == pytest.approx(
+        chosen["candidates"][chosen["chosen"]]["off_diagonal_mass"], abs=1e-6
+    )
     # Paired: a seed's students of a shift started from the same weights (same seed), whatever the loss.
-    configs = [json.loads((out / "students" / f"mnist-conv-2_clean_{loss}_s0" / "config.json").read_text())
-               for loss in ("label", "ckd")]
+    configs = [
+        json.loads((out / "students" / f"mnist-conv-2_clean_{loss}_s0" / "config.json").read_text())
+        for loss in ("label", "ckd")
+    ]
     assert configs[0]["config"]["seed"] == configs[1]["config"]["seed"] == 0
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["rows"]) == 20 and set(saved["teacher_on_shifted"]) == {"clean", "downsample-0.5"}
@@ -207,8 +258,9 @@ def test_the_driver_selects_kappa_on_validation_pairs_seeds_and_resumes(tmp_path
     copied = experiment.keep_grid(out, tmp_path / "kept")
     assert not list((tmp_path / "kept").rglob("model.pt")) and not list((tmp_path / "kept").rglob("last.pt"))
     assert (tmp_path / "kept" / "teacher" / "classifier.pt").is_file() and copied > 3 * 20
-    kept = run_experiment(_tiny_preset(), tmp_path / "kept", None, [0, 1], 1, False, True, log=lambda *_: None,
-                          data=tiny_data)
+    kept = run_experiment(
+        _tiny_preset(), tmp_path / "kept", None, [0, 1], 1, False, True, log=lambda *_: None, data=tiny_data
+    )
     assert kept["rows"] == again["rows"]
     # A folder finished before result.json existed gets one from its model.pt.
     selection = next((out / "selection").rglob("model.pt")).parent

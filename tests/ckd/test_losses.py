@@ -1,4 +1,5 @@
 """The KD and CKD losses against hand and independent computations; the CKD targets against quadrature."""
+
 import math
 
 import numpy as np
@@ -64,10 +65,13 @@ def test_combined_losses_weigh_their_terms():
     soft = kd_loss(student, teacher, 4.0)
     torch.testing.assert_close(distillation_loss("label", student, labels), ce)
     torch.testing.assert_close(distillation_loss("kd", student, labels, teacher, kd_weight=0.9), 0.1 * ce + 0.9 * soft)
-    torch.testing.assert_close(distillation_loss("ckd", student, labels, affinity=affinity),
-                               soft_cross_entropy(affinity[labels], student))
-    torch.testing.assert_close(distillation_loss("ckd+kd", student, labels, teacher, affinity, kd_weight=0.9),
-                               0.1 * ckd_loss(student, labels, affinity) + 0.9 * soft)
+    torch.testing.assert_close(
+        distillation_loss("ckd", student, labels, affinity=affinity), soft_cross_entropy(affinity[labels], student)
+    )
+    torch.testing.assert_close(
+        distillation_loss("ckd+kd", student, labels, teacher, affinity, kd_weight=0.9),
+        0.1 * ckd_loss(student, labels, affinity) + 0.9 * soft,
+    )
     with pytest.raises(ValueError, match="teacher's logits"):
         distillation_loss("kd", student, labels)
     with pytest.raises(ValueError, match="affinity"):
@@ -84,12 +88,14 @@ def _affinity_by_quadrature(weight, bias, kappa, norm):
     result = np.zeros((classes, classes))
     for i in range(classes):
         for y in range(classes):
-            def integrand(theta):
+
+            def integrand(theta, i=i, y=y):
                 logits = norm * (weight @ np.array([math.cos(theta), math.sin(theta)])) + bias
                 logits -= logits.max()
                 soft = np.exp(logits) / np.exp(logits).sum()
                 # vMF density on the circle w.r.t. arc length, with i0e for stability: exp(k(cos - 1)) / (2 pi i0e(k))
                 return math.exp(kappa * (math.cos(theta - means[i]) - 1)) / (2 * math.pi * special.i0e(kappa)) * soft[y]
+
             result[i, y] = integrate.quad(integrand, means[i] - math.pi, means[i] + math.pi, limit=200)[0]
     return result
 
@@ -128,7 +134,7 @@ def test_label_smoothing_matches_a_hand_computation():
     # log-softmax = logits - log(e + e^3 + 1); loss = -sum_k t_k log p_k.
     from ckd.losses import off_diagonal_mass, smoothing_loss, smoothing_targets
 
-    log_norm = math.log(math.e + math.e ** 3 + 1)
+    log_norm = math.log(math.e + math.e**3 + 1)
     expected = -(0.7 * (1 - log_norm) + 0.15 * (3 - log_norm) + 0.15 * (0 - log_norm))
     got = smoothing_loss(torch.tensor([[1.0, 3.0, 0.0]], dtype=torch.float64), torch.tensor([0]), 0.3).item()
     assert got == pytest.approx(expected, rel=1e-12)
@@ -136,7 +142,8 @@ def test_label_smoothing_matches_a_hand_computation():
     # eps = 0 is the ordinary cross-entropy; the default torch smoothing (eps / C on every class) is not ours.
     logits = torch.tensor([[1.0, 3.0, 0.0]], dtype=torch.float64)
     assert smoothing_loss(logits, torch.tensor([0]), 0.0).item() == pytest.approx(
-        torch.nn.functional.cross_entropy(logits, torch.tensor([0])).item(), rel=1e-12)
+        torch.nn.functional.cross_entropy(logits, torch.tensor([0])).item(), rel=1e-12
+    )
     torch_style = torch.nn.functional.cross_entropy(logits, torch.tensor([0]), label_smoothing=0.3).item()
     assert abs(torch_style - expected) > 1e-3
     value = distillation_loss("label-smoothing", logits, torch.tensor([0]), smoothing=0.3).item()

@@ -1,4 +1,5 @@
 """Architectures and the Figure 2 helpers."""
+
 import math
 
 import pytest
@@ -19,8 +20,12 @@ def test_architectures():
     wrn = build_model("wrn-10-1", 100, (3, 32, 32))
     assert wrn.feature_dim == 64 and wrn(torch.rand(2, 3, 32, 32)).shape == (2, 100)
     assert build_model("mnist-conv-nobias", 10, (1, 28, 28)).head.bias is None
-    for name, shape, message in (("wrn-16-2", (1, 28, 28), "32x32 RGB"), ("wrn-15-2", (3, 32, 32), "6n \\+ 4"),
-                                 ("mnist-conv", (3, 32, 32), "28x28"), ("vgg", (3, 32, 32), "unknown")):
+    for name, shape, message in (
+        ("wrn-16-2", (1, 28, 28), "32x32 RGB"),
+        ("wrn-15-2", (3, 32, 32), "6n \\+ 4"),
+        ("mnist-conv", (3, 32, 32), "28x28"),
+        ("vgg", (3, 32, 32), "unknown"),
+    ):
         with pytest.raises(ValueError, match=message):
             check_architecture(name, shape)
 
@@ -66,8 +71,22 @@ def test_figure2_command_on_a_tiny_teacher(tmp_path, tiny_npz, tiny_teacher, sin
     from ckd.figures import main
 
     teacher_dir, _ = tiny_teacher
-    summary = main(["--teacher", str(teacher_dir), "--student", str(teacher_dir), "--label-student", str(teacher_dir),
-                    "--data", str(tiny_npz), "--out", str(tmp_path / "figure.png"), "--json", str(tmp_path / "f.json")])
+    summary = main(
+        [
+            "--teacher",
+            str(teacher_dir),
+            "--student",
+            str(teacher_dir),
+            "--label-student",
+            str(teacher_dir),
+            "--data",
+            str(tiny_npz),
+            "--out",
+            str(tmp_path / "figure.png"),
+            "--json",
+            str(tmp_path / "f.json"),
+        ]
+    )
     assert (tmp_path / "figure.png").stat().st_size > 10_000 and (tmp_path / "f.json").is_file()
     models = summary["models"]
     assert set(models) == {"teacher", "CKD student", "label-only student"} and summary["dim"] == 64
@@ -87,5 +106,6 @@ def test_cosine_density_against_the_closed_form_on_the_2_sphere():
         torch.testing.assert_close(cosine_density(t, kappa, 3), expected, rtol=1e-4, atol=0)
     # d = 64, kappa = 0: the uniform sphere's cosine, (1 - t^2)^{30.5} / B(1/2, 31.5).
     from scipy import special
-    expected = (1 - t ** 2) ** 30.5 / special.beta(0.5, 31.5)
+
+    expected = (1 - t**2) ** 30.5 / special.beta(0.5, 31.5)
     torch.testing.assert_close(cosine_density(t, 0.0, 64), expected, rtol=1e-4, atol=1e-12)

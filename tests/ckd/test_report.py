@@ -1,4 +1,5 @@
 """The report's paired differences and intervals against hand statistics, and the verdict rules on made-up rows."""
+
 import json
 import math
 import statistics
@@ -28,16 +29,30 @@ def _rows(effects, seeds=range(8), noise=0.001):
     for (shift, loss), value in effects.items():
         for seed in seeds:
             wobble = noise * ((seed * 7 + len(loss)) % 5 - 2)
-            rows.append({"student": "s", "shift": shift, "loss": loss, "seed": seed,
-                         "domain_test_accuracy": value + wobble, "test_accuracy": value - 0.01 + wobble})
+            rows.append(
+                {
+                    "student": "s",
+                    "shift": shift,
+                    "loss": loss,
+                    "seed": seed,
+                    "domain_test_accuracy": value + wobble,
+                    "test_accuracy": value - 0.01 + wobble,
+                }
+            )
     return rows
 
 
 def _effects(ckd_gain, smoothing_gain, kd_gain):
     effects = {}
     for shift in ("downsample:0.5", "downsample:0.25"):
-        effects.update({(shift, "label"): 0.90, (shift, "label-smoothing"): 0.90 + smoothing_gain,
-                        (shift, "ckd"): 0.90 + ckd_gain, (shift, "kd"): 0.90 + kd_gain})
+        effects.update(
+            {
+                (shift, "label"): 0.90,
+                (shift, "label-smoothing"): 0.90 + smoothing_gain,
+                (shift, "ckd"): 0.90 + ckd_gain,
+                (shift, "kd"): 0.90 + kd_gain,
+            }
+        )
     return effects
 
 
@@ -63,9 +78,13 @@ def test_verdict_supported_refuted_and_undecided():
 
 def test_report_shows_both_domains_the_teacher_and_the_verdict(tmp_path):
     rows = _rows(_effects(0.02, 0.005, -0.2))
-    results = {"title": "T", "rows": rows, "teacher": {"test_accuracy": 0.99, "kappa_mle": 78.4,
-                                                      "mean_activation_norm": 36.2},
-               "teacher_on_shifted": POOR_TEACHER, "selection": {}}
+    results = {
+        "title": "T",
+        "rows": rows,
+        "teacher": {"test_accuracy": 0.99, "kappa_mle": 78.4, "mean_activation_norm": 36.2},
+        "teacher_on_shifted": POOR_TEACHER,
+        "selection": {},
+    }
     text = report_markdown(results, "cmd")
     assert "own domain" in text and "clean test images" in text
     expected = []

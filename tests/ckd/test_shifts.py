@@ -1,4 +1,5 @@
 """The shifts of the student's training images: deterministic under a seed, and doing what they claim."""
+
 import numpy as np
 import pytest
 import torch

@@ -8,6 +8,7 @@ the files that appeared under FOLDER, and which of the named modules the process
 process for all cases keeps the test fast (torch is imported once); every case still goes through the module's
 own ``if __name__ == "__main__"`` wiring.
 """
+
 import contextlib
 import io
 import json
@@ -43,9 +44,13 @@ def run_case(case):
             traceback.print_exc(file=stderr)
             status = f"uncaught {type(error).__name__}"
     after = _files(case["watch"])
-    return {"status": status, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(),
-            "new_files": sorted(set(after) - set(before)),
-            "imported": [name for name in case.get("modules", ()) if name in sys.modules]}
+    return {
+        "status": status,
+        "stdout": stdout.getvalue(),
+        "stderr": stderr.getvalue(),
+        "new_files": sorted(set(after) - set(before)),
+        "imported": [name for name in case.get("modules", ()) if name in sys.modules],
+    }
 
 
 def main():

@@ -7,6 +7,7 @@ has been imported; the help is the one ``main()`` prints, and the mistake is one
 The imports are counted over the whole subprocess, in the order of CASES: the first case that fails is the one that
 imported the module.
 """
+
 import contextlib
 import importlib
 import io
@@ -48,14 +49,26 @@ def test_every_command_is_found():
 def outcomes(tmp_path_factory):
     base = tmp_path_factory.mktemp("early")
     (base / "watch").mkdir()
-    cases = [{"target": target, "argv": argv, "watch": str(base / "watch"), "modules": list(HEAVY)}
-             for target, argv in CASES]
+    cases = [
+        {"target": target, "argv": argv, "watch": str(base / "watch"), "modules": list(HEAVY)} for target, argv in CASES
+    ]
     (base / "cases.json").write_text(json.dumps(cases))
     env = {**os.environ, "COLUMNS": COLUMNS}
-    subprocess.run([sys.executable, str(ROOT / "tests" / "cli" / "driver.py"), str(base / "cases.json"),
-                    str(base / "results.json")], check=True, cwd=ROOT, timeout=300, env=env)
-    return dict(zip((f"{target} {' '.join(argv)}" for target, argv in CASES),
-                    json.loads((base / "results.json").read_text())))
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "cli" / "driver.py"),
+            str(base / "cases.json"),
+            str(base / "results.json"),
+        ],
+        check=True,
+        cwd=ROOT,
+        timeout=300,
+        env=env,
+    )
+    return dict(
+        zip((f"{target} {' '.join(argv)}" for target, argv in CASES), json.loads((base / "results.json").read_text()))
+    )
 
 
 @pytest.mark.parametrize("target", TARGETS)

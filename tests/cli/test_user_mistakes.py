@@ -3,6 +3,7 @@
 The mistakes: a missing or non-run folder, a corrupted or foreign checkpoint, a data file with the wrong keys,
 shapes or dtypes, and contradictory or out-of-range flags. All cases run in one subprocess (tests/cli/driver.py).
 """
+
 import json
 import subprocess
 import sys
@@ -22,7 +23,9 @@ def _fixtures(base: Path) -> dict:
     paths["not_a_run"].mkdir()
     paths["out"].mkdir()
     paths["vae_corrupt"].mkdir()
-    (paths["vae_corrupt"] / "config.json").write_text(json.dumps({"kind": "vae", "config": {"model": "hvae", "latent_dim": 3}}))
+    (paths["vae_corrupt"] / "config.json").write_text(
+        json.dumps({"kind": "vae", "config": {"model": "hvae", "latent_dim": 3}})
+    )
     (paths["vae_corrupt"] / "best.pt").write_bytes(b"\x00not a checkpoint" * 10)
     paths["gan_run"].mkdir()
     (paths["gan_run"] / "config.json").write_text(json.dumps({"kind": "gan", "config": {"sampler": "gaussian"}}))
@@ -33,11 +36,21 @@ def _fixtures(base: Path) -> dict:
     paths["wrong_keys"] = base / "wrong-keys.npz"
     np.savez(paths["wrong_keys"], images=np.zeros((4, 28, 28), np.uint8), labels=np.zeros(4, np.int64))
     paths["wrong_dtype"] = base / "wrong-dtype.npz"
-    np.savez(paths["wrong_dtype"], x_train=np.zeros((4, 28, 28), np.float32), y_train=np.zeros(4, np.int64),
-             x_test=np.zeros((2, 28, 28), np.float32), y_test=np.zeros(2, np.int64))
+    np.savez(
+        paths["wrong_dtype"],
+        x_train=np.zeros((4, 28, 28), np.float32),
+        y_train=np.zeros(4, np.int64),
+        x_test=np.zeros((2, 28, 28), np.float32),
+        y_test=np.zeros(2, np.int64),
+    )
     paths["wrong_shape"] = base / "wrong-shape.npz"
-    np.savez(paths["wrong_shape"], x_train=np.zeros((4, 32, 32, 3), np.uint8), y_train=np.zeros(4, np.int64),
-             x_test=np.zeros((2, 32, 32, 3), np.uint8), y_test=np.zeros(2, np.int64))
+    np.savez(
+        paths["wrong_shape"],
+        x_train=np.zeros((4, 32, 32, 3), np.uint8),
+        y_train=np.zeros(4, np.int64),
+        x_test=np.zeros((2, 32, 32, 3), np.uint8),
+        y_test=np.zeros(2, np.int64),
+    )
     return {name: str(path) for name, path in paths.items()}
 
 
@@ -46,10 +59,40 @@ CASES = [
     ("vae.train", ["--data", "{wrong_keys}", "--out", "{out}/a"], "lacks key"),
     ("vae.train", ["--data", "{wrong_dtype}", "--out", "{out}/a"], "uint8"),
     ("vae.train", ["--data", "{missing}.npz", "--out", "{out}/a"], "does not exist"),
-    ("vae.train", ["--model", "hvae-l", "--latent-dim", "3", "--classifier", "{corrupt_pt}", "--data", QUICK,
-                   "--num-validation", "1000", "--out", "{out}/a"], "corrupted"),
-    ("vae.train", ["--model", "hvae-l", "--classifier", "{foreign_pt}", "--data", QUICK, "--num-validation", "1000",
-                   "--out", "{out}/a"], "state dict"),
+    (
+        "vae.train",
+        [
+            "--model",
+            "hvae-l",
+            "--latent-dim",
+            "3",
+            "--classifier",
+            "{corrupt_pt}",
+            "--data",
+            QUICK,
+            "--num-validation",
+            "1000",
+            "--out",
+            "{out}/a",
+        ],
+        "corrupted",
+    ),
+    (
+        "vae.train",
+        [
+            "--model",
+            "hvae-l",
+            "--classifier",
+            "{foreign_pt}",
+            "--data",
+            QUICK,
+            "--num-validation",
+            "1000",
+            "--out",
+            "{out}/a",
+        ],
+        "state dict",
+    ),
     ("vae.train", ["--model", "hvae-l", "--data", QUICK, "--out", "{out}/a"], "--classifier"),
     ("vae.train", ["--latent-dim", "1"], "--latent-dim"),
     ("vae.train", ["--model", "gaussian"], "--model"),
@@ -57,7 +100,11 @@ CASES = [
     ("vae.train", ["--resume", "--out", "{not_a_run}"], "no last.pt"),
     ("vae.classifier", ["--epochs", "0", "--out", "{out}/c"], "--epochs"),
     ("vae.classifier", ["--data", "{wrong_shape}", "--out", "{out}/c"], "shape"),
-    ("vae.experiment", ["--latent-dims", "3", "--ablation-latent-dims", "7", "--out", "{out}/e"], "--ablation-latent-dims"),
+    (
+        "vae.experiment",
+        ["--latent-dims", "3", "--ablation-latent-dims", "7", "--out", "{out}/e"],
+        "--ablation-latent-dims",
+    ),
     ("vae.experiment", ["--latent-dims", "1", "--out", "{out}/e"], "--latent-dims"),
     ("vae.experiment", ["--quick", "--data", "{missing}.npz", "--out", "{out}/q"], "does not exist"),
     ("vae.train", ["--max-epochs", "3", "--out", "{out}/t"], "did you mean --epochs?"),
@@ -102,11 +149,22 @@ CASES = [
 def outcomes(tmp_path_factory):
     base = tmp_path_factory.mktemp("mistakes")
     paths = _fixtures(base)
-    cases = [{"target": target, "argv": [arg.format(**paths) for arg in argv], "watch": str(base)}
-             for target, argv, _ in CASES]
+    cases = [
+        {"target": target, "argv": [arg.format(**paths) for arg in argv], "watch": str(base)}
+        for target, argv, _ in CASES
+    ]
     (base / "cases.json").write_text(json.dumps(cases))
-    subprocess.run([sys.executable, str(ROOT / "tests" / "cli" / "driver.py"), str(base / "cases.json"),
-                    str(base / "results.json")], check=True, cwd=ROOT, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "cli" / "driver.py"),
+            str(base / "cases.json"),
+            str(base / "results.json"),
+        ],
+        check=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     results = json.loads((base / "results.json").read_text())
     (base / "cases.json").unlink()
     (base / "results.json").unlink()

@@ -1,5 +1,6 @@
 """common.classifier: what one training step contains, exact resume, the head statistics against scipy, and the
 checkpoint the vMF prior reads."""
+
 import dataclasses
 import math
 
@@ -44,8 +45,12 @@ def _data(n_train=24, n_test=10):
 
 
 def _config(tmp_path, name, **overrides):
-    return dataclasses.replace(ClassifierSettings(out=str(tmp_path / name), epochs=3, batch_size=8, stats_images=20,
-                                                  learning_rate=0.05, num_validation=4), **overrides)
+    return dataclasses.replace(
+        ClassifierSettings(
+            out=str(tmp_path / name), epochs=3, batch_size=8, stats_images=20, learning_rate=0.05, num_validation=4
+        ),
+        **overrides,
+    )
 
 
 def _train(config, model=None, **kwargs):
@@ -62,8 +67,8 @@ def test_each_epoch_sees_every_training_image_once_in_epoch_order(tmp_path):
     assert len(model.seen) == 3 * (20 // 8)  # steps: floor(20 / 8) per epoch, 3 epochs
     for epoch in (1, 2, 3):
         order = epoch_order(20, 0, epoch)
-        expected = torch.cat([x_train[order[s * 8:(s + 1) * 8]] for s in range(2)])
-        torch.testing.assert_close(torch.cat(model.seen[2 * (epoch - 1):2 * epoch]), expected)
+        expected = torch.cat([x_train[order[s * 8 : (s + 1) * 8]] for s in range(2)])
+        torch.testing.assert_close(torch.cat(model.seen[2 * (epoch - 1) : 2 * epoch]), expected)
     records = read_metrics(tmp_path / "a" / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [1, 2, 3, 3] and "test_accuracy" in records[-1]
     assert 0 <= result["test_accuracy"] <= 1
@@ -107,13 +112,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
 def test_checkpoint_schema_feeds_the_prior(tmp_path):
     _, result = _train(_config(tmp_path, "a"))
     saved = load_checkpoint(result["checkpoint"])
-    assert {"model", "config", "num_classes", "feature_dim", "kappa_mle", "mean_activation_norm", "test_accuracy",
-            "validation_accuracy", "stats_images"} <= set(saved)
+    assert {
+        "model",
+        "config",
+        "num_classes",
+        "feature_dim",
+        "kappa_mle",
+        "mean_activation_norm",
+        "test_accuracy",
+        "validation_accuracy",
+        "stats_images",
+    } <= set(saved)
     assert saved["num_classes"] == 2 and saved["feature_dim"] == 3 and saved["stats_images"] == 20
     prior = VMFPrior.from_checkpoint(result["checkpoint"], saved["kappa_mle"])
     torch.testing.assert_close(prior.mean_directions, torch.nn.functional.normalize(saved["model"]["head.weight"]))
     assert head_statistics_of({"concentration_mle": 2.0, "activation_norm": 3.0}) == {
-        "kappa_mle": 2.0, "mean_activation_norm": 3.0}
+        "kappa_mle": 2.0,
+        "mean_activation_norm": 3.0,
+    }
 
 
 def test_head_statistics_against_scipy():

@@ -1,5 +1,6 @@
 """common.config: precedence defaults < preset < --config < flags, errors that name the typed flag, and no blank
 --help anywhere in the repository's commands."""
+
 import argparse
 import importlib
 import json
@@ -29,26 +30,35 @@ PRESETS = {"quick": {"learning_rate": 0.5, "num_validation": 7, "latent_dims": (
 def test_precedence_defaults_preset_file_flags(tmp_path):
     assert parse_config(Settings, [], prog="p", presets=PRESETS) == Settings()
     assert parse_config(Settings, ["--preset", "quick"], prog="p", presets=PRESETS) == Settings(
-        learning_rate=0.5, num_validation=7, latent_dims=(2,))
+        learning_rate=0.5, num_validation=7, latent_dims=(2,)
+    )
     file = tmp_path / "c.json"
     file.write_text(json.dumps({"num_validation": 9, "latent_dims": [4, 6], "train_subset": 50}))
-    config = parse_config(Settings, ["--preset", "quick", "--config", str(file), "--num-validation", "11"],
-                          prog="p", presets=PRESETS)
+    config = parse_config(
+        Settings, ["--preset", "quick", "--config", str(file), "--num-validation", "11"], prog="p", presets=PRESETS
+    )
     assert config == Settings(learning_rate=0.5, num_validation=11, latent_dims=(4, 6), train_subset=50)
     # A run's config.json works as a --config file; its folder does not come along.
     run_file = tmp_path / "config.json"
     run_file.write_text(json.dumps({"kind": "x", "config": {"num_validation": 3, "out": "elsewhere"}}))
-    assert parse_config(Settings, ["--config", str(run_file), "--no-progress", "--train-subset", "none"],
-                        prog="p").num_validation == 3
+    assert (
+        parse_config(
+            Settings, ["--config", str(run_file), "--no-progress", "--train-subset", "none"], prog="p"
+        ).num_validation
+        == 3
+    )
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--num-validaton", "3"], "unknown option --num-validaton; did you mean --num-validation?"),
-    (["--num_validation", "3"], "did you mean --num-validation"),
-    (["--head", "randm"], "--head: must be one of linear, random, got 'randm'; did you mean random?"),
-    (["--num-validation", "x"], "--num-validation: expects int"),
-    (["--preset", "slow"], "--preset"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--num-validaton", "3"], "unknown option --num-validaton; did you mean --num-validation?"),
+        (["--num_validation", "3"], "did you mean --num-validation"),
+        (["--head", "randm"], "--head: must be one of linear, random, got 'randm'; did you mean random?"),
+        (["--num-validation", "x"], "--num-validation: expects int"),
+        (["--preset", "slow"], "--preset"),
+    ],
+)
 def test_errors_name_the_flag_as_typed(argv, message):
     with pytest.raises(ConfigError) as error:
         parse_config(Settings, argv, prog="p", presets=PRESETS)
@@ -71,14 +81,20 @@ def test_a_runs_config_json_never_passes_on_how_that_run_was_invoked(tmp_path):
     """--config RUN/config.json takes what the run computes, never its per-invocation keys (INVOCATION_KEYS)."""
     from common.run import INVOCATION_KEYS, write_config
 
-    stopped = RunSettings(out=str(tmp_path / "first"), width=16, epochs=9, resume=True, stop_after=2, threads=3,
-                          cpu=True, progress=True)
+    stopped = RunSettings(
+        out=str(tmp_path / "first"), width=16, epochs=9, resume=True, stop_after=2, threads=3, cpu=True, progress=True
+    )
     write_config(tmp_path / "first", stopped, kind="toy")
-    config = parse_config(RunSettings, ["--config", str(tmp_path / "first" / "config.json"), "--out", "second"],
-                          prog="p")
+    config = parse_config(
+        RunSettings, ["--config", str(tmp_path / "first" / "config.json"), "--out", "second"], prog="p"
+    )
     assert config == RunSettings(out="second", width=16, epochs=9)  # stop_after, resume, threads, cpu: defaults
-    assert parse_config(RunSettings, ["--config", str(tmp_path / "first" / "config.json"), "--stop-after", "4"],
-                        prog="p").stop_after == 4  # typed on the command line, they count
+    assert (
+        parse_config(
+            RunSettings, ["--config", str(tmp_path / "first" / "config.json"), "--stop-after", "4"], prog="p"
+        ).stop_after
+        == 4
+    )  # typed on the command line, they count
     assert {"out", "resume", "stop_after", "threads", "cpu", "progress"} <= set(INVOCATION_KEYS)
     # a flat file may not set them either: the flag is named
     flat = tmp_path / "flat.json"
@@ -134,8 +150,11 @@ def _help_of(module_name: str, monkeypatch) -> list[tuple[str, str]]:
     with pytest.raises(SystemExit):
         module.main(["--help"])
     assert parsers, f"{module_name} --help printed no parser"
-    return [((action.option_strings or [action.dest])[-1], action.help or "") for action in parsers[-1]._actions
-            if not isinstance(action, argparse._HelpAction)]
+    return [
+        ((action.option_strings or [action.dest])[-1], action.help or "")
+        for action in parsers[-1]._actions
+        if not isinstance(action, argparse._HelpAction)
+    ]
 
 
 @pytest.mark.parametrize("module_name", _commands())
@@ -148,8 +167,18 @@ def test_no_option_has_empty_help(module_name, monkeypatch):
 def test_glossary_names_are_the_only_spellings():
     """A config field never uses a drifted spelling of a glossary concept."""
     drifted = {"lr", "max_epochs", "iterations", "stop_at", "max_steps", "output", "run_dir", "num_threads", "device"}
-    assert set(GLOSSARY) >= {"learning_rate", "epochs", "stop_after", "cpu", "progress", "threads", "seed", "out",
-                             "run", "data"}
+    assert set(GLOSSARY) >= {
+        "learning_rate",
+        "epochs",
+        "stop_after",
+        "cpu",
+        "progress",
+        "threads",
+        "seed",
+        "out",
+        "run",
+        "data",
+    }
     from dataclasses import fields
 
     from vae.classifier import ClassifierConfig
@@ -166,7 +195,9 @@ class DriverSettings:
 def test_a_field_named_preset_is_a_plain_option_without_presets(tmp_path):
     """gan.table5's --preset names the GAN protocol, not a set of the driver's defaults."""
     assert parse_config(DriverSettings, [], prog="p") == DriverSettings()
-    assert parse_config(DriverSettings, ["--preset", "small", "--seeds", "4"], prog="p") == DriverSettings("small", (4,))
+    assert parse_config(DriverSettings, ["--preset", "small", "--seeds", "4"], prog="p") == DriverSettings(
+        "small", (4,)
+    )
     file = tmp_path / "c.json"
     file.write_text(json.dumps({"preset": "small"}))
     assert parse_config(DriverSettings, ["--config", str(file)], prog="p").preset == "small"
@@ -189,6 +220,7 @@ def test_positional_values_and_required_ones():
     with pytest.raises(ConfigError, match="p: --run is required"):
         parse_config(WithRequired, [], prog="p")
     assert parse_config(WithPositional, ["a.json", "b.json", "--section", "x"], prog="p") == WithPositional(
-        results=("a.json", "b.json"), section="x")
+        results=("a.json", "b.json"), section="x"
+    )
     with pytest.raises(ConfigError, match="RESULTS"):
         parse_config(WithPositional, [], prog="p")

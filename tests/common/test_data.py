@@ -1,4 +1,5 @@
 """Tests for common.data: npz loading and validation, offline errors, binarization, validation split."""
+
 import io
 
 import numpy as np
@@ -6,14 +7,7 @@ import pytest
 import torch
 
 from common import data as data_module
-from common.data import (
-    DataUnavailableError,
-    binarize,
-    binarize_fixed,
-    load_cifar10,
-    load_mnist,
-    train_validation_split,
-)
+from common.data import DataUnavailableError, binarize, binarize_fixed, load_cifar10, load_mnist, train_validation_split
 
 
 def _write_npz(path, n_train=12, n_test=5, shape=(28, 28), **overrides):
@@ -180,6 +174,7 @@ def test_real_mnist_file_matches_its_readme():
 # The data command: python -m common.data, on fake torchvision folders
 # ------------------------------------------------------------------------------------------------------------
 
+
 def _write_idx(path, array):
     """An idx file as MNIST ships it: zero bytes, type 0x08 (ubyte), ndim, big-endian sizes, then the bytes."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
@@ -201,8 +196,12 @@ def _fake_mnist_folder(root, n_train=9, n_test=4, gz=False, inner="MNIST/raw"):
     }
     folder = root / inner if inner else root
     folder.mkdir(parents=True, exist_ok=True)
-    names = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-             "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+    names = {
+        "x_train": "train-images-idx3-ubyte",
+        "y_train": "train-labels-idx1-ubyte",
+        "x_test": "t10k-images-idx3-ubyte",
+        "y_test": "t10k-labels-idx1-ubyte",
+    }
     for key, name in names.items():
         _write_idx(folder / (name + (".gz" if gz else "")), arrays[key])
     return arrays
@@ -215,8 +214,9 @@ def _fake_cifar_folder(root, hundred=False, per_batch=3):
     rng = np.random.default_rng(2)
     folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
     folder.mkdir(parents=True)
-    train_files, test_files = (["train"], ["test"]) if hundred else ([f"data_batch_{i}" for i in range(1, 6)],
-                                                                    ["test_batch"])
+    train_files, test_files = (
+        (["train"], ["test"]) if hundred else ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"])
+    )
     label_key, classes = ("fine_labels", 100) if hundred else ("labels", 10)
     images = {"train": [], "test": []}
     labels = {"train": [], "test": []}
@@ -271,14 +271,14 @@ def test_mnist_fixture_reads_the_same_through_torchvision(tmp_path):
 
 
 @pytest.mark.parametrize("hundred", [False, True])
-def test_build_cifar_from_folder_round_trips_exactly_and_agrees_with_torchvision(tmp_path, capsys, monkeypatch,
-                                                                                hundred):
+def test_build_cifar_from_folder_round_trips_exactly_and_agrees_with_torchvision(
+    tmp_path, capsys, monkeypatch, hundred
+):
     import torchvision.datasets
 
     arrays = _fake_cifar_folder(tmp_path / "tv", hundred=hundred)
     name = "cifar100" if hundred else "cifar10"
-    status, _, err = _build([name, "--from-folder", str(tmp_path / "tv"), "--out-dir", str(tmp_path / "d")],
-                                 capsys)
+    status, _, err = _build([name, "--from-folder", str(tmp_path / "tv"), "--out-dir", str(tmp_path / "d")], capsys)
     assert status == 0 and err == ""
     out = tmp_path / "d" / f"{name}.npz"
     data = (data_module.load_cifar100 if hundred else load_cifar10)(out)
@@ -351,8 +351,7 @@ def test_failed_rebuild_leaves_the_old_file_and_no_partial_file(tmp_path, capsys
     out = tmp_path / "cifar10.npz"
     out.write_bytes(b"old contents")
     (tmp_path / "tv" / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
-    status, _, err = _build(["cifar10", "--from-folder", str(tmp_path / "tv"), "--out", str(out), "--force"],
-                                 capsys)
+    status, _, err = _build(["cifar10", "--from-folder", str(tmp_path / "tv"), "--out", str(out), "--force"], capsys)
     assert status == 2 and "data_batch_3" in err and "is not a CIFAR10 batch" in err
     assert out.read_bytes() == b"old contents"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar10.npz", "tv"]
@@ -378,23 +377,53 @@ def test_data_command_runs_as_a_module(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    help_text = subprocess.run([sys.executable, "-m", "common.data", "--help"], cwd=root, capture_output=True,
-                               text=True, timeout=120, check=False)
+    help_text = subprocess.run(
+        [sys.executable, "-m", "common.data", "--help"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert help_text.returncode == 0
     for option in ("--from-folder", "--root", "--out", "--out-dir", "--force"):
         assert option in help_text.stdout
     _fake_mnist_folder(tmp_path / "tv")
-    result = subprocess.run([sys.executable, "-m", "common.data", "mnist", "--from-folder", str(tmp_path / "tv"),
-                             "--out", str(tmp_path / "m.npz")], cwd=root, capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "common.data",
+            "mnist",
+            "--from-folder",
+            str(tmp_path / "tv"),
+            "--out",
+            str(tmp_path / "m.npz"),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0 and load_mnist(tmp_path / "m.npz").x_train.shape == (9, 1, 28, 28)
-    result = subprocess.run([sys.executable, "-m", "common.data", "mnist", "--from-folder", str(tmp_path / "none")],
-                            cwd=root, capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 2 and result.stderr.startswith("error: --from-folder") and "Traceback" not in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "common.data", "mnist", "--from-folder", str(tmp_path / "none")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (
+        result.returncode == 2 and result.stderr.startswith("error: --from-folder") and "Traceback" not in result.stderr
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Loader errors name the file
 # ------------------------------------------------------------------------------------------------------------
+
 
 def test_npy_file_is_one_clear_error_naming_it(tmp_path):
     path = tmp_path / "x.npy"
@@ -411,8 +440,10 @@ def test_directory_as_data_is_reported_as_a_directory(tmp_path):
 
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_empty_split_is_rejected_naming_the_file(tmp_path, split):
-    _write_npz(tmp_path / "m.npz", **{f"x_{split}": np.zeros((0, 28, 28), dtype=np.uint8),
-                                      f"y_{split}": np.zeros(0, dtype=np.int64)})
+    _write_npz(
+        tmp_path / "m.npz",
+        **{f"x_{split}": np.zeros((0, 28, 28), dtype=np.uint8), f"y_{split}": np.zeros(0, dtype=np.int64)},
+    )
     with pytest.raises(ValueError, match=rf"m\.npz.*x_{split} holds no images"):
         load_mnist(tmp_path / "m.npz")
 
@@ -449,8 +480,9 @@ def test_small_subset_is_balanced_seeded_and_each_image_is_its_source_through_on
 
 def test_build_cifar10_small_from_folder(tmp_path, capsys, monkeypatch):
     _fake_cifar_folder(tmp_path / "tv", per_batch=60)  # 300 training and 60 test images, every class in each
-    monkeypatch.setattr(data_module, "SMALL_SUBSET", {"train_per_class": 5, "test_per_class": 1, "jpeg_quality": 75,
-                                                      "seed": 0})
+    monkeypatch.setattr(
+        data_module, "SMALL_SUBSET", {"train_per_class": 5, "test_per_class": 1, "jpeg_quality": 75, "seed": 0}
+    )
     monkeypatch.chdir(tmp_path)
     status, stdout, err = _build(["cifar10-small", "--from-folder", "tv"], capsys)
     assert status == 0 and err == "" and "50 training and 10 test images" in stdout

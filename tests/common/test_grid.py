@@ -1,4 +1,5 @@
 """common.grid: unit order and status, skip / resume / start, and table cells against numpy and scipy."""
+
 import math
 from dataclasses import dataclass
 
@@ -21,8 +22,12 @@ from common.grid import (
 
 
 def test_grid_order_puts_the_first_axis_outermost():
-    assert grid(seed=(0, 1), d=(3, 5)) == [{"seed": 0, "d": 3}, {"seed": 0, "d": 5}, {"seed": 1, "d": 3},
-                                          {"seed": 1, "d": 5}]
+    assert grid(seed=(0, 1), d=(3, 5)) == [
+        {"seed": 0, "d": 3},
+        {"seed": 0, "d": 5},
+        {"seed": 1, "d": 3},
+        {"seed": 1, "d": 5},
+    ]
     assert unit_name({"loss": "ckd+kd", "shift": "photometric:30"}) == "loss-ckd-kd_shift-photometric-30"
 
 
@@ -52,8 +57,9 @@ def test_run_unit_starts_resumes_and_skips(tmp_path):
 
 
 def test_cells_and_differences():
-    rows = [{"m": "a", "seed": s, "v": v} for s, v in enumerate([1.0, 2.0, 4.5])] + \
-           [{"m": "b", "seed": s, "v": v} for s, v in enumerate([0.5, 1.0, 3.0])]
+    rows = [{"m": "a", "seed": s, "v": v} for s, v in enumerate([1.0, 2.0, 4.5])] + [
+        {"m": "b", "seed": s, "v": v} for s, v in enumerate([0.5, 1.0, 3.0])
+    ]
     cells = by_cell(rows, ("m",), "v")
     assert cells == {"a": {0: 1.0, 1: 2.0, 2: 4.5}, "b": {0: 0.5, 1: 1.0, 2: 3.0}}
     sd = np.std([1.0, 2.0, 4.5], ddof=1)

@@ -1,4 +1,5 @@
 """common.run: a run folder under faults (a second process, damaged files, interruptions, copies, full disks)."""
+
 import json
 import os
 import signal
@@ -244,6 +245,7 @@ def test_all_finite_and_schedules():
 
 # -- the plain file helpers (moved here with common.runs's tests) --------------------------------------------------
 
+
 def test_write_and_read_config_and_the_kind_check(tmp_path):
     run = tmp_path / "run"
     write_config(run, Config(width=7), kind="vae")
@@ -267,12 +269,19 @@ def test_write_and_read_config_and_the_kind_check(tmp_path):
 
 def test_config_differences_name_each_key_and_skip_invocation_keys():
     saved = json.loads(json.dumps({"latent_dims": (3, 5), "width": 3, "learning_rate": 0.001, "out": "a"}))
-    assert config_differences(saved, {"latent_dims": (3, 5), "width": 3, "learning_rate": 0.001, "out": "b",
-                                      "resume": True}) == []  # tuples equal JSON lists; out and resume may differ
+    assert (
+        config_differences(
+            saved, {"latent_dims": (3, 5), "width": 3, "learning_rate": 0.001, "out": "b", "resume": True}
+        )
+        == []
+    )  # tuples equal JSON lists; out and resume may differ
     assert config_differences(saved, {"latent_dims": (3, 5), "width": 6, "learning_rate": 0.1, "out": "a"}) == [
-        "learning_rate: 0.001 -> 0.1", "width: 3 -> 6"]
-    assert config_differences(saved, {"latent_dims": (3,), "width": 6, "learning_rate": 0.001},
-                              ignore=("width",)) == ["latent_dims: [3, 5] -> [3]"]
+        "learning_rate: 0.001 -> 0.1",
+        "width: 3 -> 6",
+    ]
+    assert config_differences(saved, {"latent_dims": (3,), "width": 6, "learning_rate": 0.001}, ignore=("width",)) == [
+        "latent_dims: [3, 5] -> [3]"
+    ]
 
 
 def test_atomic_save_replaces_and_a_failed_write_leaves_the_old_file_alone(tmp_path):
@@ -295,8 +304,10 @@ def test_metrics_log_appends_json_lines(tmp_path):
     log = MetricsLog(tmp_path / METRICS_FILE)
     log.write({"epoch": 1, "loss": torch.tensor(2.5)})
     log.write({"epoch": 2, "loss": float("nan"), "inf": float("inf")})
-    assert read_metrics(tmp_path / METRICS_FILE) == [{"epoch": 1, "loss": 2.5},
-                                                      {"epoch": 2, "loss": "nan", "inf": "inf"}]
+    assert read_metrics(tmp_path / METRICS_FILE) == [
+        {"epoch": 1, "loss": 2.5},
+        {"epoch": 2, "loss": "nan", "inf": "inf"},
+    ]
     assert read_metrics(tmp_path / "missing.jsonl") == []
     with pytest.raises(TypeError, match="dict"):
         log.write([1, 2])

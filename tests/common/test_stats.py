@@ -1,4 +1,5 @@
 """common.stats: mean ± sd over seeds and the standard error of a difference, against numpy and scipy's Welch test."""
+
 import math
 
 import numpy as np
@@ -16,7 +17,9 @@ def test_summarize_is_mean_and_sample_sd_skipping_missing_values():
     assert math.isnan(summarize([3.0])[1]) and summarize([None])[2] == 0
 
 
-@pytest.mark.parametrize("a, b", [([1.0, 2.0, 4.5], [0.2, 0.1, 0.9, 0.4]), ([-133.5, -133.6], [-133.3, -133.0, -133.4])])
+@pytest.mark.parametrize(
+    "a, b", [([1.0, 2.0, 4.5], [0.2, 0.1, 0.9, 0.4]), ([-133.5, -133.6], [-133.3, -133.0, -133.4])]
+)
 def test_difference_over_its_standard_error_is_welchs_t(a, b):
     value, error, _ = difference(summarize(a), summarize(b))
     assert value == pytest.approx(np.mean(a) - np.mean(b))

@@ -1,4 +1,5 @@
 """common.cli.set_threads: the default thread count (1 unless OMP_NUM_THREADS is set), explicit counts, mistakes."""
+
 import pytest
 import torch
 

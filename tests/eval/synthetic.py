@@ -21,7 +21,7 @@ def make_images(labels, size=8, generator=None):
     for c in range(NUM_CLASSES):
         rows, cols = divmod(c, 2)
         mask = labels == c
-        images[mask, :, rows * half:(rows + 1) * half, cols * half:(cols + 1) * half] += 150
+        images[mask, :, rows * half : (rows + 1) * half, cols * half : (cols + 1) * half] += 150
     return images.clamp(0, 255).to(torch.uint8)
 
 

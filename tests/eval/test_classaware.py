@@ -7,13 +7,22 @@
   returns the wrong class scores near 0.
 * Intra-FID per class matches a Fréchet distance computed here with scipy's matrix square root.
 """
+
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
-from eval.classaware import (KEY_GAN_TEST, KEY_GAN_TRAIN, KEY_INTRA_FID, balanced_labels, gan_test, gan_train,
-                             generate, intra_fid)
+from eval.classaware import (
+    KEY_GAN_TEST,
+    KEY_GAN_TRAIN,
+    KEY_INTRA_FID,
+    balanced_labels,
+    gan_test,
+    gan_train,
+    generate,
+    intra_fid,
+)
 from eval.classifiers import accuracy, build_classifier, register_architecture, train_on_images
 from tests.eval.synthetic import NUM_CLASSES, SyntheticSampler, TinyClassifier, make_images
 
@@ -28,7 +37,7 @@ def mislabeled_pool(per_class=50, wrong_fraction=0.2, seed=3):
     shown = labels.clone()
     wrong = int(per_class * wrong_fraction)
     for c in range(NUM_CLASSES):
-        shown[c * per_class:c * per_class + wrong] = (c + 1) % NUM_CLASSES
+        shown[c * per_class : c * per_class + wrong] = (c + 1) % NUM_CLASSES
     return make_images(shown, generator=torch.Generator().manual_seed(seed)), labels
 
 
@@ -51,8 +60,10 @@ class PoolSampler:
 
     def decode(self, z, label_probs):
         targets = (label_probs.argmax(-1) + self.shift) % NUM_CLASSES
-        rows = [torch.nonzero(self.labels == t).flatten()[int(i) % int((self.labels == t).sum())]
-                for t, i in zip(targets.tolist(), z[:, 0].tolist())]
+        rows = [
+            torch.nonzero(self.labels == t).flatten()[int(i) % int((self.labels == t).sum())]
+            for t, i in zip(targets.tolist(), z[:, 0].tolist())
+        ]
         return self.images[torch.stack(rows)].float() / 255.0
 
 
@@ -132,8 +143,13 @@ def test_gan_train_of_real_images_matches_a_classifier_trained_on_real_data():
     test_images = make_images(test_labels, generator=torch.Generator().manual_seed(9))
     options = dict(epochs=3, batch_size=32, learning_rate=0.05)
     real_labels = balanced_labels(256, NUM_CLASSES)
-    real = train_on_images(make_images(real_labels, generator=torch.Generator().manual_seed(8)), real_labels,
-                           "tiny-test", NUM_CLASSES, **options)
+    real = train_on_images(
+        make_images(real_labels, generator=torch.Generator().manual_seed(8)),
+        real_labels,
+        "tiny-test",
+        NUM_CLASSES,
+        **options,
+    )
     real_accuracy = accuracy(real, test_images, test_labels)
     assert real_accuracy > 0.9  # the baseline must be informative for the comparison to mean anything
     result = gan_train(SyntheticSampler(), "tiny-test", 256, test_images, test_labels, **options)

@@ -7,12 +7,7 @@ import torch
 import torch.nn as nn
 import torch_fidelity
 
-from eval.features import (
-    FEATURE_LOGITS,
-    FEATURE_PENULTIMATE,
-    extractor_fingerprint,
-    register_classifier_extractor,
-)
+from eval.features import FEATURE_LOGITS, FEATURE_PENULTIMATE, extractor_fingerprint, register_classifier_extractor
 from eval.fidelity import UInt8ImageDataset
 from tests.eval.synthetic import NUM_CLASSES, TinyClassifier, balanced_labels, make_images
 
@@ -40,20 +35,23 @@ def _reference_fid(model, images_1, images_2):
 def test_fid_of_a_dataset_against_itself_is_zero(tiny_extractor):
     data = _dataset(400, seed=1)
     same = UInt8ImageDataset(data.images.clone())
-    metrics = torch_fidelity.calculate_metrics(input1=data, input2=same, fid=True,
-                                               feature_extractor=tiny_extractor, **QUIET)
+    metrics = torch_fidelity.calculate_metrics(
+        input1=data, input2=same, fid=True, feature_extractor=tiny_extractor, **QUIET
+    )
     assert abs(metrics[torch_fidelity.KEY_METRIC_FID]) < 1e-6
 
 
 @pytest.mark.filterwarnings("ignore:Matrix is singular")  # dead ReLU features: singular covariances
 def test_fid_matches_independent_computation_and_separates_noise_from_data(tiny_extractor, tiny_classifier):
     data_1, data_2 = _dataset(400, seed=1), _dataset(400, seed=2)
-    noise = UInt8ImageDataset(torch.randint(0, 256, (400, 3, 8, 8), generator=torch.Generator().manual_seed(3),
-                                            dtype=torch.uint8))
+    noise = UInt8ImageDataset(
+        torch.randint(0, 256, (400, 3, 8, 8), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    )
     fid = {}
     for name, other in (("data", data_2), ("noise", noise)):
-        metrics = torch_fidelity.calculate_metrics(input1=other, input2=data_1, fid=True,
-                                                   feature_extractor=tiny_extractor, **QUIET)
+        metrics = torch_fidelity.calculate_metrics(
+            input1=other, input2=data_1, fid=True, feature_extractor=tiny_extractor, **QUIET
+        )
         fid[name] = metrics[torch_fidelity.KEY_METRIC_FID]
         expected = _reference_fid(tiny_classifier, other.images, data_1.images)
         assert fid[name] == pytest.approx(expected, rel=1e-4, abs=1e-6)
@@ -63,8 +61,9 @@ def test_fid_matches_independent_computation_and_separates_noise_from_data(tiny_
 
 def test_inception_score_of_confident_classifier_is_near_class_count(tiny_extractor, tiny_classifier):
     data = _dataset(800, seed=4)
-    metrics = torch_fidelity.calculate_metrics(input1=data, isc=True, isc_splits=1,
-                                               feature_extractor=tiny_extractor, **QUIET)
+    metrics = torch_fidelity.calculate_metrics(
+        input1=data, isc=True, isc_splits=1, feature_extractor=tiny_extractor, **QUIET
+    )
     score = metrics[torch_fidelity.KEY_METRIC_ISC_MEAN]
     assert 3.9 < score <= NUM_CLASSES + 1e-9
     # independent: exp(E_x KL(p(y|x) || p(y))) from the classifier's own softmax
@@ -77,8 +76,9 @@ def test_inception_score_of_confident_classifier_is_near_class_count(tiny_extrac
 
 def test_inception_score_of_a_single_class_is_one(tiny_extractor):
     data = _dataset(200, seed=5, labels=torch.full((200,), 2))
-    metrics = torch_fidelity.calculate_metrics(input1=data, isc=True, isc_splits=2,
-                                               feature_extractor=tiny_extractor, **QUIET)
+    metrics = torch_fidelity.calculate_metrics(
+        input1=data, isc=True, isc_splits=2, feature_extractor=tiny_extractor, **QUIET
+    )
     assert 1.0 - 1e-9 <= metrics[torch_fidelity.KEY_METRIC_ISC_MEAN] < 1.01
 
 
@@ -101,15 +101,15 @@ def test_extractor_returns_requested_features_in_order(tiny_extractor, tiny_clas
 def test_checkpoint_weights_replace_the_initial_ones(tmp_path, tiny_classifier):
     path = tmp_path / "classifier.pt"
     torch.save({"model": tiny_classifier.state_dict(), "step": 3}, path)
-    cls = register_classifier_extractor("vmfprior-test-from-checkpoint", TinyClassifier, checkpoint=path,
-                                        replace=True)
+    cls = register_classifier_extractor("vmfprior-test-from-checkpoint", TinyClassifier, checkpoint=path, replace=True)
     reference = register_classifier_extractor("vmfprior-test-from-module", tiny_classifier, replace=True)
     assert cls.fingerprint == reference.fingerprint == extractor_fingerprint("vmfprior-test-from-module")
     fresh = register_classifier_extractor("vmfprior-test-fresh", TinyClassifier, replace=True)
     assert fresh.fingerprint != cls.fingerprint
     images = make_images(balanced_labels(4))
-    torch.testing.assert_close(cls("x", [FEATURE_PENULTIMATE])(images)[0],
-                               reference("x", [FEATURE_PENULTIMATE])(images)[0])
+    torch.testing.assert_close(
+        cls("x", [FEATURE_PENULTIMATE])(images)[0], reference("x", [FEATURE_PENULTIMATE])(images)[0]
+    )
 
 
 def test_registered_model_is_a_copy(tiny_classifier):
@@ -138,8 +138,9 @@ def test_registration_rejects_bad_arguments(tiny_classifier):
 
 
 def test_preprocess_is_applied_before_features(tiny_classifier):
-    cls = register_classifier_extractor("vmfprior-test-preprocess", tiny_classifier, replace=True,
-                                        preprocess=lambda x: 1.0 - x)
+    cls = register_classifier_extractor(
+        "vmfprior-test-preprocess", tiny_classifier, replace=True, preprocess=lambda x: 1.0 - x
+    )
     images = make_images(balanced_labels(3))
     with torch.no_grad():
         expected = tiny_classifier.features(1.0 - images.float() / 255.0)

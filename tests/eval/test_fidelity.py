@@ -82,14 +82,14 @@ def test_compute_fidelity_is_seeded_and_restores_the_callers_rng(tiny_extractor)
 
 
 def test_only_reference_statistics_are_cached(tiny_extractor, tmp_path):
-    kwargs = dict(num_samples=100, feature_extractor=tiny_extractor, batch_size=50, isc_splits=2,
-                  cache_root=str(tmp_path))
+    kwargs = dict(
+        num_samples=100, feature_extractor=tiny_extractor, batch_size=50, isc_splits=2, cache_root=str(tmp_path)
+    )
     compute_fidelity(SyntheticSampler(), _reference(), reference_cache_name="synthetic-ref", **kwargs)
     cached = sorted(os.listdir(tmp_path))
     assert cached and all(name.startswith(f"synthetic-ref-{tiny_extractor}-") for name in cached), cached
     first = cached
-    compute_fidelity(SyntheticSampler(noise_images=True), _reference(), reference_cache_name="synthetic-ref",
-                     **kwargs)
+    compute_fidelity(SyntheticSampler(noise_images=True), _reference(), reference_cache_name="synthetic-ref", **kwargs)
     assert sorted(os.listdir(tmp_path)) == first  # a second generator adds nothing to the cache
     compute_fidelity(SyntheticSampler(), _reference(), reference_cache_name=None, **kwargs)
     assert sorted(os.listdir(tmp_path)) == first

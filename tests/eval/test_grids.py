@@ -48,8 +48,9 @@ def test_slerp_constant_angular_speed():
     steps = 11
     angles = _angles_between_steps(slerp(a, b, steps))
     # two-sided: each step is exactly total/(steps-1), neither more nor less
-    torch.testing.assert_close(angles, torch.full((steps - 1,), float(total) / (steps - 1), dtype=torch.float64),
-                               rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        angles, torch.full((steps - 1,), float(total) / (steps - 1), dtype=torch.float64), rtol=0, atol=1e-9
+    )
 
 
 def test_slerp_batched_shapes_and_radius_interpolates_linearly():
@@ -81,8 +82,9 @@ def test_slerp_antipodal_endpoints_follow_a_half_great_circle():
     assert torch.isfinite(path).all()
     assert torch.equal(path[-1], -a)
     torch.testing.assert_close(path.norm(dim=-1), torch.full((5,), 3.0), rtol=0, atol=1e-5)
-    torch.testing.assert_close(_angles_between_steps(path), torch.full((4,), math.pi / 4, dtype=torch.float64),
-                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        _angles_between_steps(path), torch.full((4,), math.pi / 4, dtype=torch.float64), rtol=0, atol=1e-6
+    )
     assert abs(float(path[2] @ a)) < 1e-5  # the midpoint is orthogonal to both endpoints
 
 
@@ -144,8 +146,7 @@ def test_spherical_interpolation_stays_on_sphere_and_blends_labels(tmp_path):
     latents = sampler.decoded[-1].view(2, 5, 4)
     torch.testing.assert_close(latents.norm(dim=-1), torch.full((2, 5), 2.0), rtol=0, atol=1e-5)
     # great circle from e_0 to e_2: the midpoint is sqrt(2)(e_0 + e_2), not the chord midpoint (e_0 + e_2)
-    torch.testing.assert_close(latents[0, 2], torch.tensor([math.sqrt(2), 0.0, math.sqrt(2), 0.0]),
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(latents[0, 2], torch.tensor([math.sqrt(2), 0.0, math.sqrt(2), 0.0]), rtol=0, atol=1e-5)
     brightness = images.mean(dim=(1, 2, 3)).view(2, 5)
     torch.testing.assert_close(brightness[0], torch.linspace(1 / 3, 1.0, 5))
     torch.testing.assert_close(brightness[1], torch.linspace(2 / 3, 1 / 3, 5))
@@ -163,5 +164,3 @@ def test_interpolation_rejects_bad_pairs(tmp_path):
         class_interpolation_grid(sampler, tmp_path / "x.png", pairs=[(0, 3)])
     with pytest.raises(ValueError, match="pairs"):
         class_interpolation_grid(sampler, tmp_path / "x.png", pairs=[])
-
-

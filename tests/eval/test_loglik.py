@@ -4,6 +4,7 @@ against a brute-force sum over labels, streaming over chunks, and input checks.
 The references never use the model's own prior code: the vMF prior density comes from
 ``scipy.stats.vonmises_fisher``, the uniform one is 1 / (4 pi), and each label is decoded by its own call.
 """
+
 import math
 
 import pytest
@@ -29,8 +30,9 @@ def _tiny_model(kind, seed=0, encoder_sees_label=False):
     """A d=3 model with 12 'pixels' so exact log p(x) by quadrature on S^2 is cheap."""
     torch.manual_seed(seed)
     prior = VMFPrior.from_weight(torch.randn(10, 3), PRIOR_CONCENTRATION) if kind == "hvae-l" else None
-    model = HypersphericalVAE(kind, 3, class_prior=prior, input_dim=INPUT_DIM, hidden=(16, 8),
-                              encoder_sees_label=encoder_sees_label)
+    model = HypersphericalVAE(
+        kind, 3, class_prior=prior, input_dim=INPUT_DIM, hidden=(16, 8), encoder_sees_label=encoder_sees_label
+    )
     return model.eval()
 
 

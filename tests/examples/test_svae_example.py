@@ -7,6 +7,7 @@ downloads MNIST and trains at import, so the test executes only its definitions 
 answered by :mod:`vmfprior.svae` (the swap docs/svae.md describes), and gives ``train``/``test`` small synthetic
 loaders in place of its module-level MNIST loaders.
 """
+
 import ast
 import math
 import os
@@ -31,10 +32,16 @@ def example(monkeypatch):
     if not os.environ.get("SVAE_PATH") or not EXAMPLE.is_file():
         pytest.skip("set SVAE_PATH to a checkout of s-vae-pytorch (its examples/mnist.py) to run this test")
     tree = ast.parse(EXAMPLE.read_text(), filename=str(EXAMPLE))
-    kept = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
-            or (isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name in DEFINITIONS)]
+    kept = [
+        node
+        for node in tree.body
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        or (isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name in DEFINITIONS)
+    ]
     assert {node.name for node in kept if hasattr(node, "name")} == DEFINITIONS
-    swapped = [node for node in kept if isinstance(node, ast.ImportFrom) and node.module == "hyperspherical_vae.distributions"]
+    swapped = [
+        node for node in kept if isinstance(node, ast.ImportFrom) and node.module == "hyperspherical_vae.distributions"
+    ]
     assert sorted(alias.name for node in swapped for alias in node.names) == ["HypersphericalUniform", "VonMisesFisher"]
     package = types.ModuleType("hyperspherical_vae")
     package.distributions = vmfprior.svae

@@ -1,4 +1,5 @@
 """Fixtures for the gan tests: one intra-op thread, and a small fake CIFAR-10 archive."""
+
 import numpy as np
 import pytest
 import torch
@@ -23,6 +24,11 @@ def fake_cifar(tmp_path_factory):
     rng = np.random.default_rng(0)
     path = tmp_path_factory.mktemp("data") / "fake-cifar10.npz"
     labels = np.repeat(np.arange(10), 4).astype(np.int64)
-    np.savez(path, x_train=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), y_train=labels,
-             x_test=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), y_test=labels[::2].copy())
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+        y_train=labels,
+        x_test=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+        y_test=labels[::2].copy(),
+    )
     return path

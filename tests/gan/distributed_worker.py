@@ -1,6 +1,7 @@
 """Run by tests/gan/test_distributed.py on 2 CPU processes (torchrun, gloo); not a test module itself.
 
-    PYTHONPATH=. python -m torch.distributed.run --standalone --nproc_per_node 2 tests/gan/distributed_worker.py OUT DATA
+    PYTHONPATH=. python -m torch.distributed.run --standalone --nproc_per_node 2 \\
+        tests/gan/distributed_worker.py OUT DATA
 
 1. Synchronized batch norm: the generator gan/train.py builds for 2 processes, fed half of a global batch on each
    process, must give the outputs, running statistics and (DDP-averaged) gradients of one generator on the whole
@@ -8,6 +9,7 @@
 2. Training runs through gan.train.main: OUT/straight (4 iterations), OUT/interrupted (stopped at 2, copied to
    OUT/copy-at-2 for the process-count test, then resumed to 4).
 """
+
 import json
 import os
 import shutil
@@ -48,14 +50,21 @@ def check_sync_batch_norm(out: Path) -> None:
     raw = accelerator.unwrap_model(generator)
     # relative to the largest gradient entry: biases of convolutions followed by batch norm have zero gradient
     scale = max(b.grad.abs().max().item() for b in reference.parameters())
-    gradient_error = max((world * a.grad - b.grad).abs().max().item() / scale
-                         for a, b in zip(raw.parameters(), reference.parameters()))
-    statistics_error = max((a - b).abs().max().item() for (name, a), b in
-                           zip(raw.state_dict().items(), reference.state_dict().values()) if "running" in name)
-    result = {"output_error": (local - whole[rows]).abs().max().item(), "gradient_error": gradient_error,
-              "statistics_error": statistics_error,
-              "unsynchronized_output_error": (unsynchronized(z[rows], labels[rows]) - whole[rows]).abs().max().item(),
-              "gradient_scale": scale}
+    gradient_error = max(
+        (world * a.grad - b.grad).abs().max().item() / scale for a, b in zip(raw.parameters(), reference.parameters())
+    )
+    statistics_error = max(
+        (a - b).abs().max().item()
+        for (name, a), b in zip(raw.state_dict().items(), reference.state_dict().values())
+        if "running" in name
+    )
+    result = {
+        "output_error": (local - whole[rows]).abs().max().item(),
+        "gradient_error": gradient_error,
+        "statistics_error": statistics_error,
+        "unsynchronized_output_error": (unsynchronized(z[rows], labels[rows]) - whole[rows]).abs().max().item(),
+        "gradient_scale": scale,
+    }
     (out / f"sync_bn_{rank}.json").write_text(json.dumps(result))
 
 

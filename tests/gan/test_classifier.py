@@ -1,4 +1,5 @@
 """WRN classifier: architecture, augmentation, and a checkpoint the vMF prior and eval.features can read."""
+
 from pathlib import Path
 
 import pytest
@@ -39,15 +40,16 @@ def test_augment_returns_crops_of_the_padded_image():
     out = augment(images)
     padded = F.pad(images, [4] * 4, mode="reflect")
     for index in range(6):
-        candidates = [padded[index, :, top:top + 32, left:left + 32] for top in range(9) for left in range(9)]
+        candidates = [padded[index, :, top : top + 32, left : left + 32] for top in range(9) for left in range(9)]
         candidates += [crop.flip(-1) for crop in candidates]
         assert any(torch.equal(out[index], crop) for crop in candidates)
 
 
 def test_train_saves_a_checkpoint_the_prior_reads(fake_cifar, tmp_path):
     out = tmp_path / "wrn"
-    result = main(["--preset", "tiny", "--data", str(fake_cifar), "--out", str(out), "--batch-size", "8",
-                   "--stats-images", "30"])
+    result = main(
+        ["--preset", "tiny", "--data", str(fake_cifar), "--out", str(out), "--batch-size", "8", "--stats-images", "30"]
+    )
     assert result["stopped"] == "epochs" and 0.0 <= result["test_accuracy"] <= 1.0
     saved = load_checkpoint(result["checkpoint"], what="classifier.pt")
     assert saved["kind"] == "gan-classifier" and saved["stats_images"] == 30
@@ -62,17 +64,52 @@ def test_train_saves_a_checkpoint_the_prior_reads(fake_cifar, tmp_path):
     assert prior.activation_norm == pytest.approx(saved["mean_activation_norm"])
     assert model.features(torch.rand(2, 3, 32, 32)).shape == (2, 64)
     # a finished run is not trained again; a different setting on the same folder is refused
-    assert main(["--preset", "tiny", "--data", str(fake_cifar), "--out", str(out), "--batch-size", "8",
-                 "--stats-images", "30", "--resume"])["stopped"] == "already finished"
+    assert (
+        main(
+            [
+                "--preset",
+                "tiny",
+                "--data",
+                str(fake_cifar),
+                "--out",
+                str(out),
+                "--batch-size",
+                "8",
+                "--stats-images",
+                "30",
+                "--resume",
+            ]
+        )["stopped"]
+        == "already finished"
+    )
     with pytest.raises(ValueError, match="learning_rate: 0.1 -> 0.2"):
-        main(["--preset", "tiny", "--data", str(fake_cifar), "--out", str(out), "--batch-size", "8",
-              "--stats-images", "30", "--resume", "--learning-rate", "0.2"])
+        main(
+            [
+                "--preset",
+                "tiny",
+                "--data",
+                str(fake_cifar),
+                "--out",
+                str(out),
+                "--batch-size",
+                "8",
+                "--stats-images",
+                "30",
+                "--resume",
+                "--learning-rate",
+                "0.2",
+            ]
+        )
 
 
 COMMITTED = {  # checkpoints of the trainer before common.classifier: config keys lr and max_steps, concentration_mle
     "wrn-tiny": (ROOT / "results/gan-table5-small/wrn-tiny/classifier.pt", WideResNet, 64, 24.91198457716281),
-    "evaluator-convnet-32": (ROOT / "results/gan-table5-small/evaluator-convnet-32/classifier.pt", ConvNet, 128,
-                             66.4215406228617),
+    "evaluator-convnet-32": (
+        ROOT / "results/gan-table5-small/evaluator-convnet-32/classifier.pt",
+        ConvNet,
+        128,
+        66.4215406228617,
+    ),
 }
 
 
@@ -94,9 +131,24 @@ def test_committed_checkpoints_of_the_earlier_trainer_still_load(name, tmp_path,
         sampler = build_latent_sampler("vmf", dim, num_classes=10, prior_checkpoint=str(path), concentration=kappa)
         z = sampler.sample(torch.arange(10))
         assert z.shape == (10, dim)
-        torch.testing.assert_close(z.norm(dim=1), torch.full((10,), dim ** 0.5))
-        table5.main(["--preset", "small", "--samplers", "vmf", "--seeds", "0", "--runs-dir", str(tmp_path),
-                     "--prior-checkpoint", str(path), "--num-samples", "2000", "--dry-run"])
+        torch.testing.assert_close(z.norm(dim=1), torch.full((10,), dim**0.5))
+        table5.main(
+            [
+                "--preset",
+                "small",
+                "--samplers",
+                "vmf",
+                "--seeds",
+                "0",
+                "--runs-dir",
+                str(tmp_path),
+                "--prior-checkpoint",
+                str(path),
+                "--num-samples",
+                "2000",
+                "--dry-run",
+            ]
+        )
         assert f"--concentration {kappa:.4f}" in capsys.readouterr().out
 
 

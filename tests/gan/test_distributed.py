@@ -4,6 +4,7 @@ optimizers' actual learning rates, exact resumption, checkpoint files, and a ref
 One launch of tests/gan/distributed_worker.py does every 2-process part (starting processes dominates the cost).
 ``accelerate launch --num_processes 2 --cpu`` is not used: accelerate 1.15 runs a single process for it.
 """
+
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from common.cli import run_cli
 from common.run import read_metrics
 from gan.train import main
@@ -25,10 +27,23 @@ ARGS = ("--iterations", "4", "--checkpoint-every", "2", "--ema-decay", "0.5")
 def two_processes(fake_cifar, tmp_path_factory):
     """The output folder of one 2-process run of distributed_worker.py."""
     out = tmp_path_factory.mktemp("two-processes")
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true",
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(REPO / "tests" / "gan" / "distributed_worker.py"), str(out), str(fake_cifar)]
+    environment = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "tests" / "gan" / "distributed_worker.py"),
+        str(out),
+        str(fake_cifar),
+    ]
     result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return out
@@ -68,7 +83,8 @@ def test_interrupted_and_resumed_run_equals_the_straight_one(two_processes):
             torch.testing.assert_close(resumed[name][key], straight[name][key], rtol=0, atol=1e-6)
     drop = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
     assert drop(read_metrics(two_processes / "interrupted" / "metrics.jsonl")) == drop(
-        read_metrics(two_processes / "straight" / "metrics.jsonl"))
+        read_metrics(two_processes / "straight" / "metrics.jsonl")
+    )
 
 
 def test_checkpoints_hold_both_processes_rng_streams(two_processes):
@@ -77,7 +93,12 @@ def test_checkpoints_hold_both_processes_rng_streams(two_processes):
         assert (checkpoint["step"], checkpoint["num_processes"], len(checkpoint["rng"])) == (step, 2, 2)
         assert not torch.equal(checkpoint["rng"][0]["torch"], checkpoint["rng"][1]["torch"])  # one stream each
         assert sorted(p.name for p in (two_processes / run).iterdir() if not p.name.startswith(".")) == [
-            "config.json", "generator.pt", "last.pt", "metrics.jsonl", "samples"]
+            "config.json",
+            "generator.pt",
+            "last.pt",
+            "metrics.jsonl",
+            "samples",
+        ]
 
 
 def test_resume_on_another_process_count_is_refused(two_processes, fake_cifar, capsys):

@@ -1,4 +1,5 @@
 """The EMA generator: averaged weights, and batch-norm statistics of its own (not the live generator's)."""
+
 import copy
 import math
 
@@ -61,8 +62,9 @@ def test_recomputed_statistics_belong_to_the_averaged_weights():
     ema.update(live)  # the parameters are averaged, the BN buffers copied from the live generator
     norm = ema.module.output_norm
     copied_mean = norm.running_mean.clone()
-    recompute_batch_norm_statistics(ema.module, build_latent_sampler("gaussian", 8), num_samples=64 * BATCH,
-                                    batch_size=BATCH, seed=0)
+    recompute_batch_norm_statistics(
+        ema.module, build_latent_sampler("gaussian", 8), num_samples=64 * BATCH, batch_size=BATCH, seed=0
+    )
     assert not ema.module.training  # mode restored
     reference = copy.deepcopy(ema.module)
     mean, mean_error, variance, variance_error = _batch_statistics(reference, reference.output_norm, 64, seed=1)

@@ -3,6 +3,7 @@
 The GAN run folder is a stand-in whose sampler draws synthetic 32x32 images; the feature extractor is the
 tiny classifier of tests/eval (no network, no Inception weights).
 """
+
 import json
 import os
 
@@ -46,10 +47,21 @@ def test_cli_writes_json_with_classifier_extractor(run_dir, tmp_path, tiny_class
     checkpoint = tmp_path / "classifier.pt"
     torch.save({"model": tiny_classifier.state_dict()}, checkpoint)
 
-    record = fidelity.main([
-        "--run", str(run_dir), "--num-samples", "100", "--batch-size", "50", "--cpu",
-        "--reference", str(tmp_path / "synthetic.npz"), "--classifier-checkpoint", str(checkpoint),
-    ])
+    record = fidelity.main(
+        [
+            "--run",
+            str(run_dir),
+            "--num-samples",
+            "100",
+            "--batch-size",
+            "50",
+            "--cpu",
+            "--reference",
+            str(tmp_path / "synthetic.npz"),
+            "--classifier-checkpoint",
+            str(checkpoint),
+        ]
+    )
     written = [name for name in os.listdir(run_dir) if name.startswith("fidelity-")]
     assert len(written) == 1 and written[0].endswith("-n100.json")
     assert json.loads((run_dir / written[0]).read_text()) == record
@@ -65,8 +77,20 @@ def test_cli_writes_json_with_classifier_extractor(run_dir, tmp_path, tiny_class
 
 
 def test_cli_without_weights_prints_what_to_do(run_dir, tmp_path, capsys):
-    code = run_cli(fidelity.main, ["--run", str(run_dir), "--num-samples", "10", "--reference", "none", "--cpu",
-                                   "--inception-weights", str(tmp_path / "missing.pth")])
+    code = run_cli(
+        fidelity.main,
+        [
+            "--run",
+            str(run_dir),
+            "--num-samples",
+            "10",
+            "--reference",
+            "none",
+            "--cpu",
+            "--inception-weights",
+            str(tmp_path / "missing.pth"),
+        ],
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
@@ -81,8 +105,9 @@ def test_cli_without_reference_data_prints_what_to_do(run_dir, monkeypatch, caps
         raise common.data.DataUnavailableError("could not download CIFAR10 (offline)")
 
     monkeypatch.setattr(eval.fidelity, "load_cifar10", offline)  # never the real download
-    code = run_cli(fidelity.main, ["--run", str(run_dir), "--num-samples", "10", "--reference", "cifar10-train",
-                                   "--cpu"])
+    code = run_cli(
+        fidelity.main, ["--run", str(run_dir), "--num-samples", "10", "--reference", "cifar10-train", "--cpu"]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
@@ -103,17 +128,40 @@ def test_cli_reports_class_aware_scores(run_dir, tmp_path, tiny_classifier, monk
     np.savez(tmp_path / "labelled.npz", **arrays)
     checkpoint = tmp_path / "classifier.pt"
     torch.save({"model": tiny_classifier.state_dict()}, checkpoint)
-    record = fidelity.main([
-        "--run", str(run_dir), "--num-samples", "80", "--batch-size", "40", "--cpu", "--no-cache",
-        "--reference", str(tmp_path / "labelled.npz"), "--classifier-checkpoint", str(checkpoint), "--intra-fid",
-        "--gan-test-classifier", str(checkpoint), "--gan-train", "tiny-cli", "--gan-train-epochs", "3",
-        "--gan-train-batch-size", "20", "--gan-train-no-augmentation"])  # a flip would move the bright quadrant
+    record = fidelity.main(
+        [
+            "--run",
+            str(run_dir),
+            "--num-samples",
+            "80",
+            "--batch-size",
+            "40",
+            "--cpu",
+            "--no-cache",
+            "--reference",
+            str(tmp_path / "labelled.npz"),
+            "--classifier-checkpoint",
+            str(checkpoint),
+            "--intra-fid",
+            "--gan-test-classifier",
+            str(checkpoint),
+            "--gan-train",
+            "tiny-cli",
+            "--gan-train-epochs",
+            "3",
+            "--gan-train-batch-size",
+            "20",
+            "--gan-train-no-augmentation",
+        ]
+    )  # a flip would move the bright quadrant
     # the stand-in generator draws real-looking images of the asked class: the classifier gets them all right
     assert record["gan_test"] == 1.0 and record["gan_test_num_samples"] == 80
     assert record["gan_train"] > 0.9 and record["gan_train_num_samples"] == 200  # the training split's size
     assert len(record["intra_fid_per_class"]) == NUM_CLASSES and 0 <= record["intra_fid"] < 50
-    written = json.loads((run_dir / "fidelity-classifier-" f"{record['feature_extractor'][11:]}-n80.json").read_text())
+    written = json.loads((run_dir / f"fidelity-classifier-{record['feature_extractor'][11:]}-n80.json").read_text())
     assert written["gan_train"] == record["gan_train"]
-    code = run_cli(fidelity.main, ["--run", str(run_dir), "--num-samples", "10", "--reference", "none", "--cpu",
-                                   "--gan-train", "resnet-50"])
+    code = run_cli(
+        fidelity.main,
+        ["--run", str(run_dir), "--num-samples", "10", "--reference", "none", "--cpu", "--gan-train", "resnet-50"],
+    )
     assert code == 2

@@ -5,6 +5,7 @@
 * Every real image reaches D with its own label.
 * Per iteration: n_dis discriminator updates, then one generator update, in that order.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -64,7 +65,13 @@ def recorder(monkeypatch):
 
     def on_step(optimizer, args, kwargs):
         first = id(optimizer.param_groups[0]["params"][0])
-        kind = "step-G" if first in log.generator_parameters else "step-D" if first in log.discriminator_parameters else None
+        kind = (
+            "step-G"
+            if first in log.generator_parameters
+            else "step-D"
+            if first in log.discriminator_parameters
+            else None
+        )
         assert kind is not None, "an optimizer over neither network stepped"
         log.events.append((kind, None))
 
@@ -82,7 +89,7 @@ def _training_events(log):
     first_d = next(i for i, (kind, _) in enumerate(log.events) if kind == "D")
     start = max(i for i in range(first_d) if log.events[i][0] == "latent")
     end = max(i for i, (kind, _) in enumerate(log.events) if kind == "step-G")
-    return log.events[start:end + 1]
+    return log.events[start : end + 1]
 
 
 @pytest.mark.parametrize("sampler", ["gaussian", "vmf"])
@@ -93,11 +100,30 @@ def test_fakes_reach_d_with_the_labels_they_were_drawn_for(recorder, fake_cifar,
 
         classifier = WideResNet(10, 1, 10)  # penultimate width 64
         torch.save({"model": classifier.state_dict()}, tmp_path / "classifier.pt")
-        extra = ["--sampler", "vmf", "--prior-checkpoint", str(tmp_path / "classifier.pt"), "--concentration", "20",
-                 "--latent-dim", "64"]
+        extra = [
+            "--sampler",
+            "vmf",
+            "--prior-checkpoint",
+            str(tmp_path / "classifier.pt"),
+            "--concentration",
+            "20",
+            "--latent-dim",
+            "64",
+        ]
     iterations, n_dis, batch = 3, 2, 4
-    main(tiny_args(fake_cifar, tmp_path / "run", "--iterations", str(iterations), "--n-dis", str(n_dis),
-                   "--sample-every", "1000", *extra))
+    main(
+        tiny_args(
+            fake_cifar,
+            tmp_path / "run",
+            "--iterations",
+            str(iterations),
+            "--n-dis",
+            str(n_dis),
+            "--sample-every",
+            "1000",
+            *extra,
+        )
+    )
     archive = np.load(fake_cifar)
     real_images = torch.from_numpy(archive["x_train"]).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (N, 3, 32, 32)
     real_labels = torch.from_numpy(archive["y_train"])
@@ -131,8 +157,18 @@ def test_fakes_reach_d_with_the_labels_they_were_drawn_for(recorder, fake_cifar,
 
 def test_each_iteration_is_n_dis_d_updates_then_one_g_update(recorder, fake_cifar, tmp_path):
     iterations, n_dis = 4, 3
-    main(tiny_args(fake_cifar, tmp_path / "run", "--iterations", str(iterations), "--n-dis", str(n_dis),
-                   "--sample-every", "1000"))
+    main(
+        tiny_args(
+            fake_cifar,
+            tmp_path / "run",
+            "--iterations",
+            str(iterations),
+            "--n-dis",
+            str(n_dis),
+            "--sample-every",
+            "1000",
+        )
+    )
     steps = [kind for kind, _ in recorder.events if kind.startswith("step-")]
     assert steps.count("step-D") == iterations * n_dis and steps.count("step-G") == iterations
     assert steps == (["step-D"] * n_dis + ["step-G"]) * iterations

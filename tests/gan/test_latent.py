@@ -1,4 +1,5 @@
 """Latent samplers: norms, concentration around the class mean direction, errors."""
+
 import math
 
 import pytest
@@ -16,8 +17,13 @@ def head_checkpoint(tmp_path):
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(10, DIM, generator=generator) * 3.0
     path = tmp_path / "classifier.pt"
-    torch.save({"model": {"blocks.0.weight": torch.randn(DIM, DIM), "head.weight": weight,
-                          "head.bias": torch.zeros(10)}, "config": {}}, path)
+    torch.save(
+        {
+            "model": {"blocks.0.weight": torch.randn(DIM, DIM), "head.weight": weight, "head.bias": torch.zeros(10)},
+            "config": {},
+        },
+        path,
+    )
     return path, weight / weight.norm(dim=1, keepdim=True)
 
 
@@ -85,8 +91,8 @@ def test_bad_labels_raise():
 
 
 def test_vmf_orthogonal_centres_each_class_on_an_orthonormal_direction():
-    from vmfprior import mean_resultant_length
     from gan.latent import build_latent_sampler
+    from vmfprior import mean_resultant_length
 
     dim, classes, kappa, draws = 16, 4, 30.0, 4000
     sampler = build_latent_sampler("vmf-orthogonal", dim, classes, concentration=kappa)
@@ -95,8 +101,8 @@ def test_vmf_orthogonal_centres_each_class_on_an_orthonormal_direction():
     torch.manual_seed(0)
     labels = torch.arange(classes).repeat_interleave(draws)
     z = sampler.sample(labels)
-    assert torch.allclose(z.norm(dim=1), torch.full((len(z),), dim ** 0.5), atol=1e-4)
-    means = torch.stack([z[labels == c].mean(0) for c in range(classes)]) / dim ** 0.5  # (C, d)
+    assert torch.allclose(z.norm(dim=1), torch.full((len(z),), dim**0.5), atol=1e-4)
+    means = torch.stack([z[labels == c].mean(0) for c in range(classes)]) / dim**0.5  # (C, d)
     expected = float(mean_resultant_length(dim, torch.tensor(kappa, dtype=torch.float64)))  # E[mu^T u]
     directions = sampler.prior.mean_directions
     torch.testing.assert_close(directions @ directions.T, torch.eye(classes), atol=1e-5, rtol=0)

@@ -1,9 +1,18 @@
 """Spectral norm, conditional batch norm, synchronized batch norm (one process) and label handling."""
+
 import pytest
 import torch
 
-from gan.layers import (ConditionalBatchNorm2d, GeneratorBlock, SyncBatchNorm2d, check_labels, convert_sync_batch_norm,
-                        label_probabilities, sn_conv2d, sn_linear)
+from gan.layers import (
+    ConditionalBatchNorm2d,
+    GeneratorBlock,
+    SyncBatchNorm2d,
+    check_labels,
+    convert_sync_batch_norm,
+    label_probabilities,
+    sn_conv2d,
+    sn_linear,
+)
 
 
 def top_singular_value(module: torch.nn.Module) -> float:
@@ -47,8 +56,9 @@ def test_conditional_batch_norm_depends_on_label():
 
 
 def test_label_probabilities():
-    torch.testing.assert_close(label_probabilities(torch.tensor([2, 0]), 3),
-                               torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]))
+    torch.testing.assert_close(
+        label_probabilities(torch.tensor([2, 0]), 3), torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    )
     soft = torch.tensor([[0.2, 0.8, 0.0]])
     torch.testing.assert_close(label_probabilities(soft, 3), soft)
     # trusted: an out-of-range label is not checked here (check_labels does it at the entry point)
@@ -95,7 +105,9 @@ def test_generator_block_upsampling_modes():
     x = torch.tensor([[[[0.0, 4.0], [8.0, 12.0]]]])  # (1, 1, 2, 2): f(i, j) = 8 i + 4 j
     nearest = GeneratorBlock(1, 1, 3, upsample="nearest")._up(x)
     bilinear = GeneratorBlock(1, 1, 3, upsample="bilinear")._up(x)
-    torch.testing.assert_close(nearest[0, 0], torch.tensor([[0.0, 0, 4, 4], [0, 0, 4, 4], [8, 8, 12, 12], [8, 8, 12, 12]]))
+    torch.testing.assert_close(
+        nearest[0, 0], torch.tensor([[0.0, 0, 4, 4], [0, 0, 4, 4], [8, 8, 12, 12], [8, 8, 12, 12]])
+    )
     # bilinear with half-pixel centres: output k samples (k + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25, clamped to
     # the edge, so a linear f gives 8 * [0, 0.25, 0.75, 1] down the rows plus 4 * [0, 0.25, 0.75, 1] across
     rows, cols = torch.tensor([0.0, 2, 6, 8]), torch.tensor([0.0, 1, 3, 4])

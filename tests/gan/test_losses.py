@@ -1,4 +1,5 @@
 """Loss values on known logits, checked exactly (two-sided)."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """Shapes and parameter counts of the SNGAN generator and projection discriminator; no host syncs in a step."""
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -90,8 +91,8 @@ def test_training_step_never_waits_for_the_device(sampler):
 
 
 def test_vmf_noise_adds_no_host_sync_to_the_sampler_itself():
-    from vmfprior import VMFPrior, VonMisesFisher
     from gan.latent import VMFSampler
+    from vmfprior import VMFPrior, VonMisesFisher
 
     prior = VMFPrior.from_weight(torch.randn(10, 8, generator=torch.Generator().manual_seed(0)), 30.0)
     labels = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(1))
@@ -100,8 +101,10 @@ def test_vmf_noise_adds_no_host_sync_to_the_sampler_itself():
         z = VMFSampler(prior).sample(labels)
     torch.manual_seed(2)
     with HostSyncCounter() as reference_syncs:  # the rejection sampler's own loop: the irreducible part
-        reference = VonMisesFisher(prior.mean_directions[labels], prior.concentration[labels],
-                                   validate_args=False).sample() * 8 ** 0.5
+        reference = (
+            VonMisesFisher(prior.mean_directions[labels], prior.concentration[labels], validate_args=False).sample()
+            * 8**0.5
+        )
     torch.testing.assert_close(z, reference)
     assert sampler_syncs.count == reference_syncs.count
 

@@ -16,21 +16,33 @@ def _make_run(root, name, sampler, is_mean, fid, concentration=None, extractor="
     config = {"sampler": sampler, "iterations": 50000, "concentration": concentration}
     command = f"gan/train.py --sampler {sampler} --out {run}"
     (run / "config.json").write_text(json.dumps({"kind": "gan", "config": config, "command": command}))
-    record = {"inception_score_mean": is_mean, "inception_score_std": 0.05, "frechet_inception_distance": fid,
-              "num_samples": 5000, "feature_extractor": extractor, "reference": "/data/cifar10.npz", "reference_split": "train",
-              "noise": sampler, "command": f"python -m eval.fidelity --checkpoint {run}"}
+    record = {
+        "inception_score_mean": is_mean,
+        "inception_score_std": 0.05,
+        "frechet_inception_distance": fid,
+        "num_samples": 5000,
+        "feature_extractor": extractor,
+        "reference": "/data/cifar10.npz",
+        "reference_split": "train",
+        "noise": sampler,
+        "command": f"python -m eval.fidelity --checkpoint {run}",
+    }
     (run / f"fidelity-{extractor}-n5000.json").write_text(json.dumps(record))
     return str(run)
 
 
 def test_table_rows_are_ordered_gaussian_vmf_sphere(tmp_path):
-    runs = [_make_run(tmp_path, "c", "sphere", 7.0, 30.0), _make_run(tmp_path, "a", "vmf", 8.25, 20.5, 5.0),
-            _make_run(tmp_path, "b", "gaussian", 7.5, 25.0)]
+    runs = [
+        _make_run(tmp_path, "c", "sphere", 7.0, 30.0),
+        _make_run(tmp_path, "a", "vmf", 8.25, 20.5, 5.0),
+        _make_run(tmp_path, "b", "gaussian", 7.5, 25.0),
+    ]
     text = format_table(collect_runs(runs))
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [row.split(" | ")[0] for row in rows] == ["| Gaussian", "| vMF", "| sphere"]
-    assert rows[1] == (f"| vMF | `{runs[1]}` | 5 | 50000 | 5000 | inception-v3-compat | cifar10.npz (train) | "
-                       "8.25 ± 0.05 | 20.50 |")
+    assert rows[1] == (
+        f"| vMF | `{runs[1]}` | 5 | 50000 | 5000 | inception-v3-compat | cifar10.npz (train) | 8.25 ± 0.05 | 20.50 |"
+    )
     assert f"python -m eval.fidelity --checkpoint {runs[0]}" in text
     assert f"gan/train.py --sampler sphere --out {runs[0]}" in text  # the training command from config.json
     assert text.index("gan/train.py") < text.index("python -m eval.fidelity")
@@ -38,8 +50,10 @@ def test_table_rows_are_ordered_gaussian_vmf_sphere(tmp_path):
 
 
 def test_mixed_extractors_are_flagged(tmp_path):
-    runs = [_make_run(tmp_path, "a", "gaussian", 3.0, 1.0, extractor="classifier-abc"),
-            _make_run(tmp_path, "b", "vmf", 8.0, 20.0, 1.0)]
+    runs = [
+        _make_run(tmp_path, "a", "gaussian", 3.0, 1.0, extractor="classifier-abc"),
+        _make_run(tmp_path, "b", "vmf", 8.0, 20.0, 1.0),
+    ]
     text = format_table(collect_runs(runs))
     assert "Note:" in text and "not comparable" in text
 

@@ -1,4 +1,5 @@
 """gan.table5: the commands it runs, and the mean ± sd table it writes (on hand-made run folders)."""
+
 import json
 
 import pytest
@@ -11,15 +12,30 @@ def _fake_run(folder, sampler, fids, iscores, periodic):
     """A finished run folder: config.json, one fidelity JSON per (num_samples, FID, IS), periodic FIDs."""
     folder.mkdir(parents=True)
     config = {"sampler": sampler, "iterations": 3000, "concentration": 25.0 if sampler == "vmf" else None}
-    (folder / "config.json").write_text(json.dumps({"kind": "gan", "config": config,
-                                                    "command": f"gan/train.py --sampler {sampler}"}))
+    (folder / "config.json").write_text(
+        json.dumps({"kind": "gan", "config": config, "command": f"gan/train.py --sampler {sampler}"})
+    )
     for num_samples, fid, score in zip((2000, 5000), fids, iscores):
-        (folder / f"fidelity-classifier-abc-n{num_samples}.json").write_text(json.dumps({
-            "inception_score_mean": score, "inception_score_std": 0.1, "frechet_inception_distance": fid,
-            "num_samples": num_samples, "feature_extractor": "classifier-abc", "noise": sampler,
-            "reference_id": "vmfprior-cifar-train-n10000", "command": f"python -m gan.fidelity --run {folder.name}"}))
-    (folder / "metrics.jsonl").write_text("".join(
-        json.dumps({"iteration": iteration, "frechet_inception_distance": fid}) + "\n" for iteration, fid in periodic))
+        (folder / f"fidelity-classifier-abc-n{num_samples}.json").write_text(
+            json.dumps(
+                {
+                    "inception_score_mean": score,
+                    "inception_score_std": 0.1,
+                    "frechet_inception_distance": fid,
+                    "num_samples": num_samples,
+                    "feature_extractor": "classifier-abc",
+                    "noise": sampler,
+                    "reference_id": "vmfprior-cifar-train-n10000",
+                    "command": f"python -m gan.fidelity --run {folder.name}",
+                }
+            )
+        )
+    (folder / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"iteration": iteration, "frechet_inception_distance": fid}) + "\n"
+            for iteration, fid in periodic
+        )
+    )
 
 
 def test_summary_is_mean_and_sample_sd_over_seeds(tmp_path):
@@ -69,21 +85,40 @@ def test_commands_resume_round_robin_and_use_the_stored_concentration(tmp_path, 
     started = tmp_path / "runs" / "gaussian-s0"
     started.mkdir(parents=True)
     torch.save({"step": 500, "config": {}}, started / "last.pt")  # this run has already reached iteration 500
-    table5.main(["--preset", "small", "--seeds", "0", "--runs-dir", str(tmp_path / "runs"), "--round-robin", "1000",
-                 "--prior-checkpoint", str(classifier), "--classifier-checkpoint", str(classifier),
-                 "--num-samples", "2000", "--dry-run"])
+    table5.main(
+        [
+            "--preset",
+            "small",
+            "--seeds",
+            "0",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--round-robin",
+            "1000",
+            "--prior-checkpoint",
+            str(classifier),
+            "--classifier-checkpoint",
+            str(classifier),
+            "--num-samples",
+            "2000",
+            "--dry-run",
+        ]
+    )
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("+ ")]
     training = [line for line in lines if "gan/train.py" in line]
     assert len(training) == 12  # 4 noises x 3 rounds (1000, 2000, 3000 = the end, without --stop-after)
     assert "--sampler gaussian" in training[0] and "--resume --stop-after 1000" in training[0]
     assert "--sampler vmf" in training[1] and "--concentration 25.0678" in training[1]
     assert "--resume" not in training[1] and training[1].endswith("--stop-after 1000")
-    assert "--stop-after" not in training[-1] and "--eval-every" not in training[-1]  # periodic IS/FID is off by default
+    assert (
+        "--stop-after" not in training[-1] and "--eval-every" not in training[-1]
+    )  # periodic IS/FID is off by default
     scoring = [line for line in lines if "gan.fidelity" in line]
     control = [line for line in training if "--sampler vmf-orthogonal" in line]
     assert control and all("--concentration 25.0678" in line and "--prior-checkpoint" not in line for line in control)
-    assert len(scoring) == 4 and all("--num-samples 2000" in line and "--classifier-checkpoint" in line
-                                     for line in scoring)
+    assert len(scoring) == 4 and all(
+        "--num-samples 2000" in line and "--classifier-checkpoint" in line for line in scoring
+    )
 
 
 def test_vmf_needs_a_classifier(tmp_path):
@@ -103,11 +138,30 @@ def test_keep_copies_what_the_table_reads_and_reports_the_same(tmp_path):
     for path in (runs / "sphere-s0").glob("fidelity-*.json"):
         path.unlink()  # trained but not scored: not kept
     kept = tmp_path / "kept"
-    table5.main(["--preset", "small", "--samplers", "vmf", "sphere", "--seeds", "0", "--runs-dir", str(runs),
-                 "--report-only", "--keep", str(kept)])
+    table5.main(
+        [
+            "--preset",
+            "small",
+            "--samplers",
+            "vmf",
+            "sphere",
+            "--seeds",
+            "0",
+            "--runs-dir",
+            str(runs),
+            "--report-only",
+            "--keep",
+            str(kept),
+        ]
+    )
     assert sorted(path.name for path in (kept / "vmf-s0").iterdir()) == [
-        "config.json", "fidelity-classifier-abc-n2000.json", "fidelity-classifier-abc-n5000.json",
-        "generator.pt", "iter_0001000.png", "metrics.jsonl"]
+        "config.json",
+        "fidelity-classifier-abc-n2000.json",
+        "fidelity-classifier-abc-n5000.json",
+        "generator.pt",
+        "iter_0001000.png",
+        "metrics.jsonl",
+    ]
     assert not (kept / "sphere-s0").exists()
     assert table5.summarize([kept / "vmf-s0"]) == table5.summarize([runs / "vmf-s0"])
 
@@ -116,22 +170,43 @@ def _scored_run(folder, sampler, scores):
     folder.mkdir(parents=True)
     config = {"sampler": sampler, "iterations": 3000, "concentration": 25.0}
     (folder / "config.json").write_text(json.dumps({"kind": "gan", "config": config, "command": "gan/train.py"}))
-    record = {"num_samples": 2000, "feature_extractor": "classifier-ev", "noise": sampler, "reference_id": "ref",
-              "inception_score_std": 0.1, "gan_test_classifier": "/x/evaluator-convnet-32/classifier.pt",
-              "gan_test_num_samples": 2000, "gan_train_architecture": "convnet-32", "gan_train_epochs": 10,
-              "gan_train_num_samples": 10000, "intra_fid_per_class": [0.0] * 10, **scores}
+    record = {
+        "num_samples": 2000,
+        "feature_extractor": "classifier-ev",
+        "noise": sampler,
+        "reference_id": "ref",
+        "inception_score_std": 0.1,
+        "gan_test_classifier": "/x/evaluator-convnet-32/classifier.pt",
+        "gan_test_num_samples": 2000,
+        "gan_train_architecture": "convnet-32",
+        "gan_train_epochs": 10,
+        "gan_train_num_samples": 10000,
+        "intra_fid_per_class": [0.0] * 10,
+        **scores,
+    }
     (folder / "fidelity-classifier-ev-n2000.json").write_text(json.dumps(record))
 
 
 def test_class_aware_scores_and_paired_differences(tmp_path):
     runs = []
     # GAN-test per seed: vMF 0.50, 0.60, 0.70; orthogonal control 0.45, 0.50, 0.65 -> differences 0.05, 0.10, 0.05
-    for sampler, tests, fids in (("vmf", (0.5, 0.6, 0.7), (10.0, 20.0, 30.0)),
-                                 ("vmf-orthogonal", (0.45, 0.5, 0.65), (12.0, 21.0, 33.0))):
+    for sampler, tests, fids in (
+        ("vmf", (0.5, 0.6, 0.7), (10.0, 20.0, 30.0)),
+        ("vmf-orthogonal", (0.45, 0.5, 0.65), (12.0, 21.0, 33.0)),
+    ):
         for seed, (test, fid) in enumerate(zip(tests, fids)):
             runs.append(tmp_path / f"{sampler}-s{seed}")
-            _scored_run(runs[-1], sampler, {"inception_score_mean": 2.0, "frechet_inception_distance": fid,
-                                            "gan_test": test, "gan_train": 0.3, "intra_fid": fid * 2})
+            _scored_run(
+                runs[-1],
+                sampler,
+                {
+                    "inception_score_mean": 2.0,
+                    "frechet_inception_distance": fid,
+                    "gan_test": test,
+                    "gan_train": 0.3,
+                    "intra_fid": fid * 2,
+                },
+            )
     text = table5.summarize(runs)
     assert "| vMF | 3 | 40.00 ± 20.00 | 0.600 ± 0.100 | 0.300 ± 0.000 |" in text
     assert "| vMF, orthogonal head | 3 | 44.00 ± 21.07 | 0.533 ± 0.104 | 0.300 ± 0.000 |" in text
@@ -146,8 +221,19 @@ def test_class_aware_scores_and_paired_differences(tmp_path):
 def test_missing_data_is_one_error_line(tmp_path, capsys):
     from common.cli import run_cli
 
-    code = run_cli(table5.main, ["--preset", "small", "--samplers", "gaussian", "--runs-dir", str(tmp_path),
-                                 "--data", str(tmp_path / "missing.npz")])
+    code = run_cli(
+        table5.main,
+        [
+            "--preset",
+            "small",
+            "--samplers",
+            "gaussian",
+            "--runs-dir",
+            str(tmp_path),
+            "--data",
+            str(tmp_path / "missing.npz"),
+        ],
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --data ") and "missing.npz" in err and err.count("\n") == 1

@@ -1,4 +1,5 @@
 """gan/train.py end to end on tiny configs: files written, exact resume, schedule, config errors, old folders."""
+
 import json
 import os
 import subprocess
@@ -7,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from common.cli import run_cli
-from common.run import learning_rate_factor
+from common.run import learning_rate_factor, read_metrics
 from gan.config import GANConfig, parse_config
 from gan.sampling import load_sampler
 from gan.train import main
 from tests.gan.helpers import tiny_args
-from common.run import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -90,8 +91,20 @@ def test_vmf_run_keeps_prior_in_generator_file(fake_cifar, tmp_path):
     classifier = tmp_path / "classifier.pt"
     torch.save({"model": {"head.weight": torch.randn(10, 16)}}, classifier)
     out = tmp_path / "run"
-    main(tiny_args(fake_cifar, out, "--iterations", "1", "--sampler", "vmf", "--prior-checkpoint", str(classifier),
-                   "--concentration", "20"))
+    main(
+        tiny_args(
+            fake_cifar,
+            out,
+            "--iterations",
+            "1",
+            "--sampler",
+            "vmf",
+            "--prior-checkpoint",
+            str(classifier),
+            "--concentration",
+            "20",
+        )
+    )
     classifier.unlink()  # the run folder must not depend on the classifier file any more
     sampler = load_sampler(out)
     assert sampler.spherical
@@ -115,10 +128,20 @@ def test_learning_rate_reaches_zero_at_configured_iteration(fake_cifar, tmp_path
 def test_defaults_are_the_reference_protocol():
     config = parse_config([])
     assert (config.n_dis, config.learning_rate_g, config.learning_rate_d, config.beta1, config.beta2) == (
-        5, 2e-4, 2e-4, 0.0, 0.9)
+        5,
+        2e-4,
+        2e-4,
+        0.0,
+        0.9,
+    )
     assert (config.batch_size_d, config.batch_size_g, config.iterations) == (64, 128, 50_000)
     assert (config.loss, config.schedule, config.latent_dim, config.g_channels, config.d_channels) == (
-        "hinge", "linear", 128, 256, 128)
+        "hinge",
+        "linear",
+        128,
+        256,
+        128,
+    )
 
 
 def test_config_precedence_and_errors(tmp_path):
@@ -143,8 +166,14 @@ def _tiny_classifier(path):
     from common.wrn import WideResNet
 
     torch.manual_seed(0)
-    torch.save({"model": WideResNet(depth=10, width=1).state_dict(), "num_classes": 10,
-                "config": {"depth": 10, "width": 1, "head": "linear"}}, path)
+    torch.save(
+        {
+            "model": WideResNet(depth=10, width=1).state_dict(),
+            "num_classes": 10,
+            "config": {"depth": 10, "width": 1, "head": "linear"},
+        },
+        path,
+    )
     return path
 
 
@@ -155,12 +184,26 @@ def test_periodic_fidelity_takes_the_reference_from_data(fake_cifar, tmp_path, m
     def offline(*args, **kwargs):  # the torchvision download must not be the reference when --data is given
         raise common.data.DataUnavailableError("offline")
 
-    monkeypatch.setattr("eval.fidelity.load_cifar10", lambda path=None, **kw: offline() if path is None
-                        else common.data.load_cifar10(path))
+    monkeypatch.setattr(
+        "eval.fidelity.load_cifar10",
+        lambda path=None, **kw: offline() if path is None else common.data.load_cifar10(path),
+    )
     classifier = _tiny_classifier(tmp_path / "classifier.pt")
     out = tmp_path / "run"
-    main(tiny_args(fake_cifar, out, "--iterations", "2", "--eval-every", "2", "--eval-num-samples", "20",
-                   "--eval-classifier", str(classifier)))
+    main(
+        tiny_args(
+            fake_cifar,
+            out,
+            "--iterations",
+            "2",
+            "--eval-every",
+            "2",
+            "--eval-num-samples",
+            "20",
+            "--eval-classifier",
+            str(classifier),
+        )
+    )
     scores = [r for r in read_metrics(out / "metrics.jsonl") if "inception_score_mean" in r]
     assert len(scores) == 1 and scores[0]["iteration"] == 2
     # IS lies in [1, C]; FID of 20 generated images against the 40 training images is positive
@@ -173,9 +216,11 @@ def test_periodic_fidelity_takes_the_reference_from_data(fake_cifar, tmp_path, m
 
 @pytest.mark.parametrize("bad", ["reference", "inception", "classifier"])
 def test_unusable_evaluation_fails_at_startup(fake_cifar, tmp_path, bad, capsys):
-    extra = {"reference": ["--eval-reference", str(tmp_path / "missing.npz")],
-             "inception": ["--eval-inception-weights", str(tmp_path / "missing.pth")],
-             "classifier": ["--eval-classifier", str(tmp_path / "missing.pt")]}[bad]
+    extra = {
+        "reference": ["--eval-reference", str(tmp_path / "missing.npz")],
+        "inception": ["--eval-inception-weights", str(tmp_path / "missing.pth")],
+        "classifier": ["--eval-classifier", str(tmp_path / "missing.pt")],
+    }[bad]
     out = tmp_path / "run"
     code = run_cli(main, tiny_args(fake_cifar, out, "--iterations", "1", "--eval-every", "1", *extra))
     assert code == 2
@@ -201,6 +246,7 @@ def test_process_group_timeout_outlasts_an_evaluation(tmp_path):
     import datetime
 
     from accelerate.utils import InitProcessGroupKwargs
+
     from gan.train import build_accelerator
 
     # NCCL's default of 10 minutes is shorter than a 50k-sample IS/FID on the main process
@@ -237,8 +283,9 @@ def test_ema_generator_file_holds_its_own_batch_norm_statistics(fake_cifar, tmp_
     saved = torch.load(out / "generator.pt")
     reference = Generator(16, 8)
     reference.load_state_dict(saved["ema"])
-    recompute_batch_norm_statistics(reference, GaussianSampler(16), EMA_STATISTICS_SAMPLES, EMA_STATISTICS_BATCH,
-                                    EMA_STATISTICS_SEED)
+    recompute_batch_norm_statistics(
+        reference, GaussianSampler(16), EMA_STATISTICS_SAMPLES, EMA_STATISTICS_BATCH, EMA_STATISTICS_SEED
+    )
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(saved["ema"][key], value, rtol=0, atol=1e-6)
     # and they are not the live generator's, which the EMA used to copy
@@ -249,9 +296,18 @@ def test_presets_are_the_published_protocols():
     chainer, mimicry = parse_config(["--preset", "chainer"]), parse_config(["--preset", "mimicry"])
     assert chainer == parse_config([])  # the defaults are the chainer protocol
     assert (chainer.iterations, chainer.batch_size_d, chainer.batch_size_g, chainer.upsample) == (
-        50_000, 64, 128, "nearest")
+        50_000,
+        64,
+        128,
+        "nearest",
+    )
     assert (mimicry.iterations, mimicry.n_dis, mimicry.batch_size_d, mimicry.batch_size_g, mimicry.upsample) == (
-        100_000, 5, 64, 64, "bilinear")
+        100_000,
+        5,
+        64,
+        64,
+        "bilinear",
+    )
     small = parse_config(["--preset", "small"])
     assert small.latent_dim == 64  # the penultimate width of gan.classifier --preset tiny, for --sampler vmf
 
@@ -283,8 +339,10 @@ def test_a_non_finite_loss_stops_cleanly_with_one_error_line(fake_cifar, tmp_pat
 
     monkeypatch.setattr(gan.train, "get_loss", lambda name: Exploding())
     out = tmp_path / "run"
-    code = run_cli(main, tiny_args(fake_cifar, out, "--iterations", "4", "--n-dis", "2", "--checkpoint-every", "1",
-                                   "--no-progress"))
+    code = run_cli(
+        main,
+        tiny_args(fake_cifar, out, "--iterations", "4", "--n-dis", "2", "--checkpoint-every", "1", "--no-progress"),
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: non-finite loss at iteration 2") and err.count("\n") == 1
     assert torch.load(out / "last.pt")["step"] == 1  # the last finite checkpoint is kept

@@ -1,4 +1,5 @@
 """Tiny synthetic MNIST-like data for fast CPU tests: class c lights up a 6x6 block at a class-specific place."""
+
 import numpy as np
 import pytest
 import torch

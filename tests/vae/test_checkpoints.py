@@ -1,4 +1,5 @@
 """Run folders of the first format (config key z_dim, state key prior_weight) load as current models."""
+
 import json
 
 import torch

@@ -1,6 +1,7 @@
 """vae.train on two processes (DDP over gloo on CPU, launched with torchrun): each epoch's training images are
 split between the processes without overlap, early stopping ends the run at the same epoch on both, and a
 non-finite loss on one process stops both."""
+
 import json
 import os
 import subprocess
@@ -18,12 +19,27 @@ NUM_TRAIN = 300  # as in distributed_worker.py
 
 
 def _launch(out: Path, *flags: str, timeout: float = 600) -> None:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true",
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "tests.vae.distributed_worker", str(out), *flags]
-    result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=timeout,
-                            check=False)
+    environment = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "tests.vae.distributed_worker",
+        str(out),
+        *flags,
+    ]
+    result = subprocess.run(
+        command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert result.returncode == 0, result.stderr[-4000:]
 
 
@@ -69,7 +85,19 @@ def test_two_process_run_resumes_exactly_and_refuses_one_process(tmp_path, tiny_
     assert len(split["rng"]) == 2  # each process's RNG state, restored to that process on resume
     for key in straight["model"]:
         assert torch.equal(straight["model"][key], split["model"][key]), key
-    config = TrainConfig(model="hvae", latent_dim=3, out=str(tmp_path / "split"), num_validation=60, batch_size=16,
-                         learning_rate=0.01, epochs=6, patience=100, progress=False, figures=False, cpu=True, resume=True)
+    config = TrainConfig(
+        model="hvae",
+        latent_dim=3,
+        out=str(tmp_path / "split"),
+        num_validation=60,
+        batch_size=16,
+        learning_rate=0.01,
+        epochs=6,
+        patience=100,
+        progress=False,
+        figures=False,
+        cpu=True,
+        resume=True,
+    )
     with pytest.raises(RunError, match="written by 2 process"):
         train(config, data=tiny_data, log=lambda *_: None)

@@ -1,11 +1,13 @@
 """Tests for vae.experiment: settings, the results tables, and one tiny end-to-end run."""
+
 import json
 
 import pytest
 
 from vae import experiment
 from vae.experiment import QUICK, ExperimentConfig, effective_config, run_experiment
-from vae.report import format_results, main as report_main, merge_results
+from vae.report import format_results, merge_results
+from vae.report import main as report_main
 
 
 def test_quick_overrides_and_defaults():
@@ -19,15 +21,24 @@ def test_quick_overrides_and_defaults():
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [({"latent_dims": (1,)}, "--latent-dims"), ({"latent_dims": ()}, "--latent-dims"),
-     ({"num_samples": 0}, "--num-samples"),
-     ({"latent_dims": (3,), "ablation_latent_dims": (5,)}, "--ablation-latent-dims"),
-     ({"models": ("hvae", "vae")}, "--models"), ({"seeds": (1, 1)}, "--seeds"),
-     ({"latent_dims": (3,), "encoder_ablation_dims": (5,)}, "--encoder-ablation-dims"),
-     ({"latent_dims": (3,), "encoder_ablation_only": True}, "--encoder-ablation-only"),
-     ({"latent_dims": (3, 5), "encoder_ablation_dims": (3,), "encoder_ablation_only": True}, "--encoder-ablation-only"),
-     ({"latent_dims": (3,), "encoder_ablation_dims": (3,), "encoder_ablation_only": True, "models": ("hvae",)},
-      "--encoder-ablation-only")],
+    [
+        ({"latent_dims": (1,)}, "--latent-dims"),
+        ({"latent_dims": ()}, "--latent-dims"),
+        ({"num_samples": 0}, "--num-samples"),
+        ({"latent_dims": (3,), "ablation_latent_dims": (5,)}, "--ablation-latent-dims"),
+        ({"models": ("hvae", "vae")}, "--models"),
+        ({"seeds": (1, 1)}, "--seeds"),
+        ({"latent_dims": (3,), "encoder_ablation_dims": (5,)}, "--encoder-ablation-dims"),
+        ({"latent_dims": (3,), "encoder_ablation_only": True}, "--encoder-ablation-only"),
+        (
+            {"latent_dims": (3, 5), "encoder_ablation_dims": (3,), "encoder_ablation_only": True},
+            "--encoder-ablation-only",
+        ),
+        (
+            {"latent_dims": (3,), "encoder_ablation_dims": (3,), "encoder_ablation_only": True, "models": ("hvae",)},
+            "--encoder-ablation-only",
+        ),
+    ],
 )
 def test_bad_settings(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -35,16 +46,33 @@ def test_bad_settings(overrides, message):
 
 
 def _run(name, model, latent_dim, head, log_px, log_pxy=None, seed=0):
-    return {"name": name, "model": model, "latent_dim": latent_dim, "head": head, "run_dir": "x", "epochs": 3, "best_epoch": 2,
-            "seed": seed, "log_px_given_y": None if log_pxy is None else log_pxy + 2.3,
-            "stopped": "epochs", "best_validation_elbo": -100.0, "classifier_test_accuracy": 0.9 if head else None,
-            "log_px": log_px, "log_pxy": log_pxy, "elbo": log_px - 5, "num_examples": 10, "num_samples": 7}
+    return {
+        "name": name,
+        "model": model,
+        "latent_dim": latent_dim,
+        "head": head,
+        "run_dir": "x",
+        "epochs": 3,
+        "best_epoch": 2,
+        "seed": seed,
+        "log_px_given_y": None if log_pxy is None else log_pxy + 2.3,
+        "stopped": "epochs",
+        "best_validation_elbo": -100.0,
+        "classifier_test_accuracy": 0.9 if head else None,
+        "log_px": log_px,
+        "log_pxy": log_pxy,
+        "elbo": log_px - 5,
+        "num_examples": 10,
+        "num_samples": 7,
+    }
 
 
 def test_format_results_puts_each_number_in_its_cell():
     runs = [
-        _run("hvae", "hvae", 3, None, -130.04), _run("hvae-c", "hvae-c", 3, None, -131.0, -133.3),
-        _run("hvae-l", "hvae-l", 3, "linear", -128.26, -130.5), _run("hvae-l-random", "hvae-l", 3, "random", -140.0, -142.0),
+        _run("hvae", "hvae", 3, None, -130.04),
+        _run("hvae-c", "hvae-c", 3, None, -131.0, -133.3),
+        _run("hvae-l", "hvae-l", 3, "linear", -128.26, -130.5),
+        _run("hvae-l-random", "hvae-l", 3, "random", -140.0, -142.0),
         _run("hvae", "hvae", 5, None, -110.0),
     ]
     config = {"latent_dims": [3, 5], "quick": False, "prior_concentration": 5.0}
@@ -59,14 +87,36 @@ def test_format_results_puts_each_number_in_its_cell():
 
 
 def test_tiny_end_to_end_run_and_rerun_reuses_it(tmp_path, tiny_npz):
-    config = ExperimentConfig(latent_dims=(3,), data=str(tiny_npz), out=str(tmp_path / "exp"), epochs=1,
-                              classifier_epochs=1, ablation_heads=("random",), num_validation=60, num_samples=3,
-                              num_test=20, figures=False, seeds=(0, 1), encoder_ablation_dims=(3,),
-                              results_md=str(tmp_path / "RESULTS.md"))
+    config = ExperimentConfig(
+        latent_dims=(3,),
+        data=str(tiny_npz),
+        out=str(tmp_path / "exp"),
+        epochs=1,
+        classifier_epochs=1,
+        ablation_heads=("random",),
+        num_validation=60,
+        num_samples=3,
+        num_test=20,
+        figures=False,
+        seeds=(0, 1),
+        encoder_ablation_dims=(3,),
+        results_md=str(tmp_path / "RESULTS.md"),
+    )
     results = run_experiment(config, command="test", log=lambda *_: None)
     names = [(r["seed"], r["name"]) for r in results["runs"]]
-    assert names == [(0, "hvae"), (0, "hvae-c"), (0, "hvae-l"), (0, "hvae-c-enc"), (0, "hvae-l-enc"), (0, "hvae-l-random"),
-                     (1, "hvae"), (1, "hvae-c"), (1, "hvae-l"), (1, "hvae-c-enc"), (1, "hvae-l-enc")]
+    assert names == [
+        (0, "hvae"),
+        (0, "hvae-c"),
+        (0, "hvae-l"),
+        (0, "hvae-c-enc"),
+        (0, "hvae-l-enc"),
+        (0, "hvae-l-random"),
+        (1, "hvae"),
+        (1, "hvae-c"),
+        (1, "hvae-l"),
+        (1, "hvae-c-enc"),
+        (1, "hvae-l-enc"),
+    ]
     assert (tmp_path / "exp" / "seed1" / "d3" / "hvae-l-enc" / "best.pt").is_file()
     section = (tmp_path / "RESULTS.md").read_text()
     assert section.startswith("<!-- vae-table4:start -->") and "± " in section and "larger than SE?" in section
@@ -86,9 +136,21 @@ def test_tiny_end_to_end_run_and_rerun_reuses_it(tmp_path, tiny_npz):
 
 
 def test_run_page_lists_the_figures_and_ablation_lines_name_their_head(tmp_path, tiny_npz):
-    config = ExperimentConfig(latent_dims=(3,), data=str(tiny_npz), out=str(tmp_path / "exp"), epochs=1,
-                              classifier_epochs=1, ablation_heads=("random",), num_validation=60, num_samples=2,
-                              num_test=10, figures=True, seeds=(0,), models=("hvae-l",), progress=False)
+    config = ExperimentConfig(
+        latent_dims=(3,),
+        data=str(tiny_npz),
+        out=str(tmp_path / "exp"),
+        epochs=1,
+        classifier_epochs=1,
+        ablation_heads=("random",),
+        num_validation=60,
+        num_samples=2,
+        num_test=10,
+        figures=True,
+        seeds=(0,),
+        models=("hvae-l",),
+        progress=False,
+    )
     lines = []
     run_experiment(config, command="test", log=lines.append)
     assert any(line.startswith("  hvae-l-random: hvae-l d=3 epoch 1") for line in lines)
@@ -100,8 +162,13 @@ def test_run_page_lists_the_figures_and_ablation_lines_name_their_head(tmp_path,
     assert "hvae-l-random/samples.png" not in page  # ablation runs draw none
 
 
-@pytest.mark.parametrize("only, expected", [(False, ["hvae", "hvae-c", "hvae-l", "hvae-c-enc", "hvae-l-enc", "hvae-l-random"]),
-                                            (True, ["hvae-c-enc", "hvae-l-enc"])])
+@pytest.mark.parametrize(
+    "only, expected",
+    [
+        (False, ["hvae", "hvae-c", "hvae-l", "hvae-c-enc", "hvae-l-enc", "hvae-l-random"]),
+        (True, ["hvae-c-enc", "hvae-l-enc"]),
+    ],
+)
 def test_plan_with_and_without_encoder_ablation_only(monkeypatch, only, expected):
     trained_heads = []
 
@@ -110,8 +177,11 @@ def test_plan_with_and_without_encoder_ablation_only(monkeypatch, only, expected
         return {"checkpoint": f"classifier-{head}.pt", "test_accuracy": 0.9}
 
     monkeypatch.setattr(experiment, "_classifier", fake_classifier)
-    config = effective_config(ExperimentConfig(latent_dims=(5,), encoder_ablation_dims=(5,), ablation_heads=("random",),
-                                               encoder_ablation_only=only))
+    config = effective_config(
+        ExperimentConfig(
+            latent_dims=(5,), encoder_ablation_dims=(5,), ablation_heads=("random",), encoder_ablation_only=only
+        )
+    )
     plan = experiment._plan(config, None, 0, 5, log=lambda *_: None)
     assert [run["name"] for run in plan] == expected
     assert trained_heads == (["linear"] if only else ["linear", "random"])
@@ -120,8 +190,10 @@ def test_plan_with_and_without_encoder_ablation_only(monkeypatch, only, expected
 
 def test_mean_sd_over_seeds_and_differences_against_their_standard_error():
     runs = [_run("hvae", "hvae", 5, None, value, seed=seed) for seed, value in enumerate((-110.0, -112.0, -111.0))]
-    runs += [_run("hvae-l", "hvae-l", 5, "linear", value, value - 3, seed=seed)
-             for seed, value in enumerate((-108.0, -109.0, -108.5))]
+    runs += [
+        _run("hvae-l", "hvae-l", 5, "linear", value, value - 3, seed=seed)
+        for seed, value in enumerate((-108.0, -109.0, -108.5))
+    ]
     text = format_results({"command": "c", "config": {"latent_dims": [5], "prior_concentration": 5.0}, "runs": runs})
     assert "| HVAE | -111.0 ± 1.0 (3) |" in text  # mean -111, sample sd 1
     assert "| HVAE-L | -108.5 ± 0.5 (3) |" in text
@@ -134,9 +206,11 @@ def test_mean_sd_over_seeds_and_differences_against_their_standard_error():
 def test_encoder_ablation_differences_put_the_papers_claims_to_that_reading():
     runs = []
     for seed, (c_enc, l_enc, plain) in enumerate(((-110.0, -113.0, -115.0), (-111.0, -114.0, -115.5))):
-        runs += [_run("hvae-c-enc", "hvae-c", 5, None, c_enc, c_enc - 1, seed=seed),
-                 _run("hvae-l-enc", "hvae-l", 5, "linear", l_enc, l_enc - 1, seed=seed),
-                 _run("hvae", "hvae", 5, None, plain, seed=seed)]
+        runs += [
+            _run("hvae-c-enc", "hvae-c", 5, None, c_enc, c_enc - 1, seed=seed),
+            _run("hvae-l-enc", "hvae-l", 5, "linear", l_enc, l_enc - 1, seed=seed),
+            _run("hvae", "hvae", 5, None, plain, seed=seed),
+        ]
     text = format_results({"command": "c", "config": {"latent_dims": [5], "prior_concentration": 5.0}, "runs": runs})
     # -113.5 - (-110.5) = -3.0 and -113.5 - (-115.25) = +1.75; every sd is 0.707 (0.354 for HVAE): SE 0.707, 0.559
     assert "| HVAE-L, q(z|x,y) − HVAE-C, q(z|x,y) | 5 | -3.00 | 0.71 | yes (> 2 SE) |" in text
@@ -144,16 +218,35 @@ def test_encoder_ablation_differences_put_the_papers_claims_to_that_reading():
 
 
 def _results(runs, latent_dims, seeds, command, **config):
-    return {"command": command, "seconds": 10.0, "runs": runs,
-            "config": {"latent_dims": latent_dims, "seeds": seeds, "prior_concentration": 5.0, "max_epochs": 100,
-                       "patience": 10, "num_samples": 500, **config}}
+    return {
+        "command": command,
+        "seconds": 10.0,
+        "runs": runs,
+        "config": {
+            "latent_dims": latent_dims,
+            "seeds": seeds,
+            "prior_concentration": 5.0,
+            "max_epochs": 100,
+            "patience": 10,
+            "num_samples": 500,
+            **config,
+        },
+    }
 
 
 def test_merging_experiments_of_other_seeds_and_dims_gives_one_table():
-    first = _results([_run("hvae", "hvae", 5, None, -110.0, seed=0), _run("hvae", "hvae", 3, None, -130.0, seed=0)],
-                     [3, 5], [0], "cmd-a")
-    second = _results([_run("hvae", "hvae", 5, None, -112.0, seed=1), _run("hvae", "hvae", 10, None, -95.0, seed=1)],
-                      [5, 10], [1], "cmd-b")
+    first = _results(
+        [_run("hvae", "hvae", 5, None, -110.0, seed=0), _run("hvae", "hvae", 3, None, -130.0, seed=0)],
+        [3, 5],
+        [0],
+        "cmd-a",
+    )
+    second = _results(
+        [_run("hvae", "hvae", 5, None, -112.0, seed=1), _run("hvae", "hvae", 10, None, -95.0, seed=1)],
+        [5, 10],
+        [1],
+        "cmd-b",
+    )
     merged = merge_results([first, second])
     assert merged["config"]["latent_dims"] == [3, 5, 10] and merged["config"]["seeds"] == [0, 1]
     assert merged["seconds"] == 20.0
@@ -192,7 +285,9 @@ def test_report_command_writes_the_merged_section(tmp_path):
     paths = []
     for seed, value in ((0, -110.0), (1, -112.0)):
         path = tmp_path / f"seed{seed}.json"
-        path.write_text(json.dumps(_results([_run("hvae", "hvae", 5, None, value, seed=seed)], [5], [seed], f"c{seed}")))
+        path.write_text(
+            json.dumps(_results([_run("hvae", "hvae", 5, None, value, seed=seed)], [5], [seed], f"c{seed}"))
+        )
         paths.append(str(path))
     markdown = tmp_path / "RESULTS.md"
     markdown.write_text("# Results\n")
@@ -202,8 +297,14 @@ def test_report_command_writes_the_merged_section(tmp_path):
 
 
 def test_long_runs_at_d11_are_set_against_davidsons_s_vae_not_the_paper():
-    text = format_results(_results([_run("hvae", "hvae", 11, None, -93.5, seed=0),
-                                    _run("hvae", "hvae", 11, None, -93.1, seed=1)], [11], [0, 1], "long"))
+    text = format_results(
+        _results(
+            [_run("hvae", "hvae", 11, None, -93.5, seed=0), _run("hvae", "hvae", 11, None, -93.1, seed=1)],
+            [11],
+            [0, 1],
+            "long",
+        )
+    )
     assert "| HVAE | -93.3 ± 0.3 (2) |" in text
     assert "| Davidson et al. S-VAE | -93.16 ± 0.31 |" in text
     assert "paper HVAE" not in text and "nan" not in text

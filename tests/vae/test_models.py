@@ -1,4 +1,5 @@
 """Tests for vae.models: shapes, the ELBO identity, KL terms against scipy, and input checks."""
+
 import math
 
 import numpy as np

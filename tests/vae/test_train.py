@@ -1,5 +1,6 @@
 """Tests for vae.train, vae.classifier and vae.sampling on tiny synthetic data: resume equals an
 uninterrupted run, config changes are refused, a non-finite loss keeps the last good checkpoint."""
+
 import json
 import math
 
@@ -36,7 +37,10 @@ def test_resume_continues_exactly(tmp_path, tiny_data):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["state"] == b["state"]
-    drop = lambda records: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in records]
+
+    def drop(records):
+        return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in records]
+
     assert drop(read_metrics(tmp_path / "straight" / "metrics.jsonl")) == drop(
         read_metrics(tmp_path / "split" / "metrics.jsonl")
     )
@@ -79,8 +83,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny
 
 @pytest.mark.parametrize(
     "scores, patience, stopped_at, best_epoch",
-    [([-100.0, -101.0, -102.0, -103.0, -104.0], 2, 3, 1),  # never improves after epoch 1
-     ([-100.0, -101.0, -99.0, -99.5, -99.7, -98.0], 2, 5, 3)],  # an improvement resets the count
+    [
+        ([-100.0, -101.0, -102.0, -103.0, -104.0], 2, 3, 1),  # never improves after epoch 1
+        ([-100.0, -101.0, -99.0, -99.5, -99.7, -98.0], 2, 5, 3),
+    ],  # an improvement resets the count
 )
 def test_early_stopping_stops_on_patience(tmp_path, tiny_data, monkeypatch, scores, patience, stopped_at, best_epoch):
     sequence = iter(scores)
@@ -149,7 +155,8 @@ def test_bad_configs_are_refused(tmp_path, overrides, message):
 def test_classifier_prior_hvae_l_and_sampler(tmp_path, tiny_data):
     result = train_classifier(
         ClassifierConfig(latent_dim=3, out=str(tmp_path / "clf"), epochs=15, learning_rate=3e-3, num_validation=60),
-        data=tiny_data, log=lambda *_: None,
+        data=tiny_data,
+        log=lambda *_: None,
     )
     assert 0.0 <= result["test_accuracy"] <= 1.0 and result["test_accuracy"] > 0.3  # 10 well-separated blocks
     assert read_config(tmp_path / "clf")[0] == "vae-classifier"
@@ -157,8 +164,9 @@ def test_classifier_prior_hvae_l_and_sampler(tmp_path, tiny_data):
     head_weight = saved["model"]["head.weight"]
     assert head_weight.shape == (10, 3)
 
-    config = _config(tmp_path, "hvae-l", model="hvae-l", classifier=result["checkpoint"], epochs=1,
-                     prior_concentration=50.0)
+    config = _config(
+        tmp_path, "hvae-l", model="hvae-l", classifier=result["checkpoint"], epochs=1, prior_concentration=50.0
+    )
     train(config, data=tiny_data, log=lambda *_: None)
     model = load_model(tmp_path / "hvae-l")
     directions = torch.nn.functional.normalize(head_weight, dim=-1)
@@ -197,19 +205,53 @@ def test_command_lines_write_run_folders_and_loglik_json(tmp_path, tiny_npz):
     from vae.train import main as train_main
 
     out = tmp_path / "cli"
-    summary = train_main(["--model", "hvae", "--latent-dim", "3", "--data", str(tiny_npz), "--out", str(out),
-                          "--epochs", "1", "--num-validation", "60", "--no-progress", "--cpu"])
+    summary = train_main(
+        [
+            "--model",
+            "hvae",
+            "--latent-dim",
+            "3",
+            "--data",
+            str(tiny_npz),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--num-validation",
+            "60",
+            "--no-progress",
+            "--cpu",
+        ]
+    )
     assert summary["epochs"] == 1
-    for name in ("config.json", "last.pt", "best.pt", "metrics.jsonl", "reconstructions.png", "samples.png",
-                 "interpolations.png", "learning_curve.png"):
+    for name in (
+        "config.json",
+        "last.pt",
+        "best.pt",
+        "metrics.jsonl",
+        "reconstructions.png",
+        "samples.png",
+        "interpolations.png",
+        "learning_curve.png",
+    ):
         assert (out / name).is_file(), name
     result = loglik_main(["--run", str(out), "--num-samples", "5", "--data", str(tiny_npz), "--num-test", "20"])
     written = json.loads((out / "loglik-K5-n20.json").read_text())
     assert written["num_examples"] == 20 and written["model"] == "hvae" and written["binarization_seed"] == 0
     assert written["log_px"] == pytest.approx(result["log_px"]) and written["log_px"] < 0
     with pytest.raises(DataUnavailableError):
-        train_main(["--model", "hvae", "--latent-dim", "3", "--data", str(tmp_path / "missing.npz"), "--out",
-                    str(tmp_path / "x")])
+        train_main(
+            [
+                "--model",
+                "hvae",
+                "--latent-dim",
+                "3",
+                "--data",
+                str(tmp_path / "missing.npz"),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
 
 
 def test_a_validation_split_larger_than_the_data_names_the_flag_and_leaves_no_folder(tmp_path, tiny_npz, capsys):
@@ -217,8 +259,9 @@ def test_a_validation_split_larger_than_the_data_names_the_flag_and_leaves_no_fo
     from vae.train import main as train_main
 
     out = tmp_path / "never"
-    status = run_cli(train_main, ["--data", str(tiny_npz), "--out", str(out), "--epochs", "1", "--cpu",
-                                  "--num-validation", "10000"])
+    status = run_cli(
+        train_main, ["--data", str(tiny_npz), "--out", str(out), "--epochs", "1", "--cpu", "--num-validation", "10000"]
+    )
     lines = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(lines) == 1
     assert lines[0].startswith("error: --num-validation 10000:") and "holds 300 images" in lines[0]
