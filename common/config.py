@@ -182,7 +182,7 @@ def build_parser(
         default = _default(field)
         text = field.metadata.get("help", "")
         suffix = "(required)" if default is dataclasses.MISSING else f"(default: {_shown(default)})"
-        kwargs = {"dest": field.name, "help": f"{text} {suffix}".strip() if text else ""}
+        kwargs: dict[str, typing.Any] = {"dest": field.name, "help": f"{text} {suffix}".strip() if text else ""}
         choices = field.metadata.get("choices")
         if scalar is bool and not sequence:
             parser.add_argument(
@@ -304,7 +304,7 @@ def parse_config(
     parser = build_parser(config_cls, prog, description, presets, config_file)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        options = [action for action in parser._actions for action in action.option_strings]
+        options = [spelling for action in parser._actions for spelling in action.option_strings]
         word = next((item for item in unknown if item.startswith("-")), unknown[0])
         name = word.split("=", 1)[0]
         if name.startswith("-"):
@@ -313,7 +313,7 @@ def parse_config(
     values = dict(vars(args))
     preset = values.pop("preset", None) if presets else None  # a command may have a field named preset instead
     file = values.pop("config", None) if config_file else None
-    merged = dict(presets[preset]) if preset else {}
+    merged = dict(presets[preset]) if presets and preset else {}
     if file:
         merged.update(read_config_file(file, config_cls))
     merged.update(values)
