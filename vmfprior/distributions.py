@@ -184,6 +184,51 @@ class _KLToUniform(torch.autograd.Function):
         return grad_kl * derivative, None, None, None
 
 
+def _eager() -> bool:
+    """Whether custom autograd nodes with hand-written backwards may be used: not under ``torch.compile``,
+    ``torch.export`` or ``torch.jit.trace``, which record the plain operations instead."""
+    return not (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing())
+
+
+def _loc_norm(loc: torch.Tensor) -> torch.Tensor:
+    """|loc| along the last dimension (keepdim), recorded for autograd only where ``_normalize`` needs it to be."""
+    if loc.requires_grad and torch.is_grad_enabled() and _eager():
+        with torch.no_grad():  # _Normalize's backward differentiates the normalization itself
+            return loc.norm(dim=-1, keepdim=True)
+    return loc.norm(dim=-1, keepdim=True)
+
+
+def _normalize(loc: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """loc / |loc|, ``norm`` from ``_loc_norm(loc)``."""
+    if loc.requires_grad and torch.is_grad_enabled() and _eager():
+        return _Normalize.apply(loc, norm)
+    return loc / norm
+
+
+class _Normalize(torch.autograd.Function):
+    """y = x / |x| along the last dimension as one node: dL/dx = (g - y (y . g)) / |x|.
+
+    Autograd's own backward of ``x / x.norm()`` is a dozen small operations (the division's two inputs, the norm's
+    backward, their sum); this is five. With ``create_graph=True`` the backward differentiates the plain operations
+    instead, so derivatives of every order stay exact. ``norm`` is |x|, computed without a graph by the caller.
+    """
+
+    @staticmethod
+    def forward(ctx, loc, norm):
+        unit = loc / norm
+        ctx.save_for_backward(loc, unit, norm)
+        return unit
+
+    @staticmethod
+    def backward(ctx, grad):
+        loc, unit, norm = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiate the plain operations, to every order
+            plain = loc / loc.norm(dim=-1, keepdim=True)
+            return torch.autograd.grad(plain, loc, grad, create_graph=True)[0], None
+        along = _row_dot(grad, unit).unsqueeze(-1)
+        return torch.addcmul(grad, unit, along, value=-1.0).div_(norm), None
+
+
 def _unit_in_work(loc: torch.Tensor) -> torch.Tensor:
     """loc in the work dtype, normalized there (the distribution's model is the unit vector loc / |loc|)."""
     loc = _work(loc)
@@ -252,25 +297,42 @@ class VonMisesFisher(Distribution):
             ) from None
         super().__init__(batch_shape, torch.Size([loc.shape[-1]]), validate_args=False)
         self._validate_args = Distribution._validate_args if validate_args is None else bool(validate_args)
+        norm = _loc_norm(loc)  # shared by the check and the normalization
         if self._validate_args:
-            self._check_parameters(loc, concentration)
-        self._set_parameters(loc, concentration)
+            self._check_parameters(loc, concentration, norm)
+        self._set_parameters(loc, concentration, norm)
 
-    def _set_parameters(self, loc: torch.Tensor, concentration: torch.Tensor) -> None:
+    def _set_parameters(self, loc: torch.Tensor, concentration: torch.Tensor, norm: torch.Tensor | None = None) -> None:
         """Store the caller's tensors and derive what every method uses from them.
 
         ``loc`` is normalized here, once: validation accepts vectors within UNIT_NORM_TOLERANCE of unit norm, and
         every method (log_prob, the KLs, rsample, mean) then sees the same unit vector. The caller's tensors are
-        kept as given so that ``copy.deepcopy`` and pickling copy leaves (see ``__getstate__``).
+        kept as given so that ``copy.deepcopy`` and pickling copy leaves (see ``__getstate__``). ``norm``: the
+        result of ``_loc_norm(loc)``, if the caller has it.
         """
         self._given_loc, self._given_concentration = loc, concentration
-        self.loc = (loc / loc.norm(dim=-1, keepdim=True)).expand(self.batch_shape + self.event_shape)
-        self.concentration = concentration.expand(self.batch_shape)
+        loc = _normalize(loc, _loc_norm(loc) if norm is None else norm)
+        shape = self.batch_shape + self.event_shape
+        self.loc = loc if loc.shape == shape else loc.expand(shape)
+        self.concentration = concentration if concentration.shape == self.batch_shape else concentration.expand(
+            self.batch_shape)
         self._bessel = None
         self._bessel_source = None
 
-    def _check_parameters(self, loc: torch.Tensor, concentration: torch.Tensor) -> None:
-        """The ``arg_constraints`` checks, with messages that name the worst entry instead of printing the tensor."""
+    def _check_parameters(self, loc: torch.Tensor, concentration: torch.Tensor, norm: torch.Tensor | None = None) -> None:
+        """The ``arg_constraints`` checks, with messages that name the worst entry instead of printing the tensor.
+
+        First one host read of the extremes of |loc| and of the concentration (a few tensor operations); only when
+        that finds a value outside the constraints are the entries examined one by one for the message.
+        """
+        if norm is not None and norm.numel() and concentration.numel() and norm.device == concentration.device:
+            with torch.no_grad():
+                low, high, kappa_low, kappa_high = torch.stack([*torch.aminmax(norm), *torch.aminmax(concentration)]
+                                                               ).tolist()
+            # the same tests as below (nan fails every comparison): |norm - 1| <= tolerance, 0 < kappa < inf
+            if (abs(low - 1.0) <= UNIT_NORM_TOLERANCE and abs(high - 1.0) <= UNIT_NORM_TOLERANCE
+                    and kappa_low > 0.0 and kappa_high < math.inf):
+                return
         message = off_sphere_message(loc, "loc")
         if message is not None:
             raise ValueError(message)
