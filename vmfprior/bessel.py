@@ -263,16 +263,19 @@ def _evaluate(v: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, t
     of ``x``: the special values are replaced elementwise, so the evaluation is one graph (``eager_on_cpu``).
     """
     dtype = work_dtype(x.device)
-    x_work = x.detach().to(dtype)
+    x_work = x.to(dtype)
+    if x_work.requires_grad and torch.is_grad_enabled():
+        x_work = x_work.detach()
     v = _order_on_host(v)
     if not isinstance(v, torch.Tensor):
         if v <= -1:  # outside the domain
             return torch.full_like(x_work, math.nan), torch.full_like(x_work, math.nan), float(v)
         # I_v(0) = 1 for v = 0 and 0 for v > 0 (for -1 < v < 0 it is infinite).
         log_at_zero = 0.0 if v == 0 else -math.inf if v > 0 else math.inf
-        special = ~(x_work > 0)  # x = 0, x < 0 or nan
-        if eager_on_cpu(x_work) and not special.any():  # the common case, eager on a CPU: skip the replacements
+        # the common case, eager on a CPU, every x > 0 (the minimum is nan if any x is): skip the replacements
+        if eager_on_cpu(x_work) and x_work.numel() and float(x_work.min()) > 0:
             return (*_log_iv_and_ratio(float(v), x_work, _num_shifts(v)), float(v))
+        special = ~(x_work > 0)  # x = 0, x < 0 or nan
         log_value, ratio = _log_iv_and_ratio(float(v), torch.where(special, 1.0, x_work), _num_shifts(v))
         at_zero = x_work == 0
         log_value = torch.where(special, torch.where(at_zero, log_at_zero, math.nan), log_value)

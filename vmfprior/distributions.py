@@ -92,6 +92,17 @@ def _series_coefficients(order: float, dtype: torch.dtype, device: torch.device)
     return (0.25 / (steps * (steps + order))).to(dtype=dtype, device=device)
 
 
+def _log_partition_values(dim: int, kappa: torch.Tensor, log_bessel: torch.Tensor) -> torch.Tensor:
+    """S(kappa) from log I_v(kappa) (from the series where kappa is small), without a graph; dtype of kappa."""
+    order = 0.5 * dim - 1.0
+    log_partition = torch.log(kappa).mul_(-order).add_(log_bessel).add_(order * math.log(2.0) + math.lgamma(order + 1.0))
+    small = kappa <= SERIES_REACH * math.sqrt(2.0 * (order + 1.0))
+    if not eager_on_cpu(kappa) or small.any():
+        # no graph here: where kappa is large the series may overflow to inf, which the selection discards
+        log_partition = torch.where(small, _log_partition_series(order, kappa), log_partition)
+    return log_partition
+
+
 class _LogPartition(torch.autograd.Function):
     """(S(kappa), A_d(kappa)) from Bessel values evaluated beforehand; differentiable in kappa to every order.
 
@@ -103,12 +114,8 @@ class _LogPartition(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, kappa: torch.Tensor, dim: int, log_bessel: torch.Tensor, ratio: torch.Tensor):
-        order = 0.5 * dim - 1.0
-        log_partition = log_bessel - order * torch.log(0.5 * kappa) + math.lgamma(order + 1.0)
-        small = kappa <= SERIES_REACH * math.sqrt(2.0 * (order + 1.0))
-        if not eager_on_cpu(kappa) or small.any():
-            log_partition = torch.where(small, _log_partition_series(order, torch.where(small, kappa, 0.0)),
-                                        log_partition)
+        ctx.set_materialize_grads(False)  # an output without a gradient is skipped, not multiplied by zeros
+        log_partition = _log_partition_values(dim, kappa, log_bessel)
         mean_length = ratio.to(dtype=kappa.dtype, copy=True)
         ctx.dim = dim
         ctx.save_for_backward(kappa, mean_length)
@@ -116,6 +123,8 @@ class _LogPartition(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_log_partition: torch.Tensor | None, grad_mean_length: torch.Tensor | None):
+        if grad_log_partition is None and grad_mean_length is None:
+            return None, None, None, None
         kappa, mean_length = ctx.saved_tensors
         grad = grad_log_partition * mean_length if grad_log_partition is not None else None
         if grad_mean_length is not None:
@@ -160,6 +169,9 @@ class _NoContext:
     """Stands in for autograd's context when nothing needs a gradient (no node is recorded)."""
 
     def save_for_backward(self, *tensors):
+        pass
+
+    def set_materialize_grads(self, value):
         pass
 
 
@@ -227,6 +239,34 @@ class _Normalize(torch.autograd.Function):
             return torch.autograd.grad(plain, loc, grad, create_graph=True)[0], None
         along = _row_dot(grad, unit).unsqueeze(-1)
         return torch.addcmul(grad, unit, along, value=-1.0).div_(norm), None
+
+
+class _KLToUniformFromValues(torch.autograd.Function):
+    """KL(p || uniform) = kappa A - S from the Bessel values as one node, in ``dtype``, for a concentration that
+    requires grad (eager only).
+
+    Forward in the work dtype from ``kappa`` (the concentration cast to it, without a graph); backward
+    dKL/dconcentration = kappa A' = kappa (1 - A^2) - (d - 1) A, as ``_KLToUniform`` writes it. With
+    ``create_graph=True`` the backward differentiates ``_LogPartition`` and ``_KLToUniform`` instead, whose
+    derivatives are exact to every order.
+    """
+
+    @staticmethod
+    def forward(ctx, concentration, kappa, dim, log_bessel, mean_length, dtype):
+        ctx.dim, ctx.values = dim, (log_bessel, mean_length)
+        ctx.save_for_backward(concentration, kappa, mean_length)
+        return torch.addcmul(_log_partition_values(dim, kappa, log_bessel).neg_(), kappa, mean_length).to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        concentration, kappa, mean_length = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: through the nodes whose derivatives are exact to every order
+            kappa_graph = _work(concentration)
+            log_partition, mean_graph = _log_partition(ctx.dim, kappa_graph, ctx.values)
+            kl = _KLToUniform.apply(kappa_graph, log_partition, mean_graph, ctx.dim)
+            return torch.autograd.grad(kl, concentration, grad, create_graph=True)[0], None, None, None, None, None
+        slope = torch.add(kappa * (1.0 - mean_length * mean_length), mean_length, alpha=1.0 - ctx.dim)
+        return (grad * slope).to(concentration.dtype), None, None, None, None, None
 
 
 def _unit_in_work(loc: torch.Tensor) -> torch.Tensor:
@@ -318,6 +358,7 @@ class VonMisesFisher(Distribution):
             self.batch_shape)
         self._bessel = None
         self._bessel_source = None
+        self._kappa_work = None
 
     def _check_parameters(self, loc: torch.Tensor, concentration: torch.Tensor, norm: torch.Tensor | None = None) -> None:
         """The ``arg_constraints`` checks, with messages that name the worst entry instead of printing the tensor.
@@ -355,7 +396,7 @@ class VonMisesFisher(Distribution):
         caller's were) are copied and the rest is rebuilt, so ``copy.deepcopy`` works on parameters that require
         grad (torch refuses to deep-copy the non-leaf normalized ``loc``)."""
         state = dict(self.__dict__)
-        for derived in ("loc", "concentration", "_bessel", "_bessel_source"):
+        for derived in ("loc", "concentration", "_bessel", "_bessel_source", "_kappa_work"):
             state.pop(derived, None)
         return state
 
@@ -378,6 +419,7 @@ class VonMisesFisher(Distribution):
         new.concentration = self.concentration.expand(batch_shape)
         new._bessel = None
         new._bessel_source = None
+        new._kappa_work = None
         return new
 
     def select(self, index: torch.Tensor) -> "VonMisesFisher":
@@ -406,6 +448,7 @@ class VonMisesFisher(Distribution):
         new.loc, new.concentration = new._given_loc, new._given_concentration
         new._bessel = None
         new._bessel_source = (self, index)
+        new._kappa_work = None
         return new
 
     # ----- Bessel terms, evaluated at most once per distribution ------------------------------------------
@@ -421,8 +464,16 @@ class VonMisesFisher(Distribution):
                 source, index = self._bessel_source
                 self._bessel = tuple(values[index] for values in source._bessel_values())
             else:
-                self._bessel = bessel_values(0.5 * self.dim - 1.0, _work(self.concentration))
+                self._bessel = bessel_values(0.5 * self.dim - 1.0, self._kappa_value())
         return self._bessel
+
+    def _kappa_value(self) -> torch.Tensor:
+        """The concentration in the work dtype, without a graph (kept with the Bessel terms)."""
+        if self._kappa_work is None:
+            with torch.no_grad():
+                kappa = _work(self.concentration)
+            self._kappa_work = kappa.detach() if kappa.requires_grad else kappa
+        return self._kappa_work
 
     def _log_partition(self, kappa: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(S(kappa), A_d(kappa)) of ``_log_partition``: work dtype, batch_shape, differentiable in kappa.
@@ -487,13 +538,20 @@ class VonMisesFisher(Distribution):
     def _entropy_work(self) -> torch.Tensor:
         return self._kl_to_uniform_work().neg() + log_sphere_area(self.dim)
 
-    def _kl_to_uniform_work(self) -> torch.Tensor:
-        """KL(p || U(S^{d-1})) = kappa A_d(kappa) - S(kappa) >= 0 in the work dtype (kappa^2 / (2 d) at small kappa)."""
+    def _kl_to_uniform_work(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """KL(p || U(S^{d-1})) = kappa A_d(kappa) - S(kappa) >= 0 in the work dtype (kappa^2 / (2 d) at small kappa),
+        or in ``dtype``."""
+        if self.concentration.requires_grad and torch.is_grad_enabled() and _eager():
+            log_bessel, mean_length = self._bessel_values()
+            return _KLToUniformFromValues.apply(self.concentration, self._kappa_value(), self.dim, log_bessel,
+                                                mean_length, dtype or work_dtype(self.concentration.device))
         kappa = _work(self.concentration)
         log_partition, mean_length = self._log_partition(kappa)
         if not kappa.requires_grad:
-            return kappa * mean_length - log_partition
-        return _KLToUniform.apply(kappa, log_partition, mean_length, self.dim)
+            kl = kappa * mean_length - log_partition
+        else:
+            kl = _KLToUniform.apply(kappa, log_partition, mean_length, self.dim)
+        return kl if dtype is None else kl.to(dtype)
 
 
 class HypersphericalUniform(Distribution):
@@ -567,8 +625,9 @@ def _kl_vmf_uniform(p: VonMisesFisher, q: HypersphericalUniform) -> torch.Tensor
     Differentiable in kappa to every order (its second derivative is A_d + kappa A_d'').
     """
     _check_same_dim(p.event_shape[0], q.event_shape[0])  # not q.dim: s-vae's uniform counts the sphere's own
-    kl = p._kl_to_uniform_work().to(p.concentration.dtype)
-    return kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
+    kl = p._kl_to_uniform_work(p.concentration.dtype)
+    shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
+    return kl if kl.shape == shape else kl.expand(shape)
 
 
 @register_kl(VonMisesFisher, VonMisesFisher)
