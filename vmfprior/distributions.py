@@ -63,6 +63,11 @@ def _tangent_directions(shape: torch.Size, dtype: torch.dtype, device) -> tuple[
     return normal, _row_dot(normal, normal).sqrt()
 
 
+def _expand(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``tensor.expand(shape)``, without an operation where the shape is already that."""
+    return tensor if tensor.shape == shape else tensor.expand(shape)
+
+
 def _work(tensor: torch.Tensor) -> torch.Tensor:
     """Promote to float64 (float32 on MPS, which has none) for terms that cancel, e.g. KL at small kappa."""
     return tensor.to(work_dtype(tensor.device))
@@ -510,8 +515,10 @@ class VonMisesFisher(Distribution):
         # The kappa-gradient of w needs A_d(kappa): pass the cached value when a gradient can flow.
         mean_length = None
         if self.concentration.requires_grad and torch.is_grad_enabled() and gradient_needs_mean(self.dim):
-            mean_length = self._bessel_values()[1].expand(batch)
-        w, tangent_length = sample_radial(self.concentration.expand(batch), self.dim, mean_length)  # (S..., B...)
+            mean_length = _expand(self._bessel_values()[1], batch)
+        kappa_work = _expand(self._kappa_value(), batch) if self._kappa_work is not None else None  # cast already
+        w, tangent_length = sample_radial(_expand(self.concentration, batch), self.dim, mean_length,
+                                          kappa_work)  # (S..., B...)
 
         # Around e_1 the sample is w e_1 + sqrt(1 - w^2) g / |g| with g isotropic orthogonal to e_1; a
         # reflection that maps e_1 to loc takes it there (see ``reflection``).
