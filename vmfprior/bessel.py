@@ -260,10 +260,10 @@ def _log_iv_and_ratio(v: torch.Tensor | float, x: torch.Tensor, num_shifts: int)
     number = isinstance(order, float)
     if number:  # fewer, larger operations: flat x, the Debye terms combined by a matrix product
         shape = x.shape
-        x = x.reshape(-1)
+        x = x if x.dim() == 1 else x.reshape(-1)
         log_value, log_ratio = _log_debye_number(order, x)
         if num_shifts == 0:
-            return log_value.reshape(shape), torch.exp(log_ratio).reshape(shape)
+            return _shaped(log_value, shape), _shaped(torch.exp(log_ratio), shape)
         inverse_x = torch.reciprocal(x)
         one = cached_constant(_one, x.dtype, x.device)
     else:
@@ -285,8 +285,12 @@ def _log_iv_and_ratio(v: torch.Tensor | float, x: torch.Tensor, num_shifts: int)
         log_value = log_value + torch.log(rho)
         ratio = torch.reciprocal(rho)
     if number:
-        return log_value.reshape(shape), ratio.reshape(shape)
+        return _shaped(log_value, shape), _shaped(ratio, shape)
     return log_value, ratio
+
+
+def _shaped(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    return tensor if tensor.shape == shape else tensor.reshape(shape)
 
 
 @lru_cache(maxsize=None)

@@ -16,6 +16,7 @@ from torch.distributions import Distribution, register_kl
 from .bessel import bessel_values, cached_constant, eager_on_cpu, host_int, log_bessel_iv_and_ratio, work_dtype
 from .constraints import UNIT_NORM_TOLERANCE, off_sphere_message, positive_finite, unit_sphere  # noqa: F401
 from .reflection import reflect_to_mean_direction
+from .reflection import SHORT_ROW
 from .reflection import row_dot as _row_dot
 from .wood_sampler import gradient_needs_mean, sample_radial
 
@@ -59,8 +60,16 @@ def _tangent_directions(shape: torch.Size, dtype: torch.dtype, device) -> tuple[
         normal = torch.randn(shape[:-1] + (shape[-1] - 1,), dtype=dtype, device=device)
         return torch.nn.functional.pad(normal, (1, 0)), _row_dot(normal, normal).sqrt()
     normal = torch.randn(shape, dtype=dtype, device=device)
-    normal[..., 0] = 0.0
-    return normal, _row_dot(normal, normal).sqrt()
+    normal.select(-1, 0).zero_()
+    return normal, _row_norm(normal)
+
+
+def _row_norm(rows: torch.Tensor) -> torch.Tensor:
+    """|rows| along the last dimension: one operation, or for short rows the BLAS product of ``row_dot`` (torch's
+    reductions over a short last dimension are slower per element on CPUs)."""
+    if rows.shape[-1] > SHORT_ROW:
+        return torch.linalg.vector_norm(rows, dim=-1)
+    return _row_dot(rows, rows).sqrt()
 
 
 def _expand(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -100,7 +109,8 @@ def _series_coefficients(order: float, dtype: torch.dtype, device: torch.device)
 def _log_partition_values(dim: int, kappa: torch.Tensor, log_bessel: torch.Tensor) -> torch.Tensor:
     """S(kappa) from log I_v(kappa) (from the series where kappa is small), without a graph; dtype of kappa."""
     order = 0.5 * dim - 1.0
-    log_partition = torch.log(kappa).mul_(-order).add_(log_bessel).add_(order * math.log(2.0) + math.lgamma(order + 1.0))
+    log_partition = torch.add(log_bessel, torch.log(kappa), alpha=-order).add_(order * math.log(2.0)
+                                                                             + math.lgamma(order + 1.0))
     small = kappa <= SERIES_REACH * math.sqrt(2.0 * (order + 1.0))
     if not eager_on_cpu(kappa) or small.any():
         # no graph here: where kappa is large the series may overflow to inf, which the selection discards
@@ -226,22 +236,22 @@ class _Normalize(torch.autograd.Function):
     """y = x / |x| along the last dimension as one node: dL/dx = (g - y (y . g)) / |x|.
 
     Autograd's own backward of ``x / x.norm()`` is a dozen small operations (the division's two inputs, the norm's
-    backward, their sum); this is five. With ``create_graph=True`` the backward differentiates the plain operations
+    backward, their sum); this is six. With ``create_graph=True`` the backward differentiates the plain operations
     instead, so derivatives of every order stay exact. ``norm`` is |x|, computed without a graph by the caller.
     """
 
     @staticmethod
     def forward(ctx, loc, norm):
-        unit = loc / norm
-        ctx.save_for_backward(loc, unit, norm)
-        return unit
+        ctx.save_for_backward(loc, norm)  # not the output: saving an output costs two more operations
+        return loc / norm
 
     @staticmethod
     def backward(ctx, grad):
-        loc, unit, norm = ctx.saved_tensors
+        loc, norm = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: differentiate the plain operations, to every order
             plain = loc / loc.norm(dim=-1, keepdim=True)
             return torch.autograd.grad(plain, loc, grad, create_graph=True)[0], None
+        unit = loc / norm
         along = _row_dot(grad, unit).unsqueeze(-1)
         return torch.addcmul(grad, unit, along, value=-1.0).div_(norm), None
 

@@ -85,7 +85,7 @@ def _reflect_forward(w, tangent_length, normal, normal_length, loc):
     first = loc[..., 0]
     plus, minus = cached_constant(_signs, loc.dtype, loc.device)
     sign = torch.where(first < 0, minus, plus)  # s = sign(mu_1), +1 at 0
-    u_first = first.abs().add_(1.0)  # 1 + |mu_1| = 1 + s mu_1
+    u_first = torch.addcmul(plus, sign, first)  # 1 + s mu_1 = 1 + |mu_1|
     half_norm_sq = torch.add(u_first, row_dot(loc, loc), alpha=0.5).sub_(0.5)  # |u|^2 / 2 >= 1/2
     signed_scale = torch.div(tangent_length, normal_length).mul_(sign)  # s c
     loc_dot_normal = row_dot(normal, loc)

@@ -40,7 +40,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .bessel import cached_constant, mean_resultant_length, work_dtype
+from .bessel import cached_constant, host_int, mean_resultant_length, work_dtype
 
 # The implicit gradient's quadrature, per dtype it is computed in: Gauss-Legendre nodes, and how many e-folds of
 # the integrand f(t)/f(w) the truncated interval keeps (its tail beyond is below exp(-e_folds) relative). float64
@@ -78,18 +78,19 @@ def _symmetric_beta_centered(shape: float, uniforms: torch.Tensor) -> torch.Tens
 
     Args:
         shape: the Beta parameter.
-        uniforms: (2, ...) independent U[0, 1) draws (a tensor, or a pair of tensors), consumed (overwritten) here.
+        uniforms: (2, ...) independent U[0, 1) draws (a tensor, or a pair of tensors).
 
     Returns:
         T with shape ``uniforms.shape[1:]``.
     """
     angle_uniform, radius_uniform = uniforms.unbind(0) if isinstance(uniforms, torch.Tensor) else uniforms
-    angle_cos = angle_uniform.mul_(2.0 * math.pi).cos_()
+    # out of place first: in-place operations on the outputs of unbind are replayed wrongly by jit.trace
+    angle_cos = torch.mul(angle_uniform, 2.0 * math.pi).cos_()
     if shape == 0.5:  # the arcsine law: the point lies on the circle
         return angle_cos
     # 1 - U has the law of U, so R^2 = 1 - U^(1/(shape - 1/2)) = -expm1(log(U) / (shape - 1/2)), exact for U near
     # 0 and near 1 (U = 0, probability 2^-24 in float32, gives R = 1)
-    radius = radius_uniform.log_().mul_(1.0 / (shape - 0.5)).expm1_().neg_().sqrt_()
+    radius = torch.log(radius_uniform).mul_(1.0 / (shape - 0.5)).expm1_().neg_().sqrt_()
     return angle_cos.mul_(radius)
 
 
@@ -298,10 +299,10 @@ def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: tor
     right = w >= mean  # integrate over [w, 1]; otherwise over [-1, w]
     direction = torch.where(right, cached_constant(_scalar, 1.0, w.dtype, w.device),
                             cached_constant(_scalar, -1.0, w.dtype, w.device))
-    one_minus_w, one_plus_w = 1.0 - w, 1.0 + w
+    along = direction * w
     # w = +-1 has probability zero but can round there in float64 at extreme kappa; keep the logs finite.
-    length = torch.where(right, one_minus_w, one_plus_w).clamp_(min=torch.finfo(w.dtype).tiny)  # to the end
-    far = torch.where(right, one_plus_w, one_minus_w)  # to the other end
+    length = torch.rsub(along, 1.0).clamp_(min=torch.finfo(w.dtype).tiny)  # to the end: 1 -+ w
+    far = along + 1.0  # to the other end: 1 +- w
     span = _quadrature_span(w, kappa, right, direction, length, far, dim, e_folds)
 
     # Distance from w: h = span (1 - s^2). Where the span reaches the end of [-1, 1], the distance to it is
@@ -362,6 +363,7 @@ class _RadialSample(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kappa: torch.Tensor, dim: int, mean: torch.Tensor | None,
                 kappa_work: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        dim = host_int(dim)  # a Python int also under jit.trace (its sizes are tensors there)
         working = work_dtype(kappa.device)
         work = kappa.detach().to(working) if kappa_work is None else kappa_work
         work = work if work.dim() == 1 else work.reshape(-1)
