@@ -290,7 +290,9 @@ def _log_iv_and_ratio(v: torch.Tensor | float, x: torch.Tensor, num_shifts: int)
 
 
 def _shaped(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    return tensor if tensor.shape == shape else tensor.reshape(shape)
+    """``tensor.reshape(shape)``, without an operation where the shape is already that (always the operation under
+    jit.trace, which records sizes as values)."""
+    return tensor if not torch.jit.is_tracing() and tensor.shape == shape else tensor.reshape(shape)
 
 
 @lru_cache(maxsize=None)

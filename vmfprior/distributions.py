@@ -73,8 +73,9 @@ def _row_norm(rows: torch.Tensor) -> torch.Tensor:
 
 
 def _expand(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """``tensor.expand(shape)``, without an operation where the shape is already that."""
-    return tensor if tensor.shape == shape else tensor.expand(shape)
+    """``tensor.expand(shape)``, without an operation where the shape is already that (always the operation under
+    jit.trace, which records sizes as values)."""
+    return tensor if not torch.jit.is_tracing() and tensor.shape == shape else tensor.expand(shape)
 
 
 def _work(tensor: torch.Tensor) -> torch.Tensor:
@@ -368,9 +369,8 @@ class VonMisesFisher(Distribution):
         self._given_loc, self._given_concentration = loc, concentration
         loc = _normalize(loc, _loc_norm(loc) if norm is None else norm)
         shape = self.batch_shape + self.event_shape
-        self.loc = loc if loc.shape == shape else loc.expand(shape)
-        self.concentration = concentration if concentration.shape == self.batch_shape else concentration.expand(
-            self.batch_shape)
+        self.loc = _expand(loc, shape)
+        self.concentration = _expand(concentration, self.batch_shape)
         self._bessel = None
         self._bessel_source = None
         self._kappa_work = None
@@ -644,7 +644,7 @@ def _kl_vmf_uniform(p: VonMisesFisher, q: HypersphericalUniform) -> torch.Tensor
     _check_same_dim(p.event_shape[0], q.event_shape[0])  # not q.dim: s-vae's uniform counts the sphere's own
     kl = p._kl_to_uniform_work(p.concentration.dtype)
     shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
-    return kl if kl.shape == shape else kl.expand(shape)
+    return _expand(kl, shape)
 
 
 @register_kl(VonMisesFisher, VonMisesFisher)

@@ -40,7 +40,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .bessel import cached_constant, host_int, mean_resultant_length, work_dtype
+from .bessel import _shaped, cached_constant, host_int, mean_resultant_length, work_dtype
 
 # The implicit gradient's quadrature, per dtype it is computed in: Gauss-Legendre nodes, and how many e-folds of
 # the integrand f(t)/f(w) the truncated interval keeps (its tail beyond is below exp(-e_folds) relative). float64
@@ -373,7 +373,7 @@ class _RadialSample(torch.autograd.Function):
             proposal_dtype = working if kappa.dtype == torch.float64 else torch.float32
             sampler = _sample_one_minus_w_wood_graph if torch.compiler.is_compiling() else _sample_one_minus_w_wood
             one_minus_w = sampler(work, dim, proposal_dtype)
-        one_minus_w = one_minus_w if one_minus_w.shape == kappa.shape else one_minus_w.reshape(kappa.shape)
+        one_minus_w = _shaped(one_minus_w, kappa.shape)
         w = 1.0 - one_minus_w
         tangent_length = torch.sqrt(one_minus_w * (2.0 - one_minus_w))  # sqrt(1 - w^2) without cancellation
         ctx.dim, ctx.mean, ctx.kappa_dtype = dim, mean, kappa.dtype  # mean: a detached tensor or None
@@ -388,7 +388,7 @@ class _RadialSample(torch.autograd.Function):
         mean = None if ctx.mean is None else ctx.mean.to(w_work.dtype)
         derivative = implicit_dw_dkappa(_flat(w_work), kappa_work, ctx.dim, None if mean is None else _flat(mean),
                                         dtype=_quadrature_dtype(ctx.kappa_dtype, w_work.dtype, ctx.dim))
-        derivative = derivative if derivative.shape == w.shape else derivative.reshape(w.shape)
+        derivative = _shaped(derivative, w.shape)
         if torch.is_grad_enabled():  # create_graph: keep the dependence on w and refuse d^2 w / d kappa^2
             derivative = _ImplicitDerivative.apply(w, kappa, derivative)
         # d sqrt(1 - w^2) / dw = -w / sqrt(1 - w^2); w = +-1 has probability zero but must not give nan.
