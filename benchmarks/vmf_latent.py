@@ -172,8 +172,12 @@ def _hvae_step(peer: _Peer, batch: int, dim: int, seed: int):
     return step
 
 
-def _count_operations(step) -> int:
-    """How many tensor operations (ATen calls, forward and backward) one call of ``step`` runs."""
+def _count_operations(step, seed: int = 0) -> int:
+    """How many tensor operations (ATen calls, forward and backward) one call of ``step`` runs.
+
+    The counted call draws from torch's generator seeded with ``seed`` (restored afterwards): a rejection sampler's
+    extra rounds add operations, so the count is reproducible only for a fixed random stream.
+    """
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Counter(TorchDispatchMode):
@@ -184,7 +188,8 @@ def _count_operations(step) -> int:
             return func(*args, **(kwargs or {}))
 
     step()  # first-call work (caches) is not what a training loop repeats
-    with Counter():
+    with torch.random.fork_rng(devices=[]), Counter():
+        torch.manual_seed(seed)
         step()
     return Counter.count
 
@@ -323,8 +328,8 @@ def _hvae_table(results: list[tuple[int, int, dict]], names: list[str]) -> tuple
 GPU_NOTE = """\
 GPU use: in eager mode the sampler has one host synchronisation per round of Wood's rejection sampler (the count
 of entries still rejected decides whether another round runs; at batch 64 a round draws 4 proposals per entry and
-almost always ends the loop), and two more where validation is on (`validate_args`, the torch default: the two
-parameter checks call `.all()`). The Bessel terms, the KL and the implicit gradient have none. The compiled step
+almost always ends the loop), and one more where validation is on (`validate_args`, the torch default: one read
+of the extremes of both parameters). The Bessel terms, the KL and the implicit gradient have none. The compiled step
 (validation off) has none at all: its sampler runs fixed-shape rounds and decides further rounds inside the graph
 (`while_loop`). On a machine with a GPU the same tables come from `python benchmarks/vmf_latent.py --device cuda`
 (add `--write FILE` to record them); `nsys profile` around it shows the synchronisations."""

@@ -16,6 +16,7 @@ from torch.distributions import Distribution, register_kl
 from .bessel import bessel_values, cached_constant, eager_on_cpu, host_int, log_bessel_iv_and_ratio, work_dtype
 from .constraints import UNIT_NORM_TOLERANCE, off_sphere_message, positive_finite, unit_sphere  # noqa: F401
 from .reflection import reflect_to_mean_direction
+from .reflection import SHORT_ROW
 from .reflection import row_dot as _row_dot
 from .wood_sampler import gradient_needs_mean, sample_radial
 
@@ -59,8 +60,22 @@ def _tangent_directions(shape: torch.Size, dtype: torch.dtype, device) -> tuple[
         normal = torch.randn(shape[:-1] + (shape[-1] - 1,), dtype=dtype, device=device)
         return torch.nn.functional.pad(normal, (1, 0)), _row_dot(normal, normal).sqrt()
     normal = torch.randn(shape, dtype=dtype, device=device)
-    normal[..., 0] = 0.0
-    return normal, _row_dot(normal, normal).sqrt()
+    normal.select(-1, 0).zero_()
+    return normal, _row_norm(normal)
+
+
+def _row_norm(rows: torch.Tensor) -> torch.Tensor:
+    """|rows| along the last dimension: one operation, or for short rows the BLAS product of ``row_dot`` (torch's
+    reductions over a short last dimension are slower per element on CPUs)."""
+    if rows.shape[-1] > SHORT_ROW:
+        return torch.linalg.vector_norm(rows, dim=-1)
+    return _row_dot(rows, rows).sqrt()
+
+
+def _expand(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``tensor.expand(shape)``, without an operation where the shape is already that (always the operation under
+    jit.trace, which records sizes as values)."""
+    return tensor if not torch.jit.is_tracing() and tensor.shape == shape else tensor.expand(shape)
 
 
 def _work(tensor: torch.Tensor) -> torch.Tensor:
@@ -92,6 +107,18 @@ def _series_coefficients(order: float, dtype: torch.dtype, device: torch.device)
     return (0.25 / (steps * (steps + order))).to(dtype=dtype, device=device)
 
 
+def _log_partition_values(dim: int, kappa: torch.Tensor, log_bessel: torch.Tensor) -> torch.Tensor:
+    """S(kappa) from log I_v(kappa) (from the series where kappa is small), without a graph; dtype of kappa."""
+    order = 0.5 * dim - 1.0
+    log_partition = torch.add(log_bessel, torch.log(kappa), alpha=-order).add_(order * math.log(2.0)
+                                                                             + math.lgamma(order + 1.0))
+    small = kappa <= SERIES_REACH * math.sqrt(2.0 * (order + 1.0))
+    if not eager_on_cpu(kappa) or small.any():
+        # no graph here: where kappa is large the series may overflow to inf, which the selection discards
+        log_partition = torch.where(small, _log_partition_series(order, kappa), log_partition)
+    return log_partition
+
+
 class _LogPartition(torch.autograd.Function):
     """(S(kappa), A_d(kappa)) from Bessel values evaluated beforehand; differentiable in kappa to every order.
 
@@ -103,12 +130,8 @@ class _LogPartition(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, kappa: torch.Tensor, dim: int, log_bessel: torch.Tensor, ratio: torch.Tensor):
-        order = 0.5 * dim - 1.0
-        log_partition = log_bessel - order * torch.log(0.5 * kappa) + math.lgamma(order + 1.0)
-        small = kappa <= SERIES_REACH * math.sqrt(2.0 * (order + 1.0))
-        if not eager_on_cpu(kappa) or small.any():
-            log_partition = torch.where(small, _log_partition_series(order, torch.where(small, kappa, 0.0)),
-                                        log_partition)
+        ctx.set_materialize_grads(False)  # an output without a gradient is skipped, not multiplied by zeros
+        log_partition = _log_partition_values(dim, kappa, log_bessel)
         mean_length = ratio.to(dtype=kappa.dtype, copy=True)
         ctx.dim = dim
         ctx.save_for_backward(kappa, mean_length)
@@ -116,6 +139,8 @@ class _LogPartition(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_log_partition: torch.Tensor | None, grad_mean_length: torch.Tensor | None):
+        if grad_log_partition is None and grad_mean_length is None:
+            return None, None, None, None
         kappa, mean_length = ctx.saved_tensors
         grad = grad_log_partition * mean_length if grad_log_partition is not None else None
         if grad_mean_length is not None:
@@ -162,6 +187,9 @@ class _NoContext:
     def save_for_backward(self, *tensors):
         pass
 
+    def set_materialize_grads(self, value):
+        pass
+
 
 class _KLToUniform(torch.autograd.Function):
     """kappa A - S as one node: dKL/dkappa = A + kappa A' - S' = kappa A' = kappa (1 - A^2) - (d - 1) A.
@@ -182,6 +210,79 @@ class _KLToUniform(torch.autograd.Function):
         kappa, mean_length = ctx.saved_tensors
         derivative = kappa * (1.0 - mean_length * mean_length) - (ctx.dim - 1.0) * mean_length
         return grad_kl * derivative, None, None, None
+
+
+def _eager() -> bool:
+    """Whether custom autograd nodes with hand-written backwards may be used: not under ``torch.compile``,
+    ``torch.export`` or ``torch.jit.trace``, which record the plain operations instead."""
+    return not (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing())
+
+
+def _loc_norm(loc: torch.Tensor) -> torch.Tensor:
+    """|loc| along the last dimension (keepdim), recorded for autograd only where ``_normalize`` needs it to be."""
+    if loc.requires_grad and torch.is_grad_enabled() and _eager():
+        with torch.no_grad():  # _Normalize's backward differentiates the normalization itself
+            return loc.norm(dim=-1, keepdim=True)
+    return loc.norm(dim=-1, keepdim=True)
+
+
+def _normalize(loc: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """loc / |loc|, ``norm`` from ``_loc_norm(loc)``."""
+    if loc.requires_grad and torch.is_grad_enabled() and _eager():
+        return _Normalize.apply(loc, norm)
+    return loc / norm
+
+
+class _Normalize(torch.autograd.Function):
+    """y = x / |x| along the last dimension as one node: dL/dx = (g - y (y . g)) / |x|.
+
+    Autograd's own backward of ``x / x.norm()`` is a dozen small operations (the division's two inputs, the norm's
+    backward, their sum); this is six. With ``create_graph=True`` the backward differentiates the plain operations
+    instead, so derivatives of every order stay exact. ``norm`` is |x|, computed without a graph by the caller.
+    """
+
+    @staticmethod
+    def forward(ctx, loc, norm):
+        ctx.save_for_backward(loc, norm)  # not the output: saving an output costs two more operations
+        return loc / norm
+
+    @staticmethod
+    def backward(ctx, grad):
+        loc, norm = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiate the plain operations, to every order
+            plain = loc / loc.norm(dim=-1, keepdim=True)
+            return torch.autograd.grad(plain, loc, grad, create_graph=True)[0], None
+        unit = loc / norm
+        along = _row_dot(grad, unit).unsqueeze(-1)
+        return torch.addcmul(grad, unit, along, value=-1.0).div_(norm), None
+
+
+class _KLToUniformFromValues(torch.autograd.Function):
+    """KL(p || uniform) = kappa A - S from the Bessel values as one node, in ``dtype``, for a concentration that
+    requires grad (eager only).
+
+    Forward in the work dtype from ``kappa`` (the concentration cast to it, without a graph); backward
+    dKL/dconcentration = kappa A' = kappa (1 - A^2) - (d - 1) A, as ``_KLToUniform`` writes it. With
+    ``create_graph=True`` the backward differentiates ``_LogPartition`` and ``_KLToUniform`` instead, whose
+    derivatives are exact to every order.
+    """
+
+    @staticmethod
+    def forward(ctx, concentration, kappa, dim, log_bessel, mean_length, dtype):
+        ctx.dim, ctx.values = dim, (log_bessel, mean_length)
+        ctx.save_for_backward(concentration, kappa, mean_length)
+        return torch.addcmul(_log_partition_values(dim, kappa, log_bessel).neg_(), kappa, mean_length).to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        concentration, kappa, mean_length = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: through the nodes whose derivatives are exact to every order
+            kappa_graph = _work(concentration)
+            log_partition, mean_graph = _log_partition(ctx.dim, kappa_graph, ctx.values)
+            kl = _KLToUniform.apply(kappa_graph, log_partition, mean_graph, ctx.dim)
+            return torch.autograd.grad(kl, concentration, grad, create_graph=True)[0], None, None, None, None, None
+        slope = torch.add(kappa * (1.0 - mean_length * mean_length), mean_length, alpha=1.0 - ctx.dim)
+        return (grad * slope).to(concentration.dtype), None, None, None, None, None
 
 
 def _unit_in_work(loc: torch.Tensor) -> torch.Tensor:
@@ -253,25 +354,42 @@ class VonMisesFisher(Distribution):
             ) from None
         super().__init__(batch_shape, torch.Size([loc.shape[-1]]), validate_args=False)
         self._validate_args = Distribution._validate_args if validate_args is None else bool(validate_args)
+        norm = _loc_norm(loc)  # shared by the check and the normalization
         if self._validate_args:
-            self._check_parameters(loc, concentration)
-        self._set_parameters(loc, concentration)
+            self._check_parameters(loc, concentration, norm)
+        self._set_parameters(loc, concentration, norm)
 
-    def _set_parameters(self, loc: torch.Tensor, concentration: torch.Tensor) -> None:
+    def _set_parameters(self, loc: torch.Tensor, concentration: torch.Tensor, norm: torch.Tensor | None = None) -> None:
         """Store the caller's tensors and derive what every method uses from them.
 
         ``loc`` is normalized here, once: validation accepts vectors within UNIT_NORM_TOLERANCE of unit norm, and
         every method (log_prob, the KLs, rsample, mean) then sees the same unit vector. The caller's tensors are
-        kept as given so that ``copy.deepcopy`` and pickling copy leaves (see ``__getstate__``).
+        kept as given so that ``copy.deepcopy`` and pickling copy leaves (see ``__getstate__``). ``norm``: the
+        result of ``_loc_norm(loc)``, if the caller has it.
         """
         self._given_loc, self._given_concentration = loc, concentration
-        self.loc = (loc / loc.norm(dim=-1, keepdim=True)).expand(self.batch_shape + self.event_shape)
-        self.concentration = concentration.expand(self.batch_shape)
+        loc = _normalize(loc, _loc_norm(loc) if norm is None else norm)
+        shape = self.batch_shape + self.event_shape
+        self.loc = _expand(loc, shape)
+        self.concentration = _expand(concentration, self.batch_shape)
         self._bessel = None
         self._bessel_source = None
+        self._kappa_work = None
 
-    def _check_parameters(self, loc: torch.Tensor, concentration: torch.Tensor) -> None:
-        """The ``arg_constraints`` checks, with messages that name the worst entry instead of printing the tensor."""
+    def _check_parameters(self, loc: torch.Tensor, concentration: torch.Tensor, norm: torch.Tensor | None = None) -> None:
+        """The ``arg_constraints`` checks, with messages that name the worst entry instead of printing the tensor.
+
+        First one host read of the extremes of |loc| and of the concentration (a few tensor operations); only when
+        that finds a value outside the constraints are the entries examined one by one for the message.
+        """
+        if norm is not None and norm.numel() and concentration.numel() and norm.device == concentration.device:
+            with torch.no_grad():
+                low, high, kappa_low, kappa_high = torch.stack([*torch.aminmax(norm), *torch.aminmax(concentration)]
+                                                               ).tolist()
+            # the same tests as below (nan fails every comparison): |norm - 1| <= tolerance, 0 < kappa < inf
+            if (abs(low - 1.0) <= UNIT_NORM_TOLERANCE and abs(high - 1.0) <= UNIT_NORM_TOLERANCE
+                    and kappa_low > 0.0 and kappa_high < math.inf):
+                return
         message = off_sphere_message(loc, "loc")
         if message is not None:
             raise ValueError(message)
@@ -294,7 +412,7 @@ class VonMisesFisher(Distribution):
         caller's were) are copied and the rest is rebuilt, so ``copy.deepcopy`` works on parameters that require
         grad (torch refuses to deep-copy the non-leaf normalized ``loc``)."""
         state = dict(self.__dict__)
-        for derived in ("loc", "concentration", "_bessel", "_bessel_source"):
+        for derived in ("loc", "concentration", "_bessel", "_bessel_source", "_kappa_work"):
             state.pop(derived, None)
         return state
 
@@ -317,6 +435,7 @@ class VonMisesFisher(Distribution):
         new.concentration = self.concentration.expand(batch_shape)
         new._bessel = None
         new._bessel_source = None
+        new._kappa_work = None
         return new
 
     def select(self, index: torch.Tensor) -> "VonMisesFisher":
@@ -345,6 +464,7 @@ class VonMisesFisher(Distribution):
         new.loc, new.concentration = new._given_loc, new._given_concentration
         new._bessel = None
         new._bessel_source = (self, index)
+        new._kappa_work = None
         return new
 
     # ----- Bessel terms, evaluated at most once per distribution ------------------------------------------
@@ -360,8 +480,16 @@ class VonMisesFisher(Distribution):
                 source, index = self._bessel_source
                 self._bessel = tuple(values[index] for values in source._bessel_values())
             else:
-                self._bessel = bessel_values(0.5 * self.dim - 1.0, _work(self.concentration))
+                self._bessel = bessel_values(0.5 * self.dim - 1.0, self._kappa_value())
         return self._bessel
+
+    def _kappa_value(self) -> torch.Tensor:
+        """The concentration in the work dtype, without a graph (kept with the Bessel terms)."""
+        if self._kappa_work is None:
+            with torch.no_grad():
+                kappa = _work(self.concentration)
+            self._kappa_work = kappa.detach() if kappa.requires_grad else kappa
+        return self._kappa_work
 
     def _log_partition(self, kappa: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(S(kappa), A_d(kappa)) of ``_log_partition``: work dtype, batch_shape, differentiable in kappa.
@@ -398,8 +526,10 @@ class VonMisesFisher(Distribution):
         # The kappa-gradient of w needs A_d(kappa): pass the cached value when a gradient can flow.
         mean_length = None
         if self.concentration.requires_grad and torch.is_grad_enabled() and gradient_needs_mean(self.dim):
-            mean_length = self._bessel_values()[1].expand(batch)
-        w, tangent_length = sample_radial(self.concentration.expand(batch), self.dim, mean_length)  # (S..., B...)
+            mean_length = _expand(self._bessel_values()[1], batch)
+        kappa_work = _expand(self._kappa_value(), batch) if self._kappa_work is not None else None  # cast already
+        w, tangent_length = sample_radial(_expand(self.concentration, batch), self.dim, mean_length,
+                                          kappa_work)  # (S..., B...)
 
         # Around e_1 the sample is w e_1 + sqrt(1 - w^2) g / |g| with g isotropic orthogonal to e_1; a
         # reflection that maps e_1 to loc takes it there (see ``reflection``).
@@ -426,13 +556,20 @@ class VonMisesFisher(Distribution):
     def _entropy_work(self) -> torch.Tensor:
         return self._kl_to_uniform_work().neg() + log_sphere_area(self.dim)
 
-    def _kl_to_uniform_work(self) -> torch.Tensor:
-        """KL(p || U(S^{d-1})) = kappa A_d(kappa) - S(kappa) >= 0 in the work dtype (kappa^2 / (2 d) at small kappa)."""
+    def _kl_to_uniform_work(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """KL(p || U(S^{d-1})) = kappa A_d(kappa) - S(kappa) >= 0 in the work dtype (kappa^2 / (2 d) at small kappa),
+        or in ``dtype``."""
+        if self.concentration.requires_grad and torch.is_grad_enabled() and _eager():
+            log_bessel, mean_length = self._bessel_values()
+            return _KLToUniformFromValues.apply(self.concentration, self._kappa_value(), self.dim, log_bessel,
+                                                mean_length, dtype or work_dtype(self.concentration.device))
         kappa = _work(self.concentration)
         log_partition, mean_length = self._log_partition(kappa)
         if not kappa.requires_grad:
-            return kappa * mean_length - log_partition
-        return _KLToUniform.apply(kappa, log_partition, mean_length, self.dim)
+            kl = kappa * mean_length - log_partition
+        else:
+            kl = _KLToUniform.apply(kappa, log_partition, mean_length, self.dim)
+        return kl if dtype is None else kl.to(dtype)
 
 
 class HypersphericalUniform(Distribution):
@@ -508,8 +645,9 @@ def _kl_vmf_uniform(p: VonMisesFisher, q: HypersphericalUniform) -> torch.Tensor
     Differentiable in kappa to every order (its second derivative is A_d + kappa A_d'').
     """
     _check_same_dim(p.event_shape[0], q.event_shape[0])  # not q.dim: s-vae's uniform counts the sphere's own
-    kl = p._kl_to_uniform_work().to(p.concentration.dtype)
-    return kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
+    kl = p._kl_to_uniform_work(p.concentration.dtype)
+    shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
+    return _expand(kl, shape)
 
 
 @register_kl(VonMisesFisher, VonMisesFisher)

@@ -40,7 +40,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .bessel import cached_constant, mean_resultant_length, work_dtype
+from .bessel import _shaped, cached_constant, host_int, mean_resultant_length, work_dtype
 
 # The implicit gradient's quadrature, per dtype it is computed in: Gauss-Legendre nodes, and how many e-folds of
 # the integrand f(t)/f(w) the truncated interval keeps (its tail beyond is below exp(-e_folds) relative). float64
@@ -78,21 +78,24 @@ def _symmetric_beta_centered(shape: float, uniforms: torch.Tensor) -> torch.Tens
 
     Args:
         shape: the Beta parameter.
-        uniforms: (2, ...) independent U[0, 1) draws, consumed (overwritten) here.
+        uniforms: (2, ...) independent U[0, 1) draws (a tensor, or a pair of tensors).
 
     Returns:
         T with shape ``uniforms.shape[1:]``.
     """
-    angle_cos = uniforms[0].mul_(2.0 * math.pi).cos_()
+    angle_uniform, radius_uniform = uniforms.unbind(0) if isinstance(uniforms, torch.Tensor) else uniforms
+    # out of place first: in-place operations on the outputs of unbind are replayed wrongly by jit.trace
+    angle_cos = torch.mul(angle_uniform, 2.0 * math.pi).cos_()
     if shape == 0.5:  # the arcsine law: the point lies on the circle
         return angle_cos
-    # 1 - (1 - U)^(1/(shape - 1/2)) = -expm1(log1p(-U) / (shape - 1/2)), exact for U near 0 and near 1
-    radius = uniforms[1].neg_().log1p_().mul_(1.0 / (shape - 0.5)).expm1_().neg_().sqrt_()
+    # 1 - U has the law of U, so R^2 = 1 - U^(1/(shape - 1/2)) = -expm1(log(U) / (shape - 1/2)), exact for U near
+    # 0 and near 1 (U = 0, probability 2^-24 in float32, gives R = 1)
+    radius = torch.log(radius_uniform).mul_(1.0 / (shape - 0.5)).expm1_().neg_().sqrt_()
     return angle_cos.mul_(radius)
 
 
 def _wood_proposals(constants: torch.Tensor, dim: int, per_entry: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``per_entry`` proposals of Wood's sampler per entry: (1 - w, rejected), shapes (N, per_entry).
+    """``per_entry`` proposals of Wood's sampler per entry: (1 - w, rejected), shapes (per_entry, N).
 
     With T = 2 eps - 1 for Wood's eps ~ Beta((d-1)/2, (d-1)/2) and x0 = (1 - b) / (1 + b), Wood's proposal
     w = (1 - (1 + b) eps) / (1 - (1 - b) eps) simplifies to w = (x0 - T) / q with q = 1 - x0 T, so
@@ -100,19 +103,20 @@ def _wood_proposals(constants: torch.Tensor, dim: int, per_entry: int) -> tuple[
     kappa w + (d - 1) log(1 - x0 w) - c >= log u,  c = kappa x0 + (d - 1) log(1 - x0^2),
     becomes u <= exp(-kappa (1 - x0^2) T / q - (d - 1) log q), whose terms are O(d) rather than O(kappa):
     the cancellation that makes the textbook form unusable in float32 at large kappa is gone.
-    ``constants`` is (N, 3): kappa (1 - x0^2), x0 and 1 - x0 per entry, in the dtype the proposals are computed in.
-    A nan test value counts as accepted, so a nan (or infinite) concentration gives a nan sample instead of
-    an endless loop.
+    ``constants`` is (3, N): -kappa (1 - x0^2), -x0 and 1 - x0 per entry (``_wood_constants``), in the dtype the
+    proposals are computed in. A nan test value counts as accepted, so a nan (or infinite) concentration gives a
+    nan sample instead of an endless loop.
     """
-    kappa_shrunk, x0, one_minus_x0 = constants[:, 0:1], constants[:, 1:2], constants[:, 2:3]
-    uniforms = torch.rand((3, constants.shape[0], per_entry), dtype=constants.dtype, device=constants.device)
-    t = _symmetric_beta_centered((dim - 1) / 2.0, uniforms[:2])
-    x0_t = x0 * t
-    q = 1.0 - x0_t  # in (0, 2)
+    neg_kappa_shrunk, neg_x0, one_minus_x0 = constants.unbind(0)  # (N,) each, broadcast against (per_entry, N)
+    uniform_angle, uniform_radius, uniform_test = torch.rand(
+        (3, per_entry, constants.shape[1]), dtype=constants.dtype, device=constants.device).unbind(0)
+    t = _symmetric_beta_centered((dim - 1) / 2.0, (uniform_angle, uniform_radius))
+    neg_x0_t = neg_x0 * t
+    q = neg_x0_t + 1.0  # 1 - x0 T, in (0, 2)
     one_minus_w = (t + 1.0).mul_(one_minus_x0).div_(q)
     # log q as log1p(-x0 T): exact when x0 T is tiny (small kappa), where (d - 1) log q would amplify rounding
-    log_ratio = torch.add(kappa_shrunk * t / q, x0_t.neg_().log1p_(), alpha=dim - 1.0).neg_()
-    rejected = uniforms[2] > torch.exp(log_ratio)
+    log_ratio = torch.add(torch.mul(neg_kappa_shrunk, t).div_(q), neg_x0_t.log1p_(), alpha=1.0 - dim)
+    rejected = uniform_test > torch.exp(log_ratio)
     return one_minus_w, rejected
 
 
@@ -125,20 +129,26 @@ SMALL_BATCH_PROPOSALS = 4
 
 
 def _wood_constants(kappa: torch.Tensor, dim: int) -> torch.Tensor:
-    """(N, 3): kappa (1 - x0^2), x0 and 1 - x0 of Wood's envelope, each without cancellation.
+    """(3, N): -kappa (1 - x0^2), -x0 and 1 - x0 of Wood's envelope, each without cancellation.
 
     Wood's exact envelope parameter is b = (d - 1) / (2 kappa + s), s = sqrt(4 kappa^2 + (d - 1)^2) (no
-    large-kappa approximation), and x0 = (1 - b) / (1 + b). Using s^2 - (d - 1)^2 = 4 kappa^2:
-    x0 = 2 kappa / (s + d - 1) and 1 - x0 = (d - 1) (s + 2 kappa + d - 1) / ((s + 2 kappa) (s + d - 1)).
+    large-kappa approximation), and x0 = (1 - b) / (1 + b). With a = (d - 1) / 2, r = s / 2 = hypot(kappa, a) and
+    r^2 - a^2 = kappa^2: x0 = kappa / (r + a) and 1 - x0 = a (r + kappa + a) / ((r + kappa) (r + a)). The signs
+    are the proposals' (``_wood_proposals``), which then need no negations.
     """
-    dim_minus_one = float(dim - 1)
-    two_kappa = 2.0 * kappa
-    root = torch.sqrt(two_kappa * two_kappa + dim_minus_one**2)
-    root_plus_dim = root + dim_minus_one
-    root_plus_kappa = root + two_kappa
-    x0 = two_kappa / root_plus_dim
-    one_minus_x0 = (root_plus_kappa + dim_minus_one).div_(root_plus_kappa * root_plus_dim).mul_(dim_minus_one)
-    return torch.stack([kappa * one_minus_x0 * (1.0 + x0), x0, one_minus_x0], dim=1)
+    half = (dim - 1) / 2.0
+    root = torch.hypot(kappa, cached_constant(_scalar, half, kappa.dtype, kappa.device))
+    neg_root_plus_half = torch.rsub(root, -half)  # -(r + a)
+    root_plus_kappa = root + kappa
+    neg_x0 = kappa / neg_root_plus_half
+    one_minus_x0 = (root_plus_kappa + half).div_(root_plus_kappa * neg_root_plus_half).mul_(-half)
+    neg_kappa_shrunk = torch.mul(kappa, one_minus_x0).mul_(neg_x0 - 1.0)  # -kappa (1 - x0) (1 + x0)
+    return torch.stack([neg_kappa_shrunk, neg_x0, one_minus_x0])
+
+
+@lru_cache(maxsize=None)
+def _scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.full((), value, dtype=dtype, device=device)
 
 
 def _sample_one_minus_w_wood(kappa: torch.Tensor, dim: int, proposal_dtype: torch.dtype) -> torch.Tensor:
@@ -153,19 +163,23 @@ def _sample_one_minus_w_wood(kappa: torch.Tensor, dim: int, proposal_dtype: torc
     one_minus_w, pending = None, None  # pending: indices still rejected (None: every entry, first round)
     per_entry = 1 if kappa.numel() >= SMALL_BATCH else SMALL_BATCH_PROPOSALS
     while True:
-        proposal, rejected = _wood_proposals(constants if pending is None else constants[pending], dim, per_entry)
-        all_rejected = rejected.all(dim=1)
-        first = rejected.to(torch.uint8).argmin(dim=1, keepdim=True)  # index of the first accepted proposal
-        chosen = proposal.gather(1, first).squeeze(1)
+        proposal, rejected = _wood_proposals(constants if pending is None else constants[:, pending], dim, per_entry)
+        # per entry: 1 if every proposal was rejected, and the index of the first accepted one (torch.min returns
+        # the first index of the minimum)
+        all_rejected, first = rejected.to(torch.uint8).min(dim=0, keepdim=True)
+        chosen = proposal.gather(0, first)[0]
         if pending is None:
             one_minus_w = chosen  # rejected entries hold garbage until a later round overwrites them
-            pending = all_rejected.nonzero().squeeze(-1)
+            if not all_rejected.any():
+                break
+            pending = all_rejected[0].nonzero()[:, 0]
         else:
+            all_rejected = all_rejected[0].bool()
             accepted = ~all_rejected
             one_minus_w[pending[accepted]] = chosen[accepted]
             pending = pending[all_rejected]
-        if pending.numel() == 0:
-            break
+            if pending.numel() == 0:
+                break
         per_entry = min(2 * per_entry, MAX_PROPOSALS_PER_ENTRY)
     return one_minus_w.to(kappa.dtype)
 
@@ -186,9 +200,9 @@ def _sample_one_minus_w_wood_graph(kappa: torch.Tensor, dim: int, proposal_dtype
 
     def one_round(one_minus_w: torch.Tensor, accepted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         proposal, rejected = _wood_proposals(constants, dim, GRAPH_PROPOSALS_PER_ENTRY)
-        first = rejected.to(torch.uint8).argmin(dim=1, keepdim=True)  # index of the first accepted proposal
-        chosen = proposal.gather(1, first).squeeze(1)
-        newly = ~rejected.all(dim=1) & ~accepted
+        first = rejected.to(torch.uint8).argmin(dim=0, keepdim=True)  # index of the first accepted proposal
+        chosen = proposal.gather(0, first).squeeze(0)
+        newly = ~rejected.all(dim=0) & ~accepted
         return torch.where(newly, chosen, one_minus_w), accepted | newly
 
     start = torch.zeros(kappa.shape, dtype=proposal_dtype, device=kappa.device)
@@ -240,8 +254,9 @@ def _quadrature_span(w, kappa, right, direction, length, far, dim, e_folds):
     if dim <= 3:
         return torch.where(right, length, torch.clamp(e_folds / kappa, max=length))
     a = (dim - 3) / 2.0
-    mode = kappa / (a + torch.sqrt(kappa * kappa + a * a))
-    peak = torch.where(right, (mode - w).clamp_(min=0.0), 0.0)  # distance from w to the peak of the walk
+    mode = kappa / torch.hypot(kappa, cached_constant(_scalar, a, kappa.dtype, kappa.device)).add_(a)
+    zero = cached_constant(_scalar, 0.0, kappa.dtype, kappa.device)
+    peak = torch.where(right, (mode - w).clamp_(min=0.0), zero)  # distance from w to the peak of the walk
     h = peak.add_(length).mul_(0.5)
     top = length * (1.0 - 2.0**-20)  # g = -inf at the end itself
     slope_along = direction * kappa
@@ -282,11 +297,12 @@ def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: tor
     num_nodes, e_folds = QUADRATURE[dtype]
     a = (dim - 3) / 2.0
     right = w >= mean  # integrate over [w, 1]; otherwise over [-1, w]
-    direction = torch.where(right, 1.0, -1.0)
-    one_minus_w, one_plus_w = 1.0 - w, 1.0 + w
+    direction = torch.where(right, cached_constant(_scalar, 1.0, w.dtype, w.device),
+                            cached_constant(_scalar, -1.0, w.dtype, w.device))
+    along = direction * w
     # w = +-1 has probability zero but can round there in float64 at extreme kappa; keep the logs finite.
-    length = torch.where(right, one_minus_w, one_plus_w).clamp_(min=torch.finfo(w.dtype).tiny)  # to the end
-    far = torch.where(right, one_plus_w, one_minus_w)  # to the other end
+    length = torch.rsub(along, 1.0).clamp_(min=torch.finfo(w.dtype).tiny)  # to the end: 1 -+ w
+    far = along + 1.0  # to the other end: 1 +- w
     span = _quadrature_span(w, kappa, right, direction, length, far, dim, e_folds)
 
     # Distance from w: h = span (1 - s^2). Where the span reaches the end of [-1, 1], the distance to it is
@@ -298,13 +314,15 @@ def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: tor
     span_over_far, span_along = span / far, direction * span
     # integral of (t - A) f(t)/f(w) over the walk = span [(w - A) sums_0 + direction span sums_1] (sums below),
     # and dw/dkappa is direction times it: coefficients direction span (w - A) and span^2.
-    columns = torch.stack([(length - span) / length, span / length, 1.0 + span_over_far, -span_over_far,
-                           kappa * span_along, (w - mean) * span_along, span * span], dim=1).to(dtype)  # (N, 7)
-    log_ratio = torch.addcmul(columns[:, 0:1], columns[:, 1:2], s2)  # (N, Q)
-    log_ratio = log_ratio.mul_(torch.addcmul(columns[:, 2:3], columns[:, 3:4], s2)).log_().mul_(a)
-    log_ratio = log_ratio.addcmul_(columns[:, 4:5], one_minus_s2)
+    near, slope, far_base, far_slope, along = torch.stack(  # (N, 1) each
+        [(length - span) / length, span / length, 1.0 + span_over_far, -span_over_far, kappa * span_along]
+    ).to(dtype).unsqueeze(-1).unbind(0)
+    coefficients = torch.stack([(w - mean) * span_along, span * span], dim=1).to(dtype)  # (N, 2)
+    log_ratio = torch.addcmul(near, slope, s2)  # (N, Q)
+    log_ratio = log_ratio.mul_(torch.addcmul(far_base, far_slope, s2)).log_().mul_(a)
+    log_ratio = log_ratio.addcmul_(along, one_minus_s2)
     sums = log_ratio.exp_() @ weights  # (N, 2): sum of f(t)/f(w) and of (h / span) f(t)/f(w), with weights
-    return sums.mul_(columns[:, 5:7]).sum(dim=1)
+    return sums.mul_(coefficients).sum(dim=1)
 
 
 def _quadrature_dtype(result_dtype: torch.dtype, work: torch.dtype, dim: int) -> torch.dtype:
@@ -343,16 +361,19 @@ class _RadialSample(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, kappa: torch.Tensor, dim: int, mean: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(ctx, kappa: torch.Tensor, dim: int, mean: torch.Tensor | None,
+                kappa_work: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        dim = host_int(dim)  # a Python int also under jit.trace (its sizes are tensors there)
         working = work_dtype(kappa.device)
-        work = kappa.detach().to(working).reshape(-1)
+        work = kappa.detach().to(working) if kappa_work is None else kappa_work
+        work = work if work.dim() == 1 else work.reshape(-1)
         if dim == 3:
             one_minus_w = _sample_one_minus_w_inverse_cdf_d3(work)
         else:
             proposal_dtype = working if kappa.dtype == torch.float64 else torch.float32
             sampler = _sample_one_minus_w_wood_graph if torch.compiler.is_compiling() else _sample_one_minus_w_wood
             one_minus_w = sampler(work, dim, proposal_dtype)
-        one_minus_w = one_minus_w.reshape(kappa.shape)
+        one_minus_w = _shaped(one_minus_w, kappa.shape)
         w = 1.0 - one_minus_w
         tangent_length = torch.sqrt(one_minus_w * (2.0 - one_minus_w))  # sqrt(1 - w^2) without cancellation
         ctx.dim, ctx.mean, ctx.kappa_dtype = dim, mean, kappa.dtype  # mean: a detached tensor or None
@@ -363,16 +384,21 @@ class _RadialSample(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_w: torch.Tensor, grad_tangent_length: torch.Tensor):
-        kappa, kappa_work, w_work, w, tangent_length = ctx.saved_tensors  # *_work: flat, in the work dtype
-        mean = None if ctx.mean is None else ctx.mean.to(w_work.dtype).reshape(-1)
-        derivative = implicit_dw_dkappa(w_work.reshape(-1), kappa_work, ctx.dim, mean,
+        kappa, kappa_work, w_work, w, tangent_length = ctx.saved_tensors  # *_work: in the work dtype, kappa_work flat
+        mean = None if ctx.mean is None else ctx.mean.to(w_work.dtype)
+        derivative = implicit_dw_dkappa(_flat(w_work), kappa_work, ctx.dim, None if mean is None else _flat(mean),
                                         dtype=_quadrature_dtype(ctx.kappa_dtype, w_work.dtype, ctx.dim))
-        derivative = derivative.reshape(w.shape)
+        derivative = _shaped(derivative, w.shape)
         if torch.is_grad_enabled():  # create_graph: keep the dependence on w and refuse d^2 w / d kappa^2
             derivative = _ImplicitDerivative.apply(w, kappa, derivative)
         # d sqrt(1 - w^2) / dw = -w / sqrt(1 - w^2); w = +-1 has probability zero but must not give nan.
-        slope = -w / tangent_length.clamp(min=torch.finfo(w.dtype).tiny)
-        return torch.addcmul(grad_w, grad_tangent_length, slope).mul_(derivative.to(w.dtype)), None, None
+        chain = torch.addcdiv(grad_w, grad_tangent_length * w, tangent_length.clamp(min=torch.finfo(w.dtype).tiny),
+                              value=-1.0)
+        return chain.mul_(derivative.to(w.dtype)), None, None, None
+
+
+def _flat(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.dim() == 1 else tensor.reshape(-1)
 
 
 def gradient_needs_mean(dim: int) -> bool:
@@ -380,7 +406,8 @@ def gradient_needs_mean(dim: int) -> bool:
     return dim != 3
 
 
-def sample_radial(kappa: torch.Tensor, dim: int, mean: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_radial(kappa: torch.Tensor, dim: int, mean: torch.Tensor | None = None,
+                  kappa_work: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw w = mu^T z for z ~ vMF(mu, kappa) on S^{dim-1}, one per entry of ``kappa``, and sqrt(1 - w^2).
 
     Both are computed from 1 - w in float64 (float32 on MPS) before the cast to ``kappa``'s dtype, so the
@@ -390,12 +417,17 @@ def sample_radial(kappa: torch.Tensor, dim: int, mean: torch.Tensor | None = Non
         kappa: concentrations of any shape (entries > 0); gradients flow to it by implicit reparameterization.
         dim: ambient dimension d >= 2.
         mean: A_d(kappa) shaped like ``kappa``, if the caller has it: saves a Bessel evaluation in backward.
+        kappa_work: ``kappa`` in float64 (float32 on MPS), if the caller has it: saves a cast.
 
     Returns:
         (w, sqrt(1 - w^2)), each with the shape and dtype of ``kappa``.
     """
     if mean is not None:
-        mean = mean.detach()
+        mean = mean.detach() if mean.requires_grad else mean
         if mean.shape != kappa.shape:
             raise ValueError(f"mean must have kappa's shape {tuple(kappa.shape)}, got {tuple(mean.shape)}")
-    return _RadialSample.apply(kappa, dim, mean)
+    if kappa_work is not None:
+        if kappa_work.shape != kappa.shape or kappa_work.dtype != work_dtype(kappa.device):
+            raise ValueError(f"kappa_work must have kappa's shape {tuple(kappa.shape)} and the work dtype")
+        kappa_work = kappa_work.detach() if kappa_work.requires_grad else kappa_work
+    return _RadialSample.apply(kappa, dim, mean, kappa_work)

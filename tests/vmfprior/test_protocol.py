@@ -278,7 +278,17 @@ def test_constraint_registries_round_trip(example, registry):
         tolerance = 1e-6 if value.dtype == torch.float32 else 1e-9
         value = value.double()
         unconstrained = transform.inv(value)
-        _close(transform(unconstrained), value, rtol=tolerance, atol=tolerance)
+        if name == "support" and transform.bijective:
+            # the stereographic round trip moves a point that is e off the sphere along the line through the pole
+            # -e_1, by up to 2 e / |y + e_1| (a few float32 samples in 1e4 land near enough to the pole for that to
+            # exceed the tolerance): allow it, with the point's own distance from the sphere
+            off = (value.norm(dim=-1, keepdim=True) - 1.0).abs()
+            pole = value.clone()
+            pole[..., 0] += 1.0
+            allowed = tolerance + 4.0 * off / pole.norm(dim=-1, keepdim=True)
+            assert ((transform(unconstrained) - value).abs() <= allowed + tolerance * value.abs()).all()
+        else:
+            _close(transform(unconstrained), value, rtol=tolerance, atol=tolerance)
         assert constraint.check(transform(torch.randn_like(unconstrained, dtype=torch.float64))).all(), name
         if transform.bijective:
             _close(transform.inv(transform(unconstrained)), unconstrained, rtol=1e-7, atol=1e-9)
