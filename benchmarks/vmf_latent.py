@@ -104,8 +104,9 @@ def _compiled_vmfprior_peer() -> _Peer:
     """vmfprior with the latent compiled as one graph (validation off: its checks would synchronise)."""
 
     def build(raw_loc, raw_concentration):
-        posterior = VonMisesFisher(F.normalize(raw_loc, dim=-1), F.softplus(raw_concentration.squeeze(-1)) + 1.0,
-                                   validate_args=False)
+        posterior = VonMisesFisher(
+            F.normalize(raw_loc, dim=-1), F.softplus(raw_concentration.squeeze(-1)) + 1.0, validate_args=False
+        )
         prior = HypersphericalUniform(raw_loc.shape[-1], dtype=raw_loc.dtype, device=raw_loc.device)
         return posterior.rsample(), kl_divergence(posterior, prior)
 
@@ -125,7 +126,8 @@ def _latent_step(peer: _Peer, batch: int, dim: int, seed: int):
     generator = torch.Generator().manual_seed(seed)
     loc_values = _on_device(torch.randn(batch, dim, generator=generator, device="cpu"))
     concentration_values = _on_device(
-        torch.randn(batch, peer.concentration_width(dim), generator=generator, device="cpu") * 2.0 + 3.0)
+        torch.randn(batch, peer.concentration_width(dim), generator=generator, device="cpu") * 2.0 + 3.0
+    )
     weights = _on_device(torch.randn(batch, dim, generator=generator, device="cpu"))
 
     def step():
@@ -143,11 +145,17 @@ class _HVAE(torch.nn.Module):
     def __init__(self, dim: int, peer: _Peer):
         super().__init__()
         self.peer = peer
-        self.encoder = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128), torch.nn.ReLU())
+        self.encoder = torch.nn.Sequential(
+            torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128), torch.nn.ReLU()
+        )
         self.loc_head = torch.nn.Linear(128, dim)
         self.concentration_head = torch.nn.Linear(128, peer.concentration_width(dim))
         self.decoder = torch.nn.Sequential(
-            torch.nn.Linear(dim, 128), torch.nn.ReLU(), torch.nn.Linear(128, 256), torch.nn.ReLU(), torch.nn.Linear(256, 784)
+            torch.nn.Linear(dim, 128),
+            torch.nn.ReLU(),
+            torch.nn.Linear(128, 256),
+            torch.nn.ReLU(),
+            torch.nn.Linear(256, 784),
         )
 
     def loss(self, images: torch.Tensor) -> torch.Tensor:
@@ -162,7 +170,9 @@ def _hvae_step(peer: _Peer, batch: int, dim: int, seed: int):
     torch.manual_seed(seed)
     model = _HVAE(dim, peer)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    images = _on_device((torch.rand(batch, 784, generator=torch.Generator().manual_seed(seed), device="cpu") < 0.3).float())
+    images = _on_device(
+        (torch.rand(batch, 784, generator=torch.Generator().manual_seed(seed), device="cpu") < 0.3).float()
+    )
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -259,10 +269,12 @@ def _busy_warning(before: float | None, after: float | None) -> str | None:
     busy_after = after is not None and after > IDLE_LOAD_AVERAGE + 1
     if not (busy_before or busy_after):
         return None
-    return (f"warning: load average {_load_text(before)} before and {_load_text(after)} after the run (idle: <= "
-            f"{IDLE_LOAD_AVERAGE:g} before, <= {IDLE_LOAD_AVERAGE + 1:g} after, counting this run, on a "
-            f"{os.cpu_count()}-core machine): other processes shared the CPU, so these are not idle-machine figures; "
-            "compare the ratios within the run only")
+    return (
+        f"warning: load average {_load_text(before)} before and {_load_text(after)} after the run (idle: <= "
+        f"{IDLE_LOAD_AVERAGE:g} before, <= {IDLE_LOAD_AVERAGE + 1:g} after, counting this run, on a "
+        f"{os.cpu_count()}-core machine): other processes shared the CPU, so these are not idle-machine figures; "
+        "compare the ratios within the run only"
+    )
 
 
 def _milliseconds(seconds: float) -> str:
@@ -270,17 +282,27 @@ def _milliseconds(seconds: float) -> str:
 
 
 def _verdict(ratio: float, target: float) -> str:
-    return f"met ({ratio:.2f}x <= {target:g}x)" if ratio <= target else f"**not met** ({ratio:.2f}x > {target:g}x, by {ratio / target - 1:.0%})"
+    return (
+        f"met ({ratio:.2f}x <= {target:g}x)"
+        if ratio <= target
+        else f"**not met** ({ratio:.2f}x > {target:g}x, by {ratio / target - 1:.0%})"
+    )
 
 
 COMPILED = "vmfprior compiled"
 
 
-def _latent_table(results: list[tuple[int, int, dict]], names: list[str],
-                  compile_seconds: dict | None = None) -> tuple[str, list[str]]:
+def _latent_table(
+    results: list[tuple[int, int, dict]], names: list[str], compile_seconds: dict | None = None
+) -> tuple[str, list[str]]:
     compiled = COMPILED in names
-    header = ("| batch | d | " + " | ".join(names) + " | vmfprior / power_spherical | vmfprior / s-vae"
-              + (" | compiled / power_spherical | compile time (first call)" if compiled else "") + " | targets |")
+    header = (
+        "| batch | d | "
+        + " | ".join(names)
+        + " | vmfprior / power_spherical | vmfprior / s-vae"
+        + (" | compiled / power_spherical | compile time (first call)" if compiled else "")
+        + " | targets |"
+    )
     lines = [header, "|---:|---:|" + "---:|" * len(names) + "---:|---:|" + ("---:|---:|" if compiled else "") + "---|"]
     misses = []
     for batch, dim, seconds in results:
@@ -301,17 +323,27 @@ def _latent_table(results: list[tuple[int, int, dict]], names: list[str],
                 if ratio > target:
                     misses.append(f"batch {batch:,}, d = {dim} vs {peer}: {ratio:.2f}x")
         if compiled:
-            ratio_cells.append(f"{seconds[COMPILED] / seconds['power_spherical']:.2f}x" if "power_spherical" in seconds
-                               else "-")
+            ratio_cells.append(
+                f"{seconds[COMPILED] / seconds['power_spherical']:.2f}x" if "power_spherical" in seconds else "-"
+            )
             ratio_cells.append(f"{compile_seconds[(batch, dim)]:.1f} s" if compile_seconds else "-")
-        lines.append(f"| {batch:,} | {dim} | " + " | ".join(cells) + " | " + " | ".join(ratio_cells) + " | "
-                     + ("; ".join(verdicts) or "-") + " |")
+        lines.append(
+            f"| {batch:,} | {dim} | "
+            + " | ".join(cells)
+            + " | "
+            + " | ".join(ratio_cells)
+            + " | "
+            + ("; ".join(verdicts) or "-")
+            + " |"
+        )
     return "\n".join(lines), misses
 
 
 def _hvae_table(results: list[tuple[int, int, dict]], names: list[str]) -> tuple[str, list[str]]:
-    lines = ["| batch | d | " + " | ".join(names) + " | " + " | ".join(f"{n} / gaussian" for n in names[1:]) + " | target |",
-             "|---:|---:|" + "---:|" * (2 * len(names) - 1) + "---|"]
+    lines = [
+        "| batch | d | " + " | ".join(names) + " | " + " | ".join(f"{n} / gaussian" for n in names[1:]) + " | target |",
+        "|---:|---:|" + "---:|" * (2 * len(names) - 1) + "---|",
+    ]
     misses = []
     for batch, dim, seconds in results:
         ratio = seconds["vmfprior"] / seconds["gaussian"]
@@ -320,8 +352,13 @@ def _hvae_table(results: list[tuple[int, int, dict]], names: list[str]) -> tuple
             verdict = "vmfprior / gaussian: " + _verdict(ratio, TARGET_HVAE_VS_GAUSSIAN)
             if ratio > TARGET_HVAE_VS_GAUSSIAN:
                 misses.append(f"HVAE step, batch {batch}: {ratio:.2f}x")
-        lines.append(f"| {batch:,} | {dim} | " + " | ".join(_milliseconds(seconds[n]) for n in names) + " | "
-                     + " | ".join(f"{seconds[n] / seconds['gaussian']:.2f}x" for n in names[1:]) + f" | {verdict} |")
+        lines.append(
+            f"| {batch:,} | {dim} | "
+            + " | ".join(_milliseconds(seconds[n]) for n in names)
+            + " | "
+            + " | ".join(f"{seconds[n] / seconds['gaussian']:.2f}x" for n in names[1:])
+            + f" | {verdict} |"
+        )
     return "\n".join(lines), misses
 
 
@@ -336,8 +373,11 @@ of the extremes of both parameters). The Bessel terms, the KL and the implicit g
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python benchmarks/vmf_latent.py", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        prog="python benchmarks/vmf_latent.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 1024, 65536])
     parser.add_argument("--dims", type=int, nargs="+", default=[5, 10, 64])
     parser.add_argument("--hvae-batches", type=int, nargs="*", default=[64, 256])
@@ -346,8 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-seconds", type=float, default=0.02, help="length of one timed block of calls")
     parser.add_argument("--svae", default=None, help="path to a local checkout of s-vae-pytorch (adds its column)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (a GPU: eager and compiled steps on it)")
-    parser.add_argument("--no-compile", dest="compile", action="store_false",
-                        help="leave out the compiled vmfprior column (each batch and d compiles once, ~1 min on a CPU)")
+    parser.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="leave out the compiled vmfprior column (each batch and d compiles once, ~1 min on a CPU)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--write", default=None, help="markdown file whose vmf-latent section is replaced")
     args = parser.parse_args(argv)
@@ -381,15 +425,21 @@ def main(argv: list[str] | None = None) -> int:
             if args.compile:
                 compile_seconds[(batch, dim)] = first_call[COMPILED]
             latent_results.append((batch, dim, seconds))
-            print(f"latent batch={batch:6d} d={dim:3d}: "
-                  + "  ".join(f"{name} {_milliseconds(value)}" for name, value in seconds.items()), flush=True)
+            print(
+                f"latent batch={batch:6d} d={dim:3d}: "
+                + "  ".join(f"{name} {_milliseconds(value)}" for name, value in seconds.items()),
+                flush=True,
+            )
     hvae_results = []
     for batch in args.hvae_batches:
         steps = {peer.name: _hvae_step(peer, batch, args.hvae_dim, seed=batch) for peer in peers}
         seconds = _interleaved_medians(steps, args.repeats, args.block_seconds)
         hvae_results.append((batch, args.hvae_dim, seconds))  # the HVAE step is timed eager
-        print(f"HVAE   batch={batch:6d} d={args.hvae_dim:3d}: "
-              + "  ".join(f"{name} {_milliseconds(value)}" for name, value in seconds.items()), flush=True)
+        print(
+            f"HVAE   batch={batch:6d} d={args.hvae_dim:3d}: "
+            + "  ".join(f"{name} {_milliseconds(value)}" for name, value in seconds.items()),
+            flush=True,
+        )
 
     latent_table, misses = _latent_table(latent_results, names, compile_seconds)
     operations = {peer.name: _count_operations(_latent_step(peer, 64, 10, seed=0)) for peer in peers}
@@ -401,8 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for batch, dim, seconds in latent_results:
         floor = seconds["gaussian"] / seconds["s-vae"] if "s-vae" in seconds else 0.0
-        if (floor > TARGET_VS_SVAE and seconds["vmfprior"] > TARGET_VS_SVAE * seconds["s-vae"]
-                and seconds["vmfprior"] >= seconds["gaussian"]):
+        if (
+            floor > TARGET_VS_SVAE
+            and seconds["vmfprior"] > TARGET_VS_SVAE * seconds["s-vae"]
+            and seconds["vmfprior"] >= seconds["gaussian"]
+        ):
             notes.append(
                 f"At batch {batch:,}, d = {dim} the Gaussian floor alone takes {floor:.2f}x s-vae's time, so no "
                 f"spherical latent can reach {TARGET_VS_SVAE}x s-vae there: the work per coordinate (d normals per "
@@ -430,29 +483,32 @@ def main(argv: list[str] | None = None) -> int:
         if args.svae:  # the reader's checkout is elsewhere: name it as a placeholder, never this machine's path
             arguments = ["PATH/TO/s-vae-pytorch" if part == args.svae else part for part in arguments]
         command = "python " + " ".join(shlex.quote(part) for part in ["benchmarks/vmf_latent.py", *arguments])
-        body = "\n".join([
-            f"Command: `{command}`",
-            "",
-            f"Machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), "
-            f"device {args.device}, float32, load average {_load_text(load_before)} before and "
-            f"{_load_text(load_after)} after the run. Each figure is the median over repeats of one call's time (a block of "
-            "calls divided by its length), the peers timed in turn within each repeat. Latent step: fresh encoder "
-            "outputs requiring grad, the distribution built from them (unit loc, concentration softplus + 1), "
-            "rsample, KL to the uniform prior (Gaussian: Normal and KL to N(0, I)), backward. HVAE step: one Adam "
-            "step of a 784-256-128 / 128-256-784 MLP VAE with a Bernoulli likelihood. Targets: vmfprior <= "
-            f"power_spherical at batch <= {POWER_SPHERICAL_TARGET_MAX_BATCH:,}, <= {TARGET_VS_SVAE}x s-vae at every "
-            f"batch, HVAE step <= {TARGET_HVAE_VS_GAUSSIAN}x Gaussian at batch {HVAE_TARGET_BATCH}.",
-            "",
-            "Latent step (forward + backward):",
-            "",
-            latent_table,
-            "",
-            *(["Whole HVAE training step:", "", hvae_table, ""] if hvae_results else []),
-            summary,
-            "",
-            *[line for note in notes for line in (note, "")],
-            GPU_NOTE,
-        ])
+        body = "\n".join(
+            [
+                f"Command: `{command}`",
+                "",
+                f"Machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), "
+                f"device {args.device}, float32, load average {_load_text(load_before)} before and "
+                f"{_load_text(load_after)} after the run. Each figure is the median over repeats of one call's time "
+                "(a block of calls divided by its length), the peers timed in turn within each repeat. Latent step: "
+                "fresh encoder "
+                "outputs requiring grad, the distribution built from them (unit loc, concentration softplus + 1), "
+                "rsample, KL to the uniform prior (Gaussian: Normal and KL to N(0, I)), backward. HVAE step: one Adam "
+                "step of a 784-256-128 / 128-256-784 MLP VAE with a Bernoulli likelihood. Targets: vmfprior <= "
+                f"power_spherical at batch <= {POWER_SPHERICAL_TARGET_MAX_BATCH:,}, <= {TARGET_VS_SVAE}x s-vae at "
+                f"every batch, HVAE step <= {TARGET_HVAE_VS_GAUSSIAN}x Gaussian at batch {HVAE_TARGET_BATCH}.",
+                "",
+                "Latent step (forward + backward):",
+                "",
+                latent_table,
+                "",
+                *(["Whole HVAE training step:", "", hvae_table, ""] if hvae_results else []),
+                summary,
+                "",
+                *[line for note in notes for line in (note, "")],
+                GPU_NOTE,
+            ]
+        )
         write_section(args.write, "vmf-latent", "## The vMF latent step, as a VAE runs it\n\n" + body)
         print(f"wrote {args.write}")
     return 0

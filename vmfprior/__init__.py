@@ -12,4 +12,11 @@ from .bessel import log_bessel_iv, mean_resultant_length
 from .distributions import HypersphericalUniform, VonMisesFisher
 from .prior import VMFPrior
 
-__all__ = ["__version__", "VonMisesFisher", "HypersphericalUniform", "VMFPrior", "log_bessel_iv", "mean_resultant_length"]
+__all__ = [
+    "__version__",
+    "VonMisesFisher",
+    "HypersphericalUniform",
+    "VMFPrior",
+    "log_bessel_iv",
+    "mean_resultant_length",
+]

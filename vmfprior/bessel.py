@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -48,7 +48,7 @@ DEBYE_BLOCK = 7
 DEBYE_BLOCKS_ABOVE = 2048
 
 
-@lru_cache(maxsize=None)
+@cache
 def _debye_polynomials(num_terms: int) -> tuple[tuple[float, ...], ...]:
     """Coefficients of u_1 .. u_num_terms (lowest power first) of the Debye expansion, DLMF 10.41.9.
 
@@ -108,8 +108,12 @@ def eager_on_cpu(tensor: torch.Tensor) -> bool:
     """Whether a value-dependent shortcut may be taken: an eager CPU tensor (asking ``.any()`` costs no device
     synchronisation there), not under ``torch.compile``, ``torch.export`` or ``torch.jit.trace``, which need one
     graph for every value."""
-    return (tensor.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.compiler.is_exporting()
-            and not torch.jit.is_tracing())
+    return (
+        tensor.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+        and not torch.compiler.is_exporting()
+        and not torch.jit.is_tracing()
+    )
 
 
 def work_dtype(device: torch.device) -> torch.dtype:
@@ -117,7 +121,7 @@ def work_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-@lru_cache(maxsize=None)
+@cache
 def _debye_matrix(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Coefficients of u_1 .. u_K as a (3K, K) matrix: row p - 1 holds the coefficients of t^p.
 
@@ -136,7 +140,7 @@ def _powers(base: torch.Tensor, count: int) -> torch.Tensor:
     return torch.cumprod(base.unsqueeze(-1).expand(*base.shape, count), dim=-1)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _debye_coefficients(order: float, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """For a fixed order m: the orders mu = m, m + 1 and, for each, the coefficients of t^1 .. t^3K in
     sum_k u_k(t) / mu^k; shapes (2,) and (2, 3K). With the order known, the series is one polynomial in t."""
@@ -146,7 +150,7 @@ def _debye_coefficients(order: float, dtype: torch.dtype, device: torch.device) 
     return orders.to(dtype=dtype, device=device), coefficients.to(dtype=dtype, device=device)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _debye_blocks(order: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The coefficients of ``_debye_coefficients`` in blocks, shape (2, B, J): [k, i, j] multiplies t^(j B + i + 1)
     for the order m + k, with B = DEBYE_BLOCK (zero-padded to J whole blocks)."""
@@ -184,7 +188,9 @@ def _debye_series(order: torch.Tensor | float, t: torch.Tensor) -> torch.Tensor:
     return torch.log1p(terms.sum(-1))
 
 
-def _log_debye(order: torch.Tensor | float, x: torch.Tensor, inverse_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _log_debye(
+    order: torch.Tensor | float, x: torch.Tensor, inverse_x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(log I_m(x), log I_{m+1}(x) - log I_m(x)) for m = ``order`` by the uniform asymptotic expansion.
 
     Accurate for m >= DEBYE_MIN_ORDER and x > 0; ``order`` is a number or a tensor broadcast with x. With
@@ -204,8 +210,11 @@ def _log_debye(order: torch.Tensor | float, x: torch.Tensor, inverse_x: torch.Te
     h0, h1 = hypots.unbind(-1)
     step = 2.0 * order + 1.0
     log_value = (
-        h0 - order * torch.asinh(order * inverse_x) - 0.5 * math.log(2.0 * math.pi)
-        - 0.5 * log_hypots[..., 0] + series[..., 0]
+        h0
+        - order * torch.asinh(order * inverse_x)
+        - 0.5 * math.log(2.0 * math.pi)
+        - 0.5 * log_hypots[..., 0]
+        + series[..., 0]
     )
     log_ratio = (
         step / (h1 + h0)
@@ -217,7 +226,7 @@ def _log_debye(order: torch.Tensor | float, x: torch.Tensor, inverse_x: torch.Te
     return log_value, log_ratio
 
 
-@lru_cache(maxsize=None)
+@cache
 def _debye_combination(order: float, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Constants of ``_log_debye_number`` for the order m: (m, m + 1); the (2, 2) matrix taking (h0, h1) to
     ((h0 + h1) / (2m + 1), ((m + 1) h0 + m h1) / (2m + 1)); the (10, 2) weights and (2,) offsets that combine its
@@ -226,8 +235,21 @@ def _debye_combination(order: float, dtype: torch.dtype, device: torch.device) -
     orders = torch.tensor([order, order + 1.0], dtype=torch.float64)
     denominators = torch.tensor([[1.0, order + 1.0], [1.0, order]], dtype=torch.float64) / step
     # terms: h0, h1, log h0, log h1, s0, s1, (2m+1)/(h0+h1), asinh(m/x), asinh((m+1)/x), asinh((2m+1)/((m+1)h0+m h1))
-    weights = torch.tensor([[1.0, 0.0], [0.0, 0.0], [-0.5, 0.5], [0.0, -0.5], [1.0, -1.0], [0.0, 1.0], [0.0, 1.0],
-                            [-order, 0.0], [0.0, -1.0], [0.0, -order]], dtype=torch.float64)
+    weights = torch.tensor(
+        [
+            [1.0, 0.0],
+            [0.0, 0.0],
+            [-0.5, 0.5],
+            [0.0, -0.5],
+            [1.0, -1.0],
+            [0.0, 1.0],
+            [0.0, 1.0],
+            [-order, 0.0],
+            [0.0, -1.0],
+            [0.0, -order],
+        ],
+        dtype=torch.float64,
+    )
     offsets = torch.tensor([-0.5 * math.log(2.0 * math.pi), 0.0], dtype=torch.float64)
     return tuple(c.to(dtype=dtype, device=device) for c in (orders, denominators, weights, offsets))
 
@@ -295,7 +317,7 @@ def _shaped(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return tensor if not torch.jit.is_tracing() and tensor.shape == shape else tensor.reshape(shape)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _one(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.ones((), dtype=dtype, device=device)
 
@@ -408,8 +430,9 @@ class _LogBessel(torch.autograd.Function):
         return grad_log_value * (ratio + v_over_x), None, None, None
 
 
-def _attach(x: torch.Tensor, v: torch.Tensor | float, log_value: torch.Tensor, ratio: torch.Tensor,
-            order: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+def _attach(
+    x: torch.Tensor, v: torch.Tensor | float, log_value: torch.Tensor, ratio: torch.Tensor, order: torch.Tensor | float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The evaluated (log I_v(x), R_v(x)) in x's dtype, differentiable in x to every order."""
     if not x.requires_grad:  # nothing to attach: plain casts (also what a trace or an export records)
         return log_value.to(x.dtype), ratio.to(x.dtype)

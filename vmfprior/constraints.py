@@ -24,8 +24,14 @@ from torch.distributions import constraints
 from torch.distributions.constraint_registry import biject_to, transform_to
 from torch.distributions.transforms import ExpTransform, Transform
 
-__all__ = ["UNIT_NORM_TOLERANCE", "unit_sphere", "positive_finite", "StereographicTransform", "NormalizeTransform",
-           "off_sphere_message"]
+__all__ = [
+    "UNIT_NORM_TOLERANCE",
+    "unit_sphere",
+    "positive_finite",
+    "StereographicTransform",
+    "NormalizeTransform",
+    "off_sphere_message",
+]
 
 # Tolerance on | ||x|| - 1 | when checking that a vector lies on the sphere: loose enough for float32 vectors
 # normalized by the caller, tight enough to catch an unnormalized one.
@@ -70,9 +76,11 @@ def off_sphere_message(value: torch.Tensor, name: str, radius: float = 1.0) -> s
     worst = int(torch.where(torch.isnan(error), torch.inf, error).flatten().argmax())
     index = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), norms.shape)) if norms.dim() else ()
     sphere = "the unit sphere" if radius == 1.0 else f"the sphere of radius {radius:g}"
-    return (f"{name} must lie on {sphere} along its last dimension (relative tolerance {UNIT_NORM_TOLERANCE:g}); "
-            f"{int(bad.sum())} of {bad.numel()} rows do not, the worst, at index {index}, has norm "
-            f"{float(norms.flatten()[worst]):.6g}")
+    return (
+        f"{name} must lie on {sphere} along its last dimension (relative tolerance {UNIT_NORM_TOLERANCE:g}); "
+        f"{int(bad.sum())} of {bad.numel()} rows do not, the worst, at index {index}, has norm "
+        f"{float(norms.flatten()[worst]):.6g}"
+    )
 
 
 class StereographicTransform(Transform):
@@ -109,7 +117,9 @@ class StereographicTransform(Transform):
 
     def inverse_shape(self, shape):
         if len(shape) < 1 or shape[-1] < 2:
-            raise ValueError(f"StereographicTransform's inverse needs points of S^(d-1) with d >= 2, got {tuple(shape)}")
+            raise ValueError(
+                f"StereographicTransform's inverse needs points of S^(d-1) with d >= 2, got {tuple(shape)}"
+            )
         return torch.Size(shape[:-1]) + (shape[-1] - 1,)
 
 

@@ -8,15 +8,14 @@ Both follow ``torch.distributions``: parameters are checked against ``arg_constr
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import torch
 from torch.distributions import Distribution, register_kl
 
 from .bessel import bessel_values, cached_constant, eager_on_cpu, host_int, log_bessel_iv_and_ratio, work_dtype
 from .constraints import UNIT_NORM_TOLERANCE, off_sphere_message, positive_finite, unit_sphere  # noqa: F401
-from .reflection import reflect_to_mean_direction
-from .reflection import SHORT_ROW
+from .reflection import SHORT_ROW, reflect_to_mean_direction
 from .reflection import row_dot as _row_dot
 from .wood_sampler import gradient_needs_mean, sample_radial
 
@@ -100,7 +99,7 @@ def _log_partition_series(order: float, kappa: torch.Tensor) -> torch.Tensor:
     return torch.log1p(torch.cumprod(factors, dim=-1).sum(-1))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _series_coefficients(order: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """1 / (4 k (v + k)) for k = 1 .. SERIES_TERMS: term k of the series is term k - 1 times kappa^2 times this."""
     steps = torch.arange(1, SERIES_TERMS + 1, dtype=torch.float64)
@@ -110,8 +109,9 @@ def _series_coefficients(order: float, dtype: torch.dtype, device: torch.device)
 def _log_partition_values(dim: int, kappa: torch.Tensor, log_bessel: torch.Tensor) -> torch.Tensor:
     """S(kappa) from log I_v(kappa) (from the series where kappa is small), without a graph; dtype of kappa."""
     order = 0.5 * dim - 1.0
-    log_partition = torch.add(log_bessel, torch.log(kappa), alpha=-order).add_(order * math.log(2.0)
-                                                                             + math.lgamma(order + 1.0))
+    log_partition = torch.add(log_bessel, torch.log(kappa), alpha=-order).add_(
+        order * math.log(2.0) + math.lgamma(order + 1.0)
+    )
     small = kappa <= SERIES_REACH * math.sqrt(2.0 * (order + 1.0))
     if not eager_on_cpu(kappa) or small.any():
         # no graph here: where kappa is large the series may overflow to inf, which the selection discards
@@ -376,7 +376,9 @@ class VonMisesFisher(Distribution):
         self._bessel_source = None
         self._kappa_work = None
 
-    def _check_parameters(self, loc: torch.Tensor, concentration: torch.Tensor, norm: torch.Tensor | None = None) -> None:
+    def _check_parameters(
+        self, loc: torch.Tensor, concentration: torch.Tensor, norm: torch.Tensor | None = None
+    ) -> None:
         """The ``arg_constraints`` checks, with messages that name the worst entry instead of printing the tensor.
 
         First one host read of the extremes of |loc| and of the concentration (a few tensor operations); only when
@@ -384,11 +386,16 @@ class VonMisesFisher(Distribution):
         """
         if norm is not None and norm.numel() and concentration.numel() and norm.device == concentration.device:
             with torch.no_grad():
-                low, high, kappa_low, kappa_high = torch.stack([*torch.aminmax(norm), *torch.aminmax(concentration)]
-                                                               ).tolist()
+                low, high, kappa_low, kappa_high = torch.stack(
+                    [*torch.aminmax(norm), *torch.aminmax(concentration)]
+                ).tolist()
             # the same tests as below (nan fails every comparison): |norm - 1| <= tolerance, 0 < kappa < inf
-            if (abs(low - 1.0) <= UNIT_NORM_TOLERANCE and abs(high - 1.0) <= UNIT_NORM_TOLERANCE
-                    and kappa_low > 0.0 and kappa_high < math.inf):
+            if (
+                abs(low - 1.0) <= UNIT_NORM_TOLERANCE
+                and abs(high - 1.0) <= UNIT_NORM_TOLERANCE
+                and kappa_low > 0.0
+                and kappa_high < math.inf
+            ):
                 return
         message = off_sphere_message(loc, "loc")
         if message is not None:
@@ -397,8 +404,10 @@ class VonMisesFisher(Distribution):
         if bool(bad.any()):
             first = tuple(int(i) for i in torch.nonzero(bad)[0]) if bad.dim() else ()
             value = float(concentration.detach()[first]) if first else float(concentration.detach())
-            raise ValueError(f"concentration must be positive and finite; {int(bad.sum())} of {bad.numel()} values are "
-                             f"not, the first, at index {first}, is {value!r}")
+            raise ValueError(
+                f"concentration must be positive and finite; {int(bad.sum())} of {bad.numel()} values are "
+                f"not, the first, at index {first}, is {value!r}"
+            )
 
     def _validate_sample(self, value: torch.Tensor) -> None:
         if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[-1] == self.dim:
@@ -438,7 +447,7 @@ class VonMisesFisher(Distribution):
         new._kappa_work = None
         return new
 
-    def select(self, index: torch.Tensor) -> "VonMisesFisher":
+    def select(self, index: torch.Tensor) -> VonMisesFisher:
         """The distributions at ``index`` along the first batch dimension, e.g. one per label out of one per class.
 
         The selection shares this distribution's Bessel terms: when it first needs them (log_prob, entropy, mean,
@@ -528,8 +537,9 @@ class VonMisesFisher(Distribution):
         if self.concentration.requires_grad and torch.is_grad_enabled() and gradient_needs_mean(self.dim):
             mean_length = _expand(self._bessel_values()[1], batch)
         kappa_work = _expand(self._kappa_value(), batch) if self._kappa_work is not None else None  # cast already
-        w, tangent_length = sample_radial(_expand(self.concentration, batch), self.dim, mean_length,
-                                          kappa_work)  # (S..., B...)
+        w, tangent_length = sample_radial(
+            _expand(self.concentration, batch), self.dim, mean_length, kappa_work
+        )  # (S..., B...)
 
         # Around e_1 the sample is w e_1 + sqrt(1 - w^2) g / |g| with g isotropic orthogonal to e_1; a
         # reflection that maps e_1 to loc takes it there (see ``reflection``).
@@ -561,8 +571,14 @@ class VonMisesFisher(Distribution):
         or in ``dtype``."""
         if self.concentration.requires_grad and torch.is_grad_enabled() and _eager():
             log_bessel, mean_length = self._bessel_values()
-            return _KLToUniformFromValues.apply(self.concentration, self._kappa_value(), self.dim, log_bessel,
-                                                mean_length, dtype or work_dtype(self.concentration.device))
+            return _KLToUniformFromValues.apply(
+                self.concentration,
+                self._kappa_value(),
+                self.dim,
+                log_bessel,
+                mean_length,
+                dtype or work_dtype(self.concentration.device),
+            )
         kappa = _work(self.concentration)
         log_partition, mean_length = self._log_partition(kappa)
         if not kappa.requires_grad:

@@ -101,7 +101,8 @@ class IdentityHead(nn.Module):
         super().__init__()
         if in_features < num_classes:
             raise ValueError(
-                f"an identity head needs in_features >= num_classes, got {in_features} features for {num_classes} classes"
+                f"an identity head needs in_features >= num_classes, got {in_features} features for {num_classes} "
+                "classes"
             )
         self.num_classes = num_classes
         """Number of classes C: the logits are the first C features."""

@@ -22,8 +22,14 @@ from .bessel import mean_resultant_length
 from .constraints import off_sphere_message
 from .distributions import VonMisesFisher
 
-__all__ = ["VMFPrior", "find_final_layer_key", "concentration_from_mean_cosine", "read_state_dict", "load_checkpoint_object",
-           "CheckpointFormatError"]
+__all__ = [
+    "VMFPrior",
+    "find_final_layer_key",
+    "concentration_from_mean_cosine",
+    "read_state_dict",
+    "load_checkpoint_object",
+    "CheckpointFormatError",
+]
 
 # Bracket of the bisection that inverts A_d: wide enough for every concentration the tests cover.
 CONCENTRATION_BRACKET = (1e-4, 1e6)
@@ -63,11 +69,14 @@ def load_checkpoint_object(path: str | os.PathLike):
         raise CheckpointFormatError(
             f"{str(path)!r} holds pickled Python objects{what}, e.g. a whole model saved with torch.save(model), "
             "which a safe load (weights_only=True) refuses: save model.state_dict() instead, or build the prior "
-            "from the model itself with VMFPrior.from_linear(model.head, concentration)") from error
+            "from the model itself with VMFPrior.from_linear(model.head, concentration)"
+        ) from error
     except Exception as error:  # noqa: BLE001 -- truncated file, foreign format, ...: all mean "not a checkpoint"
         reason = _first_sentence(error)
-        raise CheckpointFormatError(f"{str(path)!r} is corrupted or not a torch checkpoint "
-                                    f"({type(error).__name__}{': ' + reason if reason else ''})") from error
+        raise CheckpointFormatError(
+            f"{str(path)!r} is corrupted or not a torch checkpoint "
+            f"({type(error).__name__}{': ' + reason if reason else ''})"
+        ) from error
 
 
 def _state_dict_of(checkpoint, path) -> dict[str, torch.Tensor]:
@@ -100,7 +109,9 @@ def _checked_activation_norm(value, name: str = "activation_norm") -> float | No
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number (the mean |a| of the penultimate activations), got {value!r}")
+        raise ValueError(
+            f"{name} must be a positive number (the mean |a| of the penultimate activations), got {value!r}"
+        )
     return float(value)
 
 
@@ -121,7 +132,11 @@ def find_final_layer_key(state_dict: Mapping[str, torch.Tensor]) -> str:
     Raises:
         ValueError: listing the candidate keys when none is found.
     """
-    matrices = [key for key, value in state_dict.items() if key.endswith("weight") and torch.is_tensor(value) and value.dim() == 2]
+    matrices = [
+        key
+        for key, value in state_dict.items()
+        if key.endswith("weight") and torch.is_tensor(value) and value.dim() == 2
+    ]
     hinted = [key for key in matrices if any(hint in key.rsplit(".", 1)[0].lower() for hint in _HEAD_NAME_HINTS)]
     if hinted:
         return hinted[-1]
@@ -180,35 +195,52 @@ class VMFPrior(nn.Module):
     concentration: torch.Tensor
     """kappa_i per class (C,), a buffer."""
 
-    def __init__(self, weight: torch.Tensor, concentration: torch.Tensor | float, bias: torch.Tensor | None = None,
-                 activation_norm: float | None = None):
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        concentration: torch.Tensor | float,
+        bias: torch.Tensor | None = None,
+        activation_norm: float | None = None,
+    ):
         super().__init__()
         if not torch.is_tensor(weight) or weight.dim() != 2 or not weight.is_floating_point():
             raise ValueError(f"weight must be a floating (C, d) tensor, got {getattr(weight, 'shape', type(weight))}")
         num_classes, dim = weight.shape
         if dim < 2:
-            raise ValueError(f"weight must have at least 2 columns (the sphere S^{{d-1}} needs d >= 2), got shape {tuple(weight.shape)}")
+            raise ValueError(
+                "weight must have at least 2 columns (the sphere S^{d-1} needs d >= 2), got shape "
+                f"{tuple(weight.shape)}"
+            )
         weight = weight.detach().clone()
         norms = weight.norm(dim=1)
         if bool((norms == 0).any()) or not bool(torch.isfinite(weight).all()):
             bad_rows = [int(i) for i in torch.nonzero((norms == 0) | ~torch.isfinite(norms)).flatten()]
             shown = f"{bad_rows[:10]}{' ...' if len(bad_rows) > 10 else ''}"
-            raise ValueError(f"weight rows {shown} ({len(bad_rows)} of {num_classes}) are zero or not finite: they "
-                             "define no mean direction")
+            raise ValueError(
+                f"weight rows {shown} ({len(bad_rows)} of {num_classes}) are zero or not finite: they "
+                "define no mean direction"
+            )
         concentration = torch.as_tensor(concentration, dtype=weight.dtype, device=weight.device).detach().clone()
         if concentration.dim() == 0:
             concentration = concentration.expand(num_classes).clone()
         if concentration.shape != (num_classes,):
-            raise ValueError(f"concentration must be a number or a ({num_classes},) tensor, got shape {tuple(concentration.shape)}")
+            raise ValueError(
+                f"concentration must be a number or a ({num_classes},) tensor, got shape {tuple(concentration.shape)}"
+            )
         bad = ~((concentration > 0) & torch.isfinite(concentration))
         if bool(bad.any()):
             first = int(torch.nonzero(bad)[0])
-            raise ValueError(f"concentration must be positive and finite; {int(bad.sum())} of {num_classes} values are not, "
-                             f"the first, of class {first}, is {float(concentration[first])!r}")
+            raise ValueError(
+                f"concentration must be positive and finite; {int(bad.sum())} of {num_classes} values are not, "
+                f"the first, of class {first}, is {float(concentration[first])!r}"
+            )
         if bias is not None:
             bias = torch.as_tensor(bias, dtype=weight.dtype, device=weight.device).detach().clone()
             if bias.shape != (num_classes,):
-                raise ValueError(f"bias must have shape ({num_classes},) to match weight {tuple(weight.shape)}, got {tuple(bias.shape)}")
+                raise ValueError(
+                    f"bias must have shape ({num_classes},) to match weight {tuple(weight.shape)}, got "
+                    f"{tuple(bias.shape)}"
+                )
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
         self.register_buffer("mean_directions", weight / norms[:, None])
@@ -219,14 +251,20 @@ class VMFPrior(nn.Module):
     # ---- construction -------------------------------------------------------------------------------------
 
     @classmethod
-    def from_weight(cls, weight: torch.Tensor, concentration: torch.Tensor | float, bias: torch.Tensor | None = None,
-                    activation_norm: float | None = None) -> "VMFPrior":
+    def from_weight(
+        cls,
+        weight: torch.Tensor,
+        concentration: torch.Tensor | float,
+        bias: torch.Tensor | None = None,
+        activation_norm: float | None = None,
+    ) -> VMFPrior:
         """The prior of a final layer given by its weight (C, d) (and optional bias (C,) and mean |a|)."""
         return cls(weight, concentration, bias, activation_norm=activation_norm)
 
     @classmethod
-    def from_linear(cls, linear: nn.Module, concentration: torch.Tensor | float,
-                    activation_norm: float | None = None) -> "VMFPrior":
+    def from_linear(
+        cls, linear: nn.Module, concentration: torch.Tensor | float, activation_norm: float | None = None
+    ) -> VMFPrior:
         """The prior of an ``nn.Linear`` (or any head with a ``weight`` (C, d) and optional ``bias``)."""
         weight = getattr(linear, "weight", None)
         if not torch.is_tensor(weight):
@@ -235,8 +273,13 @@ class VMFPrior(nn.Module):
         return cls(weight, concentration, bias if torch.is_tensor(bias) else None, activation_norm=activation_norm)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, concentration: torch.Tensor | float, key: str | None = None,
-                        activation_norm: float | None = None) -> "VMFPrior":
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        concentration: torch.Tensor | float,
+        key: str | None = None,
+        activation_norm: float | None = None,
+    ) -> VMFPrior:
         """The prior of the final layer stored in a saved classifier.
 
         Args:
@@ -262,8 +305,12 @@ class VMFPrior(nn.Module):
                     break
         weight = state_dict[key]
         bias = state_dict.get(key[: -len("weight")] + "bias") if key.endswith("weight") else None
-        return cls(weight.float(), concentration, bias.float() if torch.is_tensor(bias) else None,
-                   activation_norm=activation_norm)
+        return cls(
+            weight.float(),
+            concentration,
+            bias.float() if torch.is_tensor(bias) else None,
+            activation_norm=activation_norm,
+        )
 
     @torch.no_grad()
     def fit_concentration(self, features: torch.Tensor, labels: torch.Tensor, per_class: bool = False) -> torch.Tensor:
@@ -310,12 +357,19 @@ class VMFPrior(nn.Module):
 
     def _check_labels(self, labels: torch.Tensor, validate: bool = True) -> torch.Tensor:
         """Labels on the prior's device; their range is read on the host only with ``validate``."""
-        if not torch.is_tensor(labels) or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        if (
+            not torch.is_tensor(labels)
+            or labels.is_floating_point()
+            or labels.is_complex()
+            or labels.dtype == torch.bool
+        ):
             raise ValueError(f"labels must be an integer tensor, got {getattr(labels, 'dtype', type(labels).__name__)}")
         if labels.dim() != 1:
             raise ValueError(f"labels must have shape (B,), got {tuple(labels.shape)}")
         if validate and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-            raise ValueError(f"labels must lie in [0, {self.num_classes}), got values in [{int(labels.min())}, {int(labels.max())}]")
+            raise ValueError(
+                f"labels must lie in [0, {self.num_classes}), got values in [{int(labels.min())}, {int(labels.max())}]"
+            )
         return labels.to(self.mean_directions.device)
 
     def _check_points(self, z: torch.Tensor, name: str = "z", radius: float | None = None) -> None:
@@ -356,7 +410,9 @@ class VMFPrior(nn.Module):
         with torch.no_grad():
             return radius * self(labels, validate=validate).sample()
 
-    def log_prob(self, z: torch.Tensor, labels: torch.Tensor, radius: float = 1.0, validate: bool = True) -> torch.Tensor:
+    def log_prob(
+        self, z: torch.Tensor, labels: torch.Tensor, radius: float = 1.0, validate: bool = True
+    ) -> torch.Tensor:
         """log p(z | y) of points z on the sphere of radius ``radius`` (as ``sample`` draws them): (B, d) -> (B,).
 
         The density of the scaled point z = radius * u, u ~ vMF, with respect to the surface measure of the
@@ -393,8 +449,9 @@ class VMFPrior(nn.Module):
         # (B, 1, d) against batch (C,) -> (B, C)
         return self._scaled_log_prob(self._distribution(None), z.unsqueeze(1), radius)
 
-    def mixture_log_prob(self, z: torch.Tensor, class_probs: torch.Tensor | None = None, radius: float = 1.0,
-                         validate: bool = True) -> torch.Tensor:
+    def mixture_log_prob(
+        self, z: torch.Tensor, class_probs: torch.Tensor | None = None, radius: float = 1.0, validate: bool = True
+    ) -> torch.Tensor:
         """log sum_i p(i) p(z | y = i), z (B, d) -> (B,); class_probs (C,) defaults to uniform.
 
         ``radius`` and ``validate`` as for ``log_prob`` (``validate`` also checks that class_probs is a
@@ -413,8 +470,14 @@ class VMFPrior(nn.Module):
         return torch.logsumexp(log_components + log_weights, dim=1)
 
     @torch.no_grad()
-    def class_affinity(self, num_samples: int | None = None, activation_norm: float | None = None,
-                       batch_size: int = 10_000, *, n_samples: int | None = None) -> torch.Tensor:
+    def class_affinity(
+        self,
+        num_samples: int | None = None,
+        activation_norm: float | None = None,
+        batch_size: int = 10_000,
+        *,
+        n_samples: int | None = None,
+    ) -> torch.Tensor:
         """Class affinity p_T(y | i) = mean_j softmax(W a_j + b), a_j ~ activation_norm * vMF(w_i/|w_i|, kappa_i).
 
         Eq. 7 of Seo, Lee & Kwak: soft targets for class-wise knowledge distillation computed from the final
@@ -432,7 +495,9 @@ class VMFPrior(nn.Module):
             (C, C) row-stochastic matrix; row i is the predicted class distribution for class i's activations.
         """
         if n_samples is not None:
-            warnings.warn("class_affinity(n_samples=...) is deprecated; use num_samples=", DeprecationWarning, stacklevel=3)
+            warnings.warn(
+                "class_affinity(n_samples=...) is deprecated; use num_samples=", DeprecationWarning, stacklevel=3
+            )
             if num_samples is not None:
                 raise ValueError("pass num_samples only (n_samples is its deprecated name)")
             num_samples = n_samples
@@ -446,7 +511,8 @@ class VMFPrior(nn.Module):
                 "class_affinity needs activation_norm: the mean |a| of the penultimate activations the final layer saw "
                 "in training (the logits scale with it). This prior's source stored none; pass activation_norm=, or "
                 "build the prior with VMFPrior.from_checkpoint from a checkpoint with an 'activation_norm' entry "
-                "(as ckd.teacher writes)")
+                "(as ckd.teacher writes)"
+            )
         norm = _checked_activation_norm(activation_norm)
         assert norm is not None  # for the type checker: activation_norm is not None here
         affinity = torch.zeros(self.num_classes, self.num_classes, dtype=self.weight.dtype, device=self.weight.device)

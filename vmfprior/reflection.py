@@ -27,7 +27,7 @@ products in mu are correct), and it traces, exports and compiles without a custo
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -70,7 +70,7 @@ def _reflect(w, tangent_length, normal, normal_length, loc):
     return torch.cat([first_column, z[..., 1:]], dim=-1)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _signs(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """+1 and -1 as 0-dim tensors (a selection between tensors costs no scalar-to-tensor conversions)."""
     return torch.ones((), dtype=dtype, device=device), torch.full((), -1.0, dtype=dtype, device=device)
@@ -117,16 +117,32 @@ class _Reflect(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_z):
-        w, tangent_length, normal, normal_length, loc, sign, u_first, half_norm_sq, signed_scale, loc_dot_normal, gamma = (
-            ctx.saved_tensors
-        )
+        (
+            w,
+            tangent_length,
+            normal,
+            normal_length,
+            loc,
+            sign,
+            u_first,
+            half_norm_sq,
+            signed_scale,
+            loc_dot_normal,
+            gamma,
+        ) = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: differentiate the plain operations, to every order
             inputs = [w, tangent_length, loc]
-            needed = [ctx.needs_input_grad[0] and w.requires_grad, ctx.needs_input_grad[1] and tangent_length.requires_grad,
-                      ctx.needs_input_grad[4] and loc.requires_grad]
+            needed = [
+                ctx.needs_input_grad[0] and w.requires_grad,
+                ctx.needs_input_grad[1] and tangent_length.requires_grad,
+                ctx.needs_input_grad[4] and loc.requires_grad,
+            ]
             z = _reflect(w, tangent_length, normal, normal_length, loc)
-            grads = iter(torch.autograd.grad(z, [x for x, n in zip(inputs, needed) if n], grad_z, create_graph=True,
-                                             allow_unused=True))
+            grads = iter(
+                torch.autograd.grad(
+                    z, [x for x, n in zip(inputs, needed) if n], grad_z, create_graph=True, allow_unused=True
+                )
+            )
             result = [next(grads) if n else None for n in needed]
             return result[0], result[1], None, None, result[2]
         # z = gamma mu - s c g + s (gamma - w) e_1, gamma = (w u_1 + s c mu.g) / h, u_1 = 1 + s mu_1, h = |u|^2 / 2

@@ -18,6 +18,7 @@ constructors keep s-vae's conventions:
 shape ``(m,)``, as for every torch distribution (s-vae reports ``loc.shape`` as the batch shape), so
 ``Independent``, ``expand`` and torch's KL registry behave as documented.
 """
+
 from __future__ import annotations
 
 import torch
@@ -51,7 +52,9 @@ class VonMisesFisher(_core.VonMisesFisher):
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor, validate_args: bool | None = None, k: int = 1):
         if not isinstance(loc, torch.Tensor):
-            raise _core.ParameterTypeError(f"loc must be a floating-point tensor of shape (..., m), got {type(loc).__name__}")
+            raise _core.ParameterTypeError(
+                f"loc must be a floating-point tensor of shape (..., m), got {type(loc).__name__}"
+            )
         scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)
         super().__init__(loc, _squeezed(scale, loc), validate_args=validate_args)
         self._given_scale = scale  # as given (a leaf when the caller's is), for deepcopy and pickle
@@ -98,7 +101,9 @@ class HypersphericalUniform(_core.HypersphericalUniform):
 
     def __init__(self, dim: int, validate_args: bool | None = None, device="cpu"):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be an integer >= 1 (the sphere's own dimension, s-vae's convention), got {dim!r}")
+            raise ValueError(
+                f"dim must be an integer >= 1 (the sphere's own dimension, s-vae's convention), got {dim!r}"
+            )
         super().__init__(dim + 1, validate_args=validate_args, device=device)
 
     @property

@@ -27,15 +27,16 @@ d log f / d kappa = t - A_d(kappa), the normalizer cancels from the ratio:
 
 so neither side suffers cancellation. Each side is integrated with Gauss-Legendre quadrature over the part of
 the interval where f(t)/f(w) exceeds exp(-e_folds), bounded from above with Newton steps that the concavity of
-log f keeps on the safe side (``_quadrature_span``). The node count and e_folds depend on the precision wanted (``QUADRATURE``): the
-per-node sum, which is the whole cost at large batches, runs in float32 for float32 distributions, with log f
-written per node as one log of a product of two affine functions of s^2 plus one linear term.
+log f keeps on the safe side (``_quadrature_span``). The node count and e_folds depend on the precision wanted
+(``QUADRATURE``): the per-node sum, which is the whole cost at large batches, runs in float32 for float32
+distributions, with log f written per node as one log of a product of two affine functions of s^2 plus one linear
+term.
 """
 
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -109,7 +110,8 @@ def _wood_proposals(constants: torch.Tensor, dim: int, per_entry: int) -> tuple[
     """
     neg_kappa_shrunk, neg_x0, one_minus_x0 = constants.unbind(0)  # (N,) each, broadcast against (per_entry, N)
     uniform_angle, uniform_radius, uniform_test = torch.rand(
-        (3, per_entry, constants.shape[1]), dtype=constants.dtype, device=constants.device).unbind(0)
+        (3, per_entry, constants.shape[1]), dtype=constants.dtype, device=constants.device
+    ).unbind(0)
     t = _symmetric_beta_centered((dim - 1) / 2.0, (uniform_angle, uniform_radius))
     neg_x0_t = neg_x0 * t
     q = neg_x0_t + 1.0  # 1 - x0 T, in (0, 2)
@@ -146,7 +148,7 @@ def _wood_constants(kappa: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.stack([neg_kappa_shrunk, neg_x0, one_minus_x0])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.full((), value, dtype=dtype, device=device)
 
@@ -211,8 +213,10 @@ def _sample_one_minus_w_wood_graph(kappa: torch.Tensor, dim: int, proposal_dtype
     return one_minus_w.to(kappa.dtype)
 
 
-@lru_cache(maxsize=None)
-def _quadrature_rule(num_nodes: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@cache
+def _quadrature_rule(
+    num_nodes: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gauss-Legendre on [0, 1] for the substitution h = span (1 - s^2), cached: 1 - s^2 and s^2, shapes (Q,),
     and (Q, 2) weights: the Jacobian weights 2 s weight_j, and those times 1 - s^2.
 
@@ -271,8 +275,9 @@ def _quadrature_span(w, kappa, right, direction, length, far, dim, e_folds):
     return torch.where(h < top, h, length)
 
 
-def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: torch.Tensor | None = None,
-                       dtype: torch.dtype | None = None) -> torch.Tensor:
+def implicit_dw_dkappa(
+    w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: torch.Tensor | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """dw/dkappa at fixed CDF value for the w-marginal of vMF on S^{d-1} (see the module docstring).
 
     Closed form for d = 3; Gauss-Legendre quadrature over the truncated side integral otherwise. The
@@ -297,8 +302,9 @@ def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: tor
     num_nodes, e_folds = QUADRATURE[dtype]
     a = (dim - 3) / 2.0
     right = w >= mean  # integrate over [w, 1]; otherwise over [-1, w]
-    direction = torch.where(right, cached_constant(_scalar, 1.0, w.dtype, w.device),
-                            cached_constant(_scalar, -1.0, w.dtype, w.device))
+    direction = torch.where(
+        right, cached_constant(_scalar, 1.0, w.dtype, w.device), cached_constant(_scalar, -1.0, w.dtype, w.device)
+    )
     along = direction * w
     # w = +-1 has probability zero but can round there in float64 at extreme kappa; keep the logs finite.
     length = torch.rsub(along, 1.0).clamp_(min=torch.finfo(w.dtype).tiny)  # to the end: 1 -+ w
@@ -314,9 +320,14 @@ def implicit_dw_dkappa(w: torch.Tensor, kappa: torch.Tensor, dim: int, mean: tor
     span_over_far, span_along = span / far, direction * span
     # integral of (t - A) f(t)/f(w) over the walk = span [(w - A) sums_0 + direction span sums_1] (sums below),
     # and dw/dkappa is direction times it: coefficients direction span (w - A) and span^2.
-    near, slope, far_base, far_slope, along = torch.stack(  # (N, 1) each
-        [(length - span) / length, span / length, 1.0 + span_over_far, -span_over_far, kappa * span_along]
-    ).to(dtype).unsqueeze(-1).unbind(0)
+    near, slope, far_base, far_slope, along = (
+        torch.stack(  # (N, 1) each
+            [(length - span) / length, span / length, 1.0 + span_over_far, -span_over_far, kappa * span_along]
+        )
+        .to(dtype)
+        .unsqueeze(-1)
+        .unbind(0)
+    )
     coefficients = torch.stack([(w - mean) * span_along, span * span], dim=1).to(dtype)  # (N, 2)
     log_ratio = torch.addcmul(near, slope, s2)  # (N, Q)
     log_ratio = log_ratio.mul_(torch.addcmul(far_base, far_slope, s2)).log_().mul_(a)
@@ -361,8 +372,9 @@ class _RadialSample(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, kappa: torch.Tensor, dim: int, mean: torch.Tensor | None,
-                kappa_work: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        ctx, kappa: torch.Tensor, dim: int, mean: torch.Tensor | None, kappa_work: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         dim = host_int(dim)  # a Python int also under jit.trace (its sizes are tensors there)
         working = work_dtype(kappa.device)
         work = kappa.detach().to(working) if kappa_work is None else kappa_work
@@ -386,14 +398,20 @@ class _RadialSample(torch.autograd.Function):
     def backward(ctx, grad_w: torch.Tensor, grad_tangent_length: torch.Tensor):
         kappa, kappa_work, w_work, w, tangent_length = ctx.saved_tensors  # *_work: in the work dtype, kappa_work flat
         mean = None if ctx.mean is None else ctx.mean.to(w_work.dtype)
-        derivative = implicit_dw_dkappa(_flat(w_work), kappa_work, ctx.dim, None if mean is None else _flat(mean),
-                                        dtype=_quadrature_dtype(ctx.kappa_dtype, w_work.dtype, ctx.dim))
+        derivative = implicit_dw_dkappa(
+            _flat(w_work),
+            kappa_work,
+            ctx.dim,
+            None if mean is None else _flat(mean),
+            dtype=_quadrature_dtype(ctx.kappa_dtype, w_work.dtype, ctx.dim),
+        )
         derivative = _shaped(derivative, w.shape)
         if torch.is_grad_enabled():  # create_graph: keep the dependence on w and refuse d^2 w / d kappa^2
             derivative = _ImplicitDerivative.apply(w, kappa, derivative)
         # d sqrt(1 - w^2) / dw = -w / sqrt(1 - w^2); w = +-1 has probability zero but must not give nan.
-        chain = torch.addcdiv(grad_w, grad_tangent_length * w, tangent_length.clamp(min=torch.finfo(w.dtype).tiny),
-                              value=-1.0)
+        chain = torch.addcdiv(
+            grad_w, grad_tangent_length * w, tangent_length.clamp(min=torch.finfo(w.dtype).tiny), value=-1.0
+        )
         return chain.mul_(derivative.to(w.dtype)), None, None, None
 
 
@@ -406,8 +424,9 @@ def gradient_needs_mean(dim: int) -> bool:
     return dim != 3
 
 
-def sample_radial(kappa: torch.Tensor, dim: int, mean: torch.Tensor | None = None,
-                  kappa_work: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_radial(
+    kappa: torch.Tensor, dim: int, mean: torch.Tensor | None = None, kappa_work: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw w = mu^T z for z ~ vMF(mu, kappa) on S^{dim-1}, one per entry of ``kappa``, and sqrt(1 - w^2).
 
     Both are computed from 1 - w in float64 (float32 on MPS) before the cast to ``kappa``'s dtype, so the

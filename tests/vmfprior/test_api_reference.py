@@ -3,6 +3,7 @@
 A public function, class, method, property or attribute added without a docstring fails here, so the reference
 never shows an empty entry.
 """
+
 import pytest
 
 pdoc = pytest.importorskip("pdoc")  # in the dev extra, so CI runs this

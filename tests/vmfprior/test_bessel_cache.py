@@ -6,8 +6,7 @@ import scipy.stats
 import torch
 from torch.distributions import kl_divergence
 
-from vmfprior import HypersphericalUniform, VMFPrior, VonMisesFisher
-from vmfprior import bessel
+from vmfprior import HypersphericalUniform, VMFPrior, VonMisesFisher, bessel
 from vmfprior.bessel import bessel_values, log_bessel_iv_and_ratio
 from vmfprior.wood_sampler import sample_radial
 
@@ -75,8 +74,10 @@ def test_a_distribution_built_after_an_in_place_change_sees_the_new_concentratio
     with torch.no_grad():
         parameter.mul_(3.0)  # what an optimizer step does
     after = VonMisesFisher(loc, parameter).entropy()
-    expected = torch.tensor([scipy.stats.vonmises_fisher(row.numpy(), k).entropy()
-                             for row, k in zip(loc, parameter.detach().tolist())], dtype=torch.float64)
+    expected = torch.tensor(
+        [scipy.stats.vonmises_fisher(row.numpy(), k).entropy() for row, k in zip(loc, parameter.detach().tolist())],
+        dtype=torch.float64,
+    )
     assert not torch.allclose(before, after)
     assert torch.allclose(after, expected, rtol=1e-9, atol=0)
 

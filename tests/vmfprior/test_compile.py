@@ -23,8 +23,11 @@ def _latent_step(loc_raw, kappa_raw, target):
 
 def _inputs(dim, batch, seed):
     generator = torch.Generator().manual_seed(seed)
-    return (torch.randn(batch, dim, generator=generator, requires_grad=True),
-            torch.randn(batch, generator=generator, requires_grad=True), torch.randn(batch, dim, generator=generator))
+    return (
+        torch.randn(batch, dim, generator=generator, requires_grad=True),
+        torch.randn(batch, generator=generator, requires_grad=True),
+        torch.randn(batch, dim, generator=generator),
+    )
 
 
 def _run(function, inputs, seed):
@@ -70,12 +73,15 @@ def _closed_forms(dim):
         return VonMisesFisher(loc, kappa, validate_args=False).entropy()
 
     def kl_uniform(loc, kappa, other):
-        return kl_divergence(VonMisesFisher(loc, kappa, validate_args=False),
-                             HypersphericalUniform(dim, dtype=loc.dtype))
+        return kl_divergence(
+            VonMisesFisher(loc, kappa, validate_args=False), HypersphericalUniform(dim, dtype=loc.dtype)
+        )
 
     def kl_vmf(loc, kappa, other):
-        return kl_divergence(VonMisesFisher(loc, kappa, validate_args=False),
-                             VonMisesFisher(other, kappa.flip(0) * 2, validate_args=False))
+        return kl_divergence(
+            VonMisesFisher(loc, kappa, validate_args=False),
+            VonMisesFisher(other, kappa.flip(0) * 2, validate_args=False),
+        )
 
     return [log_prob, mean, entropy, kl_uniform, kl_vmf]
 
@@ -83,9 +89,11 @@ def _closed_forms(dim):
 def _closed_form_inputs(dim, dtype, seed):
     generator = torch.Generator().manual_seed(seed)
     normalize = torch.nn.functional.normalize
-    return (normalize(torch.randn(6, dim, generator=generator, dtype=dtype), dim=-1),
-            torch.exp(torch.randn(6, generator=generator, dtype=dtype) * 3),
-            normalize(torch.randn(6, dim, generator=generator, dtype=dtype), dim=-1))
+    return (
+        normalize(torch.randn(6, dim, generator=generator, dtype=dtype), dim=-1),
+        torch.exp(torch.randn(6, generator=generator, dtype=dtype) * 3),
+        normalize(torch.randn(6, dim, generator=generator, dtype=dtype), dim=-1),
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -100,7 +108,7 @@ def test_trace_and_export_of_the_closed_forms_equal_eager_on_new_inputs(dim, dty
 
         class Wrapper(torch.nn.Module):
             def forward(self, *arguments):
-                return function(*arguments)
+                return function(*arguments)  # noqa: B023 -- traced and exported within this iteration
 
         exported = torch.export.export(Wrapper(), example).module()
         torch.testing.assert_close(exported(*fresh), function(*fresh), rtol=1e-6, atol=1e-6)

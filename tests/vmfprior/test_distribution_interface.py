@@ -117,6 +117,7 @@ def test_log_prob_and_entropy_match_scipy(d, kappa):
 
 # ---- constraints: biject_to / transform_to --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("d", [2, 3, 7])
 def test_stereographic_bijection_round_trip_and_jacobian_of_the_surface_measure(d):
     from torch.distributions import biject_to
@@ -160,6 +161,7 @@ def test_transform_to_the_sphere_normalizes_and_the_concentration_is_positive():
 
 # ---- loc is normalized once -----------------------------------------------------------------------------------
 
+
 def test_a_nearly_unit_loc_is_normalized_once_for_every_method():
     loc = torch.tensor([1.0 + 9e-5, 0.0, 0.0], dtype=torch.float64)
     unit = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
@@ -187,6 +189,7 @@ def test_gradients_flow_through_the_normalization_to_the_callers_loc():
 
 # ---- deepcopy and pickle --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("concentration_shape", [(4,), ()], ids=["same-batch", "broadcast"])
 def test_deepcopy_and_pickle_with_parameters_that_require_grad(concentration_shape):
     import copy
@@ -203,7 +206,9 @@ def test_deepcopy_and_pickle_with_parameters_that_require_grad(concentration_sha
         assert copied._given_loc.grad is not None and copied._given_concentration.grad is not None
     # torch's Normal copies with same-shaped parameters (a reference for the first case); with broadcasting it
     # stores a non-leaf and refuses, where VonMisesFisher copies
-    normal = torch.distributions.Normal(torch.zeros(4, requires_grad=True), torch.ones(concentration_shape, requires_grad=True))
+    normal = torch.distributions.Normal(
+        torch.zeros(4, requires_grad=True), torch.ones(concentration_shape, requires_grad=True)
+    )
     if concentration_shape:
         copy.deepcopy(normal)
     else:
@@ -212,6 +217,7 @@ def test_deepcopy_and_pickle_with_parameters_that_require_grad(concentration_sha
 
 
 # ---- the KLs from the uniform distribution --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("d, kappa", [(2, 0.3), (3, 5.0), (10, 50.0), (64, 1e3)])
 def test_kl_uniform_to_vmf_matches_mpmath_and_scipy_and_its_gradient_is_the_mean_length(d, kappa):
@@ -239,7 +245,9 @@ def test_kl_uniform_to_vmf_matches_mpmath_and_scipy_and_its_gradient_is_the_mean
 
 def test_kl_uniform_to_uniform_and_shapes():
     u = HypersphericalUniform(4, batch_shape=(3,), dtype=torch.float64)
-    assert torch.equal(kl_divergence(u, HypersphericalUniform(4, dtype=torch.float64)), torch.zeros(3, dtype=torch.float64))
+    assert torch.equal(
+        kl_divergence(u, HypersphericalUniform(4, dtype=torch.float64)), torch.zeros(3, dtype=torch.float64)
+    )
     q = VonMisesFisher(_unit(2, 3, 4), torch.tensor([[1.0], [2.0]], dtype=torch.float64).expand(2, 3))
     assert kl_divergence(u, q).shape == (2, 3) and kl_divergence(HypersphericalUniform(4), q).dtype == torch.float64
     with pytest.raises(ValueError, match="different dimensions"):
@@ -249,6 +257,7 @@ def test_kl_uniform_to_uniform_and_shapes():
 
 
 # ---- shape and type conventions -------------------------------------------------------------------------------
+
 
 def test_errors_follow_torch_where_nothing_is_lost():
     from vmfprior.distributions import ParameterTypeError, ShapeMismatchError
@@ -294,15 +303,18 @@ def test_select_shares_the_bessel_terms_and_equals_a_direct_construction(monkeyp
     z = direct.sample()
     torch.testing.assert_close(selected.log_prob(z), direct.log_prob(z))
     torch.testing.assert_close(selected.entropy(), direct.entropy())
-    torch.testing.assert_close(kl_divergence(selected, direct), torch.zeros(2, 3, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        kl_divergence(selected, direct), torch.zeros(2, 3, dtype=torch.float64), atol=1e-12, rtol=0
+    )
     assert calls.count((4,)) == 1  # one evaluation for the four classes, none for the six selected rows
     with pytest.raises(ValueError, match="integer"):
         every.select(torch.tensor([0.0]))
 
 
 def test_version_is_the_one_in_pyproject():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     import vmfprior
 

@@ -55,7 +55,7 @@ def test_mean_resultant_length_near_the_axis_in_float32(sign, angle):
     torch.manual_seed(1)
     loc = _near_axis(angle, dim, sign, torch.float32)
     z = VonMisesFisher(loc, torch.tensor(kappa)).sample((num,))
-    along = (z.double() @ loc.double())
+    along = z.double() @ loc.double()
     expected = mean_resultant_length(dim, torch.tensor(kappa, dtype=torch.float64))
     assert abs(along.mean() - expected) < 5 * along.std() / math.sqrt(num)
     assert (z.double().norm(dim=-1) - 1).abs().max() < 1e-6
@@ -117,8 +117,11 @@ def test_a_float64_value_on_a_float32_distribution_follows_type_promotion(dim):
     mixed = kl_divergence(VonMisesFisher(loc, kappa), VonMisesFisher(value, kappa.double()))
     assert mixed.dtype == torch.float64
     torch.testing.assert_close(
-        mixed, kl_divergence(VonMisesFisher(loc.double(), kappa.double()), VonMisesFisher(value, kappa.double())),
-        rtol=1e-5, atol=1e-6)
+        mixed,
+        kl_divergence(VonMisesFisher(loc.double(), kappa.double()), VonMisesFisher(value, kappa.double())),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     prior = VMFPrior.from_weight(torch.randn(3, dim, generator=generator), concentration=5.0)
     labels = torch.tensor([0, 1, 2, 0])
     prior64 = VMFPrior.from_weight(prior.weight.double(), concentration=5.0)

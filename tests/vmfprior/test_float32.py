@@ -2,8 +2,9 @@
 
 float32 distributions take the cheap route: the implicit gradient's quadrature runs in float32 with fewer nodes
 (``wood_sampler.QUADRATURE``). The tolerances are a few times the measured worst cases: about 7e-6 relative
-for the implicit derivative (d <= 96; above, float32 distributions use the float64 quadrature), 2e-7 for the KL's gradient, 1e-6 for rsample's loc gradient and 8e-5
-for its kappa gradient, whose float32 chain rule loses digits where w is near 1 (see the test).
+for the implicit derivative (d <= 96; above, float32 distributions use the float64 quadrature), 2e-7 for the KL's
+gradient, 1e-6 for rsample's loc gradient and 8e-5 for its kappa gradient, whose float32 chain rule loses digits
+where w is near 1 (see the test).
 """
 
 import math
@@ -27,12 +28,21 @@ FLOAT32_KAPPA_CHAIN_RTOL = 3e-4
 
 @pytest.mark.parametrize(
     "d, kappa, w",
-    [(2, 1.0, 0.3), (2, 50.0, 0.999), (4, 0.5, -0.9), (5, 3.0, 0.7), (10, 5.0, 0.1), (10, 50.0, 0.95),
-     (64, 100.0, 0.6), (64, 3000.0, 0.9895)],
+    [
+        (2, 1.0, 0.3),
+        (2, 50.0, 0.999),
+        (4, 0.5, -0.9),
+        (5, 3.0, 0.7),
+        (10, 5.0, 0.1),
+        (10, 50.0, 0.95),
+        (64, 100.0, 0.6),
+        (64, 3000.0, 0.9895),
+    ],
 )
 def test_float32_implicit_derivative_matches_mpmath(d, kappa, w):
-    got = implicit_dw_dkappa(torch.tensor([w], dtype=torch.float64), torch.tensor([kappa], dtype=torch.float64), d,
-                             dtype=torch.float32)
+    got = implicit_dw_dkappa(
+        torch.tensor([w], dtype=torch.float64), torch.tensor([kappa], dtype=torch.float64), d, dtype=torch.float32
+    )
     assert got.dtype == torch.float32
     assert math.isclose(got.item(), _reference_dw_dkappa(w, kappa, d), rel_tol=FLOAT32_GRADIENT_RTOL)
 
@@ -53,8 +63,9 @@ def test_float32_implicit_derivative_matches_float64_on_samples(d, kappa):
 @pytest.mark.parametrize("d", [3, 5, 10, 64])
 def test_float32_kl_gradient_matches_float64(d):
     kappa = torch.exp(torch.linspace(math.log(1e-2), math.log(1e4), 100, dtype=torch.float64))
-    loc = torch.nn.functional.normalize(torch.randn(100, d, generator=torch.Generator().manual_seed(d),
-                                                    dtype=torch.float64), dim=-1)
+    loc = torch.nn.functional.normalize(
+        torch.randn(100, d, generator=torch.Generator().manual_seed(d), dtype=torch.float64), dim=-1
+    )
     gradients = []
     for dtype in (torch.float32, torch.float64):
         leaf = kappa.to(dtype).requires_grad_()
@@ -76,8 +87,11 @@ def test_float32_rsample_gradients_match_float64_for_the_same_draws(d, monkeypat
     normal[:, 0] = 0.0
     # the same draws for both dtypes: only the arithmetic differs
     monkeypatch.setattr(wood_sampler, "_sample_one_minus_w_wood", lambda k, dim, dtype: one_minus_w.clone())
-    monkeypatch.setattr(distributions, "_tangent_directions",
-                        lambda shape, dtype, device: (normal.to(dtype), normal.norm(dim=-1).to(dtype)))
+    monkeypatch.setattr(
+        distributions,
+        "_tangent_directions",
+        lambda shape, dtype, device: (normal.to(dtype), normal.norm(dim=-1).to(dtype)),
+    )
     gradients = []
     for dtype in (torch.float32, torch.float64):
         leaves = [loc.to(dtype).requires_grad_(), kappa.to(dtype).requires_grad_()]

@@ -15,16 +15,31 @@ mpmath.mp.dps = 30
 def _reference_dw_dkappa(w, kappa, d):
     """-dF/dkappa / f at w, by adaptive quadrature in mpmath (independent of the library's quadrature)."""
     w, kappa, a = mpmath.mpf(w), mpmath.mpf(kappa), mpmath.mpf(d - 3) / 2
-    g = lambda t: mpmath.exp(kappa * (t - w)) * ((1 - t * t) / (1 - w * w)) ** a  # f(t)/f(w)
-    breaks = sorted({-1, 0, w, 1} | {1 - mpmath.mpf(j) / kappa for j in (1, 3, 10, 30, 100) if 1 - mpmath.mpf(j) / kappa > -1})
+
+    def g(t):  # f(t)/f(w)
+        return mpmath.exp(kappa * (t - w)) * ((1 - t * t) / (1 - w * w)) ** a
+
+    breaks = sorted(
+        {-1, 0, w, 1} | {1 - mpmath.mpf(j) / kappa for j in (1, 3, 10, 30, 100) if 1 - mpmath.mpf(j) / kappa > -1}
+    )
     mean = mpmath.quad(lambda t: t * g(t), breaks) / mpmath.quad(g, breaks)
     return float(-mpmath.quad(lambda t: (t - mean) * g(t), [p for p in breaks if p <= w]))
 
 
 @pytest.mark.parametrize(
     "d, kappa, w",
-    [(2, 1.0, 0.3), (2, 50.0, 0.999), (3, 2.0, -0.4), (3, 200.0, 0.995), (4, 0.5, -0.9), (10, 5.0, 0.1),
-     (10, 50.0, 0.95), (128, 100.0, 0.2), (128, 100.0, 0.6), (1024, 1000.0, 0.6)],
+    [
+        (2, 1.0, 0.3),
+        (2, 50.0, 0.999),
+        (3, 2.0, -0.4),
+        (3, 200.0, 0.995),
+        (4, 0.5, -0.9),
+        (10, 5.0, 0.1),
+        (10, 50.0, 0.95),
+        (128, 100.0, 0.2),
+        (128, 100.0, 0.6),
+        (1024, 1000.0, 0.6),
+    ],
 )
 def test_implicit_derivative_matches_quadrature_reference(d, kappa, w):
     got = implicit_dw_dkappa(torch.tensor([w], dtype=torch.float64), torch.tensor([kappa], dtype=torch.float64), d)

@@ -73,7 +73,10 @@ def test_kl_gradients_match_finite_differences():
     loc = _unit(d, 0)
     kappa = torch.tensor([0.3, 4.0, 60.0], dtype=torch.float64, requires_grad=True)
     other = torch.tensor([2.0, 2.0, 2.0], dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda k: kl_divergence(VonMisesFisher(loc.expand(3, d), k), HypersphericalUniform(d)), (kappa,))
     assert torch.autograd.gradcheck(
-        lambda k: kl_divergence(VonMisesFisher(loc.expand(3, d), k), VonMisesFisher(_unit(d, 1).expand(3, d), other)), (kappa,)
+        lambda k: kl_divergence(VonMisesFisher(loc.expand(3, d), k), HypersphericalUniform(d)), (kappa,)
+    )
+    assert torch.autograd.gradcheck(
+        lambda k: kl_divergence(VonMisesFisher(loc.expand(3, d), k), VonMisesFisher(_unit(d, 1).expand(3, d), other)),
+        (kappa,),
     )

@@ -8,8 +8,7 @@ import scipy.stats
 import torch
 from torch import nn
 
-from vmfprior import VMFPrior, VonMisesFisher
-from vmfprior import mean_resultant_length
+from vmfprior import VMFPrior, VonMisesFisher, mean_resultant_length
 from vmfprior.prior import concentration_from_mean_cosine, find_final_layer_key
 
 
@@ -127,7 +126,10 @@ def test_class_affinity_diagonal_dominates_for_separated_directions():
         (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).sample(torch.tensor([0.0])), "integer"),
         (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).sample(torch.tensor([0]), radius=0.0), "radius"),
         (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).log_prob(torch.ones(2, 3), torch.tensor([0, 1])), "z"),
-        (lambda: VMFPrior.from_weight(torch.eye(2), 1.0).class_affinity(num_samples=0, activation_norm=1.0), "num_samples"),
+        (
+            lambda: VMFPrior.from_weight(torch.eye(2), 1.0).class_affinity(num_samples=0, activation_norm=1.0),
+            "num_samples",
+        ),
     ],
 )
 def test_bad_input_raises_value_error(call, pattern):
@@ -145,11 +147,15 @@ def test_prior_moves_with_the_module():
 def test_concentration_from_mean_cosine_inverts_the_mean_resultant_length():
     kappa = torch.tensor([0.01, 1.0, 7.5, 300.0, 2e4], dtype=torch.float64)
     for dim in (2, 3, 16):
-        torch.testing.assert_close(concentration_from_mean_cosine(mean_resultant_length(dim, kappa), dim), kappa, rtol=1e-8, atol=0)
+        torch.testing.assert_close(
+            concentration_from_mean_cosine(mean_resultant_length(dim, kappa), dim), kappa, rtol=1e-8, atol=0
+        )
 
 
 def test_fit_concentration_recovers_the_sampling_concentration():
-    prior = VMFPrior.from_weight(torch.eye(3, 8, dtype=torch.float64) * 2.0, concentration=torch.tensor([5.0, 20.0, 80.0]))
+    prior = VMFPrior.from_weight(
+        torch.eye(3, 8, dtype=torch.float64) * 2.0, concentration=torch.tensor([5.0, 20.0, 80.0])
+    )
     labels = torch.arange(3).repeat_interleave(4000)
     torch.manual_seed(0)
     features = 3.0 * prior.sample(labels)  # the norm does not matter
@@ -181,7 +187,9 @@ def test_log_prob_takes_the_sampling_radius_and_refuses_points_off_that_sphere()
     z = prior.sample(labels, radius=radius)
     log_p = prior.log_prob(z, labels, radius=radius)
     for row in range(4):  # the density on the radius-r sphere: vMF(z / r) / r^(d-1)
-        reference = scipy.stats.vonmises_fisher(prior.mean_directions[labels[row]].numpy(), 2.0).logpdf((z[row] / radius).numpy())
+        reference = scipy.stats.vonmises_fisher(prior.mean_directions[labels[row]].numpy(), 2.0).logpdf(
+            (z[row] / radius).numpy()
+        )
         assert log_p[row].item() == pytest.approx(reference - 3 * math.log(radius), rel=1e-10)
     with pytest.raises(ValueError, match="radius"):
         prior.log_prob(z, labels)  # scored as unit vectors they would get a meaningless number
@@ -190,7 +198,7 @@ def test_log_prob_takes_the_sampling_radius_and_refuses_points_off_that_sphere()
     # it integrates to one over that sphere: E_uniform[p(z)] * area = 1, within Monte Carlo error
     torch.manual_seed(0)
     u = torch.nn.functional.normalize(torch.randn(20_000, 4, dtype=torch.float64), dim=1)
-    ratio = prior.mixture_log_prob(radius * u, radius=radius).exp() * (radius ** 3 * 2 * math.pi ** 2)
+    ratio = prior.mixture_log_prob(radius * u, radius=radius).exp() * (radius**3 * 2 * math.pi**2)
     assert abs(ratio.mean().item() - 1.0) < 5 * ratio.std().item() / math.sqrt(20_000)
 
 

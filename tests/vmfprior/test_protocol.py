@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pytest
 import torch
@@ -55,20 +55,34 @@ def _vmf_example(name, dim, batch, concentration, dtype, cls=VonMisesFisher, tra
         return {"loc": loc, "concentration": scale.unsqueeze(-1) if trailing_one else scale}
 
     def bad(params):
-        return [dict(params, loc=2.0 * params["loc"]), dict(params, concentration=-params["concentration"]),
-                dict(params, concentration=params["concentration"] * math.inf)]
+        return [
+            dict(params, loc=2.0 * params["loc"]),
+            dict(params, concentration=-params["concentration"]),
+            dict(params, concentration=params["concentration"] * math.inf),
+        ]
 
-    return Example(name, lambda p, validate: cls(p["loc"], p["concentration"], validate_args=validate), params, bad,
-                   compiled=compiled)
+    return Example(
+        name,
+        lambda p, validate: cls(p["loc"], p["concentration"], validate_args=validate),
+        params,
+        bad,
+        compiled=compiled,
+    )
 
 
 def _uniform_example(name, dim, batch, dtype, compiled=False):
-    return Example(name, lambda p, validate: HypersphericalUniform(dim, batch, dtype=dtype, validate_args=validate),
-                   lambda seed: {}, compiled=compiled)
+    return Example(
+        name,
+        lambda p, validate: HypersphericalUniform(dim, batch, dtype=dtype, validate_args=validate),
+        lambda seed: {},
+        compiled=compiled,
+    )
 
 
-_PRIOR = VMFPrior.from_weight(torch.randn(4, 6, generator=torch.Generator().manual_seed(7), dtype=torch.float64),
-                              torch.tensor([0.5, 3.0, 20.0, 300.0], dtype=torch.float64))
+_PRIOR = VMFPrior.from_weight(
+    torch.randn(4, 6, generator=torch.Generator().manual_seed(7), dtype=torch.float64),
+    torch.tensor([0.5, 3.0, 20.0, 300.0], dtype=torch.float64),
+)
 
 
 def _prior_example(name, batch):
@@ -78,8 +92,14 @@ def _prior_example(name, batch):
     def bad(params):
         return [dict(params, labels=params["labels"] + _PRIOR.num_classes)]
 
-    return Example(name, lambda p, validate: _PRIOR(p["labels"], validate=validate), params, bad,
-                   validates_values=False, compiled=True)
+    return Example(
+        name,
+        lambda p, validate: _PRIOR(p["labels"], validate=validate),
+        params,
+        bad,
+        validates_values=False,
+        compiled=True,
+    )
 
 
 EXAMPLES = [
@@ -92,8 +112,13 @@ EXAMPLES = [
     _uniform_example("uniform-d6-float32", 6, (), torch.float32),
     _prior_example("prior-labels5", 5),
     _vmf_example("svae-vmf-d4", 4, (3,), 5.0, torch.float64, cls=svae.VonMisesFisher, trailing_one=True, compiled=True),
-    Example("svae-uniform-s3", lambda p, validate: svae.HypersphericalUniform(3, validate_args=validate),
-            lambda seed: {}, entropy_shape=(1,), compiled=True),
+    Example(
+        "svae-uniform-s3",
+        lambda p, validate: svae.HypersphericalUniform(3, validate_args=validate),
+        lambda seed: {},
+        entropy_shape=(1,),
+        compiled=True,
+    ),
 ]
 BY_NAME = {example.name: example for example in EXAMPLES}
 
@@ -114,6 +139,7 @@ KL_PAIRS = [
     ("svae-uniform-s3", "svae-uniform-s3"),
 ]
 
+
 # jit.trace / torch.export of everything that evaluates Bessel terms: the custom autograd Function of
 def _example_params(test_methods=None):
     return [pytest.param(example, id=example.name) for example in EXAMPLES]
@@ -132,6 +158,7 @@ def _close(actual, expected, rtol=1e-6, atol=1e-6):
 
 
 # ---- shapes, support, parameters -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("example", _example_params())
 def test_shapes(example):
@@ -175,6 +202,7 @@ def test_validation_refuses_bad_parameters_and_values(example):
 
 
 # ---- expand, Independent, MixtureSameFamily -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("example", _example_params())
 def test_expand(example):
@@ -231,6 +259,7 @@ def test_mixture_same_family(example):
 
 # ---- entropy and KL against Monte Carlo -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("example", _example_params())
 def test_entropy_matches_monte_carlo(example):
     torch.manual_seed(0)
@@ -264,6 +293,7 @@ def test_kl_matches_monte_carlo(p_example, q_example):
 
 
 # ---- biject_to / transform_to ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("registry", [biject_to, transform_to], ids=["biject_to", "transform_to"])
 @pytest.mark.parametrize("example", _example_params())
@@ -326,8 +356,12 @@ def _inputs(example, seed):
 
 
 def _trace_cases():
-    return [pytest.param(example, method, id=f"{example.name}-{method}")
-            for example in EXAMPLES if example.compiled for method in _METHODS]
+    return [
+        pytest.param(example, method, id=f"{example.name}-{method}")
+        for example in EXAMPLES
+        if example.compiled
+        for method in _METHODS
+    ]
 
 
 @pytest.mark.parametrize("example, method", _trace_cases())
@@ -351,7 +385,9 @@ def test_torch_export_gives_eager_values_on_new_inputs(example, method):
     _close(exported.module()(*new_inputs), evaluate(*new_inputs), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("example", [pytest.param(example, id=example.name) for example in EXAMPLES if example.compiled])
+@pytest.mark.parametrize(
+    "example", [pytest.param(example, id=example.name) for example in EXAMPLES if example.compiled]
+)
 def test_jit_trace_of_sample_replays_the_draws(example):
     names, _ = _evaluator(example, "mean")
     inputs = _inputs(example, 0)[:-1]
@@ -369,14 +405,20 @@ def test_jit_trace_of_sample_replays_the_draws(example):
     _close(replayed, eager, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("p_example, q_example", [pytest.param(BY_NAME[p], BY_NAME[q], id=f"{p}||{q}")
-                                                   for p, q in KL_PAIRS if BY_NAME[p].compiled and BY_NAME[q].compiled])
+@pytest.mark.parametrize(
+    "p_example, q_example",
+    [
+        pytest.param(BY_NAME[p], BY_NAME[q], id=f"{p}||{q}")
+        for p, q in KL_PAIRS
+        if BY_NAME[p].compiled and BY_NAME[q].compiled
+    ],
+)
 def test_kl_traces_and_exports(p_example, q_example):
     p_names, q_names = sorted(p_example.params(0)), sorted(q_example.params(0))
 
     def kl(*args):
         p = p_example.build(dict(zip(p_names, args[: len(p_names)])), False)
-        q = q_example.build(dict(zip(q_names, args[len(p_names):])), False)
+        q = q_example.build(dict(zip(q_names, args[len(p_names) :])), False)
         return kl_divergence(p, q)
 
     def inputs(seed):
@@ -398,17 +440,22 @@ def test_kl_traces_and_exports(p_example, q_example):
 
 # ---- pickle and deepcopy --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("example", _example_params())
 def test_pickle_and_deepcopy_with_parameters_that_require_grad(example):
-    params = {name: value.clone().requires_grad_() if value.is_floating_point() else value
-              for name, value in example.params(0).items()}
+    params = {
+        name: value.clone().requires_grad_() if value.is_floating_point() else value
+        for name, value in example.params(0).items()
+    }
     distribution = example.build(params, True)
     points = distribution.sample((3,)).detach()
     expected = distribution.log_prob(points)
     for copied in (copy.deepcopy(distribution), pickle.loads(pickle.dumps(distribution))):
         assert type(copied) is type(distribution) and copied.batch_shape == distribution.batch_shape
         _close(copied.log_prob(points).detach(), expected.detach(), rtol=0, atol=0)
-        if any(value.requires_grad for value in params.values()):  # the copy has leaves of its own: gradients reach them
+        if any(
+            value.requires_grad for value in params.values()
+        ):  # the copy has leaves of its own: gradients reach them
             leaves = [t for t in vars(copied).values() if isinstance(t, torch.Tensor) and t.is_leaf and t.requires_grad]
             assert leaves and not any(t is v for t in leaves for v in params.values())
             copied.rsample().sum().backward()

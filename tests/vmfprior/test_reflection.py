@@ -49,6 +49,9 @@ def test_backward_matches_finite_differences_with_sample_dimensions():
     for dim in (2, 3, 7, 12):
         w, tangent_length, normal, normal_length, loc = _inputs((3,), 4, dim, seed=dim)
         w.requires_grad_(), tangent_length.requires_grad_(), loc.requires_grad_()
-        function = lambda a, b, m: reflect_to_mean_direction(a, b, normal, normal_length, m)  # noqa: E731
+
+        def function(a, b, m, normal=normal, normal_length=normal_length):
+            return reflect_to_mean_direction(a, b, normal, normal_length, m)
+
         assert torch.autograd.gradcheck(function, (w, tangent_length, loc))
         assert torch.autograd.gradgradcheck(function, (w, tangent_length, loc))

@@ -37,16 +37,26 @@ def _marginal_cdf(d, kappa):
 
 @pytest.mark.parametrize(
     "d, kappa, dtype",
-    [(2, 1e-4, torch.float64), (2, 300.0, torch.float32), (3, 1e-4, torch.float64), (3, 7.0, torch.float32),
-     (5, 0.01, torch.float64), (10, 50.0, torch.float32), (10, 50.0, torch.float64), (20, 1e5, torch.float32),
-     (128, 100.0, torch.float64)],
+    [
+        (2, 1e-4, torch.float64),
+        (2, 300.0, torch.float32),
+        (3, 1e-4, torch.float64),
+        (3, 7.0, torch.float32),
+        (5, 0.01, torch.float64),
+        (10, 50.0, torch.float32),
+        (10, 50.0, torch.float64),
+        (20, 1e5, torch.float32),
+        (128, 100.0, torch.float64),
+    ],
 )
 def test_component_along_mean_matches_scipy(d, kappa, dtype):
     torch.manual_seed(d)
     loc = _unit(d, seed=1)
     z = VonMisesFisher(loc.to(dtype), torch.tensor(kappa, dtype=dtype)).sample((NUM,))
     w = (z.double() @ loc).numpy()
-    reference = scipy.stats.vonmises_fisher(loc.numpy(), kappa).rvs(NUM, random_state=np.random.default_rng(d)) @ loc.numpy()
+    reference = (
+        scipy.stats.vonmises_fisher(loc.numpy(), kappa).rvs(NUM, random_state=np.random.default_rng(d)) @ loc.numpy()
+    )
     assert scipy.stats.ks_2samp(w, reference).pvalue > P_FLOOR
     # mean of w against the exact A_d(kappa), within 5 standard errors
     expected = mean_resultant_length(d, torch.tensor(kappa, dtype=torch.float64)).item()
@@ -109,5 +119,7 @@ def test_small_batches_take_several_proposals_per_entry_and_stay_exact(d, kappa)
     loc = _unit(d, seed=3)
     q = VonMisesFisher(loc.expand(100, d), torch.full((100,), kappa, dtype=torch.float64))
     w = torch.cat([q.sample() @ loc for _ in range(NUM // 100)]).numpy()
-    reference = scipy.stats.vonmises_fisher(loc.numpy(), kappa).rvs(NUM, random_state=np.random.default_rng(d)) @ loc.numpy()
+    reference = (
+        scipy.stats.vonmises_fisher(loc.numpy(), kappa).rvs(NUM, random_state=np.random.default_rng(d)) @ loc.numpy()
+    )
     assert scipy.stats.ks_2samp(w, reference).pvalue > P_FLOOR

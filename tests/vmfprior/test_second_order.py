@@ -42,8 +42,9 @@ def test_second_derivative_in_kappa_of_log_prob_and_entropy(dim, kappa):
 
     got = _second(lambda k: VonMisesFisher(loc, k).entropy(), kappa)
     assert math.isclose(got, float(mpmath.diff(entropy, mpmath.mpf(kappa), 2)), rel_tol=1e-6, abs_tol=1e-12)
-    to_uniform = _second(lambda k: kl_divergence(VonMisesFisher(loc, k), HypersphericalUniform(dim, dtype=k.dtype)),
-                         kappa)
+    to_uniform = _second(
+        lambda k: kl_divergence(VonMisesFisher(loc, k), HypersphericalUniform(dim, dtype=k.dtype)), kappa
+    )
     assert math.isclose(to_uniform, -got, rel_tol=1e-9, abs_tol=1e-14)
 
 
@@ -68,8 +69,10 @@ def _hessian_against_finite_differences(function, parameters, step=1e-6):
     """The Hessian by double backward, and by central differences of the exact first derivatives."""
     parameters = [p.detach().clone().requires_grad_(True) for p in parameters]
     gradient = _flat_gradient(function, parameters)
-    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(gradient[i], parameters, retain_graph=True)])
-            for i in range(gradient.numel())]
+    rows = [
+        torch.cat([g.reshape(-1) for g in torch.autograd.grad(gradient[i], parameters, retain_graph=True)])
+        for i in range(gradient.numel())
+    ]
     hessian = torch.stack(rows)
     flat = torch.cat([p.detach().reshape(-1) for p in parameters])
     sizes = [p.numel() for p in parameters]
@@ -108,11 +111,15 @@ def test_hessian_of_a_sample_in_loc_with_fixed_randomness():
 
     def loss(raw):
         torch.manual_seed(5)
-        z = VonMisesFisher(torch.nn.functional.normalize(raw, dim=-1), torch.tensor(4.0, dtype=torch.float64)).rsample((3,))
+        z = VonMisesFisher(torch.nn.functional.normalize(raw, dim=-1), torch.tensor(4.0, dtype=torch.float64)).rsample(
+            (3,)
+        )
         return ((z - target) ** 2).sum()
 
-    for raw in (torch.tensor([1.0, 1e-9, 0, 0, 0, 0], dtype=torch.float64),
-                torch.tensor([0.3, -0.2, 0.5, 0.1, 0.7, -0.4], dtype=torch.float64)):
+    for raw in (
+        torch.tensor([1.0, 1e-9, 0, 0, 0, 0], dtype=torch.float64),
+        torch.tensor([0.3, -0.2, 0.5, 0.1, 0.7, -0.4], dtype=torch.float64),
+    ):
         hessian, finite = _hessian_against_finite_differences(loss, [raw])
         torch.testing.assert_close(hessian, finite, rtol=1e-5, atol=1e-6)
         assert hessian.abs().max() > 1e-3  # not a graph-less zero

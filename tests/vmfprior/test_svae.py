@@ -1,5 +1,6 @@
 """vmfprior.svae: s-vae's constructor conventions and shapes, densities against scipy, and a VAE written the way
 s-vae's MNIST example is, trained for a few steps through the drop-in."""
+
 import math
 
 import numpy as np
@@ -24,7 +25,9 @@ def _posterior(batch=6, dim=5, seed=0):
 def test_shapes_follow_s_vae():
     q = _posterior()
     assert q.scale.shape == (6, 1) and q.stddev.shape == (6, 1) and q.mean.shape == (6, 5)
-    assert q.rsample().shape == (6, 5) and q.rsample(3).shape == (3, 6, 5) and q.sample(torch.Size([2])).shape == (2, 6, 5)
+    assert (
+        q.rsample().shape == (6, 5) and q.rsample(3).shape == (3, 6, 5) and q.sample(torch.Size([2])).shape == (2, 6, 5)
+    )
     assert q.log_prob(q.sample(3)).shape == (3, 6) and q.entropy().shape == (6,)
     uniform = HypersphericalUniform(4)  # S^4 in R^5, s-vae's convention
     assert uniform.dim == 4 and uniform.sample(7).shape == (7, 5) and uniform.entropy().shape == (1,)
@@ -42,8 +45,9 @@ def test_densities_and_kl_against_scipy():
     for row in range(6):
         reference = vonmises_fisher(q.loc[row].numpy(), float(q.scale[row]))
         # atol: a log-density near 0 has no relative scale; log I_v is accurate to ~1e-11 absolute (test_bessel)
-        np.testing.assert_allclose(q.log_prob(z)[:, row].numpy(), reference.logpdf(z[:, row].numpy()), rtol=1e-10,
-                                   atol=1e-11)
+        np.testing.assert_allclose(
+            q.log_prob(z)[:, row].numpy(), reference.logpdf(z[:, row].numpy()), rtol=1e-10, atol=1e-11
+        )
         np.testing.assert_allclose(float(q.entropy()[row]), reference.entropy(), rtol=1e-10)
         np.testing.assert_allclose(float(kl_divergence(q, uniform)[row]), log_area - reference.entropy(), rtol=1e-9)
     np.testing.assert_allclose(uniform.log_prob(z).numpy(), np.full((4, 6), -log_area), rtol=1e-7)
