@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from functools import cache
+from typing import cast
 
 import torch
 
@@ -83,11 +84,11 @@ def cached_constant(function, *args):
         return function.__wrapped__(*args)
     if torch.jit.is_tracing():  # build (or fetch) the constants unrecorded: the trace sees the same constants each time
         state = torch._C._get_tracing_state()
-        torch._C._set_tracing_state(None)
+        torch._C._set_tracing_state(None)  # type: ignore[attr-defined]  # private API, missing from torch's stubs
         try:
             return function(*args)
         finally:
-            torch._C._set_tracing_state(state)
+            torch._C._set_tracing_state(state)  # type: ignore[attr-defined]  # private API, missing from torch's stubs
     return function(*args)
 
 
@@ -96,11 +97,11 @@ def host_int(value) -> int:
     recorded with float32 constants; the size of a traced graph is fixed, so it is read here without recording."""
     if isinstance(value, torch.Tensor):
         state = torch._C._get_tracing_state()
-        torch._C._set_tracing_state(None)
+        torch._C._set_tracing_state(None)  # type: ignore[attr-defined]  # private API, missing from torch's stubs
         try:
             return int(value)
         finally:
-            torch._C._set_tracing_state(state)
+            torch._C._set_tracing_state(state)  # type: ignore[attr-defined]  # private API, missing from torch's stubs
     return int(value)
 
 
@@ -268,7 +269,7 @@ def _log_debye_number(order: float, x: torch.Tensor) -> tuple[torch.Tensor, torc
     inverses = torch.reciprocal(hypots @ denominators)  # (2m+1) / (h0 + h1), (2m+1) / ((m+1) h0 + m h1)
     angles = torch.asinh(torch.cat([orders / column, inverses[:, 1:]], dim=1))  # (N, 3)
     terms = torch.cat([hypots, torch.log(hypots), series, inverses[:, :1], angles], dim=1)  # (N, 10)
-    return torch.addmm(offsets, terms, weights).unbind(-1)
+    return cast("tuple[torch.Tensor, torch.Tensor]", torch.addmm(offsets, terms, weights).unbind(-1))
 
 
 def _log_iv_and_ratio(v: torch.Tensor | float, x: torch.Tensor, num_shifts: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,7 +284,7 @@ def _log_iv_and_ratio(v: torch.Tensor | float, x: torch.Tensor, num_shifts: int)
     if number:  # fewer, larger operations: flat x, the Debye terms combined by a matrix product
         shape = x.shape
         x = x if x.dim() == 1 else x.reshape(-1)
-        log_value, log_ratio = _log_debye_number(order, x)
+        log_value, log_ratio = _log_debye_number(cast(float, order), x)
         if num_shifts == 0:
             return _shaped(log_value, shape), _shaped(torch.exp(log_ratio), shape)
         inverse_x = torch.reciprocal(x)
@@ -294,8 +295,8 @@ def _log_iv_and_ratio(v: torch.Tensor | float, x: torch.Tensor, num_shifts: int)
     ratio = torch.exp(log_ratio)  # R_order
     for _ in range(num_shifts // 2):
         if number:  # the same terms as below, one fused operation each
-            rho = torch.add(ratio, inverse_x, alpha=2.0 * order)
-            pair = torch.addcmul(one, inverse_x, rho, value=2.0 * (order - 1.0))
+            rho = torch.add(ratio, inverse_x, alpha=2.0 * cast(float, order))
+            pair = torch.addcmul(one, inverse_x, rho, value=2.0 * (cast(float, order) - 1.0))
         else:
             rho = ratio + (2.0 * order) * inverse_x
             pair = 1.0 + (2.0 * (order - 1.0)) * inverse_x * rho
@@ -303,7 +304,9 @@ def _log_iv_and_ratio(v: torch.Tensor | float, x: torch.Tensor, num_shifts: int)
         ratio = rho / pair
         order = order - 2.0
     if num_shifts % 2:
-        rho = torch.add(ratio, inverse_x, alpha=2.0 * order) if number else ratio + (2.0 * order) * inverse_x
+        rho = (
+            torch.add(ratio, inverse_x, alpha=2.0 * cast(float, order)) if number else ratio + (2.0 * order) * inverse_x
+        )
         log_value = log_value + torch.log(rho)
         ratio = torch.reciprocal(rho)
     if number:
@@ -352,7 +355,7 @@ def _evaluate(v: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, t
         if v <= -1:  # outside the domain
             return torch.full_like(x_work, math.nan), torch.full_like(x_work, math.nan), float(v)
         # I_v(0) = 1 for v = 0 and 0 for v > 0 (for -1 < v < 0 it is infinite).
-        log_at_zero = 0.0 if v == 0 else -math.inf if v > 0 else math.inf
+        log_at_zero: float | torch.Tensor = 0.0 if v == 0 else -math.inf if v > 0 else math.inf
         # the common case, eager on a CPU, every x > 0 (the minimum is nan if any x is): skip the replacements
         if eager_on_cpu(x_work) and x_work.numel() and float(x_work.min()) > 0:
             return (*_log_iv_and_ratio(float(v), x_work, _num_shifts(v)), float(v))

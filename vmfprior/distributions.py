@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from functools import cache
+from typing import cast
 
 import torch
 from torch.distributions import Distribution, register_kl
@@ -325,6 +326,10 @@ class VonMisesFisher(Distribution):
     support = unit_sphere
     has_rsample = True
     """``rsample`` is reparameterized: gradients reach ``loc`` and ``concentration`` through the draws."""
+    # Derived values, set by ``_set_parameters`` (or ``expand``/``select``) and filled in on first use.
+    _bessel: tuple[torch.Tensor, torch.Tensor] | None
+    _bessel_source: tuple[VonMisesFisher, torch.Tensor] | None
+    _kappa_work: torch.Tensor | None
 
     def __init__(self, loc: torch.Tensor, concentration: torch.Tensor | float, validate_args: bool | None = None):
         if not isinstance(loc, torch.Tensor) or not loc.is_floating_point():
@@ -487,7 +492,9 @@ class VonMisesFisher(Distribution):
         if self._bessel is None:
             if self._bessel_source is not None:  # a selection: gather from the distribution it was selected from
                 source, index = self._bessel_source
-                self._bessel = tuple(values[index] for values in source._bessel_values())
+                self._bessel = cast(
+                    "tuple[torch.Tensor, torch.Tensor]", tuple(values[index] for values in source._bessel_values())
+                )
             else:
                 self._bessel = bessel_values(0.5 * self.dim - 1.0, self._kappa_value())
         return self._bessel

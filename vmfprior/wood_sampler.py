@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from functools import cache
+from typing import cast
 
 import numpy as np
 import torch
@@ -70,7 +71,7 @@ def _sample_one_minus_w_inverse_cdf_d3(kappa: torch.Tensor) -> torch.Tensor:
     return -torch.log1p(upper_tail * torch.expm1(-2.0 * kappa)) / kappa
 
 
-def _symmetric_beta_centered(shape: float, uniforms: torch.Tensor) -> torch.Tensor:
+def _symmetric_beta_centered(shape: float, uniforms: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """T = 2 B - 1 for B ~ Beta(shape, shape), shape >= 1/2, by Ulrich's (1984) polar method (no rejection).
 
     A point of the unit disk with density ∝ (1 - |p|^2)^(shape - 3/2) has first coordinate T with density
@@ -162,7 +163,8 @@ def _sample_one_minus_w_wood(kappa: torch.Tensor, dim: int, proposal_dtype: torc
     The Beta((d-1)/2, (d-1)/2) variate comes from Ulrich's polar method, which needs no rejection of its own.
     """
     constants = _wood_constants(kappa, dim).to(proposal_dtype)
-    one_minus_w, pending = None, None  # pending: indices still rejected (None: every entry, first round)
+    one_minus_w: torch.Tensor  # set by the first round
+    pending: torch.Tensor | None = None  # indices still rejected (None: every entry, first round)
     per_entry = 1 if kappa.numel() >= SMALL_BATCH else SMALL_BATCH_PROPOSALS
     while True:
         proposal, rejected = _wood_proposals(constants if pending is None else constants[:, pending], dim, per_entry)
@@ -226,7 +228,10 @@ def _quadrature_rule(
     s, weights = (nodes + 1.0) / 2.0, weights / 2.0
     jacobian_weights = 2.0 * s * weights
     both = torch.stack([jacobian_weights, jacobian_weights * (1.0 - s * s)], dim=1)
-    return tuple(values.to(dtype=dtype, device=device) for values in (1.0 - s * s, s * s, both))
+    return cast(
+        "tuple[torch.Tensor, torch.Tensor, torch.Tensor]",
+        tuple(values.to(dtype=dtype, device=device) for values in (1.0 - s * s, s * s, both)),
+    )
 
 
 def _dw_dkappa_d3(w: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
