@@ -439,14 +439,18 @@ KEPT_FILES = ("config.json", "metrics.jsonl", RESULT_FILE, TEACHER_CHECKPOINT, "
 
 
 def keep_grid(out: Path, destination: Path) -> int:
-    """Copy the files named in :data:`KEPT_FILES` under ``out`` to the same places under ``destination``.
+    """Copy the files named in :data:`KEPT_FILES` under ``out`` to the same places under ``destination``: those of
+    the experiment folder itself and of every finished run (an unfinished one, copied without its checkpoint, would
+    be refused as a started run where the copy is continued).
 
     Returns:
         the number of files copied.
     """
     copied = 0
     for path in sorted(out.rglob("*")):
-        if path.is_file() and path.name in KEPT_FILES:
+        folder = path.parent
+        finished = folder == out or any((folder / name).is_file() for name in (RESULT_FILE, TEACHER_CHECKPOINT))
+        if path.is_file() and path.name in KEPT_FILES and finished:
             target = destination / path.relative_to(out)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)

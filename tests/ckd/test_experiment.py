@@ -254,8 +254,13 @@ def test_the_driver_selects_kappa_on_validation_pairs_seeds_and_resumes(
     monkeypatch.setattr(experiment, "train_teacher", no_training)
     again = run_experiment(_tiny_preset(), out, None, [0, 1], 1, False, True, log=lambda *_: None, data=tiny_data)
     assert again["rows"] == [{**row, "seconds": None} for row in results["rows"]]
-    # A kept grid (--keep: no student weights) copied to a new folder is read back as finished, same numbers.
+    # A kept grid (--keep: no student weights) copied to a new folder is read back as finished, same numbers; an
+    # unfinished run (no result.json yet) is left out, so that the copy starts it afresh.
+    unfinished = out / "students" / "started-not-finished"
+    unfinished.mkdir()
+    (unfinished / "config.json").write_text("{}")
     copied = experiment.keep_grid(out, tmp_path / "kept")
+    assert not (tmp_path / "kept" / "students" / "started-not-finished").exists()
     assert not list((tmp_path / "kept").rglob("model.pt")) and not list((tmp_path / "kept").rglob("last.pt"))
     assert (tmp_path / "kept" / "teacher" / "classifier.pt").is_file() and copied > 3 * 20
     kept = run_experiment(
