@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from common.stats import summarize
+from vae.paper import MODEL_NAMES, PAPER_LL
 
 __all__ = ["TABLE4_MODELS", "table4_points", "plot_table4"]
 
@@ -55,8 +56,6 @@ def plot_table4(results: dict, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from vae.report import MODEL_NAMES, PAPER_LL  # here, not at the top: vae.report imports this module
 
     points = table4_points(results)
     if not points:
