@@ -12,8 +12,8 @@
 #   environment        the GPU, torch, CUDA, package versions
 #   gan_speed          the `chainer` preset's iteration time over 30 iterations, Gaussian and vMF noise
 #                      (on --data, else on a stand-in file of random pixels: the output says which)
-#   vmf_latent_eager   python benchmarks/vmf_latent.py --device cuda
-#   vmf_latent_compiled  the same with --compile, if the benchmark offers it (else logged as absent)
+#   vmf_latent_eager   python -m benchmarks.vmf_latent --device cuda --no-compile
+#   vmf_latent_compiled  python -m benchmarks.vmf_latent --device cuda --dims 10 --hvae-batches 64 (eager and compiled)
 #   ckd_table2_cost    python -m ckd.experiment --preset cifar100-table2 --estimate-cost
 #   ckd_table3_cost    python -m ckd.experiment --preset cifar100-table3 --estimate-cost
 #   fidelity_speed     IS/FID of 5k generated images through torch-fidelity, only with Inception weights
@@ -131,18 +131,16 @@ fi
 
 # 3. the vMF latent step on CUDA, eager and compiled
 if [ $dry_run = 1 ]; then
-    latent=("$py" benchmarks/vmf_latent.py --device cpu --batches 64 --dims 5 --hvae-batches --repeats 1
+    latent=("$py" -m benchmarks.vmf_latent --device cpu --batches 64 --dims 5 --hvae-batches --repeats 1
             --block-seconds 0.001)
+    compiled_grid=()
 else
-    latent=("$py" benchmarks/vmf_latent.py --device cuda --repeats 7)
+    latent=("$py" -m benchmarks.vmf_latent --device cuda --repeats 7)
+    compiled_grid=(--dims 10 --hvae-batches 64)  # each (batch, d) compiles once: 4 compilations, not 11
 fi
-step vmf_latent_eager 120 "" "${latent[@]}"
-if "$py" benchmarks/vmf_latent.py --help 2>/dev/null | grep -q -- "--compile"; then
-    step vmf_latent_compiled 150 "" "${latent[@]}" --compile
-else
-    say "--- vmf_latent_compiled: benchmarks/vmf_latent.py has no --compile option; skipped"
-    record vmf_latent_compiled -1 0 "benchmarks/vmf_latent.py offers no --compile option" "${latent[@]}" --compile
-fi
+# The eager columns over the whole grid (--no-compile), then the compiled column beside eager on a smaller grid.
+step vmf_latent_eager 120 "" "${latent[@]}" --no-compile
+step vmf_latent_compiled 200 "" "${latent[@]}" "${compiled_grid[@]}"
 
 # 4. ckd's cost estimates for the CIFAR-100 tables (the MNIST preset at toy size in a dry run)
 if [ $dry_run = 1 ]; then

@@ -1,6 +1,6 @@
 """Torch CPU thread count against machine load: the measurement behind ``common.cli.set_threads``'s default.
 
-    python benchmarks/threads.py [--steps 150] [--repeats 3] [--threads 1 2] [--out BENCHMARKS.md]
+    python -m benchmarks.threads [--steps 150] [--repeats 3] [--threads 1 2] [--out BENCHMARKS.md]
 
 Two workloads a user's program runs, each with every thread count in ``--threads`` and with the machine as it
 is ("idle") and with one busy-looping Python process per spare core started by this script ("loaded"):
@@ -23,16 +23,13 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from common.cli import ArgumentParser, UserError, run_cli  # noqa: E402
-from common.data import binarize  # noqa: E402
-from vae.models import HypersphericalVAE  # noqa: E402
-from vmfprior import VMFPrior, VonMisesFisher  # noqa: E402
+from common.cli import ArgumentParser, UserError, run_cli
+from common.data import binarize
+from vae.models import HypersphericalVAE
+from vmfprior import VMFPrior, VonMisesFisher
 
 EPOCH_IMAGES = 50_000
 BATCH_SIZE = 64
@@ -102,7 +99,7 @@ def _measure(threads: list[int], steps: int, repeats: int) -> dict:
 
 def main(argv=None) -> dict:
     """Measure idle and loaded, print one JSON record, optionally append it to a markdown file."""
-    parser = ArgumentParser(prog="python benchmarks/threads.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m benchmarks.threads", description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=150, help="timed training steps per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; each figure is their median")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to compare")

@@ -1,7 +1,7 @@
 """Speed of the hyperspherical VAE: an HVAE-L training step against the same network with a Gaussian latent,
 and the 500-sample importance-weighted log-likelihood on the MNIST test set.
 
-    python benchmarks/vae_speed.py --data PATH/mnist.npz [--latent-dim 5] [--steps 100] [--num-test 500]
+    python -m benchmarks.vae_speed --data PATH/mnist.npz [--latent-dim 5] [--steps 100] [--num-test 500]
 
 A timed step is what an epoch of ``vae.train`` repeats: gather the batch, binarize it afresh, forward,
 backward, Adam. Prints one JSON object: milliseconds per step for both latents, the implied seconds per
@@ -17,20 +17,17 @@ import os
 import resource
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from common.cli import ArgumentParser, UserError, run_cli, set_threads  # noqa: E402
-from common.config import GLOSSARY  # noqa: E402
-from common.data import binarize, binarize_fixed, load_mnist  # noqa: E402
-from eval.loglik import evaluate_test_set  # noqa: E402
-from vae.models import HypersphericalVAE  # noqa: E402
-from vmfprior import VMFPrior  # noqa: E402
+from common.cli import ArgumentParser, UserError, run_cli, set_threads
+from common.config import GLOSSARY
+from common.data import binarize, binarize_fixed, load_mnist
+from eval.loglik import evaluate_test_set
+from vae.models import HypersphericalVAE
+from vmfprior import VMFPrior
 
 EPOCH_IMAGES = 50_000
 WARMUP_STEPS = 10
@@ -94,7 +91,7 @@ def _load_average() -> float | None:
 
 def main(argv=None) -> dict:
     """Run the benchmark and print the JSON record."""
-    parser = ArgumentParser(prog="python benchmarks/vae_speed.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m benchmarks.vae_speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None, help="MNIST .npz (default: torchvision download)")
     parser.add_argument("--latent-dim", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64, help="training batch (the paper's: 64)")

@@ -1,6 +1,6 @@
 """Cost of one vMF latent step as a VAE runs it, against Gaussian, Power Spherical and (optionally) s-vae latents.
 
-    python benchmarks/vmf_latent.py [--svae PATH] [--write BENCHMARKS.md] [--batches 64 1024 65536] [--dims 5 10 64]
+    python -m benchmarks.vmf_latent [--svae PATH] [--write BENCHMARKS.md] [--batches 64 1024 65536] [--dims 5 10 64]
                                     [--device cpu|cuda] [--no-compile] [--hvae-batches 64 256]
 
 A *latent step* is what a VAE does with its encoder outputs every batch, timed forward and backward together:
@@ -36,10 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common.cli import ArgumentParser, UserError, run_cli, set_threads  # noqa: E402
-from common.markdown import write_section  # noqa: E402
-from vmfprior import HypersphericalUniform, VonMisesFisher  # noqa: E402
+from common.cli import ArgumentParser, UserError, run_cli, set_threads
+from common.markdown import write_section
+from vmfprior import HypersphericalUniform, VonMisesFisher
 
 # Targets of issue 10, as ratios within one run.
 TARGET_VS_POWER_SPHERICAL = 1.0  # latent step, batch <= 1024
@@ -378,13 +377,13 @@ of entries still rejected decides whether another round runs; at batch 64 a roun
 almost always ends the loop), and one more where validation is on (`validate_args`, the torch default: one read
 of the extremes of both parameters). The Bessel terms, the KL and the implicit gradient have none. The compiled step
 (validation off) has none at all: its sampler runs fixed-shape rounds and decides further rounds inside the graph
-(`while_loop`). On a machine with a GPU the same tables come from `python benchmarks/vmf_latent.py --device cuda`
+(`while_loop`). On a machine with a GPU the same tables come from `python -m benchmarks.vmf_latent --device cuda`
 (add `--write FILE` to record them); `nsys profile` around it shows the synchronisations."""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(
-        prog="python benchmarks/vmf_latent.py",
+        prog="python -m benchmarks.vmf_latent",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -497,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         arguments = list(sys.argv[1:] if argv is None else argv)
         if args.svae:  # the reader's checkout is elsewhere: name it as a placeholder, never this machine's path
             arguments = ["PATH/TO/s-vae-pytorch" if part == args.svae else part for part in arguments]
-        command = "python " + " ".join(shlex.quote(part) for part in ["benchmarks/vmf_latent.py", *arguments])
+        command = "python -m " + " ".join(shlex.quote(part) for part in ["benchmarks.vmf_latent", *arguments])
         body = "\n".join(
             [
                 f"Command: `{command}`",

@@ -1,6 +1,6 @@
 """Throughput of VonMisesFisher.rsample against scipy and against drawing the normals alone.
 
-    python benchmarks/vmf_sampling.py [--repeats 5] [--budget 2000000] [--no-write]
+    python -m benchmarks.vmf_sampling [--repeats 5] [--budget 2000000] [--no-write]
 
 For each (d, kappa) and dtype it times ``rsample`` of one distribution built once and reused for every call
 (per-row mean directions and concentrations that require grad; forward only: no backward, and the Bessel terms
@@ -27,11 +27,10 @@ import scipy
 import scipy.stats
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common.cli import ArgumentParser, UserError, run_cli, set_threads  # noqa: E402
-from common.config import GLOSSARY  # noqa: E402
-from common.markdown import write_section  # noqa: E402
-from vmfprior import VonMisesFisher  # noqa: E402
+from common.cli import ArgumentParser, UserError, run_cli, set_threads
+from common.config import GLOSSARY
+from common.markdown import write_section
+from vmfprior import VonMisesFisher
 
 CASES = [(3, 5.0), (10, 50.0), (128, 100.0), (1024, 1000.0)]
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -92,7 +91,7 @@ def format_table(rows: list[tuple[int, float, str, dict]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(
-        prog="python benchmarks/vmf_sampling.py",
+        prog="python -m benchmarks.vmf_sampling",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -143,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         body = "\n".join(
             [
-                "Command: `python "
-                + " ".join(shlex.quote(part) for part in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+                "Command: `python -m "
+                + " ".join(
+                    shlex.quote(part) for part in ["benchmarks.vmf_sampling", *(sys.argv[1:] if argv is None else argv)]
+                )
                 + "`",
                 "",
                 f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch "
