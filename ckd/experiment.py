@@ -43,6 +43,7 @@ import shutil
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -72,7 +73,7 @@ from common.cli import run_cli, set_threads
 from common.config import ConfigError, parse_config
 from common.grid import run_unit, write_rows
 from common.markdown import write_section
-from common.run import atomic_write_text
+from common.run import atomic_write_text, config_differences, read_config
 
 __all__ = [
     "PRESETS",
@@ -109,15 +110,23 @@ def _finished(folder: Path) -> bool:
     return (folder / MODEL_CHECKPOINT).is_file() or (folder / RESULT_FILE).is_file()
 
 
+def _read_finished(config: TrainConfig, folder: Path) -> dict:
+    """A finished run's result, if it was trained with ``config``'s settings (the teacher's and the data's paths,
+    which a copied grid changes, aside); a finished run with other settings is an error, not silently reused."""
+    if (folder / "config.json").is_file():
+        differences = config_differences(read_config(folder)[1], asdict(config), ignore=("teacher", "data"))
+        if differences:
+            raise ConfigError(
+                f"{folder} holds a finished run with other settings ({'; '.join(differences)}): the preset or the "
+                "flags changed since it ran; move the folder away or pass another --out"
+            )
+    return {**read_student_result(folder), "seconds": None}
+
+
 def _student(config: TrainConfig, data, log) -> dict:
     """Start, resume or read back one student run (a unit of the grid); a non-finite loss stops the grid."""
     result = run_unit(
-        config,
-        train,
-        finished=_finished,
-        read=lambda folder: {**read_student_result(folder), "seconds": None},
-        data=data,
-        log=log,
+        config, train, finished=_finished, read=lambda folder: _read_finished(config, folder), data=data, log=log
     )
     if result.get("stopped") == "non-finite loss":
         raise ValueError(

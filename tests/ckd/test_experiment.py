@@ -13,6 +13,7 @@ import ckd.train as train_module
 from ckd.experiment import TeacherGateError, run_experiment, selection_candidates, teacher_gates
 from ckd.shifts import apply_shift, parse_shift
 from ckd.train import TEST_SHIFT_SEED, TrainConfig, train
+from common.config import ConfigError
 from common.run import epoch_order
 
 QUIET = {"progress": False, "cpu": True, "epochs": 1}
@@ -267,6 +268,11 @@ def test_the_driver_selects_kappa_on_validation_pairs_seeds_and_resumes(
         _tiny_preset(), tmp_path / "kept", None, [0, 1], 1, False, True, log=lambda *_: None, data=tiny_data
     )
     assert kept["rows"] == again["rows"]
+    # A finished run trained with other settings (here: another epoch count in the preset) is refused, by name.
+    changed = _tiny_preset()
+    changed["student"] = {**changed["student"], "epochs": changed["student"]["epochs"] + 1}
+    with pytest.raises(ConfigError, match=r"finished run with other settings \(epochs: 1 -> 2\)"):
+        run_experiment(changed, tmp_path / "kept", None, [0, 1], 1, False, True, log=lambda *_: None, data=tiny_data)
     # A folder finished before result.json existed gets one from its model.pt.
     selection = next((out / "selection").rglob("model.pt")).parent
     expected = json.loads((selection / "result.json").read_text())
