@@ -205,7 +205,7 @@ def class_aware_scores(args, sampler, device, feature_extractor: str) -> dict:
     if args.gan_test_classifier:
         classifier = load_classifier(args.gan_test_classifier).to(device)
         scores.update(gan_test(sampler, classifier, generated=generated, batch_size=args.batch_size))
-        scores["gan_test_classifier"] = os.path.abspath(args.gan_test_classifier)
+        scores["gan_test_classifier"] = os.path.normpath(args.gan_test_classifier)  # as given: no machine paths
     if args.gan_train:
         count = args.gan_train_samples or len(data.x_train)
         scores.update(
@@ -287,7 +287,7 @@ def main(argv=None) -> dict:
     record = dict(metrics)
     record.update(class_aware_scores(args, sampler, device, feature_extractor))
     record.update(
-        run=os.path.abspath(args.run),
+        run=os.path.normpath(args.run),
         kind="gan",
         noise=run_config.get("sampler"),
         num_samples=args.num_samples,
