@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.classifier_config import OPTIMIZERS, ClassifierSettings
+from common.classifier_config import ClassifierSettings, TrainingSettings
 from common.cli import ArgumentParser
-from common.config import GLOSSARY, SCHEDULES, option
+from common.config import GLOSSARY, option
 
 __all__ = [
     "DATASETS",
@@ -123,9 +123,16 @@ EXPERIMENT_PRESETS = {
 
 
 @dataclass
-class TrainConfig:
-    """Settings of one student run (saved in config.json and every checkpoint)."""
+class TrainConfig(TrainingSettings):
+    """Settings of one student run (saved in config.json and every checkpoint): the shared training fields of
+    ``common.classifier_config.TrainingSettings``, the student, its loss and teacher, and the shift."""
 
+    out: str = option("runs/ckd-student", "run folder: config.json, last.pt, metrics.jsonl, model.pt")
+    num_validation: int = option(
+        0, "hold out the last N training images (shifted like the rest) and score the student on them"
+    )
+    train_subset: int | None = option(None, "use only the first N training images (after the validation hold-out)")
+    seed: int = option(0, "seeds initialization, shuffling, augmentation and the shift")
     student: str = option(
         "mnist-conv-half",
         "architecture: mnist-conv, mnist-conv-half, mnist-conv-W (an optional -nobias or -cosine suffix), or wrn-D-K",
@@ -143,8 +150,6 @@ class TrainConfig:
         "training, validation and domain test images (None: clean)",
     )
     dataset: str = option("mnist", "the dataset", choices=DATASETS)
-    data: str | None = option(None, "the dataset's .npz file (None: download with torchvision)")
-    out: str = option("runs/ckd-student", "run folder: config.json, last.pt, metrics.jsonl, model.pt")
     concentration: float | None = option(None, "kappa of the CKD affinity (None: the teacher's kappa_MLE)")
     activation_norm: float | None = option(
         None, "|a| of the affinity's sampled activations (None: the teacher's mean |a|)"
@@ -153,29 +158,7 @@ class TrainConfig:
     affinity_samples: int = option(10_000, "Monte Carlo samples per class for the affinity (Eq. 7)")
     temperature: float = option(KD_TEMPERATURE, "KD temperature T")
     kd_weight: float = option(KD_WEIGHT, "KD's weight alpha on the soft term")
-    epochs: int = option(5, "training epochs")
-    batch_size: int = option(128, "global batch size (split across processes)")
-    optimizer: str = option("adam", "adam, or sgd with nesterov momentum", choices=OPTIMIZERS)
-    learning_rate: float = option(1e-3, "initial step size")
-    momentum: float = option(0.9, "SGD momentum")
-    weight_decay: float = option(0.0, "L2 weight decay")
-    schedule: str = option(
-        "constant",
-        "learning-rate schedule: constant, cosine (per step, to 0), linear, or step (x0.1 after each milestone epoch)",
-        choices=SCHEDULES,
-    )
-    milestones: tuple[int, ...] = option((), "epochs after which the step schedule multiplies the rate by 0.1")
     augment: bool = option(False, "random crop (pad 4) and horizontal flip per batch (CIFAR)")
-    num_validation: int = option(
-        0, "hold out the last N training images (shifted like the rest) and score the student on them"
-    )
-    train_subset: int | None = option(None, "use only the first N training images (after the validation hold-out)")
-    seed: int = option(0, "seeds initialization, shuffling, augmentation and the shift")
-    resume: bool = option(False, "continue OUT/last.pt exactly; refuses a different config")
-    stop_after: int | None = option(None, "stop after this epoch (continue later with --resume)")
-    progress: bool = option(False, "show a progress bar")
-    cpu: bool = option(False, "use the CPU even when a GPU is present")
-    threads: int | None = option(None, GLOSSARY["threads"])
 
 
 @dataclass

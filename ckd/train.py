@@ -33,7 +33,6 @@ if __name__ == "__main__":  # --help and argument errors before the heavy import
 
     answer_early(TrainConfig, prog="python -m ckd.train", description=__doc__.split("\n\n")[0], presets=PRESETS)
 
-import inspect
 import json
 import math
 import sys
@@ -203,11 +202,9 @@ def teacher_affinity(
         (C, C) float32 on the CPU, rows summing to 1.
     """
     prior = VMFPrior.from_linear(teacher.head.cpu(), float(concentration))
-    # The library's argument is num_samples (formerly n_samples); pass the name this installed version takes.
-    name = "num_samples" if "num_samples" in inspect.signature(prior.class_affinity).parameters else "n_samples"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        affinity = prior.class_affinity(**{name: int(num_samples)}, activation_norm=float(activation_norm))
+        affinity = prior.class_affinity(int(num_samples), activation_norm=float(activation_norm))
     return affinity.float()
 
 

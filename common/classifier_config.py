@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from common.config import GLOSSARY, SCHEDULES, option
 
-__all__ = ["HEAD_KINDS", "OPTIMIZERS", "ClassifierSettings", "head_option"]
+__all__ = ["HEAD_KINDS", "OPTIMIZERS", "ClassifierSettings", "TrainingSettings", "head_option"]
 
 OPTIMIZERS = ("adam", "sgd")
 HEAD_KINDS = ("linear", "random", "random-cosine", "orthogonal", "hadamard", "identity")
@@ -23,9 +23,10 @@ def head_option(default: str = "linear"):
 
 
 @dataclass
-class ClassifierSettings:
-    """The fields ``common.classifier.train_classifier`` reads; a command's config repeats them (with its own
-    defaults) and adds its architecture's (``head = head_option()`` where the architecture takes any head)."""
+class TrainingSettings:
+    """The fields every trainer of a classification loss shares: data, run folder, optimizer, schedule, validation
+    split and run control. :class:`ClassifierSettings` (the prior-source classifiers) and ``ckd.config.TrainConfig``
+    (the distilled students) build on it; a command may restate a field with its own default or help."""
 
     data: str | None = option(None, "the dataset's .npz file (None: download with torchvision)")
     out: str = option("runs/classifier", "run folder: config.json, last.pt, metrics.jsonl, classifier.pt")
@@ -43,10 +44,17 @@ class ClassifierSettings:
     milestones: tuple[int, ...] = option((), "epochs after which the step schedule multiplies the rate by 0.1")
     num_validation: int = option(0, "the last N training images are held out for validation accuracy (0: none)")
     train_subset: int | None = option(None, "use only the first N training images")
-    stats_images: int = option(10_000, "clean training images whose activations give kappa's MLE and the mean |a|")
     seed: int = option(0, "seeds initialization, shuffling and augmentation")
     resume: bool = option(False, "continue OUT/last.pt exactly; refuses a different config")
     stop_after: int | None = option(None, "stop after this epoch (continue later with --resume)")
     progress: bool = option(False, "show a progress bar")
     cpu: bool = option(False, "use the CPU even when a GPU is present")
     threads: int | None = option(None, GLOSSARY["threads"])
+
+
+@dataclass
+class ClassifierSettings(TrainingSettings):
+    """The fields ``common.classifier.train_classifier`` reads; a command's config restates some (with its own
+    defaults) and adds its architecture's (``head = head_option()`` where the architecture takes any head)."""
+
+    stats_images: int = option(10_000, "clean training images whose activations give kappa's MLE and the mean |a|")

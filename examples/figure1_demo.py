@@ -1,9 +1,9 @@
 """The vMF model hidden in an MNIST classifier's last layer: the paper's Figure 1, and the class affinity.
 
-    python examples/figure1_demo.py [--data data/mnist.npz] [--latent-dim 2] [--epochs 2] [--out runs/demo]
+    python -m examples.figure1_demo [--data data/mnist.npz] [--latent-dim 2] [--epochs 10] [--out runs/demo]
 
 Trains ``vae.classifier``'s MNIST classifier (the prior source of HVAE-L) with a 2-D penultimate layer (a
-minute or two on a laptop CPU; torchvision download, or offline the ``data/mnist.npz`` that
+short CPU run; torchvision download, or offline the ``data/mnist.npz`` that
 ``python -m common.data mnist`` builds), turns its final layer into
 a ``VMFPrior``, fits one concentration per class to the normalized test activations, and writes
 ``vmf_prior_demo.png``:
@@ -21,17 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run by path: make the repository root importable
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from common.cli import ArgumentParser, UserError, run_cli, set_threads  # noqa: E402
-from common.data import load_mnist  # noqa: E402
-from common.run import atomic_write_text  # noqa: E402
-from vae.classifier import ClassifierConfig, MNISTClassifier, train_classifier  # noqa: E402
-from vmfprior import VMFPrior  # noqa: E402
+from common.cli import ArgumentParser, UserError, run_cli, set_threads
+from common.data import load_mnist
+from common.run import atomic_write_text
+from vae.classifier import ClassifierConfig, MNISTClassifier, train_classifier
+from vmfprior import VMFPrior
 
 
 def _plot(
@@ -85,14 +82,14 @@ def _plot(
 
 def main(argv: list[str] | None = None) -> dict:
     """Train, fit, draw; returns the summary also written to OUT/summary.json."""
-    parser = ArgumentParser(prog="python examples/figure1_demo.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m examples.figure1_demo", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--data",
         default=None,
         help="MNIST .npz, e.g. data/mnist.npz from `python -m common.data mnist` (default: torchvision download)",
     )
     parser.add_argument("--latent-dim", type=int, default=2, help="penultimate width d (2 draws the circle figure)")
-    parser.add_argument("--epochs", type=int, default=2, help="training epochs")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs")
     parser.add_argument("--affinity-samples", type=int, default=2000, help="Monte Carlo samples per class for Eq. 7")
     parser.add_argument("--seed", type=int, default=0, help="seed of the classifier's initialization and batches")
     parser.add_argument(
@@ -130,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     unit_prior = VMFPrior.from_linear(model.head, concentration=1.0)
     concentration = unit_prior.fit_concentration(features, data.y_test, per_class=True).float()
     prior = VMFPrior.from_linear(model.head, concentration=concentration)
-    affinity = prior.class_affinity(n_samples=args.affinity_samples, activation_norm=features.norm(dim=1).mean().item())
+    affinity = prior.class_affinity(args.affinity_samples, activation_norm=features.norm(dim=1).mean().item())
 
     out = Path(args.out)
     figure_path = out / "vmf_prior_demo.png"
@@ -138,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{len(data.x_train):,} training images, {args.epochs} epoch(s), d = {args.latent_dim}; "
         f"test accuracy {trained['test_accuracy']:.3f}; kappa fitted per class to {len(data.x_test):,} "
         f"test activations; affinity from {args.affinity_samples:,} samples per class.\n"
-        f"command: python examples/figure1_demo.py {' '.join(sys.argv[1:] if argv is None else argv)}"
+        f"command: python -m examples.figure1_demo {' '.join(sys.argv[1:] if argv is None else argv)}"
     )
     _plot(figure_path, prior, directions, data.y_test, affinity, caption=caption)
     summary = {

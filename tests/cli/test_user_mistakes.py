@@ -140,8 +140,8 @@ CASES = [
     ("ckd.experiment", ["--preset", "imagenet-table9"], "invalid choice"),
     ("ckd.normalization_check", ["--checkpoint", "{corrupt_pt}"], "corrupt"),
     ("ckd.figures", ["--teacher", "{not_a_run}", "--student", "{not_a_run}", "--data", QUICK], "{not_a_run}"),
-    ("examples/figure1_demo.py", ["--latent-dim", "1"], "--latent-dim"),
-    ("examples/figure1_demo.py", ["--data", "{wrong_keys}"], "lacks key"),
+    ("examples.figure1_demo", ["--latent-dim", "1"], "--latent-dim"),
+    ("examples.figure1_demo", ["--data", "{wrong_keys}"], "lacks key"),
 ]
 
 
