@@ -27,8 +27,8 @@ __all__ = [
     "TeacherConfig",
     "TrainConfig",
     "analysis_parser",
-    "figures_parser",
-    "report_parser",
+    "FiguresConfig",
+    "ReportConfig",
 ]
 
 DATASETS = ("mnist", "cifar10", "cifar100")
@@ -217,28 +217,28 @@ class CheckConfig:
     threads: int | None = option(None, GLOSSARY["threads"])
 
 
-def report_parser(prog: str, description: str) -> ArgumentParser:
-    """The parser of ``python -m ckd.report``."""
-    parser = ArgumentParser(prog=prog, description=description)
-    parser.add_argument("results_json", help="the results.json an experiment wrote")
-    parser.add_argument("--results", default=None, help="also write the report as a marked section of this file")
-    parser.add_argument("--section", default=None, help="the section's name (default: ckd-PRESET)")
-    return parser
+@dataclass
+class ReportConfig:
+    """The options of ``python -m ckd.report``."""
+
+    results_json: str = option(help="the results.json an experiment wrote", positional=True)
+    results: str | None = option(None, "also write the report as a marked section of this file")
+    section: str | None = option(None, "the section's name (None: ckd-PRESET)")
 
 
-def figures_parser(prog: str, description: str) -> ArgumentParser:
-    """The parser of ``python -m ckd.figures``."""
-    parser = ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--teacher", required=True, help="the teacher's run folder or model.pt")
-    parser.add_argument("--student", required=True, help="the CKD student's run folder or model.pt")
-    parser.add_argument(
-        "--label-student", default=None, help="a label-only student (same architecture and seed) as the control"
+@dataclass
+class FiguresConfig:
+    """The options of ``python -m ckd.figures``."""
+
+    teacher: str = option(help="the teacher's run folder or model.pt")
+    student: str = option(help="the CKD student's run folder or model.pt")
+    label_student: str | None = option(
+        None, "a label-only student (same architecture and seed) as the control (None: no control panel)"
     )
-    parser.add_argument("--data", default=None, help="the dataset's .npz (default: download with torchvision)")
-    parser.add_argument("--out", default="ckd_figure2.png", help="the PNG to write")
-    parser.add_argument("--json", default=None, help="also write the concentrations and orders to this file")
-    parser.add_argument("--threads", type=int, default=None, help=GLOSSARY["threads"])
-    return parser
+    data: str | None = option(None, "the dataset's .npz (None: download with torchvision)")
+    out: str = option("ckd_figure2.png", "the PNG to write")
+    json: str | None = option(None, "also write the concentrations and orders to this file")
+    threads: int | None = option(None, GLOSSARY["threads"])
 
 
 def analysis_parser(prog: str, description: str) -> ArgumentParser:

@@ -18,10 +18,10 @@ teacher; the printout and ``--json`` compare each student's fitted kappa with th
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
-    from ckd.config import figures_parser
+    from ckd.config import FiguresConfig
     from common.config import answer_early
 
-    answer_early(figures_parser("python -m ckd.figures", __doc__.split("\n\n")[0]))
+    answer_early(FiguresConfig, prog="python -m ckd.figures", description=__doc__.split("\n\n")[0], config_file=False)
 
 import json
 import math
@@ -29,9 +29,10 @@ import sys
 
 import torch
 
-from ckd.config import figures_parser
+from ckd.config import FiguresConfig
 from ckd.train import features_of, load_dataset, load_model, teacher_affinity, teacher_head_statistics
 from common.cli import run_cli, set_threads
+from common.config import parse_config
 from common.run import atomic_write_text
 from vmfprior import VMFPrior
 
@@ -209,7 +210,9 @@ def _plot(path: str, panels: list[tuple[str, dict]], labels: torch.Tensor, log_a
 
 def main(argv=None) -> dict:
     """Command-line entry point."""
-    args = figures_parser("python -m ckd.figures", __doc__.split("\n\n")[0]).parse_args(argv)
+    args = parse_config(
+        FiguresConfig, argv, prog="python -m ckd.figures", description=__doc__.split("\n\n")[0], config_file=False
+    )
     set_threads(args.threads)
     teacher, teacher_checkpoint = load_model(args.teacher)
     data = load_dataset(teacher_checkpoint.get("dataset", "mnist"), args.data)

@@ -20,10 +20,10 @@ decisive shifts (downsampling x0.5 and x0.25), with paired differences over seed
 from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
-    from ckd.config import report_parser
+    from ckd.config import ReportConfig
     from common.config import answer_early
 
-    answer_early(report_parser("python -m ckd.report", __doc__.split("\n\n")[0]))
+    answer_early(ReportConfig, prog="python -m ckd.report", description=__doc__.split("\n\n")[0], config_file=False)
 
 import json
 import math
@@ -32,8 +32,9 @@ from pathlib import Path
 
 from scipy import stats
 
-from ckd.config import report_parser
+from ckd.config import ReportConfig
 from common.cli import run_cli
+from common.config import parse_config
 from common.grid import by_cell, markdown_table
 from common.markdown import write_section
 from common.stats import paired_difference as mean_and_standard_error
@@ -287,7 +288,9 @@ def report_markdown(results: dict, command: str) -> str:
 
 def main(argv=None) -> dict:
     """Command-line entry point: print (and optionally write) the report of a results.json."""
-    args = report_parser("python -m ckd.report", __doc__.split("\n\n")[0]).parse_args(argv)
+    args = parse_config(
+        ReportConfig, argv, prog="python -m ckd.report", description=__doc__.split("\n\n")[0], config_file=False
+    )
     path = Path(args.results_json)
     if not path.is_file():
         raise FileNotFoundError(f"{args.results_json}: no such results.json")

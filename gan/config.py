@@ -32,7 +32,6 @@ import dataclasses
 from dataclasses import dataclass
 
 from common.classifier_config import OPTIMIZERS, ClassifierSettings, head_option
-from common.cli import ArgumentParser
 from common.config import GLOSSARY, ConfigError, check_choice, check_positive, flag, option
 from common.config import SCHEDULES as CLASSIFIER_SCHEDULES
 from common.config import parse_config as parse_options
@@ -57,7 +56,7 @@ __all__ = [
     "FidelityConfig",
     "FiguresConfig",
     "Table5Config",
-    "report_parser",
+    "ReportConfig",
 ]
 
 SCHEDULES = ("linear", "constant")
@@ -364,13 +363,11 @@ class Table5Config:
     dry_run: bool = option(False, "print the commands instead of running them")
 
 
-def report_parser() -> ArgumentParser:
-    """The parser of ``python -m gan.report``."""
-    parser = ArgumentParser(prog="python -m gan.report", description="Markdown table of IS/FID from run folders.")
-    parser.add_argument("run_dirs", nargs="+", help="run folders with fidelity-*.json files")
-    parser.add_argument("--out", default=None, help="markdown file to write the section into (default: stdout only)")
-    parser.add_argument("--section", default="gan-fidelity", help="section name of the markers in --out")
-    parser.add_argument(
-        "--title", default="SNGAN on CIFAR-10: Gaussian vs vMF vs sphere noise", help="heading of the section"
-    )
-    return parser
+@dataclass
+class ReportConfig:
+    """The options of ``python -m gan.report``."""
+
+    run_dirs: tuple[str, ...] = option(help="run folders with fidelity-*.json files", positional=True)
+    out: str | None = option(None, "markdown file to write the section into (None: print only)")
+    section: str = option("gan-fidelity", "section name of the markers in --out")
+    title: str = option("SNGAN on CIFAR-10: Gaussian vs vMF vs sphere noise", "heading of the section")

@@ -11,9 +11,9 @@ rest of the file as it is.
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
     from common.config import answer_early
-    from gan.config import report_parser
+    from gan.config import ReportConfig
 
-    answer_early(report_parser())
+    answer_early(ReportConfig, prog="python -m gan.report", description=__doc__.split("\n\n")[0], config_file=False)
 
 import glob
 import json
@@ -21,9 +21,10 @@ import os
 import sys
 
 from common.cli import run_cli
+from common.config import parse_config
 from common.markdown import write_section
 from eval.fidelity import KEY_FID, KEY_IS_MEAN, KEY_IS_STD
-from gan.config import NOISE_ORDER, report_parser
+from gan.config import NOISE_ORDER, ReportConfig
 
 NOISE_NAMES = {"gaussian": "Gaussian", "vmf": "vMF", "sphere": "sphere", "vmf-orthogonal": "vMF, orthogonal head"}
 COLUMNS = ("noise", "run", "κ", "iterations", "samples", "extractor", "reference", "IS ↑", "FID ↓")
@@ -136,7 +137,9 @@ def format_table(records):
 
 
 def main(argv=None):
-    args = report_parser().parse_args(argv)
+    args = parse_config(
+        ReportConfig, argv, prog="python -m gan.report", description=__doc__.split("\n\n")[0], config_file=False
+    )
     text = f"### {args.title}\n\n" + format_table(collect_runs(args.run_dirs))
     print(text)
     if args.out:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.classifier_config import ClassifierSettings, head_option
-from common.cli import ArgumentParser
 from common.config import GLOSSARY, option
 from eval.settings import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE
 
@@ -21,7 +20,7 @@ __all__ = [
     "LoglikConfig",
     "ReportConfig",
     "TrainConfig",
-    "figures_parser",
+    "FiguresConfig",
 ]
 
 MODEL_KINDS = ("hvae", "hvae-c", "hvae-l")
@@ -130,10 +129,10 @@ class ClassifierConfig(ClassifierSettings):
     num_validation: int = option(10_000, "the last N training images are the validation split")
 
 
-def figures_parser(prog: str, description: str) -> ArgumentParser:
-    """The parser of ``python -m vae.figures``."""
-    parser = ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--run", required=True, help="run folder written by vae.train")
-    parser.add_argument("--data", default=None, help="MNIST .npz for the reconstructions (default: the run's own)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the samples")
-    return parser
+@dataclass
+class FiguresConfig:
+    """The options of ``python -m vae.figures``."""
+
+    run: str = option(help="run folder written by vae.train")
+    data: str | None = option(None, "MNIST .npz for the reconstructions (None: the run's own)")
+    seed: int = option(0, "seed of the samples")

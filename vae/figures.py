@@ -9,9 +9,9 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # --help and argument errors before the heavy imports below
     from common.config import answer_early
-    from vae.config import figures_parser
+    from vae.config import FiguresConfig
 
-    answer_early(figures_parser("python -m vae.figures", __doc__.split("\n\n")[0]))
+    answer_early(FiguresConfig, prog="python -m vae.figures", description=__doc__.split("\n\n")[0], config_file=False)
 
 import sys
 from pathlib import Path
@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 
 from common.cli import run_cli
+from common.config import parse_config
 from common.data import binarize_fixed, load_mnist
 from common.run import METRICS_FILE, read_metrics, read_run
 from eval.grids import class_interpolation_grid, class_sample_grid, save_image_grid
-from vae.config import figures_parser
+from vae.config import FiguresConfig
 from vae.models import IMAGE_SHAPE
 from vae.sampling import load_sampler
 
@@ -164,7 +165,9 @@ def make_run_figures(run_dir, data_path=None, data=None, seed: int = 0) -> list[
 
 def main(argv=None) -> list[Path]:
     """Command-line entry point: write the figures of a run folder."""
-    args = figures_parser("python -m vae.figures", __doc__.split("\n\n")[0]).parse_args(argv)
+    args = parse_config(
+        FiguresConfig, argv, prog="python -m vae.figures", description=__doc__.split("\n\n")[0], config_file=False
+    )
     load_sampler(args.run)  # a bad run folder fails before the data is loaded
     data_path = args.data if args.data is not None else read_run(args.run, ("vae",))[1].get("data")
     written = make_run_figures(args.run, data_path=data_path, seed=args.seed)
