@@ -1,7 +1,7 @@
 """Run by tests/gan/test_distributed.py on 2 CPU processes (torchrun, gloo); not a test module itself.
 
     PYTHONPATH=. python -m torch.distributed.run --standalone --nproc_per_node 2 \\
-        tests/gan/distributed_worker.py OUT DATA
+        -m tests.gan.distributed_worker OUT DATA
 
 1. Synchronized batch norm: the generator gan/train.py builds for 2 processes, fed half of a global batch on each
    process, must give the outputs, running statistics and (DDP-averaged) gradients of one generator on the whole

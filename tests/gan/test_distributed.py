@@ -2,14 +2,9 @@
 optimizers' actual learning rates, exact resumption, checkpoint files, and a refused change of process count.
 
 One launch of tests/gan/distributed_worker.py does every 2-process part (starting processes dominates the cost).
-``accelerate launch --num_processes 2 --cpu`` is not used: accelerate 1.15 runs a single process for it.
 """
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,8 +13,8 @@ from common.cli import run_cli
 from common.run import read_metrics
 from gan.train import main
 from tests.gan.helpers import tiny_args
+from tests.torchrun import launch_two_processes
 
-REPO = Path(__file__).resolve().parents[2]
 ARGS = ("--iterations", "4", "--checkpoint-every", "2", "--ema-decay", "0.5")
 
 
@@ -27,25 +22,7 @@ ARGS = ("--iterations", "4", "--checkpoint-every", "2", "--ema-decay", "0.5")
 def two_processes(fake_cifar, tmp_path_factory):
     """The output folder of one 2-process run of distributed_worker.py."""
     out = tmp_path_factory.mktemp("two-processes")
-    environment = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "ACCELERATE_USE_CPU": "true",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(REPO / "tests" / "gan" / "distributed_worker.py"),
-        str(out),
-        str(fake_cifar),
-    ]
-    result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+    launch_two_processes("tests.gan.distributed_worker", str(out), str(fake_cifar))
     return out
 
 

@@ -3,48 +3,20 @@ split between the processes without overlap, early stopping ends the run at the 
 non-finite loss on one process stops both."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from common.run import RunError
+from tests.torchrun import launch_two_processes
 from vae.train import TrainConfig, train
 
-REPO = Path(__file__).resolve().parents[2]
 NUM_TRAIN = 300  # as in distributed_worker.py
 
 
-def _launch(out: Path, *flags: str, timeout: float = 600) -> None:
-    environment = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "ACCELERATE_USE_CPU": "true",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "tests.vae.distributed_worker",
-        str(out),
-        *flags,
-    ]
-    result = subprocess.run(
-        command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-
-
 def _two_processes(out: Path, *flags: str, timeout: float = 600) -> list[dict]:
-    _launch(out, *flags, timeout=timeout)
+    launch_two_processes("tests.vae.distributed_worker", str(out), *flags, timeout=timeout)
     return [json.loads((out / f"rank_{rank}.json").read_text()) for rank in (0, 1)]
 
 
@@ -78,7 +50,7 @@ def test_a_non_finite_loss_on_one_process_stops_both(tmp_path):
 
 
 def test_two_process_run_resumes_exactly_and_refuses_one_process(tmp_path, tiny_data):
-    _launch(tmp_path, "--resume")
+    launch_two_processes("tests.vae.distributed_worker", str(tmp_path), "--resume")
     straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     split = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
     assert straight["step"] == split["step"] == 4 and split["num_processes"] == 2
