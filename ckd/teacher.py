@@ -28,6 +28,7 @@ from ckd.train import load_dataset
 from common.classifier import check_settings, train_classifier
 from common.cli import run_cli, set_threads
 from common.config import check_choice, parse_config
+from common.run import report_non_finite
 
 __all__ = ["TeacherConfig", "train_teacher", "TEACHER_CHECKPOINT"]
 
@@ -55,14 +56,7 @@ def main(argv=None) -> dict | int:
     )
     set_threads(config.threads)
     result = train_teacher(config)
-    if result["stopped"] == "non-finite loss":
-        print(
-            f"error: non-finite training loss in {config.out}; its last checkpoint is kept (lower "
-            "--learning-rate, then --resume)",
-            file=sys.stderr,
-        )
-        return 1
-    return result
+    return 1 if report_non_finite(result, f"in {config.out}") else result
 
 
 if __name__ == "__main__":

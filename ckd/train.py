@@ -60,6 +60,7 @@ from common.run import (
     load_checkpoint,
     load_state,
     read_json,
+    report_non_finite,
     set_learning_rate,
 )
 from vmfprior import VMFPrior
@@ -509,14 +510,9 @@ def main(argv=None) -> dict | int:
     )
     set_threads(config.threads)
     result = train(config)
-    if result["stopped"] == "non-finite loss":
-        print(
-            f"error: non-finite training loss at epoch {result['epoch']}, step {result['step']} of {config.out}; "
-            f"its last.pt holds epoch {result['epochs']} (lower --learning-rate, then --resume)",
-            file=sys.stderr,
-        )
-        return 1
-    return result
+    where = f"at epoch {result.get('epoch')}, step {result.get('step')} of {config.out}"
+    where += f" (last.pt: epoch {result.get('epochs')})"
+    return 1 if report_non_finite(result, where) else result
 
 
 if __name__ == "__main__":

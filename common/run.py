@@ -36,6 +36,7 @@ import json
 import math
 import os
 import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -72,6 +73,7 @@ __all__ = [
     "read_json",
     "read_metrics",
     "read_run",
+    "report_non_finite",
     "rng_state",
     "set_learning_rate",
     "set_rng_state",
@@ -400,6 +402,21 @@ def all_finite(loss: torch.Tensor, accelerator=None) -> bool:
         return bool(finite.item() == 1)
     # accelerate's reduce knows only sum and mean: every process is finite when the sum is the process count.
     return bool(accelerator.reduce(finite, reduction="sum").item() == accelerator.num_processes)
+
+
+def report_non_finite(result: dict, where: str, hint: str = "lower --learning-rate, then --resume") -> bool:
+    """Whether a non-finite loss stopped the run whose ``result`` a trainer returned; if so, print the command's one
+    ``error:`` line (the run's last good checkpoint is kept) and let the command exit with status 1.
+
+    Args:
+        result: the trainer's result, with ``stopped``.
+        where: the run's place, e.g. ``"in runs/x"`` or ``"at epoch 2, step 0 of runs/x"``.
+        hint: what to change before resuming.
+    """
+    if result.get("stopped") != "non-finite loss":
+        return False
+    print(f"error: non-finite loss {where}; its last good checkpoint is kept ({hint})", file=sys.stderr)
+    return True
 
 
 def close_process_group() -> None:

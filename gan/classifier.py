@@ -38,7 +38,7 @@ from common.classifier import CHECKPOINT_NAME, check_settings, load_classifier_c
 from common.classifier import train_classifier as train_on_run_folder
 from common.cli import run_cli, set_threads
 from common.config import ConfigError, check_choice, parse_config
-from common.run import CONFIG_FILE, LAST_CHECKPOINT, RunError, close_process_group, read_config
+from common.run import CONFIG_FILE, LAST_CHECKPOINT, RunError, close_process_group, read_config, report_non_finite
 from common.wrn import WideResNet
 from gan.config import CLASSIFIER_PRESETS as PRESETS
 from gan.config import MIXED_PRECISION, ClassifierConfig
@@ -148,14 +148,7 @@ def main(argv=None) -> dict | int:
     )
     result = train_classifier(config)
     close_process_group()
-    if result["stopped"] == "non-finite loss":
-        print(
-            f"error: non-finite loss in {config.out}; its last checkpoint is kept (lower --learning-rate, then "
-            "--resume)",
-            file=sys.stderr,
-        )
-        return 1
-    return result
+    return 1 if report_non_finite(result, f"in {config.out}") else result
 
 
 if __name__ == "__main__":

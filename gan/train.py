@@ -57,6 +57,7 @@ from common.run import (
     atomic_save,
     learning_rate_factor,
     load_state,
+    report_non_finite,
     set_learning_rate,
 )
 from gan.config import MAY_CHANGE, GANConfig, parse_config
@@ -411,14 +412,9 @@ def main(argv: list[str] | None = None) -> dict | int:
     # The script and its arguments; the launcher (python or accelerate launch and its options) is not visible here.
     command = shlex.join(["gan/train.py", *argv])
     summary = train(parse_config(argv), command=command)
-    if summary["stopped"] == "non-finite loss":
-        print(
-            f"error: non-finite loss at iteration {summary['iteration']} in {summary['run_dir']}; its last "
-            "checkpoint is kept",
-            file=sys.stderr,
-        )
-        return 1
-    return summary
+    where = f"at iteration {summary.get('iteration')} in {summary['run_dir']}"
+    hint = "lower --learning-rate-g and --learning-rate-d, then --resume"
+    return 1 if report_non_finite(summary, where, hint) else summary
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from common.classifier import train_classifier as train_on_run_folder
 from common.cli import run_cli, set_threads
 from common.config import ConfigError, parse_config
 from common.data import load_mnist
+from common.run import report_non_finite
 from vae.config import ClassifierConfig
 from vmfprior.heads import make_head
 
@@ -106,10 +107,7 @@ def main(argv=None) -> dict | int:
     """Command-line entry point; a non-finite loss is an error (exit status 1)."""
     config = parse_config(ClassifierConfig, argv, prog="python -m vae.classifier", description=__doc__.split("\n\n")[0])
     result = train_classifier(config)
-    if result["stopped"] == "non-finite loss":
-        print(f"error: non-finite loss in {config.out}; its last checkpoint is kept", file=sys.stderr)
-        return 1
-    return result
+    return 1 if report_non_finite(result, f"in {config.out}") else result
 
 
 if __name__ == "__main__":

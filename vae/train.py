@@ -31,7 +31,16 @@ from tqdm.auto import tqdm
 from common.cli import run_cli, set_threads
 from common.config import ConfigError, check_positive, flag, parse_config
 from common.data import binarize, binarize_fixed, load_mnist, train_validation_split
-from common.run import LAST_CHECKPOINT, RunFolder, all_finite, atomic_save, close_process_group, epoch_order, load_state
+from common.run import (
+    LAST_CHECKPOINT,
+    RunFolder,
+    all_finite,
+    atomic_save,
+    close_process_group,
+    epoch_order,
+    load_state,
+    report_non_finite,
+)
 from vae.checkpoints import BEST_CHECKPOINT, model_from_state, upgrade_checkpoint
 from vae.config import MODEL_KINDS, TrainConfig
 from vae.figures import make_run_figures
@@ -266,8 +275,7 @@ def main(argv=None) -> dict | int:
     set_threads(config.threads)
     summary = train(config)
     close_process_group()
-    if summary["stopped"] == "non-finite loss":
-        print(f"error: non-finite loss in {config.out}; its last good checkpoint is kept", file=sys.stderr)
+    if report_non_finite(summary, f"in {config.out}"):
         return 1
     if config.figures and summary["epochs"] > 0:
         make_run_figures(config.out, data_path=config.data)

@@ -239,7 +239,7 @@ def test_a_non_finite_loss_stops_with_one_error_line_and_keeps_the_last_checkpoi
     )
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert status == 1 and len(lines) == 1, lines
-    assert lines[0].startswith("error: non-finite training loss at epoch 2, step 0") and "holds epoch 1" in lines[0]
+    assert lines[0].startswith("error: non-finite loss at epoch 2, step 0") and "last.pt: epoch 1" in lines[0]
     assert torch.load(out / "last.pt", weights_only=False)["step"] == 1 and not (out / "model.pt").exists()
 
 
