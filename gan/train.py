@@ -100,16 +100,26 @@ def _fixed_grid_inputs(latent, num_classes: int, device: torch.device) -> tuple[
         return latent.sample(labels), labels
 
 
-def _save_grid(generator: torch.nn.Module, z: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
-    from torchvision.utils import save_image
+def _save_grid(generator: torch.nn.Module, z: torch.Tensor, labels: torch.Tensor, path: Path, title: str) -> None:
+    """The training-progress grid: one row per class, the same noise in every grid of the run."""
+    from eval.grids import save_image_grid
 
     was_training = generator.training
     generator.eval()
     with torch.no_grad():
         images = (generator(z, labels).float() + 1.0) / 2.0  # (C * 10, 3, 32, 32) in [0, 1]
     generator.train(was_training)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images.clamp(0, 1), path, nrow=GRID_PER_CLASS)
+    num_classes = images.shape[0] // GRID_PER_CLASS
+    save_image_grid(
+        images,
+        path,
+        nrow=GRID_PER_CLASS,
+        title=title,
+        caption="the same noise and labels in every grid of this run",
+        row_labels=[f"class {c}" for c in range(num_classes)],
+        xlabel=f"{GRID_PER_CLASS} fixed draws per class",
+        ylabel="class",
+    )
 
 
 def eval_reference(config: GANConfig) -> str:
@@ -375,7 +385,13 @@ def train(config: GANConfig, command: str | None = None) -> dict:
                     ema.module, latent, EMA_STATISTICS_SAMPLES, EMA_STATISTICS_BATCH, EMA_STATISTICS_SEED
                 )
             if accelerator.is_main_process and sample_now:
-                _save_grid(sample_generator, grid_z, grid_labels, run_dir / "samples" / f"iter_{done:07d}.png")
+                _save_grid(
+                    sample_generator,
+                    grid_z,
+                    grid_labels,
+                    run_dir / "samples" / f"iter_{done:07d}.png",
+                    f"{'EMA ' if ema is not None else ''}generator, {config.sampler} noise, iteration {done:,}",
+                )
             if evaluate_now and accelerator.is_main_process:
                 # forks the RNG: no effect on training
                 metrics = evaluation(GANSampler(sample_generator, latent), device)
