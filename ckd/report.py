@@ -211,11 +211,13 @@ def report_markdown(results: dict, command: str) -> str:
     rows = results["rows"]
     summary = summarize(rows)
     teacher = results.get("teacher", {})
-    teacher_on_shifted = {
-        None if key == "clean" else key: value for key, value in results.get("teacher_on_shifted", {}).items()
-    }
     students = list(dict.fromkeys(row["student"] for row in rows))
     shifts = list(dict.fromkeys(row["shift"] for row in rows))
+    # results.json names the shifts ("clean", "downsample-0.5"); the rows and the verdict use their specs.
+    spec_of = {shift_name(shift): shift for shift in shifts}
+    teacher_on_shifted = {
+        spec_of[name]: value for name, value in results.get("teacher_on_shifted", {}).items() if name in spec_of
+    }
     losses = [loss for loss in LOSS_ORDER if any(row["loss"] == loss for row in rows)]
     seeds = sorted({row["seed"] for row in rows})
     lines = [f"## {results['title']}", "", f"`{command}`", ""]

@@ -82,9 +82,9 @@ def test_report_shows_both_domains_the_teacher_and_the_verdict(tmp_path):
         "title": "T",
         "rows": rows,
         "teacher": {"test_accuracy": 0.99, "kappa_mle": 78.4, "mean_activation_norm": 36.2},
-        "teacher_on_shifted": POOR_TEACHER,
+        "teacher_on_shifted": {"clean": 0.99, **{name.replace(":", "-"): v for name, v in POOR_TEACHER.items()}},
         "selection": {},
-    }
+    }  # as ckd.experiment writes it: shifts by name ("downsample-0.25"), the rows by spec ("downsample:0.25")
     text = report_markdown(results, "cmd")
     assert "own domain" in text and "clean test images" in text
     expected = []
@@ -93,6 +93,7 @@ def test_report_shows_both_domains_the_teacher_and_the_verdict(tmp_path):
         expected.append(f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}")
     assert "| downsample-0.25 | " + " | ".join(expected) + " | 40.00 |" in text
     assert "**Verdict for s under the pre-stated rules: supported.**" in text
+    assert "downsample-0.25: the teacher is poor here (40.00 %" in text  # the KD clause found the teacher's score
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
     from ckd.report import main
