@@ -496,6 +496,7 @@ def main(argv=None) -> dict:
     shown = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--report-only"]
     results["command"] = "python -m ckd.experiment " + " ".join(shown)
     results["preset"] = config.table
+    results["seeds"] = seeds  # planned: the verdict waits for all of them
     _write_results(out, results)
     text = report_markdown(results, results["command"])
     atomic_write_text(out / "report.md", text + "\n")

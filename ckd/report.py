@@ -15,6 +15,11 @@ decisive shifts (downsampling x0.5 and x0.25), with paired differences over seed
 * refuted: at both decisive shifts, CKD - label has its interval within +-0.3 points, or CKD - label-smoothing
   has a mean <= 0;
 * otherwise undecided.
+
+Three readings the rules left open, fixed on 2026-12-06 while no decisive shift had two seeds: an effect that
+meets both "supported" and "refuted" (its interval excludes 0 but lies within +-0.3 points) is not support; the
+verdict stays undecided until every decisive difference, and KD - label at every poor shift, has all the planned
+seeds (``results.json``'s "seeds"); "supported" needs at least one shift where the teacher is poor.
 """
 
 from __future__ import annotations
@@ -114,13 +119,17 @@ def summarize(rows: list[dict]) -> dict:
     return {"cells": cells, "differences": differences}
 
 
-def verdict(summary: dict, student: str, teacher_on_shifted: dict) -> tuple[str, list[str]]:
+def verdict(
+    summary: dict, student: str, teacher_on_shifted: dict, planned_seeds: int | None = None
+) -> tuple[str, list[str]]:
     """The verdict the numbers earned under the rules of the module docstring.
 
     Args:
         summary: :func:`summarize`'s result.
         student: the student architecture judged.
         teacher_on_shifted: {shift: the teacher's accuracy on that shifted test set}.
+        planned_seeds: the number of seeds the experiment plans; until every decisive difference has that many
+            pairs the verdict is "undecided" (None: 2 pairs suffice).
 
     Returns:
         ("supported" | "refuted" | "undecided", reasons: one line per rule checked).
@@ -128,6 +137,7 @@ def verdict(summary: dict, student: str, teacher_on_shifted: dict) -> tuple[str,
     domain = "domain_test_accuracy"
     differences = summary["differences"]
     reasons = []
+    needed = 2 if planned_seeds is None else max(2, int(planned_seeds))
 
     def get(shift, a, b):
         return differences.get((student, shift, domain, a, b))
@@ -136,10 +146,10 @@ def verdict(summary: dict, student: str, teacher_on_shifted: dict) -> tuple[str,
         shift
         for shift in DECISIVE_SHIFTS
         for a, b in (("ckd", "label"), ("ckd", "label-smoothing"))
-        if get(shift, a, b) is None or not get(shift, a, b)["n"] >= 2
+        if get(shift, a, b) is None or not get(shift, a, b)["n"] >= needed
     ]
     if missing:
-        return "undecided", [f"not enough paired seeds at {', '.join(sorted(set(missing)))} to judge"]
+        return "undecided", [f"fewer than {needed} paired seeds at {', '.join(sorted(set(missing)))}: not judged yet"]
     ckd_wins = True
     refuted_at = []
     for shift in DECISIVE_SHIFTS:
@@ -161,9 +171,13 @@ def verdict(summary: dict, student: str, teacher_on_shifted: dict) -> tuple[str,
     for shift, teacher_accuracy in teacher_on_shifted.items():
         label_cell = summary["cells"].get((student, shift, "label", domain))
         kd_label = get(shift, "kd", "label")
-        if label_cell is None or kd_label is None or teacher_accuracy >= label_cell[0]:
+        if label_cell is None or teacher_accuracy >= label_cell[0]:
             continue
         poor.append(shift)
+        if kd_label is None or kd_label["n"] < needed:  # a poor shift not measured yet cannot pass the clause
+            kd_fails = False
+            reasons.append(f"{shift_name(shift)}: KD - label has fewer than {needed} paired seeds: not judged yet")
+            continue
         below = kd_label["high"] < 0
         kd_fails &= below
         reasons.append(
@@ -176,7 +190,7 @@ def verdict(summary: dict, student: str, teacher_on_shifted: dict) -> tuple[str,
             "no shift where the teacher is poor (its accuracy below the label student's): KD clause not testable"
         )
         kd_fails = False
-    if ckd_wins and kd_fails:
+    if ckd_wins and kd_fails and not refuted_at:  # an effect within +-0.3 points, or not above smoothing, is no support
         return "supported", reasons
     if len(refuted_at) == len(DECISIVE_SHIFTS):
         return "refuted", reasons
@@ -282,7 +296,7 @@ def report_markdown(results: dict, command: str) -> str:
                 "",
             ]
         if all(shift in shifts for shift in DECISIVE_SHIFTS):
-            earned, reasons = verdict(summary, student, teacher_on_shifted)
+            earned, reasons = verdict(summary, student, teacher_on_shifted, len(results.get("seeds") or ()) or None)
             lines += [f"**Verdict for {student} under the pre-stated rules: {earned}.**", ""]
             lines += [f"- {reason}" for reason in reasons] + [""]
     return "\n".join(lines)

@@ -76,6 +76,20 @@ def test_verdict_supported_refuted_and_undecided():
     assert verdict(summarize(_rows(_effects(0.02, 0.005, -0.2), seeds=[0])), "s", POOR_TEACHER)[0] == "undecided"
 
 
+def test_verdict_readings_the_rules_left_open():
+    # +0.1 point, tight: the interval excludes 0 and lies within +-0.3 at both shifts: refuted, not supported.
+    tiny, reasons = verdict(summarize(_rows(_effects(0.001, 0.0005, -0.2), noise=0.0001)), "s", POOR_TEACHER)
+    assert tiny == "refuted" and sum("both above 0; CKD - label within +-0.3" in r for r in reasons) == 2, reasons
+    # 4 of 8 planned seeds: not judged yet, though 4 seeds would support.
+    partial, reasons = verdict(summarize(_rows(_effects(0.02, 0.005, -0.2), seeds=range(4))), "s", POOR_TEACHER, 8)
+    assert partial == "undecided" and "fewer than 8 paired seeds" in reasons[0]
+    # A poor shift whose KD students have not run: KD's clause is not met yet.
+    rows = _rows(_effects(0.02, 0.005, -0.2))
+    rows = [r for r in rows if not (r["shift"] == "downsample:0.25" and r["loss"] == "kd")]
+    pending, reasons = verdict(summarize(rows), "s", POOR_TEACHER)
+    assert pending == "undecided" and any("downsample-0.25: KD - label has fewer than 2" in r for r in reasons)
+
+
 def test_report_shows_both_domains_the_teacher_and_the_verdict(tmp_path):
     rows = _rows(_effects(0.02, 0.005, -0.2))
     results = {
