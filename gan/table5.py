@@ -64,9 +64,10 @@ from common.grid import difference, grid, mean_sd_cell, paired_difference, unit_
 from common.grid import summarize as summarize_values
 from common.markdown import write_section
 from common.run import LAST_CHECKPOINT, load_checkpoint, read_metrics
-from eval.fidelity import KEY_FID, KEY_IS_MEAN
+from eval.fidelity import INCEPTION, KEY_FID, KEY_IS_MEAN
 from gan.config import NOISE_ORDER, Table5Config
 from gan.config import parse_config as gan_config
+from gan.fidelity import classifier_extractor
 from gan.report import NOISE_NAMES, collect_runs
 
 __all__ = ["main", "run_folder", "trained_iterations", "logged_iterations", "keep_run", "summarize"]
@@ -136,8 +137,16 @@ def summarize(run_dirs: list[Path]) -> str:
                 record.get("num_samples"),
                 record.get("feature_extractor"),
                 record.get("reference_id"),
+                *(record.get(name) for name in SCORING_KEYS),
             )
             groups.setdefault(key, []).append(record)
+        for (noise, *_), rows in groups.items():
+            kappas = sorted({row.get("concentration") for row in rows}, key=str)
+            if len(kappas) > 1:
+                raise ValueError(
+                    f"the {noise} runs {sorted(Path(row['run']).name for row in rows)} have different kappa "
+                    f"({', '.join(map(str, kappas))}): report them from separate --runs-dir folders"
+                )
         lines += [
             "| noise | κ | seeds | iterations | fake images | real images | extractor | IS ↑ | FID ↓ |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -145,7 +154,7 @@ def summarize(run_dirs: list[Path]) -> str:
         order = {name: index for index, name in enumerate(NOISE_ORDER)}
         for key in sorted(groups, key=lambda k: (k[1] or 0, order.get(k[0], 9), str(k[2]))):
             rows = groups[key]
-            noise, fake, extractor, reference_id = key
+            noise, fake, extractor, reference_id = key[:4]
             real = str(reference_id).rsplit("-n", 1)[-1] if reference_id else "–"
             kappa = rows[0].get("concentration")
             lines.append(
@@ -233,6 +242,16 @@ SCORES = (
 )
 """(name, JSON key, better direction, decimals) of every score a run's fidelity JSON may hold."""
 
+SCORING_KEYS = (
+    "intra_fid_reference_split",
+    "gan_test_classifier",
+    "gan_test_num_samples",
+    "gan_train_architecture",
+    "gan_train_epochs",
+    "gan_train_num_samples",
+)
+"""Fidelity-JSON settings besides the sample count, extractor and reference that runs must share to be compared."""
+
 
 def run_seed(record: dict) -> int | None:
     """The training seed of a record's run, read from its folder name ``<noise>-s<seed>``."""
@@ -257,16 +276,19 @@ def paired_differences(by_noise: dict[str, list[dict]]) -> list[str]:
     for a, b in COMPARISONS:
         if a not in by_noise or b not in by_noise:
             continue
+        kappas = [{r.get("concentration") for r in by_noise[noise]} for noise in (a, b)]
+        if None not in kappas[0] | kappas[1] and kappas[0] != kappas[1]:
+            rows.append(f"| {NOISE_NAMES.get(a, a)} − {NOISE_NAMES.get(b, b)} | not compared: different kappa |||||")
+            continue
         for name, key, better, digits in SCORES:
             mean, error, count = paired_difference(
                 *({run_seed(r): r.get(key) for r in by_noise[noise] if run_seed(r) is not None} for noise in (a, b))
             )
             if count < 2:
                 continue
-            verdict = "yes (> 2 SE)" if abs(mean) > 2 * error else "yes (> 1 SE)" if abs(mean) > error else "no"
             rows.append(
                 f"| {NOISE_NAMES.get(a, a)} − {NOISE_NAMES.get(b, b)} | {name} {better} | {mean:+.{digits}f} "
-                f"| {error:.{digits}f} | {count} | {verdict} |"
+                f"| {error:.{digits}f} | {count} | {reading(mean, error, better)} |"
             )
     if not rows:
         return []
@@ -274,10 +296,19 @@ def paired_differences(by_noise: dict[str, list[dict]]) -> list[str]:
         "",
         "Paired differences (first − second, seed by seed; SE = sd of the differences / sqrt(n)):",
         "",
-        "| difference | score | mean | SE | seeds | larger than SE? |",
+        "| difference | score | mean | SE | seeds | first against second |",
         "|---|---|---|---|---|---|",
         *rows,
     ]
+
+
+def reading(mean: float, error: float, better: str) -> str:
+    """How the first noise of a difference fares against the second on a score whose better direction is
+    ``better`` ("↑" or "↓"): "better (> 2 SE)", "worse (> 1 SE)", ... or "within 1 SE"."""
+    if not abs(mean) > error:
+        return "within 1 SE"
+    side = "better" if (mean > 0) == (better == "↑") else "worse"
+    return f"{side} (> {2 if abs(mean) > 2 * error else 1} SE)"
 
 
 def class_aware_table(by_noise: dict[str, list[dict]]) -> list[str]:
@@ -341,22 +372,22 @@ def _per_run_and_differences(groups: dict[tuple, list[dict]]) -> list[str]:
         for a, b in COMPARISONS:
             if a not in by_noise or b not in by_noise:
                 continue
-            for metric, key in (("IS", KEY_IS_MEAN), ("FID", KEY_FID)):
+            for metric, key, better in (("IS", KEY_IS_MEAN, "↑"), ("FID", KEY_FID, "↓")):
                 summary_a = summarize_values([run.get(key) for run in by_noise[a]])
                 summary_b = summarize_values([run.get(key) for run in by_noise[b]])
                 if summary_a[2] < 2 or summary_b[2] < 2:
                     continue
-                value, error, verdict = difference(summary_a, summary_b)
+                value, error, _ = difference(summary_a, summary_b)
                 rows.append(
-                    f"| {NOISE_NAMES.get(a, a)} − {NOISE_NAMES.get(b, b)} | {metric} | {value:+.2f} | "
-                    f"{error:.2f} | {verdict} |"
+                    f"| {NOISE_NAMES.get(a, a)} − {NOISE_NAMES.get(b, b)} | {metric} {better} | {value:+.2f} | "
+                    f"{error:.2f} | {reading(value, error, better)} |"
                 )
         if rows:
             lines += [
                 "",
                 f"Differences of the means ({fake} generated images; SE = sqrt(sd_a²/n_a + sd_b²/n_b)):",
                 "",
-                "| difference | metric | value | SE | larger than SE? |",
+                "| difference | metric | value | SE | first against second |",
                 "|---|---|---|---|---|",
                 *rows,
             ]
@@ -427,6 +458,20 @@ def _training_command(
     if stop_after:
         command += ["--stop-after", str(stop_after)]
     return command
+
+
+def _scored(run: Path, num_samples: int, args) -> bool:
+    """Whether RUN holds the fidelity JSON of the command's extractor and this sample count with every score the
+    command asks for (a JSON of another extractor, or one without an asked-for score, means: score again)."""
+    if not any(run.glob(f"fidelity-*-n{num_samples}.json")):
+        return False
+    extractor = classifier_extractor(args.classifier_checkpoint) if args.classifier_checkpoint else INCEPTION
+    path = run / f"fidelity-{extractor}-n{num_samples}.json"
+    if not path.is_file():
+        return False
+    record = json.loads(path.read_text())
+    asked = {"intra_fid": args.intra_fid, "gan_test": args.gan_test_classifier, "gan_train": args.gan_train}
+    return all(record.get(key) is not None for key, wanted in asked.items() if wanted)
 
 
 def _fidelity_command(args, run: Path, seed: int, num_samples: int) -> list[str]:
@@ -534,7 +579,7 @@ def main(argv=None) -> str:
                     )
         for unit, run in zip(units, runs):
             for num_samples in args.num_samples:
-                if not list(run.glob(f"fidelity-*-n{num_samples}.json")):
+                if not _scored(run, num_samples, args):
                     _run(_fidelity_command(args, run, unit["seed"], num_samples), args.dry_run)
     if args.keep and not args.dry_run:
         for run in runs:

@@ -1,5 +1,6 @@
 """gan.table5: the commands it runs, and the mean ± sd table it writes (on hand-made run folders)."""
 
+import argparse
 import json
 
 import pytest
@@ -67,8 +68,8 @@ def test_summary_lists_each_run_and_the_differences_between_noises(tmp_path):
     text = table5.summarize(runs)
     assert "- vMF: `vmf-s0` 2.00 / 10.00, `vmf-s1` 3.00 / 12.00" in text
     # FID: 11 - 22 = -11, SE sqrt(2/2 + 8/2) = 2.24; IS: 2.5 - 2.4 = +0.10, SE sqrt(0.5/2 + 0.08/2) = 0.54
-    assert "| vMF − Gaussian | FID | -11.00 | 2.24 | yes (> 2 SE) |" in text
-    assert "| vMF − Gaussian | IS | +0.10 | 0.54 | no |" in text
+    assert "| vMF − Gaussian | FID ↓ | -11.00 | 2.24 | better (> 2 SE) |" in text
+    assert "| vMF − Gaussian | IS ↑ | +0.10 | 0.54 | within 1 SE |" in text
     assert "vMF − sphere" not in text  # no sphere runs
 
 
@@ -211,10 +212,10 @@ def test_class_aware_scores_and_paired_differences(tmp_path):
     assert "| vMF | 3 | 40.00 ± 20.00 | 0.600 ± 0.100 | 0.300 ± 0.000 |" in text
     assert "| vMF, orthogonal head | 3 | 44.00 ± 21.07 | 0.533 ± 0.104 | 0.300 ± 0.000 |" in text
     # differences 0.05, 0.10, 0.05: mean 0.0667, sd 0.0289, SE 0.0167 -> 4 SE
-    assert "| vMF − vMF, orthogonal head | GAN-test ↑ | +0.067 | 0.017 | 3 | yes (> 2 SE) |" in text
+    assert "| vMF − vMF, orthogonal head | GAN-test ↑ | +0.067 | 0.017 | 3 | better (> 2 SE) |" in text
     # FID differences -2, -1, -3: mean -2, sd 1, SE 0.577 -> 3.5 SE, although the unpaired SE (9.6) would hide it
-    assert "| vMF − vMF, orthogonal head | FID ↓ | -2.00 | 0.58 | 3 | yes (> 2 SE) |" in text
-    assert "| vMF − vMF, orthogonal head | GAN-train ↑ | +0.000 | 0.000 | 3 | no |" in text
+    assert "| vMF − vMF, orthogonal head | FID ↓ | -2.00 | 0.58 | 3 | better (> 2 SE) |" in text
+    assert "| vMF − vMF, orthogonal head | GAN-train ↑ | +0.000 | 0.000 | 3 | within 1 SE |" in text
     assert "a `convnet-32` trained for 10 epochs on 10000 generated images" in text
 
 
@@ -249,3 +250,68 @@ def test_a_failed_step_stops_with_one_error_line(tmp_path, capsys, monkeypatch):
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: this step failed with exit status 2") and err.count("\n") == 1
+
+
+def _two_noises(tmp_path, control_changes=None, control_kappa=25.0):
+    """vMF and orthogonal-control runs, 3 seeds; the control's intra-FID is 2 lower (better) at every seed."""
+    runs = []
+    for sampler in ("vmf", "vmf-orthogonal"):
+        for seed in range(3):
+            runs.append(tmp_path / f"{sampler}-s{seed}")
+            scores = {
+                "inception_score_mean": 2.0,
+                "frechet_inception_distance": 10.0,
+                "intra_fid": 20.0 + seed - (2.0 if sampler == "vmf-orthogonal" else 0.0),
+                **(control_changes or {} if sampler == "vmf-orthogonal" else {}),
+            }
+            _scored_run(runs[-1], sampler, scores)
+            if sampler == "vmf-orthogonal":
+                saved = json.loads((runs[-1] / "config.json").read_text())
+                saved["config"]["concentration"] = control_kappa
+                (runs[-1] / "config.json").write_text(json.dumps(saved))
+    return runs
+
+
+def test_a_difference_says_which_noise_is_better():
+    assert table5.reading(+2.0, 0.5, "↓") == "worse (> 2 SE)" and table5.reading(-2.0, 0.5, "↓") == "better (> 2 SE)"
+    assert table5.reading(+0.6, 0.5, "↑") == "better (> 1 SE)" and table5.reading(-0.4, 0.5, "↑") == "within 1 SE"
+
+
+def test_a_worse_score_is_read_as_worse(tmp_path):
+    text = table5.summarize(_two_noises(tmp_path))
+    # vMF - control: intra-FID +2 at every seed (SE 0): vMF is worse, not merely "beyond 2 SE".
+    assert "| vMF − vMF, orthogonal head | intra-FID ↓ | +2.00 | 0.00 | 3 | worse (> 2 SE) |" in text
+
+
+def test_runs_scored_differently_are_not_compared(tmp_path):
+    text = table5.summarize(_two_noises(tmp_path, control_changes={"gan_train_epochs": 30}))
+    assert "vMF − vMF, orthogonal head" not in text  # GAN-train trained 30 epochs for one side, 10 for the other
+
+
+def test_a_control_at_another_kappa_is_not_compared(tmp_path):
+    text = table5.summarize(_two_noises(tmp_path, control_kappa=10.0))
+    assert "| vMF − vMF, orthogonal head | not compared: different kappa |" in text
+    assert "intra-FID ↓ | +2.00" not in text
+
+
+def test_runs_of_one_noise_at_two_kappas_are_refused(tmp_path):
+    runs = _two_noises(tmp_path)
+    saved = json.loads((runs[0] / "config.json").read_text())
+    saved["config"]["concentration"] = 12.0
+    (runs[0] / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="different kappa"):
+        table5.summarize(runs)
+
+
+def test_scoring_is_skipped_only_for_a_complete_json_of_the_same_extractor(tmp_path, monkeypatch):
+    monkeypatch.setattr(table5, "classifier_extractor", lambda checkpoint: "classifier-ev")
+    args = argparse.Namespace(
+        classifier_checkpoint="evaluator.pt", intra_fid=True, gan_test_classifier="evaluator.pt", gan_train=None
+    )
+    run = tmp_path / "vmf-s0"
+    assert not table5._scored(tmp_path / "missing", 2000, args)
+    _scored_run(run, "vmf", {"intra_fid": 9.0, "gan_test": 0.2})
+    assert table5._scored(run, 2000, args) and not table5._scored(run, 5000, args)
+    assert not table5._scored(run, 2000, argparse.Namespace(**{**vars(args), "gan_train": "convnet-32"}))
+    (run / "fidelity-classifier-ev-n2000.json").rename(run / "fidelity-inception-v3-compat-n2000.json")
+    assert not table5._scored(run, 2000, args)  # a JSON of another extractor does not count
