@@ -101,8 +101,18 @@ DATASET_FACTS = {
 
 
 def run_name(student: str, shift: str | None, loss: str, seed: int) -> str:
-    """The folder of one student run under OUT/students."""
-    return f"{student}_{shift_name(shift)}_{loss.replace('+', '-')}_s{seed}"
+    """The folder of one student run under OUT/students (an arm's loss ``LOSS@ARM`` gives ``LOSS_ARM``)."""
+    return f"{student}_{shift_name(shift)}_{loss.replace('+', '-').replace('@', '_').replace('/', '_')}_s{seed}"
+
+
+def arm_units(preset: dict, shift: str | None, kappa_mle: float, mean_norm: float) -> list[tuple[str, str, tuple]]:
+    """``[(row loss "LOSS@ARM", training loss, (kappa, activation norm))]`` of the preset's fixed arms at a shift."""
+    units = []
+    for arm in preset.get("arms", ()):
+        if shift in arm["shifts"]:
+            setting = selection_candidates([(arm["name"], arm["kappa"], arm["norm"])], kappa_mle, mean_norm)
+            units += [(f"{loss}@{arm['name']}", loss, setting[arm["name"]]) for loss in arm["losses"]]
+    return units
 
 
 def _finished(folder: Path) -> bool:
@@ -228,7 +238,8 @@ def run_experiment(
 
     Returns:
         the results dict written to OUT/results.json: "title", "teacher" (facts and gates), "teacher_on_shifted",
-        "selection", "rows" (one per finished student).
+        "selection", "arms" (the fixed settings' kappa, norm and off-diagonal mass; presets with arms), "rows" (one
+        per finished student; an arm's rows have the loss "LOSS@ARM").
     """
     data = data if data is not None else load_dataset(preset["dataset"], data_path)
     common = {"dataset": preset["dataset"], "data": data_path, "threads": threads, "progress": progress, "cpu": cpu}
@@ -307,21 +318,35 @@ def run_experiment(
             results["selection"][shift_name(shift)] = {"chosen": best, "candidates": table}
             log(f"selection {shift_name(shift)}: {best} (validation accuracy {table[best]['validation_accuracy']:.4f})")
             _write_results(out, results)
+    affinity_samples = preset["student"].get("affinity_samples", TrainConfig.affinity_samples)
+    for arm in preset.get("arms", ()):
+        kappa, norm = selection_candidates([(arm["name"], arm["kappa"], arm["norm"])], kappa_mle, mean_norm)[
+            arm["name"]
+        ]
+        mass = off_diagonal_mass(teacher_affinity(teacher, kappa, norm, affinity_samples))
+        results.setdefault("arms", {})[arm["name"]] = {
+            "concentration": kappa,
+            "activation_norm": norm,
+            "off_diagonal_mass": mass,
+            "shifts": [shift_name(shift) for shift in arm["shifts"]],
+            "losses": list(arm["losses"]),
+        }
     # Seeds outermost: a grid stopped early still has every cell for the seeds it finished.
     for seed in seeds:
         for student in preset["students"]:
             for shift in preset["shifts"]:
                 if shift not in chosen:
                     continue  # report_only before this shift's selection finished
-                kappa, norm = chosen[shift]
-                for loss in preset["losses"]:
+                units = [(loss, loss, chosen[shift]) for loss in preset["losses"]]
+                units += arm_units(preset, shift, kappa_mle, mean_norm)
+                for loss, training_loss, (kappa, norm) in units:
                     name = run_name(student, shift, loss, seed)
                     config = TrainConfig(
                         **{
                             **common,
                             **preset["student"],
                             "student": student,
-                            "loss": loss,
+                            "loss": training_loss,
                             "shift": shift,
                             "seed": seed,
                             "out": str(out / "students" / name),
@@ -423,8 +448,9 @@ def estimate_cost(preset: dict, cpu: bool, steps: int, seeds: list[int], log=pri
     kd_losses = sum(loss in NEEDS_TEACHER_LOGITS for loss in preset["losses"])
     per_seed = len(preset["students"]) * len(preset["shifts"])
     selection = len(preset["selection"]["grid"]) * len(preset["shifts"]) if preset.get("selection") else 0
+    arms = sum(len(arm["shifts"]) * len(arm["losses"]) for arm in preset.get("arms", ())) * len(preset["students"])
     runs = {
-        "label-type": per_seed * (len(preset["losses"]) - kd_losses) * len(seeds) + selection,
+        "label-type": (per_seed * (len(preset["losses"]) - kd_losses) + arms) * len(seeds) + selection,
         "kd-type": per_seed * kd_losses * len(seeds),
     }
     total = teacher_run + runs["label-type"] * label_run + runs["kd-type"] * kd_run

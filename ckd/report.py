@@ -111,8 +111,8 @@ def summarize(rows: list[dict]) -> dict:
     cells = {key: mean_sd_n(list(by_seed.values())) for key, by_seed in values.items()}
     differences = {}
     for student, shift, loss_a, domain in values:
-        for loss_b in LOSS_ORDER:
-            if loss_b != loss_a and (student, shift, loss_b, domain) in values:
+        for other_student, other_shift, loss_b, other_domain in values:
+            if (other_student, other_shift, other_domain) == (student, shift, domain) and loss_b != loss_a:
                 differences[(student, shift, domain, loss_a, loss_b)] = paired_difference(
                     values[(student, shift, loss_a, domain)], values[(student, shift, loss_b, domain)]
                 )
@@ -120,7 +120,13 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def verdict(
-    summary: dict, student: str, teacher_on_shifted: dict, planned_seeds: int | None = None
+    summary: dict,
+    student: str,
+    teacher_on_shifted: dict,
+    planned_seeds: int | None = None,
+    ckd: str = "ckd",
+    smoothing: str = "label-smoothing",
+    kd_clause: bool = True,
 ) -> tuple[str, list[str]]:
     """The verdict the numbers earned under the rules of the module docstring.
 
@@ -130,6 +136,9 @@ def verdict(
         teacher_on_shifted: {shift: the teacher's accuracy on that shifted test set}.
         planned_seeds: the number of seeds the experiment plans; until every decisive difference has that many
             pairs the verdict is "undecided" (None: 2 pairs suffice).
+        ckd, smoothing: the row losses judged as CKD and its matched smoothing (an arm's "ckd@ARM" and
+            "label-smoothing@ARM").
+        kd_clause: judge KD below label where the teacher is poor (False for an arm: its question is CKD's alone).
 
     Returns:
         ("supported" | "refuted" | "undecided", reasons: one line per rule checked).
@@ -145,7 +154,7 @@ def verdict(
     missing = [
         shift
         for shift in DECISIVE_SHIFTS
-        for a, b in (("ckd", "label"), ("ckd", "label-smoothing"))
+        for a, b in ((ckd, "label"), (ckd, smoothing))
         if get(shift, a, b) is None or not get(shift, a, b)["n"] >= needed
     ]
     if missing:
@@ -153,7 +162,7 @@ def verdict(
     ckd_wins = True
     refuted_at = []
     for shift in DECISIVE_SHIFTS:
-        label, smooth = get(shift, "ckd", "label"), get(shift, "ckd", "label-smoothing")
+        label, smooth = get(shift, ckd, "label"), get(shift, ckd, smoothing)
         wins = label["low"] > 0 and smooth["low"] > 0
         ckd_wins &= wins
         equivalent = -EQUIVALENCE_MARGIN < label["low"] and label["high"] < EQUIVALENCE_MARGIN
@@ -168,7 +177,7 @@ def verdict(
         )
     kd_fails = True
     poor = []
-    for shift, teacher_accuracy in teacher_on_shifted.items():
+    for shift, teacher_accuracy in teacher_on_shifted.items() if kd_clause else ():
         label_cell = summary["cells"].get((student, shift, "label", domain))
         kd_label = get(shift, "kd", "label")
         if label_cell is None or teacher_accuracy >= label_cell[0]:
@@ -185,7 +194,7 @@ def verdict(
             f"label student's {100 * label_cell[0]:.2f} %); KD - label {_interval(kd_label)}: "
             + ("below 0" if below else "not below 0")
         )
-    if not poor:
+    if kd_clause and not poor:
         reasons.append(
             "no shift where the teacher is poor (its accuracy below the label student's): KD clause not testable"
         )
@@ -299,7 +308,39 @@ def report_markdown(results: dict, command: str) -> str:
             earned, reasons = verdict(summary, student, teacher_on_shifted, len(results.get("seeds") or ()) or None)
             lines += [f"**Verdict for {student} under the pre-stated rules: {earned}.**", ""]
             lines += [f"- {reason}" for reason in reasons] + [""]
+        for arm, facts in results.get("arms", {}).items():
+            lines += arm_section(summary, student, arm, facts, shifts, len(results.get("seeds") or ()) or None)
     return "\n".join(lines)
+
+
+def arm_section(summary: dict, student: str, arm: str, facts: dict, shifts: list, planned_seeds) -> list[str]:
+    """Markdown of a fixed arm: own-domain accuracies, its paired differences and the reading its rules give."""
+    domain = "domain_test_accuracy"
+    ckd, smooth = f"ckd@{arm}", f"label-smoothing@{arm}"
+    arm_shifts = [shift for shift in shifts if shift_name(shift) in facts["shifts"]]
+    if not any((student, shift, ckd, domain) in summary["cells"] for shift in arm_shifts):
+        return []
+    table = []
+    for shift in arm_shifts:
+        cells = [_cell(summary["cells"].get((student, shift, loss, domain))) for loss in ("label", ckd, smooth)]
+        pairs = ((ckd, "label"), (ckd, smooth), (ckd, "ckd"))
+        differences = [summary["differences"].get((student, shift, domain, a, b)) for a, b in pairs]
+        table.append([shift_name(shift), *cells, *("–" if d is None else _interval(d) for d in differences)])
+    header = ["training images", "label", "CKD", "matched smoothing", "CKD − label", "CKD − smoothing"]
+    lines = [
+        f"**Fixed arm `{arm}`, {student}**: CKD at κ = {facts['concentration']:.1f} and |a| = "
+        f"{facts['activation_norm']:.1f} ({100 * facts['off_diagonal_mass']:.1f} % of each affinity row off the "
+        "diagonal) and label smoothing matched to that mass, on the same seeds; accuracy (%) on the student's own "
+        "domain, paired differences in points with 95 % intervals:",
+        "",
+        markdown_table([*header, "CKD − CKD at the validated κ"], table),
+        "",
+    ]
+    if all(shift in arm_shifts for shift in DECISIVE_SHIFTS):
+        earned, reasons = verdict(summary, student, {}, planned_seeds, ckd=ckd, smoothing=smooth, kd_clause=False)
+        lines += [f"**Does the affinity's class structure help at this κ (the verdict's CKD rules): {earned}.**", ""]
+        lines += [f"- {reason}" for reason in reasons] + [""]
+    return lines
 
 
 def main(argv=None) -> dict:

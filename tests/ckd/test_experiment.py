@@ -297,7 +297,44 @@ def test_estimate_cost_counts_every_run_of_the_preset(single_thread):
     preset = experiment.PRESETS["mnist-table3"]
     cost = experiment.estimate_cost(preset, cpu=True, steps=1, seeds=list(range(8)), log=lambda *_: None)
     # 4 shifts x (label, label-smoothing, ckd) x 8 seeds + 4 shifts x 4 selection runs; 4 x (kd, ckd+kd) x 8.
-    assert cost["runs"] == {"label-type": 4 * 3 * 8 + 4 * 4, "kd-type": 4 * 2 * 8}
+    # ... and the fixed arm: (ckd, label-smoothing) at kappa = |a| at 2 shifts x 8 seeds.
+    assert cost["runs"] == {"label-type": 4 * 3 * 8 + 4 * 4 + 2 * 2 * 8, "kd-type": 4 * 2 * 8}
     assert 0 < cost["label_run_seconds"] < cost["kd_run_seconds"]  # KD runs the teacher on every batch
-    expected = (cost["teacher_seconds"] + 112 * cost["label_run_seconds"] + 64 * cost["kd_run_seconds"]) / 3600
+    expected = (cost["teacher_seconds"] + 144 * cost["label_run_seconds"] + 64 * cost["kd_run_seconds"]) / 3600
     assert cost["total_hours"] == pytest.approx(expected)
+
+
+def test_a_fixed_arm_trains_ckd_and_its_matched_smoothing_at_its_own_kappa(tmp_path, tiny_data, single_thread):
+    arm = {
+        "name": "kappa-a/2",
+        "kappa": 0.5,
+        "norm": 1.0,
+        "shifts": ["downsample:0.5"],
+        "losses": ["ckd", "label-smoothing"],
+    }
+    preset = _tiny_preset(losses=["label", "ckd"], arms=[arm])
+    out = tmp_path / "exp"
+    results = run_experiment(preset, out, None, [0], 1, False, True, log=lambda *_: None, data=tiny_data)
+    losses = [(row["shift"], row["loss"]) for row in results["rows"]]
+    assert losses == [
+        (None, "label"),
+        (None, "ckd"),
+        ("downsample:0.5", "label"),
+        ("downsample:0.5", "ckd"),
+        ("downsample:0.5", "ckd@kappa-a/2"),
+        ("downsample:0.5", "label-smoothing@kappa-a/2"),
+    ]
+    teacher = train_module.load_model(out / "teacher")[1]
+    facts = results["arms"]["kappa-a/2"]
+    assert facts["concentration"] == pytest.approx(0.5 * teacher["mean_activation_norm"])
+    assert facts["activation_norm"] == pytest.approx(teacher["mean_activation_norm"])
+    ckd_run = train_module.load_model(out / "students" / "mnist-conv-2_downsample-0.5_ckd_kappa-a_2_s0")[1]
+    smooth_run = train_module.load_model(out / "students" / "mnist-conv-2_downsample-0.5_label-smoothing_kappa-a_2_s0")[
+        1
+    ]
+    assert ckd_run["config"]["loss"] == "ckd" and ckd_run["concentration"] == pytest.approx(facts["concentration"])
+    assert smooth_run["config"]["loss"] == "label-smoothing"
+    assert smooth_run["smoothing"] == pytest.approx(facts["off_diagonal_mass"], abs=1e-6)
+    # The arm's CKD is not the validated one: another kappa, another run.
+    validated = train_module.load_model(out / "students" / "mnist-conv-2_downsample-0.5_ckd_s0")[1]
+    assert validated["concentration"] != pytest.approx(facts["concentration"])

@@ -113,3 +113,37 @@ def test_report_shows_both_domains_the_teacher_and_the_verdict(tmp_path):
     from ckd.report import main
 
     assert main([str(path)])["rows"] == len(rows)
+
+
+def test_a_fixed_arm_gets_its_own_table_and_reading():
+    effects = _effects(0.0, 0.0, -0.2)  # the validated CKD is label training: no gain
+    for shift in ("downsample:0.5", "downsample:0.25"):
+        effects[(shift, "ckd@kappa-a")] = 0.92  # +2 points over label, +1.5 over its matched smoothing
+        effects[(shift, "label-smoothing@kappa-a")] = 0.905
+    results = {
+        "title": "T",
+        "rows": _rows(effects),
+        "teacher": {"test_accuracy": 0.99, "kappa_mle": 122.3, "mean_activation_norm": 35.1},
+        "teacher_on_shifted": {name.replace(":", "-"): value for name, value in POOR_TEACHER.items()},
+        "selection": {},
+        "arms": {
+            "kappa-a": {
+                "concentration": 35.1,
+                "activation_norm": 35.1,
+                "off_diagonal_mass": 0.0514,
+                "shifts": ["downsample-0.5", "downsample-0.25"],
+                "losses": ["ckd", "label-smoothing"],
+            }
+        },
+        "seeds": list(range(8)),
+    }
+    text = report_markdown(results, "cmd")
+    assert "@" not in text.split("**Fixed arm")[0]  # the main tables list only the five losses
+    assert "**Fixed arm `kappa-a`, s**: CKD at κ = 35.1 and |a| = 35.1 (5.1 % of each affinity row off" in text
+    assert "**Does the affinity's class structure help at this κ (the verdict's CKD rules): supported.**" in text
+    assert "**Verdict for s under the pre-stated rules: refuted.**" in text  # the validated CKD: within +-0.3
+    arm_text = text.split("**Fixed arm")[1]
+    [arm_row] = [line for line in arm_text.splitlines() if line.startswith("| downsample-0.25 |")]
+    cells = [cell.strip() for cell in arm_row.strip("| ").split("|")]
+    # CKD − label and CKD − smoothing: +2 and +1.5 points, up to the rows' seed wobble (0.1 point at most)
+    assert abs(float(cells[4].split()[0]) - 2.0) < 0.1 and abs(float(cells[5].split()[0]) - 1.5) < 0.1, cells
