@@ -105,14 +105,19 @@ def run_name(student: str, shift: str | None, loss: str, seed: int) -> str:
     return f"{student}_{shift_name(shift)}_{loss.replace('+', '-').replace('@', '_').replace('/', '_')}_s{seed}"
 
 
+def arm_setting(arm: dict, kappa_mle: float, mean_norm: float) -> tuple[float, float]:
+    """``(kappa, activation norm)`` of a preset's fixed arm for a teacher with these statistics."""
+    return selection_candidates([(arm["name"], arm["kappa"], arm["norm"])], kappa_mle, mean_norm)[arm["name"]]
+
+
 def arm_units(preset: dict, shift: str | None, kappa_mle: float, mean_norm: float) -> list[tuple[str, str, tuple]]:
     """``[(row loss "LOSS@ARM", training loss, (kappa, activation norm))]`` of the preset's fixed arms at a shift."""
-    units = []
-    for arm in preset.get("arms", ()):
-        if shift in arm["shifts"]:
-            setting = selection_candidates([(arm["name"], arm["kappa"], arm["norm"])], kappa_mle, mean_norm)
-            units += [(f"{loss}@{arm['name']}", loss, setting[arm["name"]]) for loss in arm["losses"]]
-    return units
+    return [
+        (f"{loss}@{arm['name']}", loss, arm_setting(arm, kappa_mle, mean_norm))
+        for arm in preset.get("arms", ())
+        if shift in arm["shifts"]
+        for loss in arm["losses"]
+    ]
 
 
 def _finished(folder: Path) -> bool:
@@ -318,11 +323,8 @@ def run_experiment(
             results["selection"][shift_name(shift)] = {"chosen": best, "candidates": table}
             log(f"selection {shift_name(shift)}: {best} (validation accuracy {table[best]['validation_accuracy']:.4f})")
             _write_results(out, results)
-    affinity_samples = preset["student"].get("affinity_samples", TrainConfig.affinity_samples)
     for arm in preset.get("arms", ()):
-        kappa, norm = selection_candidates([(arm["name"], arm["kappa"], arm["norm"])], kappa_mle, mean_norm)[
-            arm["name"]
-        ]
+        kappa, norm = arm_setting(arm, kappa_mle, mean_norm)
         mass = off_diagonal_mass(teacher_affinity(teacher, kappa, norm, affinity_samples))
         results.setdefault("arms", {})[arm["name"]] = {
             "concentration": kappa,
