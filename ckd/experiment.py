@@ -436,7 +436,7 @@ def estimate_cost(preset: dict, cpu: bool, steps: int, seeds: list[int], log=pri
     batch = student_options.get("batch_size", 128)
     fresh = lambda: build_model(student, num_classes, image_shape, student_options.get("feature_dim")).to(device)  # noqa: E731
     label_step = _time_steps(fresh(), teacher, batch, image_shape, num_classes, steps, device, "ckd")
-    kd_step = _time_steps(fresh(), teacher, batch, image_shape, num_classes, steps, device, "kd")
+    kd_step = _time_steps(fresh(), teacher, batch, image_shape, num_classes, steps, device, "kd")  # augmented KD
     # Scoring: a forward pass over the clean and shifted test images and the validation images.
     with torch.no_grad():
         x = torch.rand(1000, *image_shape, device=device)
@@ -444,8 +444,14 @@ def estimate_cost(preset: dict, cpu: bool, steps: int, seeds: list[int], log=pri
         fresh().eval()(x)
         test_images = 10_000  # MNIST and CIFAR alike
         scoring = (time.perf_counter() - begin) * (2 * test_images + student_options.get("num_validation", 0)) / 1000
+        begin = time.perf_counter()
+        teacher.eval()(x)
+        teacher_pass = (time.perf_counter() - begin) * train_size / 1000  # one pass over the training images
     label_run = run_seconds(student_options, label_step) + scoring
-    kd_run = run_seconds(student_options, kd_step) + scoring
+    if student_options.get("augment"):  # KD's teacher runs on every augmented batch
+        kd_run = run_seconds(student_options, kd_step) + scoring
+    else:  # ckd.train runs it once over the fixed (shifted) training images
+        kd_run = label_run + teacher_pass
     teacher_run = run_seconds(teacher_options, teacher_step)
     kd_losses = sum(loss in NEEDS_TEACHER_LOGITS for loss in preset["losses"])
     per_seed = len(preset["students"]) * len(preset["shifts"])

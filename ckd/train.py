@@ -187,6 +187,13 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return classifier_accuracy(model, images, labels, batch_size=batch_size)
 
 
+def logits_of(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """``(N, C)`` logits (eval mode, no gradient) of uint8 images ``(N, C, H, W)``, on the images' device."""
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(images[i : i + batch_size].float() / 255.0) for i in range(0, len(images), batch_size)])
+
+
 def teacher_affinity(
     teacher: torch.nn.Module, concentration: float, activation_norm: float, num_samples: int, seed: int = AFFINITY_SEED
 ) -> torch.Tensor:
@@ -337,6 +344,9 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
     # uint8 images live on the device (150 MB for CIFAR): no host-to-device copy per step.
     x_train, y_train = x_train.to(device), y_train.to(device)
     teacher, affinity, facts = _prepare_teacher(config, device)
+    # Without augmentation the training images are fixed (shifted once): the KD teacher's logits on them are
+    # computed once instead of on every batch. The same numbers up to float rounding, at a fraction of the cost.
+    teacher_train_logits = logits_of(teacher, x_train) if teacher is not None and not config.augment else None
     torch.manual_seed(config.seed)
     model = build_model(config.student, data.num_classes, data.image_shape, config.feature_dim)
     if config.optimizer == "adam":
@@ -412,7 +422,9 @@ def train(config: TrainConfig, data=None, log=None) -> dict:
                 )
                 set_learning_rate(optimizer, config.learning_rate * factor)
                 teacher_logits = None
-                if teacher is not None:
+                if teacher_train_logits is not None:
+                    teacher_logits = teacher_train_logits[index]  # the teacher on the student's (shifted) batch
+                elif teacher is not None:
                     with torch.no_grad():
                         teacher_logits = teacher(x)  # the teacher sees the student's (shifted, augmented) batch
                 logits = model(x)

@@ -19,7 +19,58 @@ from common.run import epoch_order
 QUIET = {"progress": False, "cpu": True, "epochs": 1}
 
 
-def test_the_kd_teacher_sees_exactly_the_students_shifted_batch(
+def test_the_kd_targets_are_the_teachers_logits_on_exactly_the_students_shifted_batch(
+    tmp_path, tiny_data, tiny_teacher, single_thread, monkeypatch
+):
+    teacher_dir, _ = tiny_teacher
+    seen = {"student": [], "teacher_logits": []}
+
+    def record_student(module, inputs):
+        if module.training:  # the student's scoring passes run in eval mode
+            seen["student"].append(inputs[0].detach().clone())
+
+    real_build, real_loss = train_module.build_model, train_module.distillation_loss
+
+    def build_recording(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.register_forward_pre_hook(record_student)
+        return model
+
+    def loss_recording(loss, logits, labels, teacher_logits, *args, **kwargs):
+        seen["teacher_logits"].append(teacher_logits.detach().clone())
+        return real_loss(loss, logits, labels, teacher_logits, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "build_model", build_recording)
+    monkeypatch.setattr(train_module, "distillation_loss", loss_recording)
+    shift, seed, batch = "downsample:0.25", 3, 64
+    config = TrainConfig(
+        student="mnist-conv-2",
+        loss="kd",
+        teacher=str(teacher_dir),
+        shift=shift,
+        seed=seed,
+        out=str(tmp_path / "run"),
+        batch_size=batch,
+        train_subset=192,
+        **QUIET,
+    )
+    train(config, data=tiny_data, log=lambda *_: None)
+    assert len(seen["student"]) == 3 and len(seen["teacher_logits"]) == 3  # 192 images / 64: three steps
+    # The batch is the shifted one, in the run's shuffling order ...
+    shifted = apply_shift(tiny_data.x_train[:192], parse_shift(shift), seed=seed).float() / 255.0
+    order = epoch_order(192, seed, 1)
+    assert torch.equal(seen["student"][0], shifted[order[:batch]])
+    clean = tiny_data.x_train[:192].float() / 255.0
+    assert not torch.equal(seen["student"][0], clean[order[:batch]])
+    # ... and each step's KD targets are the teacher's logits on that very batch (computed once per run).
+    teacher = train_module.load_model(str(teacher_dir))[0]
+    with torch.no_grad():
+        for student_batch, teacher_logits in zip(seen["student"], seen["teacher_logits"]):
+            torch.testing.assert_close(teacher_logits, teacher(student_batch), rtol=1e-5, atol=1e-5)
+            assert not torch.allclose(teacher_logits, teacher(clean[order[:batch]]), atol=1e-3)
+
+
+def test_an_augmented_student_queries_the_teacher_on_every_augmented_batch(
     tmp_path, tiny_data, tiny_teacher, single_thread, monkeypatch
 ):
     teacher_dir, _ = tiny_teacher
@@ -27,7 +78,7 @@ def test_the_kd_teacher_sees_exactly_the_students_shifted_batch(
 
     def record(name):
         def hook(module, inputs):
-            if name == "teacher" or module.training:  # the student's scoring passes run in eval mode
+            if name == "teacher" or module.training:
                 seen[name].append(inputs[0].detach().clone())
 
         return hook
@@ -46,28 +97,20 @@ def test_the_kd_teacher_sees_exactly_the_students_shifted_batch(
 
     monkeypatch.setattr(train_module, "load_model", load_recording)
     monkeypatch.setattr(train_module, "build_model", build_recording)
-    shift, seed, batch = "downsample:0.25", 3, 64
     config = TrainConfig(
         student="mnist-conv-2",
         loss="kd",
         teacher=str(teacher_dir),
-        shift=shift,
-        seed=seed,
+        augment=True,
         out=str(tmp_path / "run"),
-        batch_size=batch,
-        train_subset=192,
+        batch_size=64,
+        train_subset=128,
         **QUIET,
     )
     train(config, data=tiny_data, log=lambda *_: None)
-    assert len(seen["student"]) == 3 and len(seen["teacher"]) == 3  # 192 images / 64: three steps, one query each
+    assert len(seen["student"]) == 2 and len(seen["teacher"]) == 2  # random crops: no fixed images to cache
     for student_batch, teacher_batch in zip(seen["student"], seen["teacher"]):
         assert torch.equal(student_batch, teacher_batch)
-    # ... and that batch is the shifted one, in the run's shuffling order.
-    shifted = apply_shift(tiny_data.x_train[:192], parse_shift(shift), seed=seed).float() / 255.0
-    order = epoch_order(192, seed, 1)
-    assert torch.equal(seen["teacher"][0], shifted[order[:batch]])
-    clean = tiny_data.x_train[:192].float() / 255.0
-    assert not torch.equal(seen["teacher"][0], clean[order[:batch]])
 
 
 def test_clean_score_uses_unshifted_and_domain_score_shifted_test_images(
