@@ -158,7 +158,8 @@ def verdict(
         if get(shift, a, b) is None or not get(shift, a, b)["n"] >= needed
     ]
     if missing:
-        return "undecided", [f"fewer than {needed} paired seeds at {', '.join(sorted(set(missing)))}: not judged yet"]
+        where = ", ".join(sorted({shift_name(shift) for shift in missing}))
+        return "undecided", [f"fewer than {needed} paired seeds at {where}: not judged yet"]
     ckd_wins = True
     refuted_at = []
     for shift in DECISIVE_SHIFTS:
@@ -270,7 +271,7 @@ def report_markdown(results: dict, command: str) -> str:
         for shift, entry in selection.items():
             cells = [
                 f"{100 * c['validation_accuracy']:.2f} (κ {c['concentration']:.1f}, "
-                f"|a| {c['activation_norm']:.1f},"
+                f"norm {c['activation_norm']:.1f},"
                 f" off-diag {100 * c['off_diagonal_mass']:.1f} %)"
                 for c in entry["candidates"].values()
             ]
