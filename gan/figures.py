@@ -21,6 +21,7 @@ import torch
 
 from common.cli import UserError, run_cli, select_device
 from common.config import parse_config
+from common.run import read_config
 from eval.grids import class_interpolation_grid, class_sample_grid, default_pairs
 from gan.config import FiguresConfig
 from gan.sampling import load_sampler
@@ -38,8 +39,25 @@ def main(argv=None) -> list[str]:
         os.path.join(out_dir, f"samples-seed{args.seed}.png"),
         os.path.join(out_dir, f"interpolations-seed{args.seed}.png"),
     ]
-    class_sample_grid(sampler, paths[0], per_class=args.per_class)
-    class_interpolation_grid(sampler, paths[1], default_pairs(sampler.num_classes), steps=args.steps)
+    config = read_config(args.run)[1]
+    trained = f"{config.get('sampler', '?')} noise, {config.get('iterations', '?'):,} iterations"
+    run = os.path.basename(os.path.normpath(args.run))
+    class_sample_grid(
+        sampler,
+        paths[0],
+        per_class=args.per_class,
+        title=f"SNGAN samples ({trained}): one row per class",
+        caption=f"run {run}, generator as saved, sampling seed {args.seed}",
+    )
+    path_kind = "great-circle (slerp)" if sampler.spherical else "straight-line (lerp)"
+    class_interpolation_grid(
+        sampler,
+        paths[1],
+        default_pairs(sampler.num_classes),
+        steps=args.steps,
+        title=f"SNGAN class-to-class interpolations ({trained})",
+        caption=f"run {run}: {path_kind} paths between the noise of two classes, labels blended; seed {args.seed}",
+    )
     print("\n".join(f"wrote {path}" for path in paths))
     return paths
 
