@@ -179,6 +179,7 @@ def _plot_activations(path: str, records: list[dict], dim: int) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
     colors = plt.get_cmap("viridis")
@@ -204,6 +205,7 @@ def _plot_activations(path: str, records: list[dict], dim: int) -> None:
     right.plot(epochs, [record["mean_norm"] for record in records], "s--", label="mean |a|")
     right.set(xscale="log", xlabel="epoch", ylabel="value", title="Concentration and activation norm over training")
     right.set_xticks(epochs, [str(e) for e in epochs])
+    right.xaxis.set_minor_formatter(NullFormatter())  # only the measured epochs are labelled
     right.legend()
     figure.suptitle("Penultimate activations over training (UAI Figure 2 analogue); histograms: clean test images")
     figure.supxlabel(
