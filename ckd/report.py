@@ -109,13 +109,16 @@ def summarize(rows: list[dict]) -> dict:
         for (student, shift, loss), by_seed in by_cell(scored, ("student", "shift", "loss"), domain).items():
             values[(student, shift, loss, domain)] = {seed: float(value) for seed, value in by_seed.items()}
     cells = {key: mean_sd_n(list(by_seed.values())) for key, by_seed in values.items()}
-    differences = {}
-    for student, shift, loss_a, domain in values:
-        for other_student, other_shift, loss_b, other_domain in values:
-            if (other_student, other_shift, other_domain) == (student, shift, domain) and loss_b != loss_a:
-                differences[(student, shift, domain, loss_a, loss_b)] = paired_difference(
-                    values[(student, shift, loss_a, domain)], values[(student, shift, loss_b, domain)]
-                )
+    by_setting: dict = {}  # (student, shift, domain) -> {loss: {seed: value}}
+    for (student, shift, loss, domain), by_seed in values.items():
+        by_setting.setdefault((student, shift, domain), {})[loss] = by_seed
+    differences = {
+        (student, shift, domain, loss_a, loss_b): paired_difference(by_loss[loss_a], by_loss[loss_b])
+        for (student, shift, domain), by_loss in by_setting.items()
+        for loss_a in by_loss
+        for loss_b in by_loss
+        if loss_a != loss_b
+    }
     return {"cells": cells, "differences": differences}
 
 

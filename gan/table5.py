@@ -48,6 +48,7 @@ if __name__ == "__main__":  # --help and argument errors before the heavy import
 
     answer_early(Table5Config, prog="python -m gan.table5", description=__doc__.split("\n\n")[0])
 
+import functools
 import json
 import os
 import re
@@ -460,12 +461,18 @@ def _training_command(
     return command
 
 
+@functools.cache
+def _extractor_name(checkpoint: str) -> str:
+    """gan.fidelity's extractor name of a classifier checkpoint, loaded once per command."""
+    return classifier_extractor(checkpoint)
+
+
 def _scored(run: Path, num_samples: int, args) -> bool:
     """Whether RUN holds the fidelity JSON of the command's extractor and this sample count with every score the
     command asks for (a JSON of another extractor, or one without an asked-for score, means: score again)."""
     if not any(run.glob(f"fidelity-*-n{num_samples}.json")):
         return False
-    extractor = classifier_extractor(args.classifier_checkpoint) if args.classifier_checkpoint else INCEPTION
+    extractor = _extractor_name(args.classifier_checkpoint) if args.classifier_checkpoint else INCEPTION
     path = run / f"fidelity-{extractor}-n{num_samples}.json"
     if not path.is_file():
         return False

@@ -304,7 +304,7 @@ def test_runs_of_one_noise_at_two_kappas_are_refused(tmp_path):
 
 
 def test_scoring_is_skipped_only_for_a_complete_json_of_the_same_extractor(tmp_path, monkeypatch):
-    monkeypatch.setattr(table5, "classifier_extractor", lambda checkpoint: "classifier-ev")
+    monkeypatch.setattr(table5, "_extractor_name", lambda checkpoint: "classifier-ev")
     args = argparse.Namespace(
         classifier_checkpoint="evaluator.pt", intra_fid=True, gan_test_classifier="evaluator.pt", gan_train=None
     )
