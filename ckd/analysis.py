@@ -1,14 +1,17 @@
 """The paper's claims about the final layer, measured on this project's classifiers.
 
     python -m ckd.analysis activations --data data/mnist.npz --out runs/ckd-activations --epochs 1 2 4 8
+    python -m ckd.analysis activations --recipe runs/ckd-teacher/config.json --epochs 1 2 4 8 16 --data ... --out ...
     python -m ckd.analysis similarity --teachers runs/t0 runs/t1 runs/t2 [runs/wrn ...] --data data/mnist.npz \\
         --figure docs/ckd_affinity_similarity.png
     python -m ckd.analysis pair --checkpoints runs/t0 runs/t1 runs/t2 --data data/mnist.npz
 
 * ``activations`` (the UAI paper's Figure 2 over training): one teacher trained with checkpoints after the given
-  epochs; at each, on the clean test images, the cosine of every normalized activation with its class's mean
-  direction w_y/|w_y|, the kappa fitted to those activations, the mean |a| and the accuracy with and without
-  normalizing a and w_i. A figure shows the cosine histograms by epoch and kappa and |a| against the epoch.
+  epochs (Adam at a constant step by default; ``--recipe`` trains it like a given ``ckd.teacher`` run, its schedule
+  spanning the last epoch asked for); at each, on the clean test images, the cosine of every normalized activation
+  with its class's mean direction w_y/|w_y|, the kappa fitted to those activations, the mean |a| and the accuracy
+  with and without normalizing a and w_i, and the kappa and mean cosine of as many clean training images. A figure
+  shows the cosine histograms by epoch and kappa and |a| against the epoch.
 * ``similarity`` (the ICLR paper's Figure 3): the class affinities (Eq. 7) of independently trained teachers
   (seeds, or architectures of the same dataset), each at its own stored kappa_MLE and mean |a| (``--kappa mle``)
   or at kappa = |a| (``--kappa norm``: more mass off the diagonal, where the structure is); the Pearson
@@ -35,10 +38,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ckd.config import analysis_parser
+from ckd.config import TeacherConfig, analysis_parser
 from ckd.normalization_check import normalized_accuracy
 from ckd.train import AFFINITY_SEED, features_of, load_dataset, load_model, teacher_affinity, teacher_head_statistics
 from common.cli import run_cli, set_threads
+from common.config import config_from_dict, read_config_file
 from common.run import LAST_CHECKPOINT, atomic_write_text, load_checkpoint
 from vmfprior import VMFPrior
 
@@ -112,46 +116,50 @@ def generative_pair(
 
 
 def activations_over_training(
-    architecture: str,
-    feature_dim: int | None,
-    data,
-    data_path: str | None,
-    out: Path,
-    epochs: list[int],
-    seed: int,
-    learning_rate: float,
-    log=print,
+    recipe: dict, data, data_path: str | None, out: Path, epochs: list[int], seed: int, log=print
 ) -> list[dict]:
     """Train one teacher, stopping after each of ``epochs``; measure the activations at every stop.
 
+    Args:
+        recipe: ``ckd.config.TeacherConfig`` keys it trains with (architecture, optimizer, schedule, augment, ...);
+            its epochs (``max(epochs)``), seed, data and run folder (``out/run``) are set here.
+        data: the loaded dataset; data_path: its .npz (recorded in the run's config).
+        out: the measurement's folder.
+        epochs: increasing epochs after which to measure.
+        seed: the teacher's seed.
+
     Returns:
         one dict per epoch: "epoch", "dim", "accuracy", "normalized_accuracy", "kappa", "mean_norm", "mean_cosine",
-        "cosines" (list, the clean test images').
+        "cosines" (list), all of the clean test images; and "train_kappa", "train_mean_cosine" of as many clean
+        training images (the first ones, unaugmented), which separate fitting from generalizing.
     """
     from ckd.models import build_model
-    from ckd.teacher import TeacherConfig, train_teacher
+    from ckd.teacher import train_teacher
 
     records = []
+    count = data.x_test.shape[0]
     for epoch in epochs:
-        config = TeacherConfig(
-            architecture=architecture,
-            feature_dim=feature_dim,
-            data=data_path,
-            out=str(out / "run"),
-            epochs=max(epochs),
-            stop_after=epoch,
-            learning_rate=learning_rate,
-            seed=seed,
-            resume=(out / "run" / LAST_CHECKPOINT).is_file(),
-            progress=False,
+        config = config_from_dict(
+            TeacherConfig,
+            {
+                **recipe,
+                "data": data_path,
+                "out": str(out / "run"),
+                "epochs": max(epochs),
+                "stop_after": epoch,
+                "seed": seed,
+                "resume": (out / "run" / LAST_CHECKPOINT).is_file(),
+                "progress": False,
+            },
         )
         train_teacher(config, data=data, log=log)
         state = load_checkpoint(out / "run" / LAST_CHECKPOINT, ("model",), what="ckd checkpoint")["model"]
-        model = build_model(architecture, data.num_classes, data.image_shape, feature_dim)
+        model = build_model(config.architecture, data.num_classes, data.image_shape, config.feature_dim)
         model.load_state_dict(state)
         features = features_of(model, data.x_test)
         head = model.head
         stats = cosine_statistics(features, data.y_test, head.weight)
+        train_stats = cosine_statistics(features_of(model, data.x_train[:count]), data.y_train[:count], head.weight)
         scores = normalized_accuracy(
             features, data.y_test, head.weight.detach(), None if head.bias is None else head.bias.detach()
         )
@@ -164,12 +172,15 @@ def activations_over_training(
                 "kappa": stats["kappa"],
                 "mean_norm": stats["mean_norm"],
                 "mean_cosine": stats["mean_cosine"],
+                "train_kappa": train_stats["kappa"],
+                "train_mean_cosine": train_stats["mean_cosine"],
                 "cosines": stats["cosines"].tolist(),
             }
         )
         log(
             f"epoch {epoch}: accuracy {scores['accuracy']:.4f} (normalized {scores['normalized_accuracy']:.4f}), "
-            f"kappa {stats['kappa']:.1f}, mean |a| {stats['mean_norm']:.1f}, mean cos {stats['mean_cosine']:.3f}"
+            f"kappa {stats['kappa']:.1f} (training images {train_stats['kappa']:.1f}), "
+            f"mean |a| {stats['mean_norm']:.1f}, mean cos {stats['mean_cosine']:.3f}"
         )
     return records
 
@@ -197,11 +208,15 @@ def _plot_activations(path: str, records: list[dict], dim: int) -> None:
     left.set(
         xlabel="cos(a, w_y/|w_y|) of each clean test image",
         ylabel="density",
-        title=f"Activations gather around their class direction (d = {dim})",
+        title=f"Cosine with the class direction, by epoch (d = {dim})",
     )
     left.legend()
     epochs = [record["epoch"] for record in records]
     right.plot(epochs, [record["kappa"] for record in records], "o-", label="kappa fitted to the test activations")
+    if all("train_kappa" in record for record in records):
+        right.plot(
+            epochs, [record["train_kappa"] for record in records], "o:", label="kappa fitted to training activations"
+        )
     right.plot(epochs, [record["mean_norm"] for record in records], "s--", label="mean |a|")
     right.set(xscale="log", xlabel="epoch", ylabel="value", title="Concentration and activation norm over training")
     right.set_xticks(epochs, [str(e) for e in epochs])
@@ -280,10 +295,15 @@ def main(argv=None) -> dict:
         if sorted(set(args.epochs)) != args.epochs or args.epochs[0] < 1:
             raise ValueError(f"--epochs must be increasing positive integers, got {args.epochs}")
         out = Path(args.out)
-        data = load_dataset("mnist" if args.architecture.startswith("mnist") else "cifar10", args.data)
-        records = activations_over_training(
-            args.architecture, args.feature_dim, data, args.data, out, args.epochs, args.seed, args.learning_rate
-        )
+        recipe = read_config_file(args.recipe, TeacherConfig, name="--recipe") if args.recipe else {}
+        for key in ("architecture", "feature_dim", "learning_rate"):
+            if getattr(args, key) is not None:
+                recipe[key] = getattr(args, key)
+        architecture = recipe.setdefault("architecture", "mnist-conv")
+        if "dataset" not in recipe:
+            recipe["dataset"] = "mnist" if architecture.startswith("mnist") else "cifar10"
+        data = load_dataset(recipe["dataset"], args.data)
+        records = activations_over_training(recipe, data, args.data, out, args.epochs, args.seed)
         _plot_activations(str(out / "activations.png"), records, records[-1]["dim"])
         result = {
             "epochs": [{k: v for k, v in r.items() if k != "cosines"} for r in records],

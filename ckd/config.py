@@ -264,10 +264,22 @@ def analysis_parser(prog: str, description: str) -> ArgumentParser:
         help="activations, similarity or pair (each has its own --help)",
     )
     activations = commands.add_parser("activations", help="activations over training epochs")
-    activations.add_argument("--architecture", default="mnist-conv", help="the teacher's architecture")
-    activations.add_argument("--feature-dim", type=int, default=None, help="penultimate dimension (default 64)")
+    activations.add_argument(
+        "--recipe",
+        default=None,
+        help="train like this ckd.teacher run: its config.json (or a JSON object of ckd.teacher keys); "
+        "default: Adam at a constant step, no augmentation",
+    )
+    activations.add_argument(
+        "--architecture", default=None, help="the teacher's architecture (default: the recipe's, else mnist-conv)"
+    )
+    activations.add_argument(
+        "--feature-dim", type=int, default=None, help="penultimate dimension (default: the recipe's, else 64)"
+    )
     activations.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 4, 8], help="measure after these epochs")
-    activations.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's step size (constant)")
+    activations.add_argument(
+        "--learning-rate", type=float, default=None, help="initial step size (default: the recipe's, else 1e-3)"
+    )
     activations.add_argument("--seed", type=int, default=0, help="the teacher's seed")
     activations.add_argument("--out", default="runs/ckd-activations", help="folder: the run, figure and JSON")
     similarity = commands.add_parser("similarity", help="affinity similarity across independently trained teachers")

@@ -229,11 +229,14 @@ def _converter(scalar: type, optional: bool, name: str, choices):
     return convert
 
 
-def read_config_file(path: str | Path, config_cls: type) -> dict:
+def read_config_file(path: str | Path, config_cls: type, name: str = "--config") -> dict:
     """The keys of a JSON config file: a flat ``{key: value}`` object, or a run's config.json (its "config").
 
     The per-invocation keys (``common.run.INVOCATION_KEYS``: out, run, resume, stop_after, threads, ...) never come
     from a file: a run's config.json leaves them out, a flat file that names one is refused.
+
+    Args:
+        path: the file; config_cls: the command's config dataclass; name: the flag that named the file (in errors).
 
     Raises:
         ConfigError: the file is missing or not JSON, names a per-invocation key (flat file), or names a key the
@@ -243,25 +246,25 @@ def read_config_file(path: str | Path, config_cls: type) -> dict:
     try:
         payload = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"--config {str(path)!r} does not exist") from None
+        raise ConfigError(f"{name} {str(path)!r} does not exist") from None
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"--config {str(path)!r} is not a readable JSON file ({error})") from error
+        raise ConfigError(f"{name} {str(path)!r} is not a readable JSON file ({error})") from error
     if isinstance(payload, dict) and isinstance(payload.get("config"), dict) and "kind" in payload:
         # A run's config.json: what the run computes comes along; how it was invoked (its folder, --resume,
         # --stop-after, threads, ...) belongs to that invocation and is left behind.
         payload = {key: value for key, value in payload["config"].items() if key not in INVOCATION_KEYS}
     if not isinstance(payload, dict):
-        raise ConfigError(f"--config {str(path)!r} must hold a JSON object of config keys")
+        raise ConfigError(f"{name} {str(path)!r} must hold a JSON object of config keys")
     for key in payload:
         if key in INVOCATION_KEYS:
             raise ConfigError(
-                f"--config {str(path)!r}: {key!r} says how to invoke a command, not what it computes; "
+                f"{name} {str(path)!r}: {key!r} says how to invoke a command, not what it computes; "
                 f"pass {flag(key)} on the command line"
             )
     known = {field.name for field in dataclasses.fields(config_cls)}
     for key in payload:
         if key not in known:
-            raise ConfigError(f"--config {str(path)!r}: unknown key {key!r}{_suggest(key, known)}")
+            raise ConfigError(f"{name} {str(path)!r}: unknown key {key!r}{_suggest(key, known)}")
     return payload
 
 

@@ -1,5 +1,6 @@
 """The layer-claim measurements: the vMF pair against the network, affinity similarity, activations over training."""
 
+import json
 import math
 
 import numpy as np
@@ -103,3 +104,35 @@ def test_activations_and_similarity_and_pair_commands(tmp_path, tiny_npz, tiny_t
     pair = main(["pair", "--checkpoints", str(teacher_dir), "--data", str(tiny_npz)])
     entry = pair[str(teacher_dir)]
     assert 0 <= entry["agreement"] <= 1 and entry["mean_kl"] >= 0 and entry["kappa_mle"] > 0
+
+
+def test_activations_train_like_the_recipe_and_measure_training_images(tmp_path, tiny_npz, single_thread):
+    from ckd.train import load_model
+    from common.config import ConfigError
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(
+        '{"architecture": "mnist-conv-2", "optimizer": "sgd", "learning_rate": 0.05, "weight_decay": 0.001, '
+        '"schedule": "cosine", "batch_size": 32}'
+    )
+    out = tmp_path / "activations"
+    argv = ["activations", "--recipe", str(recipe), "--feature-dim", "8", "--epochs", "1", "2"]
+    result = main([*argv, "--data", str(tiny_npz), "--out", str(out), "--threads", "1"])
+    config = json.loads((out / "run" / "config.json").read_text())["config"]
+    expected = {"architecture": "mnist-conv-2", "optimizer": "sgd", "learning_rate": 0.05, "weight_decay": 0.001}
+    expected |= {"schedule": "cosine", "batch_size": 32, "feature_dim": 8, "epochs": 2, "dataset": "mnist"}
+    assert {key: config[key] for key in expected} == expected
+    # The training-image numbers are of the first len(x_test) clean training images, recomputed here by hand.
+    model, _ = load_model(str(out / "run"))
+    arrays = np.load(tiny_npz)
+    count = len(arrays["y_test"])
+    images = torch.from_numpy(arrays["x_train"][:count]).float().reshape(count, 1, 28, 28) / 255.0
+    labels = torch.from_numpy(arrays["y_train"][:count]).long()
+    with torch.no_grad():
+        features = model.features(images)
+    directions = torch.nn.functional.normalize(model.head.weight, dim=1)[labels]
+    cosines = (torch.nn.functional.normalize(features, dim=1) * directions).sum(1)
+    assert result["epochs"][1]["train_mean_cosine"] == pytest.approx(cosines.mean().item(), rel=1e-4)
+    assert result["epochs"][1]["train_mean_cosine"] != pytest.approx(result["epochs"][1]["mean_cosine"], rel=1e-4)
+    with pytest.raises(ConfigError, match="--recipe"):
+        main(["activations", "--recipe", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x")])
