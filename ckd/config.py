@@ -280,7 +280,7 @@ def analysis_parser(prog: str, description: str) -> ArgumentParser:
     activations.add_argument(
         "--learning-rate", type=float, default=None, help="initial step size (default: the recipe's, else 1e-3)"
     )
-    activations.add_argument("--seed", type=int, default=0, help="the teacher's seed")
+    activations.add_argument("--seed", type=int, default=0, help="the teacher's seed (a recipe's own seed is not used)")
     activations.add_argument("--out", default="runs/ckd-activations", help="folder: the run, figure and JSON")
     similarity = commands.add_parser("similarity", help="affinity similarity across independently trained teachers")
     similarity.add_argument("--teachers", nargs="+", required=True, help="teacher run folders (2 or more)")
