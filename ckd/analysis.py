@@ -194,11 +194,13 @@ def _plot_activations(path: str, records: list[dict], dim: int) -> None:
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
     colors = plt.get_cmap("viridis")
+    lowest = min(-0.2, min(min(record["cosines"]) for record in records))  # every cosine is drawn
+    bins = min(100, max(20, len(records[0]["cosines"]) // 40))
     for index, record in enumerate(records):
         left.hist(
             record["cosines"],
-            bins=100,
-            range=(-0.2, 1.0),
+            bins=bins,
+            range=(lowest, 1.0),
             density=True,
             histtype="step",
             lw=1.5,
@@ -226,7 +228,8 @@ def _plot_activations(path: str, records: list[dict], dim: int) -> None:
     figure.supxlabel(
         "One teacher stopped after each epoch shown. Left: cosine of each clean test image's activation "
         "with its class's mean direction w_y/|w_y|.\nRight: the maximum-likelihood κ of those "
-        "activations (directions held fixed) and their mean norm |a|.",
+        "activations and of as many clean training images' (directions held fixed), and the test activations' "
+        "mean norm |a|.",
         fontsize=9,
     )
     figure.savefig(path, dpi=110)
