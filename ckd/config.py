@@ -274,7 +274,10 @@ def analysis_parser(prog: str, description: str) -> ArgumentParser:
         "--architecture", default=None, help="the teacher's architecture (default: the recipe's, else mnist-conv)"
     )
     activations.add_argument(
-        "--feature-dim", type=int, default=None, help="penultimate dimension (default: the recipe's, else 64)"
+        "--feature-dim",
+        type=int,
+        default=None,
+        help="penultimate dimension of an mnist-conv net (default: the recipe's, else 64; a WRN has its own)",
     )
     activations.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 4, 8], help="measure after these epochs")
     activations.add_argument(

@@ -259,7 +259,7 @@ def read_config_file(path: str | Path, config_cls: type, name: str = "--config")
         if key in INVOCATION_KEYS:
             raise ConfigError(
                 f"{name} {str(path)!r}: {key!r} says how to invoke a command, not what it computes; "
-                f"pass {flag(key)} on the command line"
+                + (f"pass {flag(key)} on the command line" if name == "--config" else "leave it out")
             )
     known = {field.name for field in dataclasses.fields(config_cls)}
     for key in payload:
