@@ -219,11 +219,13 @@ def _interval(difference: dict) -> str:
     )
 
 
-def _cell(cell) -> str:
+def _cell(cell, seeds: int) -> str:
+    """ "mean ± sd" in %, with "(n = k)" where the cell has fewer than the table's ``seeds`` runs."""
     if cell is None:
         return "–"
     mean, sd, n = cell
-    return f"{100 * mean:.2f} ± {100 * sd:.2f}" if n > 1 else f"{100 * mean:.2f}"
+    text = f"{100 * mean:.2f} ± {100 * sd:.2f}" if n > 1 else f"{100 * mean:.2f}"
+    return text if n >= seeds else f"{text} (n = {n})"
 
 
 def report_markdown(results: dict, command: str) -> str:
@@ -286,13 +288,14 @@ def report_markdown(results: dict, command: str) -> str:
             header = ["training images", *losses] + (["teacher on these test images"] if with_teacher else [])
             table = []
             for shift in shifts:
-                cells = [_cell(summary["cells"].get((student, shift, loss, domain))) for loss in losses]
+                cells = [_cell(summary["cells"].get((student, shift, loss, domain)), len(seeds)) for loss in losses]
                 if with_teacher:
                     value = teacher_on_shifted.get(shift)
                     cells.append("–" if value is None else f"{100 * value:.2f}")
                 table.append([shift_name(shift), *cells])
             lines += [
-                f"**{student}**, accuracy (%) on {DOMAIN_TITLES[domain]}, mean ± sd over seeds {seeds}:",
+                f"**{student}**, accuracy (%) on {DOMAIN_TITLES[domain]}, mean ± sd over seeds {seeds} "
+                "(n = k: a cell with only k of them so far):",
                 "",
                 markdown_table(header, table),
                 "",
@@ -324,9 +327,11 @@ def arm_section(summary: dict, student: str, arm: str, facts: dict, shifts: list
     arm_shifts = [shift for shift in shifts if shift_name(shift) in facts["shifts"]]
     if not any((student, shift, ckd, domain) in summary["cells"] for shift in arm_shifts):
         return []
+    present = [summary["cells"].get((student, shift, loss, domain)) for shift in arm_shifts for loss in (ckd, smooth)]
+    most = max(cell[2] for cell in present if cell is not None)
     table = []
     for shift in arm_shifts:
-        cells = [_cell(summary["cells"].get((student, shift, loss, domain))) for loss in ("label", ckd, smooth)]
+        cells = [_cell(summary["cells"].get((student, shift, loss, domain)), most) for loss in ("label", ckd, smooth)]
         pairs = ((ckd, "label"), (ckd, smooth), (ckd, "ckd"))
         differences = [summary["differences"].get((student, shift, domain, a, b)) for a, b in pairs]
         table.append([shift_name(shift), *cells, *("–" if d is None else _interval(d) for d in differences)])
@@ -335,7 +340,8 @@ def arm_section(summary: dict, student: str, arm: str, facts: dict, shifts: list
         f"**Fixed arm `{arm}`, {student}**: CKD at κ = {facts['concentration']:.1f} and |a| = "
         f"{facts['activation_norm']:.1f} ({100 * facts['off_diagonal_mass']:.1f} % of each affinity row off the "
         "diagonal) and label smoothing matched to that mass, on the same seeds; accuracy (%) on the student's own "
-        "domain, paired differences in points with 95 % intervals:",
+        "domain, paired differences in points with 95 % intervals (n = k: a cell with fewer seeds than the "
+        "arm's most so far):",
         "",
         markdown_table([*header, "CKD − CKD at the validated κ"], table),
         "",

@@ -115,6 +115,21 @@ def test_report_shows_both_domains_the_teacher_and_the_verdict(tmp_path):
     assert main([str(path)])["rows"] == len(rows)
 
 
+def test_a_cell_with_fewer_seeds_than_the_table_says_so():
+    rows = [
+        r
+        for r in _rows(_effects(0.02, 0.005, -0.2))
+        if (r["shift"], r["loss"], r["seed"]) != ("downsample:0.25", "kd", 7)
+    ]
+    results = {"title": "T", "rows": rows, "teacher": {}, "teacher_on_shifted": {}, "selection": {}}
+    lines = [line for line in report_markdown(results, "cmd").splitlines() if line.startswith("| downsample-0.25 |")]
+    kd = [r["domain_test_accuracy"] for r in rows if (r["shift"], r["loss"]) == ("downsample:0.25", "kd")]
+    label = [r["domain_test_accuracy"] for r in rows if (r["shift"], r["loss"]) == ("downsample:0.25", "label")]
+    cells = lines[0].split(" | ")  # the own-domain table: shift, label, label-smoothing, kd, ckd
+    assert cells[1] == f"{100 * statistics.fmean(label):.2f} ± {100 * statistics.stdev(label):.2f}"
+    assert cells[3] == f"{100 * statistics.fmean(kd):.2f} ± {100 * statistics.stdev(kd):.2f} (n = 7)"
+
+
 def test_a_fixed_arm_gets_its_own_table_and_reading():
     effects = _effects(0.0, 0.0, -0.2)  # the validated CKD is label training: no gain
     for shift in ("downsample:0.5", "downsample:0.25"):
