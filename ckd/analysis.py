@@ -11,7 +11,10 @@
   spanning the last epoch asked for); at each, on the clean test images, the cosine of every normalized activation
   with its class's mean direction w_y/|w_y|, the kappa fitted to those activations, the mean |a| and the accuracy
   with and without normalizing a and w_i, and the kappa and mean cosine of as many clean training images. A figure
-  shows the cosine histograms by epoch and kappa and |a| against the epoch.
+  shows the cosine histograms by epoch and kappa and |a| against the epoch. Each stop's model is kept as
+  ``OUT/run/stop-EPOCH.pt``: a rerun into the same ``--out`` reads it back instead of training (so the figure and
+  JSON can be redrawn), and a run already past a stop whose file is missing is refused, not measured at the wrong
+  epoch.
 * ``similarity`` (the ICLR paper's Figure 3): the class affinities (Eq. 7) of independently trained teachers
   (seeds, or architectures of the same dataset), each at its own stored kappa_MLE and mean |a| (``--kappa mle``)
   or at kappa = |a| (``--kappa norm``: more mass off the diagonal, where the structure is); the Pearson
@@ -30,6 +33,8 @@ if __name__ == "__main__":  # --help and argument errors before the heavy import
 
     answer_early(analysis_parser("python -m ckd.analysis", __doc__.split("\n\n")[0]))
 
+import dataclasses
+import functools
 import json
 import sys
 import textwrap
@@ -42,8 +47,8 @@ from ckd.config import TeacherConfig, analysis_parser
 from ckd.normalization_check import normalized_accuracy
 from ckd.train import AFFINITY_SEED, features_of, load_dataset, load_model, teacher_affinity, teacher_head_statistics
 from common.cli import run_cli, set_threads
-from common.config import config_from_dict, read_config_file
-from common.run import LAST_CHECKPOINT, atomic_write_text, load_checkpoint
+from common.config import INVOCATION_KEYS, config_from_dict, read_config_file
+from common.run import LAST_CHECKPOINT, atomic_save, atomic_write_text, load_checkpoint
 from vmfprior import VMFPrior
 
 __all__ = ["cosine_statistics", "affinity_correlations", "generative_pair", "activations_over_training", "main"]
@@ -152,8 +157,7 @@ def activations_over_training(
                 "progress": False,
             },
         )
-        train_teacher(config, data=data, log=log)
-        state = load_checkpoint(out / "run" / LAST_CHECKPOINT, ("model",), what="ckd checkpoint")["model"]
+        state = _stop_state(config, out / "run", epoch, functools.partial(train_teacher, config, data=data, log=log))
         model = build_model(config.architecture, data.num_classes, data.image_shape, config.feature_dim)
         model.load_state_dict(state)
         features = features_of(model, data.x_test)
@@ -183,6 +187,30 @@ def activations_over_training(
             f"mean |a| {stats['mean_norm']:.1f}, mean cos {stats['mean_cosine']:.3f}"
         )
     return records
+
+
+def _stop_state(config, run: Path, epoch: int, train) -> dict:
+    """The model state after ``epoch``: from its stop file ``run/stop-EPOCH.pt`` when an earlier call saved one with
+    the same settings, else trained by ``train()`` (resuming ``run/last.pt``) and then saved there.
+
+    Raises:
+        ValueError: a stop file of other settings, or a run already past ``epoch`` with no stop file for it (its
+            model at ``epoch`` is gone; measuring ``last.pt`` would silently measure a later epoch).
+    """
+    settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in INVOCATION_KEYS}
+    path = run / f"stop-{epoch}.pt"
+    if path.is_file():
+        saved = load_checkpoint(path, ("settings", "model"), what="activations stop checkpoint")
+        if saved["settings"] != json.loads(json.dumps(settings)):
+            raise ValueError(f"--out: {path} was trained with other settings; choose a new --out")
+        return saved["model"]
+    last = run / LAST_CHECKPOINT
+    if last.is_file() and load_checkpoint(last, ("step",), what="ckd checkpoint")["step"] > epoch:
+        raise ValueError(f"--out: {run} is already past epoch {epoch} and has no {path.name}; choose a new --out")
+    train()
+    state = load_checkpoint(last, ("model",), what="ckd checkpoint")["model"]
+    atomic_save({"settings": json.loads(json.dumps(settings)), "model": state}, path)
+    return state
 
 
 def _plot_activations(path: str, records: list[dict], dim: int) -> None:

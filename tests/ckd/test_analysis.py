@@ -136,3 +136,38 @@ def test_activations_train_like_the_recipe_and_measure_training_images(tmp_path,
     assert result["epochs"][1]["train_mean_cosine"] != pytest.approx(result["epochs"][1]["mean_cosine"], rel=1e-4)
     with pytest.raises(ConfigError, match="--recipe"):
         main(["activations", "--recipe", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x")])
+
+
+def test_activations_rerun_reads_its_stops_and_refuses_a_run_past_a_missing_one(
+    tmp_path, tiny_npz, single_thread, monkeypatch
+):
+    import ckd.teacher
+
+    out = tmp_path / "activations"
+    argv = ["activations", "--architecture", "mnist-conv-2", "--epochs", "1", "2", "--data", str(tiny_npz)]
+    first = main([*argv, "--out", str(out)])
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a rerun trained again")
+
+    monkeypatch.setattr(ckd.teacher, "train_teacher", no_training)
+    again = main([*argv, "--out", str(out)])  # every stop is read back: nothing trains, the same numbers
+    assert again["epochs"] == first["epochs"]
+    (out / "run" / "stop-1.pt").unlink()  # the epoch-1 model is gone and last.pt is at epoch 2
+    with pytest.raises(ValueError, match="already past epoch 1"):
+        main([*argv, "--out", str(out)])
+    with pytest.raises(ValueError, match="other settings"):  # stop-2.pt was trained for 2 epochs, not 3
+        main(
+            [
+                "activations",
+                "--architecture",
+                "mnist-conv-2",
+                "--epochs",
+                "2",
+                "3",
+                "--data",
+                str(tiny_npz),
+                "--out",
+                str(out),
+            ]
+        )
