@@ -47,8 +47,8 @@ from ckd.config import TeacherConfig, analysis_parser
 from ckd.normalization_check import normalized_accuracy
 from ckd.train import AFFINITY_SEED, features_of, load_dataset, load_model, teacher_affinity, teacher_head_statistics
 from common.cli import run_cli, set_threads
-from common.config import INVOCATION_KEYS, config_from_dict, read_config_file
-from common.run import LAST_CHECKPOINT, atomic_save, atomic_write_text, load_checkpoint
+from common.config import config_from_dict, read_config_file
+from common.run import LAST_CHECKPOINT, atomic_save, atomic_write_text, config_differences, load_checkpoint
 from vmfprior import VMFPrior
 
 __all__ = ["cosine_statistics", "affinity_correlations", "generative_pair", "activations_over_training", "main"]
@@ -197,19 +197,21 @@ def _stop_state(config, run: Path, epoch: int, train) -> dict:
         ValueError: a stop file of other settings, or a run already past ``epoch`` with no stop file for it (its
             model at ``epoch`` is gone; measuring ``last.pt`` would silently measure a later epoch).
     """
-    settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in INVOCATION_KEYS}
     path = run / f"stop-{epoch}.pt"
     if path.is_file():
-        saved = load_checkpoint(path, ("settings", "model"), what="activations stop checkpoint")
-        if saved["settings"] != json.loads(json.dumps(settings)):
-            raise ValueError(f"--out: {path} was trained with other settings; choose a new --out")
+        saved = load_checkpoint(path, ("config", "model"), what="activations stop checkpoint")
+        differences = config_differences(saved["config"], config)
+        if differences:
+            raise ValueError(
+                f"--out: {path} was trained with other settings ({'; '.join(differences)}); choose a new --out"
+            )
         return saved["model"]
     last = run / LAST_CHECKPOINT
     if last.is_file() and load_checkpoint(last, ("step",), what="ckd checkpoint")["step"] > epoch:
         raise ValueError(f"--out: {run} is already past epoch {epoch} and has no {path.name}; choose a new --out")
     train()
     state = load_checkpoint(last, ("model",), what="ckd checkpoint")["model"]
-    atomic_save({"settings": json.loads(json.dumps(settings)), "model": state}, path)
+    atomic_save({"config": dataclasses.asdict(config), "model": state}, path)
     return state
 
 
@@ -243,10 +245,9 @@ def _plot_activations(path: str, records: list[dict], dim: int) -> None:
     left.legend()
     epochs = [record["epoch"] for record in records]
     right.plot(epochs, [record["kappa"] for record in records], "o-", label="kappa fitted to the test activations")
-    if all("train_kappa" in record for record in records):
-        right.plot(
-            epochs, [record["train_kappa"] for record in records], "o:", label="kappa fitted to training activations"
-        )
+    right.plot(
+        epochs, [record["train_kappa"] for record in records], "o:", label="kappa fitted to training activations"
+    )
     right.plot(epochs, [record["mean_norm"] for record in records], "s--", label="mean |a|")
     right.set(xscale="log", xlabel="epoch", ylabel="value", title="Concentration and activation norm over training")
     right.set_xticks(epochs, [str(e) for e in epochs])
