@@ -51,7 +51,6 @@ if __name__ == "__main__":  # --help and argument errors before the heavy import
 import functools
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -61,13 +60,14 @@ from pathlib import Path
 from common.classifier import head_statistics_of
 from common.cli import UserError, run_cli
 from common.config import parse_config
-from common.grid import difference, grid, mean_sd_cell, paired_difference, unit_status
+from common.grid import difference, grid, mean_sd_cell, unit_status
 from common.grid import summarize as summarize_values
 from common.markdown import write_section
 from common.run import LAST_CHECKPOINT, load_checkpoint, read_metrics
 from eval.fidelity import INCEPTION, KEY_FID, KEY_IS_MEAN
 from gan.config import NOISE_ORDER, Table5Config
 from gan.config import parse_config as gan_config
+from gan.criteria import paired_score, read_criteria
 from gan.fidelity import classifier_extractor
 from gan.report import NOISE_NAMES, collect_runs
 
@@ -118,11 +118,13 @@ def _mean_sd(values: list[float | None], digits: int = 2) -> str:
     return mean_sd_cell(summarize_values(values), digits=digits, count=False)
 
 
-def summarize(run_dirs: list[Path]) -> str:
-    """Markdown: final scores (mean ± sd over seeds), the periodic FID during training, and every command.
+def summarize(run_dirs: list[Path], planned_seeds: int | None = None) -> str:
+    """Markdown: final scores (mean ± sd over seeds), the periodic FID during training, the reading under the
+    pre-stated criteria (:mod:`gan.criteria`), and every command.
 
     Args:
         run_dirs: run folders of the table (finished or not).
+        planned_seeds: seeds per noise the table plans; the reading is provisional with fewer (None: no such note).
 
     Returns:
         the markdown text.
@@ -178,6 +180,7 @@ def summarize(run_dirs: list[Path]) -> str:
         for setting in sorted({key[1:] for key in groups}, key=lambda k: (k[0] or 0, str(k[1]), str(k[2]))):
             by_noise = {key[0]: rows for key, rows in groups.items() if key[1:] == setting}
             extra = class_aware_table(by_noise) + paired_differences(by_noise)
+            extra += read_criteria(by_noise, planned_seeds) if extra else []
             if extra:
                 lines += [
                     "",
@@ -254,12 +257,6 @@ SCORING_KEYS = (
 """Fidelity-JSON settings besides the sample count, extractor and reference that runs must share to be compared."""
 
 
-def run_seed(record: dict) -> int | None:
-    """The training seed of a record's run, read from its folder name ``<noise>-s<seed>``."""
-    match = re.search(r"-s(\d+)$", Path(str(record["run"])).name)
-    return int(match[1]) if match else None
-
-
 def paired_differences(by_noise: dict[str, list[dict]]) -> list[str]:
     """Markdown table of paired differences between noises, seed by seed, for every score both sides have.
 
@@ -282,9 +279,7 @@ def paired_differences(by_noise: dict[str, list[dict]]) -> list[str]:
             rows.append(f"| {NOISE_NAMES.get(a, a)} − {NOISE_NAMES.get(b, b)} | not compared: different kappa |||||")
             continue
         for name, key, better, digits in SCORES:
-            mean, error, count = paired_difference(
-                *({run_seed(r): r.get(key) for r in by_noise[noise] if run_seed(r) is not None} for noise in (a, b))
-            )
+            mean, error, count = paired_score(by_noise, a, b, key)
             if count < 2:
                 continue
             rows.append(
@@ -595,7 +590,7 @@ def main(argv=None) -> str:
     text = (
         f"### SNGAN on CIFAR-10, Table 5 protocol: preset `{args.preset}`, seeds {list(args.seeds)}\n\n"
         f"Produced by `python -m gan.table5 {shlex.join(argv if argv is not None else sys.argv[1:])}`.\n\n"
-        + summarize(runs)
+        + summarize(runs, planned_seeds=len(args.seeds))
     )
     print(text)
     if args.results and not args.dry_run:

@@ -1,0 +1,116 @@
+"""The CPU-scale Table 5's reading under the criteria stated before its numbers (docs/gan.md).
+
+- Class-aware noise **helps** at this scale if vMF − Gaussian, paired over seeds, is better than zero by more than
+  2 SE on GAN-train or intra-FID (the scores that see both correctness and diversity per class). It **hurts** if it is
+  worse by more than 2 SE on one of them and better on neither; with one score each way the reading is **mixed**;
+  otherwise **no difference shown**.
+- Where it helps, the **classifier's geometry** matters only if vMF − vMF-orthogonal (same κ, same clustering by
+  class, a fixed orthogonal head instead of the classifier's) is also better by more than 2 SE on a score where
+  vMF − Gaussian is; if not, the gain comes from class clustering alone.
+- Until each of these differences has the planned number of seeds, the reading is **provisional**.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from common.stats import paired_difference
+
+DECISIVE_SCORES = (("GAN-train", "gan_train", "↑", 3), ("intra-FID", "intra_fid", "↓", 2))
+"""(name, fidelity-JSON key, better direction, decimals) of the scores the verdict reads."""
+
+
+def run_seed(record: dict) -> int | None:
+    """The training seed of a record's run, read from its folder name ``<noise>-s<seed>``."""
+    match = re.search(r"-s(\d+)$", Path(str(record["run"])).name)
+    return int(match[1]) if match else None
+
+
+def paired_score(by_noise: dict[str, list[dict]], first: str, second: str, key: str) -> tuple[float, float, int]:
+    """``(mean, SE, n)`` of the per-seed differences first − second of one score (see ``paired_difference``)."""
+    seeded = (
+        {run_seed(r): r.get(key) for r in by_noise.get(noise, ()) if run_seed(r) is not None}
+        for noise in (first, second)
+    )
+    return paired_difference(*seeded)
+
+
+def _side(mean: float, error: float, better: str) -> str | None:
+    """ "better" or "worse" where |mean| exceeds 2 SE (the first noise against the second), else None."""
+    if not (error == error and abs(mean) > 2 * error):  # nan SE (fewer than two seeds) decides nothing
+        return None
+    return "better" if (mean > 0) == (better == "↑") else "worse"
+
+
+def _same_kappa(by_noise: dict[str, list[dict]], first: str, second: str) -> bool:
+    kappas = [{r.get("concentration") for r in by_noise.get(noise, ())} for noise in (first, second)]
+    return kappas[0] == kappas[1]
+
+
+def read_criteria(by_noise: dict[str, list[dict]], planned_seeds: int | None = None) -> list[str]:
+    """Markdown lines: the verdict under the module's rules, and one line per difference it read.
+
+    Args:
+        by_noise: records (fidelity JSONs with "run") of one scoring setting, grouped by noise.
+        planned_seeds: seeds the table plans per noise; fewer paired seeds make the reading provisional
+            (None: whatever is there).
+
+    Returns:
+        the lines (empty when vMF or Gaussian runs, or both decisive scores, are missing).
+    """
+    if "vmf" not in by_noise or "gaussian" not in by_noise:
+        return []
+    reasons, sides, counts = [], {}, []
+    for name, key, better, digits in DECISIVE_SCORES:
+        mean, error, count = paired_score(by_noise, "vmf", "gaussian", key)
+        if count == 0:
+            continue
+        counts.append(count)
+        sides[name] = _side(mean, error, better)
+        reasons.append(
+            f"vMF − Gaussian, {name} {better}: {mean:+.{digits}f} ± {error:.{digits}f} (SE, {count} seeds): "
+            + (f"{sides[name]} by more than 2 SE" if sides[name] else "within 2 SE")
+        )
+    if not sides:
+        return []
+    better_on = [name for name, side in sides.items() if side == "better"]
+    worse_on = [name for name, side in sides.items() if side == "worse"]
+    if better_on and worse_on:
+        verdict = f"mixed: better on {', '.join(better_on)}, worse on {', '.join(worse_on)}"
+    elif worse_on:
+        verdict = f"class-aware noise hurts here ({', '.join(worse_on)})"
+    elif better_on:
+        verdict = f"class-aware noise helps here ({', '.join(better_on)})"
+        if "vmf-orthogonal" not in by_noise:
+            verdict += "; the control (vMF, orthogonal head) has no runs, so where the gain comes from is open"
+        elif not _same_kappa(by_noise, "vmf", "vmf-orthogonal"):
+            verdict += "; the control ran at another κ, so where the gain comes from is open"
+        else:
+            geometry = []
+            for name, key, better, digits in DECISIVE_SCORES:
+                if name not in better_on:
+                    continue
+                mean, error, count = paired_score(by_noise, "vmf", "vmf-orthogonal", key)
+                counts.append(count)
+                side = _side(mean, error, better)
+                reasons.append(
+                    f"vMF − vMF, orthogonal head, {name} {better}: {mean:+.{digits}f} ± {error:.{digits}f} "
+                    f"(SE, {count} seeds): " + (f"{side} by more than 2 SE" if side else "within 2 SE")
+                )
+                geometry.append(side == "better")
+            verdict += (
+                "; the classifier's geometry matters (the orthogonal control is beaten too)"
+                if any(geometry)
+                else "; from class clustering alone (vMF does not beat the orthogonal control)"
+            )
+    else:
+        verdict = "no difference shown (vMF − Gaussian within 2 SE on GAN-train and intra-FID)"
+    provisional = planned_seeds is not None and min(counts) < planned_seeds
+    heading = (
+        f"**Reading under the criteria stated before the numbers: provisional, {min(counts)} of {planned_seeds} "
+        f"paired seeds: {verdict}.**"
+        if provisional
+        else f"**Reading under the criteria stated before the numbers: {verdict}.**"
+    )
+    return ["", heading, "", *(f"- {reason}" for reason in reasons)]
