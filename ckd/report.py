@@ -220,12 +220,12 @@ def _interval(difference: dict) -> str:
 
 
 def _cell(cell, seeds: int) -> str:
-    """ "mean ± sd" in %, with "(n = k)" where the cell has fewer than the table's ``seeds`` runs."""
+    """ "mean ± sd" in %, with "(n = k)" where the cell has another number of runs than the table's ``seeds``."""
     if cell is None:
         return "–"
     mean, sd, n = cell
     text = f"{100 * mean:.2f} ± {100 * sd:.2f}" if n > 1 else f"{100 * mean:.2f}"
-    return text if n >= seeds else f"{text} (n = {n})"
+    return text if n == seeds else f"{text} (n = {n})"
 
 
 def report_markdown(results: dict, command: str) -> str:
@@ -340,8 +340,8 @@ def arm_section(summary: dict, student: str, arm: str, facts: dict, shifts: list
         f"**Fixed arm `{arm}`, {student}**: CKD at κ = {facts['concentration']:.1f} and |a| = "
         f"{facts['activation_norm']:.1f} ({100 * facts['off_diagonal_mass']:.1f} % of each affinity row off the "
         "diagonal) and label smoothing matched to that mass, on the same seeds; accuracy (%) on the student's own "
-        "domain, paired differences in points with 95 % intervals (n = k: a cell with fewer seeds than the "
-        "arm's most so far):",
+        "domain, paired differences in points with 95 % intervals (n = k: a cell with another number of seeds "
+        "than the arm's most so far):",
         "",
         markdown_table([*header, "CKD − CKD at the validated κ"], table),
         "",

@@ -130,6 +130,22 @@ def test_a_cell_with_fewer_seeds_than_the_table_says_so():
     assert cells[3] == f"{100 * statistics.fmean(kd):.2f} ± {100 * statistics.stdev(kd):.2f} (n = 7)"
 
 
+def test_a_label_cell_with_more_seeds_than_the_arm_says_so():
+    effects = _effects(0.0, 0.0, -0.2)
+    for shift in ("downsample:0.5", "downsample:0.25"):
+        effects[(shift, "ckd@kappa-a")] = 0.92
+        effects[(shift, "label-smoothing@kappa-a")] = 0.905
+    rows = [r for r in _rows(effects) if not ("@" in r["loss"] and r["seed"] >= 4)]  # the arm has 4 of 8 seeds
+    arm = {"concentration": 35.1, "activation_norm": 35.1, "off_diagonal_mass": 0.05}
+    arm |= {"shifts": ["downsample-0.5", "downsample-0.25"], "losses": ["ckd", "label-smoothing"]}
+    results = {"title": "T", "rows": rows, "teacher": {}, "teacher_on_shifted": {}, "selection": {}}
+    results |= {"arms": {"kappa-a": arm}, "seeds": list(range(8))}
+    arm_text = report_markdown(results, "cmd").split("**Fixed arm")[1]
+    [arm_row] = [line for line in arm_text.splitlines() if line.startswith("| downsample-0.25 |")]
+    label, ckd, smoothing = [cell.strip() for cell in arm_row.strip("| ").split("|")][1:4]
+    assert label.endswith("(n = 8)") and "(n =" not in ckd and "(n =" not in smoothing, arm_row
+
+
 def test_a_fixed_arm_gets_its_own_table_and_reading():
     effects = _effects(0.0, 0.0, -0.2)  # the validated CKD is label training: no gain
     for shift in ("downsample:0.5", "downsample:0.25"):
