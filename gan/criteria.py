@@ -6,7 +6,11 @@
   otherwise **no difference shown**.
 - Where it helps, the **classifier's geometry** matters only if vMF − vMF-orthogonal (same κ, same clustering by
   class, a fixed orthogonal head instead of the classifier's) is also better by more than 2 SE on a score where
-  vMF − Gaussian is; if not, the gain comes from class clustering alone.
+  vMF − Gaussian is. If not, the gain comes from **class clustering alone** when the control itself beats Gaussian
+  by more than 2 SE on such a score; when neither holds, where the gain comes from is **open**. (The rules stated
+  before the numbers named only the first two branches: "clustering alone" whenever vMF does not beat the
+  control. The third was split off after the 20 runs of docs/gan.md, whose control gained nothing over Gaussian,
+  so that the reading claims only what its differences show.)
 - Until each of these differences has the planned number of seeds, the reading is **provisional**.
 """
 
@@ -16,6 +20,7 @@ import re
 from pathlib import Path
 
 from common.stats import paired_difference
+from gan.report import NOISE_NAMES
 
 DECISIVE_SCORES = (("GAN-train", "gan_train", "↑", 3), ("intra-FID", "intra_fid", "↓", 2))
 """(name, fidelity-JSON key, better direction, decimals) of the scores the verdict reads."""
@@ -46,6 +51,25 @@ def _side(mean: float, error: float, better: str) -> str | None:
 def _same_kappa(by_noise: dict[str, list[dict]], first: str, second: str) -> bool:
     kappas = [{r.get("concentration") for r in by_noise.get(noise, ())} for noise in (first, second)]
     return kappas[0] == kappas[1]
+
+
+def _read_sides(
+    by_noise: dict[str, list[dict]], first: str, second: str, names: list[str], reasons: list[str], counts: list[int]
+) -> list[str | None]:
+    """The side (``_side``) of first − second on each decisive score in ``names``; appends a reason line and the
+    paired seed count of each to ``reasons`` and ``counts``."""
+    label = " − ".join(NOISE_NAMES[noise] for noise in (first, second))
+    sides = []
+    for name, key, better, digits in DECISIVE_SCORES:
+        if name in names:
+            mean, error, count = paired_score(by_noise, first, second, key)
+            counts.append(count)
+            sides.append(_side(mean, error, better))
+            reasons.append(
+                f"{label}, {name} {better}: {mean:+.{digits}f} ± {error:.{digits}f} (SE, {count} seeds): "
+                + (f"{sides[-1]} by more than 2 SE" if sides[-1] else "within 2 SE")
+            )
+    return sides
 
 
 def read_criteria(by_noise: dict[str, list[dict]], planned_seeds: int | None = None) -> list[str]:
@@ -87,23 +111,21 @@ def read_criteria(by_noise: dict[str, list[dict]], planned_seeds: int | None = N
         elif not _same_kappa(by_noise, "vmf", "vmf-orthogonal"):
             verdict += "; the control ran at another κ, so where the gain comes from is open"
         else:
-            geometry = []
-            for name, key, better, digits in DECISIVE_SCORES:
-                if name not in better_on:
-                    continue
-                mean, error, count = paired_score(by_noise, "vmf", "vmf-orthogonal", key)
-                counts.append(count)
-                side = _side(mean, error, better)
-                reasons.append(
-                    f"vMF − vMF, orthogonal head, {name} {better}: {mean:+.{digits}f} ± {error:.{digits}f} "
-                    f"(SE, {count} seeds): " + (f"{side} by more than 2 SE" if side else "within 2 SE")
-                )
-                geometry.append(side == "better")
-            verdict += (
-                "; the classifier's geometry matters (the orthogonal control is beaten too)"
-                if any(geometry)
-                else "; from class clustering alone (vMF does not beat the orthogonal control)"
+            geometry = _read_sides(by_noise, "vmf", "vmf-orthogonal", better_on, reasons, counts)
+            clustering = (
+                []
+                if "better" in geometry
+                else _read_sides(by_noise, "vmf-orthogonal", "gaussian", better_on, reasons, counts)
             )
+            if "better" in geometry:
+                verdict += "; the classifier's geometry matters (the orthogonal control is beaten too)"
+            elif "better" in clustering:
+                verdict += "; from class clustering alone (the orthogonal control gains too, and vMF does not beat it)"
+            else:
+                verdict += (
+                    "; where the gain comes from is open (vMF does not beat the orthogonal control, nor the control "
+                    "Gaussian, by more than 2 SE)"
+                )
     else:
         verdict = "no difference shown (vMF − Gaussian within 2 SE on GAN-train and intra-FID)"
     provisional = planned_seeds is not None and min(counts) < planned_seeds
