@@ -343,6 +343,10 @@ class Table5Config:
     results: str | None = option(None, "markdown file for the table (section --section)")
     section: str | None = option(None, "section name in --results (None: gan-table5-<preset>)")
     report_only: bool = option(False, "only write the table from existing runs")
+    plot: str | None = option(
+        None,
+        "also draw every run's scores and the paired differences (the scoring setting with most runs) into this PNG",
+    )
     keep: str | None = option(
         None,
         "copy every scored run's config, metrics, scores and last sample grid to "

@@ -36,6 +36,7 @@ continues an interrupted table: training resumes from the run's latest checkpoin
 has been trained equally long. ``--report-only`` writes the table from what exists. κ of the vMF noise is
 ``--concentration`` or, by default, the MLE stored in the classifier checkpoint (``kappa_mle``, or
 ``concentration_mle`` in checkpoints of the earlier gan.classifier).
+``--plot PATH`` draws every run's scores and the paired differences with ±2 SE (:mod:`gan.plots`).
 ``--keep DIR`` copies each scored run's small files and generator weights (no checkpoints) to ``DIR``, so that a
 table can be kept under version control and rewritten later with ``--runs-dir DIR --report-only``.
 """
@@ -69,6 +70,7 @@ from gan.config import NOISE_ORDER, Table5Config
 from gan.config import parse_config as gan_config
 from gan.criteria import paired_score, read_criteria
 from gan.fidelity import classifier_extractor
+from gan.plots import plot_table5
 from gan.report import NOISE_NAMES, collect_runs
 
 __all__ = ["main", "run_folder", "trained_iterations", "logged_iterations", "keep_run", "summarize"]
@@ -118,6 +120,23 @@ def _mean_sd(values: list[float | None], digits: int = 2) -> str:
     return mean_sd_cell(summarize_values(values), digits=digits, count=False)
 
 
+def scoring_groups(run_dirs: list[Path]) -> dict[tuple, list[dict]]:
+    """The scored runs' records grouped by ``(noise, sample count, extractor, reference, *SCORING_KEYS)``: the
+    runs of one noise that were scored alike (empty when no run is scored)."""
+    finished = [run for run in run_dirs if any(run.glob("fidelity-*.json"))]
+    groups: dict[tuple, list[dict]] = {}
+    for record in collect_runs([str(run) for run in finished]) if finished else []:
+        key = (
+            record["noise"],
+            record.get("num_samples"),
+            record.get("feature_extractor"),
+            record.get("reference_id"),
+            *(record.get(name) for name in SCORING_KEYS),
+        )
+        groups.setdefault(key, []).append(record)
+    return groups
+
+
 def summarize(run_dirs: list[Path], planned_seeds: int | None = None) -> str:
     """Markdown: final scores (mean ± sd over seeds), the periodic FID during training, the reading under the
     pre-stated criteria (:mod:`gan.criteria`), and every command.
@@ -130,19 +149,8 @@ def summarize(run_dirs: list[Path], planned_seeds: int | None = None) -> str:
         the markdown text.
     """
     lines = []
-    finished = [run for run in run_dirs if any(run.glob("fidelity-*.json"))]
-    if finished:
-        records = collect_runs([str(run) for run in finished])
-        groups: dict[tuple, list[dict]] = {}
-        for record in records:
-            key = (
-                record["noise"],
-                record.get("num_samples"),
-                record.get("feature_extractor"),
-                record.get("reference_id"),
-                *(record.get(name) for name in SCORING_KEYS),
-            )
-            groups.setdefault(key, []).append(record)
+    groups = scoring_groups(run_dirs)
+    if groups:
         for (noise, *_), rows in groups.items():
             kappas = sorted({row.get("concentration") for row in rows}, key=str)
             if len(kappas) > 1:
@@ -596,7 +604,22 @@ def main(argv=None) -> str:
     if args.results and not args.dry_run:
         write_section(args.results, args.section or f"gan-table5-{args.preset}", text)
         print(f"wrote section of {args.results}")
+    if args.plot and not args.dry_run:
+        print(f"wrote {_plot(runs, args.plot)}")
     return text
+
+
+def _plot(runs: list[Path], path: str) -> Path:
+    """The Table-5 plot (:mod:`gan.plots`) of the scoring setting that holds the most runs."""
+    settings: dict[tuple, dict[str, list[dict]]] = {}
+    for key, rows in scoring_groups(runs).items():
+        settings.setdefault(key[1:], {})[key[0]] = rows
+    if not settings:
+        raise UserError(f"--plot {path}: no run has been scored yet")
+    largest = max(settings, key=lambda setting: sum(map(len, settings[setting].values())))
+    return plot_table5(
+        settings[largest], path, caption=f"{largest[0]} generated images per run, features of `{largest[1]}`"
+    )
 
 
 if __name__ == "__main__":

@@ -236,6 +236,34 @@ def test_the_table_reads_itself_under_the_pre_stated_criteria(tmp_path):
     assert "Reading under" not in table5.summarize([run for run in runs if "vmf" in run.name])
 
 
+def test_plot_draws_the_scoring_setting_with_the_most_runs(tmp_path, monkeypatch):
+    scores = {"inception_score_mean": 2.0, "frechet_inception_distance": 10.0, "gan_train": 0.3}
+    for sampler in ("vmf", "gaussian"):
+        for seed in range(2):
+            _scored_run(tmp_path / f"{sampler}-s{seed}", sampler, scores)
+    # seed 2 of vMF scored with another GAN-test classifier: a setting of one run, which must not be drawn
+    _scored_run(tmp_path / "vmf-s2", "vmf", {**scores, "gan_test_classifier": "other.pt"})
+    drawn = {}
+    monkeypatch.setattr(
+        table5, "plot_table5", lambda by_noise, path, caption: drawn.update(by_noise=by_noise, caption=caption) or path
+    )
+    table5.main(
+        ["--preset", "small", "--seeds", "0", "1", "2", "--runs-dir", str(tmp_path), "--report-only"]
+        + ["--plot", str(tmp_path / "t5.png")]
+    )
+    runs = {noise: sorted(r["run"].rsplit("/", 1)[-1] for r in rows) for noise, rows in drawn["by_noise"].items()}
+    assert runs == {"vmf": ["vmf-s0", "vmf-s1"], "gaussian": ["gaussian-s0", "gaussian-s1"]}
+    assert drawn["caption"] == "2000 generated images per run, features of `classifier-ev`"
+
+
+def test_plot_without_scored_runs_is_one_error_line(tmp_path, capsys):
+    from common.cli import run_cli
+
+    argv = ["--preset", "small", "--seeds", "0", "--runs-dir", str(tmp_path), "--report-only", "--plot", "t.png"]
+    assert run_cli(table5.main, argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --plot t.png: no run has been scored yet"]
+
+
 def test_missing_data_is_one_error_line(tmp_path, capsys):
     from common.cli import run_cli
 
