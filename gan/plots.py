@@ -133,10 +133,12 @@ def plot_table5(by_noise: dict[str, list[dict]], path: str | Path, *, caption: s
         bottom.set_title(f"seed by seed; mean ± 2 SE ({'up' if better == '↑' else 'down'} is better)", fontsize=9)
         for axis in (top, bottom):
             axis.grid(axis="y", alpha=0.3)
-    counts = sorted({len(points) for points in table5_points(by_noise, scores[0][1]).values()})
+    first = table5_points(by_noise, scores[0][1])
+    counts = sorted({len(points) for points in first.values()})
+    seeds = sorted({seed for points in first.values() for seed in points})
     figure.suptitle(
-        f"SNGAN on CIFAR-10, Table 5: {len(noises)} noises × {'/'.join(map(str, counts))} seeds, scores per run "
-        "(top) and paired differences (bottom)",
+        f"SNGAN on CIFAR-10, Table 5: {len(noises)} noises × {'/'.join(map(str, counts))} seeds "
+        f"({seeds[0]}–{seeds[-1]}), scores per run (top) and paired differences (bottom)",
         fontsize=12,
     )
     figure.text(
