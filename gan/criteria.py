@@ -65,11 +65,19 @@ def _read_sides(
             mean, error, count = paired_score(by_noise, first, second, key)
             counts.append(count)
             sides.append(_side(mean, error, better))
-            reasons.append(
-                f"{label}, {name} {better}: {mean:+.{digits}f} ± {error:.{digits}f} (SE, {count} seeds): "
-                + (f"{sides[-1]} by more than 2 SE" if sides[-1] else "within 2 SE")
-            )
+            reasons.append(_reason(label, name, better, digits, mean, error, count, sides[-1]))
     return sides
+
+
+def _reason(
+    label: str, name: str, better: str, digits: int, mean: float, error: float, count: int, side: str | None
+) -> str:
+    """One reason line: the paired difference, its SE and seed count, and how it was read."""
+    if count < 2:  # no standard error, so nothing is decided
+        return f"{label}, {name} {better}: {mean:+.{digits}f} (1 seed, no SE): decides nothing yet"
+    return f"{label}, {name} {better}: {mean:+.{digits}f} ± {error:.{digits}f} (SE, {count} seeds): " + (
+        f"{side} by more than 2 SE" if side else "within 2 SE"
+    )
 
 
 def read_criteria(by_noise: dict[str, list[dict]], planned_seeds: int | None = None) -> list[str]:
@@ -92,10 +100,7 @@ def read_criteria(by_noise: dict[str, list[dict]], planned_seeds: int | None = N
             continue
         counts.append(count)
         sides[name] = _side(mean, error, better)
-        reasons.append(
-            f"vMF − Gaussian, {name} {better}: {mean:+.{digits}f} ± {error:.{digits}f} (SE, {count} seeds): "
-            + (f"{sides[name]} by more than 2 SE" if sides[name] else "within 2 SE")
-        )
+        reasons.append(_reason("vMF − Gaussian", name, better, digits, mean, error, count, sides[name]))
     if not sides:
         return []
     better_on = [name for name, side in sides.items() if side == "better"]

@@ -126,6 +126,8 @@ def plot_table5(by_noise: dict[str, list[dict]], path: str | Path, *, caption: s
                 lw=1.5,
             )
         bottom.axhline(0.0, color="0.4", lw=1)
+        top.set_xlim(-0.5, len(noises) - 0.5)
+        bottom.set_xlim(-0.5, max(len(differences), 1) - 0.5)
         bottom.set_xticks(
             range(len(differences)), [f"{_SHORT.get(a, a)}\n− {_SHORT.get(b, b)}" for a, b in differences], fontsize=9
         )
@@ -136,16 +138,22 @@ def plot_table5(by_noise: dict[str, list[dict]], path: str | Path, *, caption: s
     first = table5_points(by_noise, scores[0][1])
     counts = sorted({len(points) for points in first.values()})
     seeds = sorted({seed for points in first.values() for seed in points})
+    seed_range = f"{seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
     figure.suptitle(
-        f"SNGAN on CIFAR-10, Table 5: {len(noises)} noises × {'/'.join(map(str, counts))} seeds "
-        f"({seeds[0]}–{seeds[-1]}), scores per run (top) and paired differences (bottom)",
+        f"SNGAN on CIFAR-10, Table 5: {len(noises)} noises × {'/'.join(map(str, counts))} "
+        f"seed{'s' if counts != [1] else ''} ({seed_range}), scores per run (top) and paired differences (bottom)",
         fontsize=12,
     )
     figure.text(
         0.5,
         0.005,
         "Top: dots are runs, grey lines join one seed, black bars are means. Bottom: dots are per-seed differences, "
-        f"diamonds their mean ± 2 SE. vMF-orth.: {NOISE_NAMES['vmf-orthogonal']} (the control, same κ as vMF)."
+        "diamonds their mean ± 2 SE."
+        + (
+            f" vMF-orth.: {NOISE_NAMES['vmf-orthogonal']} (the control, same κ as vMF)."
+            if "vmf-orthogonal" in noises
+            else ""
+        )
         + (f"\n{caption}" if caption else ""),
         ha="center",
         va="bottom",

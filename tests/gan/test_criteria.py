@@ -105,5 +105,8 @@ def test_fewer_seeds_than_planned_is_provisional():
 
 def test_one_seed_decides_nothing_and_a_table_without_both_noises_reads_nothing():
     text = "\n".join(read_criteria(_table(([0.9], [1.0]), ([0.1], [9.0]))))
-    assert "no difference shown" in text and "nan" in text
+    assert "no difference shown" in text and "nan" not in text
+    # GAN-train 0.9 - 0.1, intra-FID 1.0 - 9.0 on one seed: large, and still no standard error to read them by
+    assert "- vMF − Gaussian, GAN-train ↑: +0.800 (1 seed, no SE): decides nothing yet" in text
+    assert "- vMF − Gaussian, intra-FID ↓: -8.00 (1 seed, no SE): decides nothing yet" in text
     assert read_criteria({"vmf": _records("vmf", [0.2], [9.0])}) == []

@@ -53,3 +53,12 @@ def test_the_plot_is_written_and_refuses_runs_without_scores(tmp_path):
     assert path.stat().st_size > 10_000
     with pytest.raises(ValueError, match="no run has"):
         plots.plot_table5({"vmf": [{"run": "r/vmf-s0"}]}, tmp_path / "none.png")
+
+
+def test_one_seed_and_no_control_still_draws(tmp_path):
+    by_noise = {
+        "gaussian": [{"run": "r/gaussian-s5", "intra_fid": 7.0}],
+        "vmf": [{"run": "r/vmf-s5", "intra_fid": 7.5}],
+    }
+    assert plots.table5_differences(by_noise, "intra_fid")[("vmf", "gaussian")][:2] == ([0.5], 0.5)
+    assert plots.plot_table5(by_noise, tmp_path / "one.png").stat().st_size > 10_000
