@@ -20,7 +20,17 @@ import re
 from pathlib import Path
 
 from common.stats import paired_difference
+from eval.fidelity import KEY_FID, KEY_IS_MEAN
 from gan.report import NOISE_NAMES
+
+SCORES = (
+    ("IS", KEY_IS_MEAN, "↑", 2),
+    ("FID", KEY_FID, "↓", 2),
+    ("intra-FID", "intra_fid", "↓", 2),
+    ("GAN-test", "gan_test", "↑", 3),
+    ("GAN-train", "gan_train", "↑", 3),
+)
+"""(name, JSON key, better direction, decimals) of every score a run's fidelity JSON may hold."""
 
 DECISIVE_SCORES = (("GAN-train", "gan_train", "↑", 3), ("intra-FID", "intra_fid", "↓", 2))
 """(name, fidelity-JSON key, better direction, decimals) of the scores the verdict reads."""
@@ -32,13 +42,18 @@ def run_seed(record: dict) -> int | None:
     return int(match[1]) if match else None
 
 
+def seed_scores(records: list[dict], key: str) -> dict[int, float]:
+    """``{seed: score}`` of the records whose run folder names a seed and whose JSON has the score."""
+    return {
+        seed: float(record[key])
+        for record in records
+        if (seed := run_seed(record)) is not None and record.get(key) is not None
+    }
+
+
 def paired_score(by_noise: dict[str, list[dict]], first: str, second: str, key: str) -> tuple[float, float, int]:
     """``(mean, SE, n)`` of the per-seed differences first − second of one score (see ``paired_difference``)."""
-    seeded = (
-        {run_seed(r): r.get(key) for r in by_noise.get(noise, ()) if run_seed(r) is not None}
-        for noise in (first, second)
-    )
-    return paired_difference(*seeded)
+    return paired_difference(*(seed_scores(by_noise.get(noise, []), key) for noise in (first, second)))
 
 
 def _side(mean: float, error: float, better: str) -> str | None:

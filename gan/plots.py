@@ -15,20 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.stats import paired_difference
-from eval.fidelity import KEY_FID
 from gan.config import NOISE_ORDER
-from gan.criteria import run_seed
+from gan.criteria import SCORES, seed_scores
 from gan.report import NOISE_NAMES
 
 __all__ = ["PLOTTED_SCORES", "PLOTTED_COMPARISONS", "table5_points", "table5_differences", "plot_table5"]
 
-PLOTTED_SCORES = (
-    ("FID", KEY_FID, "↓"),
-    ("intra-FID", "intra_fid", "↓"),
-    ("GAN-test", "gan_test", "↑"),
-    ("GAN-train", "gan_train", "↑"),
-)
-"""(name, fidelity-JSON key, better direction) of the plotted scores, in column order."""
+PLOTTED_SCORES = SCORES[1:]
+"""The plotted scores (every score but IS), in column order."""
 
 PLOTTED_COMPARISONS = (
     ("vmf", "gaussian"),
@@ -49,13 +43,8 @@ def table5_points(by_noise: dict[str, list[dict]], key: str) -> dict[str, dict[i
         by_noise: records (fidelity JSONs with "run") of one scoring setting, grouped by noise.
         key: the fidelity-JSON key of the score.
     """
-    points: dict[str, dict[int, float]] = {}
-    for noise, records in by_noise.items():
-        for record in records:
-            seed = run_seed(record)
-            if seed is not None and record.get(key) is not None:
-                points.setdefault(noise, {})[seed] = float(record[key])
-    return points
+    points = {noise: seed_scores(records, key) for noise, records in by_noise.items()}
+    return {noise: scores for noise, scores in points.items() if scores}
 
 
 def table5_differences(
@@ -98,7 +87,7 @@ def plot_table5(by_noise: dict[str, list[dict]], path: str | Path, *, caption: s
         raise ValueError("no run has FID, intra-FID, GAN-test or GAN-train to plot")
     noises = [noise for noise in NOISE_ORDER if noise in by_noise] + sorted(set(by_noise) - set(NOISE_ORDER))
     figure, axes = plt.subplots(2, len(scores), figsize=(4.2 * len(scores), 8.4), squeeze=False)
-    for column, (name, key, better) in enumerate(scores):
+    for column, (name, key, better, _) in enumerate(scores):
         top, bottom = axes[0][column], axes[1][column]
         points = table5_points(by_noise, key)
         for seed in sorted({seed for values in points.values() for seed in values}):
@@ -135,9 +124,9 @@ def plot_table5(by_noise: dict[str, list[dict]], path: str | Path, *, caption: s
         bottom.set_title(f"seed by seed; mean ± 2 SE ({'up' if better == '↑' else 'down'} is better)", fontsize=9)
         for axis in (top, bottom):
             axis.grid(axis="y", alpha=0.3)
-    first = table5_points(by_noise, scores[0][1])
-    counts = sorted({len(points) for points in first.values()})
-    seeds = sorted({seed for points in first.values() for seed in points})
+    title_points = table5_points(by_noise, scores[0][1])
+    counts = sorted({len(points) for points in title_points.values()})
+    seeds = sorted({seed for points in title_points.values() for seed in points})
     seed_range = f"{seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
     figure.suptitle(
         f"SNGAN on CIFAR-10, Table 5: {len(noises)} noises × {'/'.join(map(str, counts))} "

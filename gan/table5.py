@@ -68,7 +68,7 @@ from common.run import LAST_CHECKPOINT, load_checkpoint, read_metrics
 from eval.fidelity import INCEPTION, KEY_FID, KEY_IS_MEAN
 from gan.config import NOISE_ORDER, Table5Config
 from gan.config import parse_config as gan_config
-from gan.criteria import paired_score, read_criteria
+from gan.criteria import SCORES, paired_score, read_criteria
 from gan.fidelity import classifier_extractor
 from gan.plots import plot_table5
 from gan.report import NOISE_NAMES, collect_runs
@@ -137,6 +137,14 @@ def scoring_groups(run_dirs: list[Path]) -> dict[tuple, list[dict]]:
     return groups
 
 
+def by_setting(groups: dict[tuple, list[dict]]) -> dict[tuple, dict[str, list[dict]]]:
+    """``scoring_groups`` regrouped as ``{setting: {noise: records}}``: the noises scored alike, side by side."""
+    settings: dict[tuple, dict[str, list[dict]]] = {}
+    for key, rows in groups.items():
+        settings.setdefault(key[1:], {})[key[0]] = rows
+    return settings
+
+
 def summarize(run_dirs: list[Path], planned_seeds: int | None = None) -> str:
     """Markdown: final scores (mean ± sd over seeds), the periodic FID during training, the reading under the
     pre-stated criteria (:mod:`gan.criteria`), and every command.
@@ -185,8 +193,9 @@ def summarize(run_dirs: list[Path], planned_seeds: int | None = None) -> str:
             )
         lines += ["", "Mean ± sample standard deviation over seeds (one training run per seed)."]
         lines += _per_run_and_differences(groups)
-        for setting in sorted({key[1:] for key in groups}, key=lambda k: (k[0] or 0, str(k[1]), str(k[2]))):
-            by_noise = {key[0]: rows for key, rows in groups.items() if key[1:] == setting}
+        settings = by_setting(groups)
+        for setting in sorted(settings, key=lambda k: (k[0] or 0, str(k[1]), str(k[2]))):
+            by_noise = settings[setting]
             extra = class_aware_table(by_noise) + paired_differences(by_noise)
             extra += read_criteria(by_noise, planned_seeds) if extra else []
             if extra:
@@ -244,15 +253,6 @@ COMPARISONS = (
 )
 """Pairs of noises whose final scores are compared (first − second). vMF − vMF-orthogonal is the control: the
 same kappa and the same class clustering, with or without the classifier's learned geometry."""
-
-SCORES = (
-    ("IS", KEY_IS_MEAN, "↑", 2),
-    ("FID", KEY_FID, "↓", 2),
-    ("intra-FID", "intra_fid", "↓", 2),
-    ("GAN-test", "gan_test", "↑", 3),
-    ("GAN-train", "gan_train", "↑", 3),
-)
-"""(name, JSON key, better direction, decimals) of every score a run's fidelity JSON may hold."""
 
 SCORING_KEYS = (
     "intra_fid_reference_split",
@@ -611,9 +611,7 @@ def main(argv=None) -> str:
 
 def _plot(runs: list[Path], path: str) -> Path:
     """The Table-5 plot (:mod:`gan.plots`) of the scoring setting that holds the most runs."""
-    settings: dict[tuple, dict[str, list[dict]]] = {}
-    for key, rows in scoring_groups(runs).items():
-        settings.setdefault(key[1:], {})[key[0]] = rows
+    settings = by_setting(scoring_groups(runs))
     if not settings:
         raise UserError(f"--plot {path}: no run has been scored yet")
     largest = max(settings, key=lambda setting: sum(map(len, settings[setting].values())))
