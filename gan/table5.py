@@ -615,9 +615,12 @@ def _plot(runs: list[Path], path: str) -> Path:
     if not settings:
         raise UserError(f"--plot {path}: no run has been scored yet")
     largest = max(settings, key=lambda setting: sum(map(len, settings[setting].values())))
-    return plot_table5(
-        settings[largest], path, caption=f"{largest[0]} generated images per run, features of `{largest[1]}`"
-    )
+    try:
+        return plot_table5(
+            settings[largest], path, caption=f"{largest[0]} generated images per run, features of `{largest[1]}`"
+        )
+    except OSError as error:
+        raise UserError(f"--plot {path}: {error.strerror or error}") from None
 
 
 if __name__ == "__main__":

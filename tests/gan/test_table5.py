@@ -264,6 +264,18 @@ def test_plot_without_scored_runs_is_one_error_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == ["error: --plot t.png: no run has been scored yet"]
 
 
+def test_plot_to_a_path_that_cannot_be_written_is_one_error_line(tmp_path, capsys):
+    from common.cli import run_cli
+
+    _scored_run(tmp_path / "vmf-s0", "vmf", {"inception_score_mean": 2.0, "frechet_inception_distance": 10.0})
+    (tmp_path / "file").write_text("")
+    plot = str(tmp_path / "file" / "t5.png")  # under a file, so its folder cannot be made
+    argv = ["--preset", "small", "--seeds", "0", "--runs-dir", str(tmp_path), "--report-only", "--plot", plot]
+    assert run_cli(table5.main, argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: --plot {plot}: ")
+
+
 def test_missing_data_is_one_error_line(tmp_path, capsys):
     from common.cli import run_cli
 
